@@ -1,0 +1,52 @@
+# gx — quick start: `make demo` (runs the toolchain on synthetic data) and `make test`.
+# Both create a local virtualenv in .venv and install gx into it on first use.
+
+VENV      ?= .venv
+PYTHON    ?= python3
+PY        := $(VENV)/bin/python
+GX        := $(VENV)/bin/gx
+STAMP     := $(VENV)/.gx-installed
+# Machines without an NVIDIA GPU take the CPU build of torch; GPU boxes take the normal wheel.
+TORCH_CPU ?= torch==2.13.0
+TORCH_GPU ?= torch
+PYTEST_ARGS ?=
+
+.PHONY: install test test-all demo lint bench clean help
+
+help:
+	@echo "make demo     run gx on synthetic data with tiny backbones (offline) into runs/demo"
+	@echo "make test     run the test suite (fast tests; make test-all adds slow ones)"
+	@echo "make lint     ruff"
+	@echo "make bench    benchmarks/*.py"
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	@if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then \
+	  echo "NVIDIA GPU found: installing $(TORCH_GPU)"; $(PY) -m pip install -q "$(TORCH_GPU)"; \
+	else \
+	  echo "no NVIDIA GPU: installing $(TORCH_CPU)"; $(PY) -m pip install -q "$(TORCH_CPU)"; \
+	fi
+	$(PY) -m pip install -q -c constraints.txt -e ".[dev]"
+	@touch $(STAMP)
+
+test: install
+	$(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS)
+
+test-all: install
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+demo: install
+	$(GX) extract-features --backbone tiny-dinov2 --dataset synthetic-hands -r runs/demo
+	$(GX) extract-features --backbone tiny-dinov3 --dataset synthetic-hands -r runs/demo
+	$(GX) runs --root runs
+
+lint: install
+	$(VENV)/bin/ruff check gesture_cli tests benchmarks
+
+bench: install
+	@for b in benchmarks/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+clean:
+	rm -rf $(VENV) runs/demo .pytest_cache

@@ -1,0 +1,61 @@
+"""Typed configs: defaults < file < flags; unknown keys rejected with a suggestion."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pytest
+
+from gesture_cli.core.config import resolve_config
+from gesture_cli.core.errors import UsageError
+
+
+@dataclass(frozen=True)
+class Cfg:
+    backbone: str = "tiny-vit"
+    batch_size: int = 8
+    lr: float = 1e-3
+    splits: tuple[str, ...] = ()
+    image_size: int | None = None
+    bf16: bool = False
+
+
+def test_layers_file_below_flags(tmp_path):
+    f = tmp_path / "c.yaml"
+    f.write_text("backbone: dinov2-small\nbatch-size: 32\nlr: 0.01\nsplits: [train, test]\n")
+    cfg = resolve_config(Cfg, f, {"batch_size": 4, "image_size": None})
+    assert cfg == Cfg(backbone="dinov2-small", batch_size=4, lr=0.01, splits=("train", "test"))
+
+
+def test_json_file_and_type_coercion(tmp_path):
+    f = tmp_path / "c.json"
+    f.write_text('{"image_size": "224", "bf16": "yes", "splits": "train,val"}')
+    cfg = resolve_config(Cfg, f)
+    assert cfg.image_size == 224 and cfg.bf16 is True and cfg.splits == ("train", "val")
+
+
+def test_unknown_key_suggests_closest(tmp_path):
+    f = tmp_path / "c.yaml"
+    f.write_text("batch_sise: 3\n")
+    with pytest.raises(UsageError, match=r"unknown key 'batch_sise' \(did you mean 'batch_size'\?\)"):
+        resolve_config(Cfg, f)
+
+
+def test_bad_type_and_bad_file(tmp_path):
+    with pytest.raises(UsageError, match="'batch_size' must be int"):
+        resolve_config(Cfg, None, {"batch_size": "many"})
+    f = tmp_path / "c.yaml"
+    f.write_text("- a list\n")
+    with pytest.raises(UsageError, match="top level must be a mapping"):
+        resolve_config(Cfg, f)
+    with pytest.raises(UsageError, match="file not found"):
+        resolve_config(Cfg, tmp_path / "missing.yaml")
+    f.write_text("a: [unclosed\n")
+    with pytest.raises(UsageError, match="cannot parse"):
+        resolve_config(Cfg, f)
+
+
+def test_config_is_frozen():
+    cfg = resolve_config(Cfg)
+    with pytest.raises(Exception):
+        cfg.lr = 3  # type: ignore[misc]
