@@ -1,0 +1,53 @@
+"""The `gx` Typer app. Each command lives in its own cli module with a `register(app)` function.
+
+Only modules listed in COMMAND_MODULES are registered, so `gx --help` lists exactly the commands
+that work. Cli modules import no torch/transformers at import time; their core calls do, lazily.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Annotated
+
+import typer
+
+from gesture_cli import __version__
+
+COMMAND_MODULES = [
+    "download",
+    "extract",
+    "runs",
+]
+
+app = typer.Typer(
+    name="gx",
+    help="gx: gesture and sign-language research with vision foundation models, from raw data to results.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # plain help text: "[default: ...]" must not be read as markup
+    context_settings={"help_option_names": ["-h", "--help"]},
+    epilog="Example: gx extract-features --backbone tiny-dinov2 --dataset synthetic-hands -r runs/demo",
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"gx {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show tracebacks and library warnings for every command.")] = False,
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")] = False,
+) -> None:
+    """gx: gesture and sign-language research with vision foundation models."""
+
+
+for _name in COMMAND_MODULES:
+    importlib.import_module(f"gesture_cli.cli.{_name}").register(app)
+
+
+def main() -> None:
+    app(prog_name="gx")

@@ -1,0 +1,116 @@
+"""Options shared by every command, and the error boundary that turns GxError into one line.
+
+No torch or transformers import here or in any cli module: `gx --help` must stay fast.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import click
+import typer
+
+RunDirOpt = Annotated[
+    Optional[Path],
+    typer.Option("--run-dir", "-r", help="Run directory [default: $GX_RUN_DIR, else runs/default].", show_default=False),
+]
+DeviceOpt = Annotated[str, typer.Option("--device", help="auto|cpu|cuda|cuda:N|mps.")]
+SeedOpt = Annotated[Optional[int], typer.Option("--seed", help="Random seed [default: 0].", show_default=False)]
+ConfigOpt = Annotated[
+    Optional[Path],
+    typer.Option("--config", help="YAML or JSON file of options; flags given on the command line override it.", show_default=False),
+]
+ForceOpt = Annotated[bool, typer.Option("--force", help="Recompute even if a cached result exists.")]
+VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="Show tracebacks and library warnings.")]
+BackboneOpt = Annotated[
+    Optional[str],
+    typer.Option("--backbone", "-b", help="Registry name (dinov3-vits16, dinov2-small, ijepa-vith14, vit-base, sapiens-0.3b, tiny-dinov2, ...), Hugging Face id, local directory, timm:NAME or a .pt TorchScript file.", show_default=False),
+]
+DatasetOpt = Annotated[
+    Optional[str],
+    typer.Option("--dataset", "-d", help="Dataset spec: sign-mnist, sign-mnist:DIR, csv:FILE, folder:DIR, synthetic-hands, ...", show_default=False),
+]
+
+
+def make_console(*, stderr: bool = False):
+    from rich.console import Console
+
+    # soft_wrap: an error stays one line in logs and CI, whatever the terminal width.
+    return Console(stderr=stderr, highlight=False, soft_wrap=stderr)
+
+
+def _debug_requested(kwargs: dict) -> bool:
+    if kwargs.get("verbose") or os.environ.get("GX_DEBUG", "").strip() not in {"", "0"}:
+        return True
+    ctx = click.get_current_context(silent=True)
+    root = ctx.find_root() if ctx is not None else None
+    return bool(root is not None and root.params.get("verbose"))
+
+
+def quiet_libraries(verbose: bool) -> None:
+    """Hide third-party warnings and progress noise unless --verbose."""
+    if verbose:
+        return
+    import logging
+    import warnings
+
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    warnings.filterwarnings("ignore", category=UserWarning)
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    for name in ("transformers", "huggingface_hub", "accelerate", "peft", "timm", "PIL", "matplotlib"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+def gx_command(fn):
+    """Wrap a command: GxError -> one red line on stderr and its exit code; tracebacks only when verbose."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        from gesture_cli.core.errors import GxError
+
+        debug = _debug_requested(kwargs)
+        quiet_libraries(debug)
+        try:
+            return fn(*args, **kwargs)
+        except (typer.Exit, typer.Abort, click.exceptions.ClickException):
+            raise
+        except GxError as exc:
+            if debug:
+                make_console(stderr=True).print_exception(show_locals=False)
+            make_console(stderr=True).print(f"[bold red]Error:[/] {exc}", markup=True, highlight=False)
+            raise typer.Exit(exc.exit_code) from None
+        except KeyboardInterrupt:
+            make_console(stderr=True).print("[yellow]Interrupted.[/] Finished steps are kept; unfinished outputs were removed.")
+            raise typer.Exit(130) from None
+        except MemoryError:
+            make_console(stderr=True).print("[bold red]Error:[/] out of memory; lower --batch-size or --max-samples")
+            raise typer.Exit(1) from None
+        except Exception as exc:
+            if debug:
+                make_console(stderr=True).print_exception(show_locals=False)
+            else:
+                first = str(exc).splitlines()[0] if str(exc) else ""
+                make_console(stderr=True).print(
+                    f"[bold red]Error:[/] {type(exc).__name__}: {first} (rerun with --verbose for the traceback)",
+                    markup=True,
+                    highlight=False,
+                )
+            raise typer.Exit(1) from None
+
+    return wrapper
+
+
+def flags(**kwargs) -> dict:
+    """The flags that were given (not None), for resolve_config."""
+    return {k: v for k, v in kwargs.items() if v is not None}
+
+
+def argv() -> list[str]:
+    return ["gx", *sys.argv[1:]] if sys.argv and sys.argv[0].endswith(("gx", "__main__.py")) else list(sys.argv)
