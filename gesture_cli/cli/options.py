@@ -11,7 +11,6 @@ import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
-import click
 import typer
 
 RunDirOpt = Annotated[
@@ -36,6 +35,23 @@ DatasetOpt = Annotated[
 ]
 
 
+def _click_exceptions() -> tuple[type[BaseException], ...]:
+    """typer.Exit/Abort and click's own exceptions, from click and from typer's vendored copy."""
+    out: list[type[BaseException]] = [typer.Exit, typer.Abort]
+    try:  # typer >= 0.20 vendors its own click and no longer depends on the click package
+        from typer._click.exceptions import ClickException
+
+        out.append(ClickException)
+    except ImportError:
+        import click
+
+        out.append(click.ClickException)
+    return tuple(out)
+
+
+_PASS_THROUGH = _click_exceptions()
+
+
 def make_console(*, stderr: bool = False):
     from rich.console import Console
 
@@ -46,7 +62,11 @@ def make_console(*, stderr: bool = False):
 def _debug_requested(kwargs: dict) -> bool:
     if kwargs.get("verbose") or os.environ.get("GX_DEBUG", "").strip() not in {"", "0"}:
         return True
-    ctx = click.get_current_context(silent=True)
+    try:
+        from typer._click.globals import get_current_context
+    except ImportError:
+        from click import get_current_context
+    ctx = get_current_context(silent=True)
     root = ctx.find_root() if ctx is not None else None
     return bool(root is not None and root.params.get("verbose"))
 
@@ -79,7 +99,7 @@ def gx_command(fn):
         quiet_libraries(debug)
         try:
             return fn(*args, **kwargs)
-        except (typer.Exit, typer.Abort, click.exceptions.ClickException):
+        except _PASS_THROUGH:
             raise
         except GxError as exc:
             if debug:

@@ -1,0 +1,87 @@
+"""`gx extract-features`: pooled features of a frozen backbone for every split of a dataset."""
+
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+
+from gesture_cli.cli.options import (
+    BackboneOpt, ConfigOpt, DatasetOpt, DeviceOpt, ForceOpt, RunDirOpt, SeedOpt, VerboseOpt, argv, flags, gx_command, make_console,
+)
+
+EXAMPLE = "Example: gx extract-features --backbone tiny-dinov2 --dataset synthetic-hands -r runs/demo"
+
+
+@gx_command
+def extract_features(
+    backbone: BackboneOpt = None,
+    dataset: DatasetOpt = None,
+    dataset_opt: Annotated[Optional[list[str]], typer.Option("--dataset-opt", help="Dataset source option KEY=VALUE (repeatable), e.g. label_map=contiguous.", show_default=False)] = None,
+    split: Annotated[Optional[list[str]], typer.Option("--split", help="Split to extract (repeatable) [default: all].", show_default=False)] = None,
+    pool: Annotated[Optional[str], typer.Option("--pool", help="cls | mean | cls+mean [default: cls].", show_default=False)] = None,
+    image_size: Annotated[Optional[int], typer.Option("--image-size", help="Input side in pixels [default: the backbone's].", show_default=False)] = None,
+    batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="Images per batch; 0 = auto [default: 0].", show_default=False)] = None,
+    precision: Annotated[Optional[str], typer.Option("--precision", help="auto | bf16 | fp32 [default: auto: bf16 only where fast].", show_default=False)] = None,
+    max_samples: Annotated[Optional[int], typer.Option("--max-samples", help="Cap on images per split.", show_default=False)] = None,
+    run_dir: RunDirOpt = None,
+    device: DeviceOpt = "auto",
+    seed: SeedOpt = None,
+    config: ConfigOpt = None,
+    force: ForceOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Extract frozen-backbone features of a dataset into features/<backbone>/<split>.safetensors."""
+    from gesture_cli.cli.progress import progress_bar
+    from gesture_cli.core.config import resolve_config
+    from gesture_cli.core.rundir import RunDir
+    from gesture_cli.models.features import ExtractConfig, extract_features as run_extract
+
+    cfg = resolve_config(
+        ExtractConfig,
+        config,
+        flags(backbone=backbone, dataset=dataset, dataset_opts=dataset_opt or None, splits=split or None, pool=pool, image_size=image_size,
+              batch_size=batch_size, precision=precision, max_samples=max_samples, seed=seed),
+    )
+    run = RunDir(run_dir)
+    console = make_console()
+    err = make_console(stderr=True)
+    bars: dict = {}
+
+    def on_split(name: str, n: int) -> None:
+        if "ctx" in bars:
+            bars["ctx"].__exit__(None, None, None)
+        bars["ctx"] = progress_bar(console, f"{cfg.backbone} {name}", n, unit="img")
+        bars["update"] = bars["ctx"].__enter__()
+
+    try:
+        entry = run_extract(
+            cfg, run, device=device, force=force, argv=argv(), on_split=on_split,
+            on_progress=lambda done, total: bars["update"](done),
+            on_backoff=lambda bs: err.print(f"CUDA out of memory: batch size lowered to {bs}"),
+        )
+    finally:
+        if "ctx" in bars:
+            bars["ctx"].__exit__(None, None, None)
+    if entry.get("cached"):
+        console.print(f"[dim]extract-features: cached result for {cfg.backbone} on {cfg.dataset} (use --force to recompute)[/]")
+        return
+    _summary(console, run, entry["meta"], entry["outputs"][0])
+
+
+def _summary(console, run, meta: dict, out_rel: str) -> None:
+    from rich.table import Table
+
+    bb = meta["backbone"]
+    table = Table(title=f"{out_rel}  ({bb['family']}, {meta['feature_dim']}-d {meta['pool']}, {meta['image_size']}px, {meta['dtype']} on {meta['device']})")
+    for col in ("split", "images", "seconds", "images/s", "skipped"):
+        table.add_column(col, justify="right" if col != "split" else "left")
+    for split, s in meta["splits"].items():
+        skipped = ", ".join(f"{k}: {v}" for k, v in (s.get("skipped") or {}).items()) or "0"
+        table.add_row(split, str(s["images"]), f"{s['seconds']:.2f}", f"{s['images_per_s']:.1f}", skipped)
+    console.print(table)
+    console.print(f"Wrote {run.root / out_rel}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("extract-features", epilog=EXAMPLE)(extract_features)

@@ -1,0 +1,59 @@
+"""One progress display per long step: a Rich bar on a terminal, periodic plain lines otherwise.
+
+CI logs and `nohup` files get one line every `every_s` seconds (and at the end) instead of
+thousands of redraws.
+"""
+
+from __future__ import annotations
+
+import time
+from contextlib import contextmanager
+
+
+@contextmanager
+def progress_bar(console, description: str, total: int | None, *, unit: str = "it", every_s: float = 10.0):
+    """Yield update(done, total=None) for a task; shows throughput in `unit`/s and an ETA."""
+    if console.is_terminal:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+        rate = TextColumn("{task.fields[rate]}")
+        with Progress(
+            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), rate,
+            TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=False,
+        ) as prog:
+            task = prog.add_task(description, total=total, rate="")
+            t0 = time.perf_counter()
+
+            def update(done: int, new_total: int | None = None) -> None:
+                dt = time.perf_counter() - t0
+                fields = {"rate": f"{done / dt:,.1f} {unit}/s" if dt > 0 else ""}
+                prog.update(task, completed=done, total=new_total if new_total is not None else prog.tasks[0].total, **fields)
+
+            yield update
+        return
+
+    t0 = last = time.perf_counter()
+    state = {"done": 0, "total": total, "printed_at": -1}
+
+    def update(done: int, new_total: int | None = None) -> None:
+        nonlocal last
+        state["done"] = done
+        if new_total is not None:
+            state["total"] = new_total
+        now = time.perf_counter()
+        finished = state["total"] is not None and done >= state["total"]
+        if now - last >= every_s or finished:
+            last = now
+            _line(console, description, done, state["total"], now - t0, unit)
+            state["printed_at"] = done
+
+    yield update
+    if state["printed_at"] != state["done"]:
+        _line(console, description, state["done"], state["total"], time.perf_counter() - t0, unit)
+
+
+def _line(console, description: str, done: int, total: int | None, dt: float, unit: str) -> None:
+    rate = done / dt if dt > 0 else 0.0
+    of = f"/{total}" if total else ""
+    eta = f", ETA {max(0.0, (total - done) / rate):.0f}s" if total and rate > 0 and done < total else ""
+    console.print(f"{description}: {done}{of} {unit} ({rate:,.1f} {unit}/s{eta})", highlight=False)

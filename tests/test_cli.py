@@ -1,0 +1,108 @@
+"""The CLI shell: help everywhere with an example, fast help without torch, one-line errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import REPO, invoke
+
+
+def _all_commands():
+    from typer.main import get_command
+
+    from gesture_cli.cli.app import app
+
+    root = get_command(app)
+    out = []
+
+    def walk(cmd, path):
+        if hasattr(cmd, "commands"):  # a group (typer vendors its own click)
+            for name, sub in cmd.commands.items():
+                walk(sub, [*path, name])
+        if path:
+            out.append(path)
+
+    walk(root, [])
+    return out
+
+
+def test_registered_commands_cover_the_foundation():
+    names = {p[0] for p in _all_commands()}
+    assert {"download", "extract-features", "runs"} <= names
+
+
+@pytest.mark.parametrize("path", _all_commands(), ids=lambda p: " ".join(p))
+def test_every_command_has_help_with_an_example(runner, path):
+    res = invoke(runner, *path, "--help")
+    assert res.exit_code == 0, res.output
+    assert "Example" in res.output and "gx " in res.output.split("Example", 1)[1]
+
+
+def test_root_help_and_version(runner):
+    res = invoke(runner, "--help")
+    assert res.exit_code == 0 and "extract-features" in res.output
+    res = invoke(runner, "--version")
+    assert res.exit_code == 0 and res.output.startswith("gx ")
+
+
+def test_help_does_not_import_torch_or_transformers():
+    code = (
+        "import sys\n"
+        "from typer.testing import CliRunner\n"
+        "from gesture_cli.cli.app import app\n"
+        "r = CliRunner().invoke(app, ['--help'])\n"
+        "assert r.exit_code == 0\n"
+        "for c in ['extract-features', 'download', 'runs']:\n"
+        "    assert CliRunner().invoke(app, [c, '--help']).exit_code == 0\n"
+        "bad = [m for m in ('torch', 'transformers', 'sklearn', 'cv2', 'pandas') if m in sys.modules]\n"
+        "print(','.join(bad))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "", f"help imported heavy modules: {out.stdout}"
+
+
+def test_real_subprocess_entry_points(tmp_path):
+    env = {**os.environ, "GX_HOME": str(tmp_path / "home"), "HF_HUB_OFFLINE": "1"}
+    out = subprocess.run([sys.executable, "-m", "gesture_cli", "--help"], capture_output=True, text=True, env=env, timeout=60)
+    assert out.returncode == 0 and "extract-features" in out.stdout
+    gx = os.path.join(os.path.dirname(sys.executable), "gx")
+    if os.path.exists(gx):
+        out = subprocess.run([gx, "extract-features", "--dataset", "nope-set", "-r", str(tmp_path / "r")], capture_output=True, text=True, env=env, timeout=120)
+        assert out.returncode == 2
+        assert "unknown dataset 'nope-set'" in out.stderr and "Traceback" not in out.stderr + out.stdout
+        assert len(out.stderr.strip().splitlines()) == 1
+
+
+def test_unknown_config_key_is_usage_error(runner, tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("backbone: tiny-vit\nimage_sise: 64\n")
+    res = invoke(runner, "extract-features", "--config", cfg, "-r", tmp_path / "r")
+    assert res.exit_code == 2
+    assert "unknown key 'image_sise' (did you mean 'image_size'?)" in res.output
+    assert not (tmp_path / "r").exists()
+
+
+def test_runs_lists_and_shows(runner, tmp_path):
+    from gesture_cli.core.rundir import RunDir
+
+    run = RunDir(tmp_path / "runs" / "a")
+    step = run.begin("probe", config={}, outputs=["probe"])
+    with step:
+        step.stage("probe")
+        step.metrics["accuracy"] = 0.875
+    res = invoke(runner, "runs", "--root", tmp_path / "runs", "--json")
+    assert res.exit_code == 0
+    rows = json.loads(res.output)
+    assert rows[0]["name"] == "a" and rows[0]["metrics"]["probe.accuracy"] == 0.875
+    res = invoke(runner, "runs", "--root", tmp_path / "runs")
+    assert res.exit_code == 0 and "probe.accuracy=0.875" in res.output
+    res = invoke(runner, "runs", "show", tmp_path / "runs" / "a")
+    assert res.exit_code == 0 and "probe" in res.output and "ok" in res.output
+    res = invoke(runner, "runs", "show", tmp_path / "nope")
+    assert res.exit_code == 2 and "not a run directory" in res.output
