@@ -30,7 +30,6 @@ SOURCE_MODULES = (
     "gesture_cli.data.sign_mnist",
     "gesture_cli.data.folder",
     "gesture_cli.data.synthetic_hands",
-    "gesture_cli.data.hagrid",
 )
 
 _BASE_PARAMS = ("arg", "spec", "split", "seed")
