@@ -16,6 +16,7 @@ from gesture_cli import __version__
 COMMAND_MODULES = [
     "download",
     "extract",
+    "pca",
     "runs",
 ]
 
