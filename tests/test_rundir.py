@@ -73,6 +73,15 @@ def test_cache_hit_and_force(tmp_path):
     assert not _write_step(run, "four", config={"v": 2}).cached  # config change: recompute
 
 
+def test_cache_never_returns_outputs_overwritten_by_a_later_step(tmp_path):
+    run = RunDir(tmp_path / "r")
+    assert not _write_step(run, "A", config={"v": "A"}).cached
+    assert not _write_step(run, "B", config={"v": "B"}).cached  # same output folder, other config
+    assert not _write_step(run, "A again", config={"v": "A"}).cached  # A's files were replaced by B's
+    assert (tmp_path / "r" / "out" / "a.txt").read_text() == "A again"
+    assert _write_step(run, "A thrice", config={"v": "A"}).cached
+
+
 def test_cache_miss_when_input_changes_or_output_deleted(tmp_path):
     run = RunDir(tmp_path / "r")
     src = tmp_path / "data.csv"

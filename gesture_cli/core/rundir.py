@@ -204,11 +204,23 @@ class RunDir:
         return step
 
     def _find_cached(self, command: str, key: str, outputs: list[str]) -> dict | None:
-        for s in reversed(self.steps(command)):
-            if s.get("cache_key") == key and s.get("status") == "ok":
-                if all(self.path(o).exists() for o in outputs):
-                    return s
+        """The finished step with this key, if its outputs are still the ones it wrote.
+
+        A later finished step that wrote any of the same outputs (another dataset or config into
+        the same folder) makes the earlier one stale, even though its paths still exist.
+        """
+        steps = self.read_manifest()["steps"]
+        for i in range(len(steps) - 1, -1, -1):
+            s = steps[i]
+            if s.get("command") != command or s.get("cache_key") != key or s.get("status") != "ok":
+                continue
+            later = steps[i + 1 :]
+            overwritten = any(
+                t.get("status") == "ok" and set(t.get("outputs", [])) & set(s.get("outputs", [])) for t in later
+            )
+            if overwritten or not all(self.path(o).exists() for o in outputs):
                 return None
+            return s
         return None
 
 
