@@ -16,6 +16,9 @@ from gesture_cli import __version__
 COMMAND_MODULES = [
     "download",
     "extract",
+    "probe",
+    "evaluate",
+    "infer",
     "pca",
     "runs",
 ]

@@ -1,0 +1,112 @@
+"""`gx evaluate TASK`: score a trained artifact of the run dir on a dataset split.
+
+Tasks are a registry (TASKS: name -> runner); `classify` scores a probe (`--from probe`) or, once
+`gx lora-train` exists, a LoRA classifier (`--from lora`). Later tasks add one entry each.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from gesture_cli.cli.options import (
+    BackboneOpt,
+    ConfigOpt,
+    DatasetOpt,
+    DeviceOpt,
+    ForceOpt,
+    RunDirOpt,
+    SeedOpt,
+    VerboseOpt,
+    argv,
+    flags,
+    gx_command,
+    make_console,
+)
+
+EXAMPLE = "Example: gx evaluate classify --from probe --backbone tiny-dinov2 -r runs/demo"
+
+
+def _classify(cfg, *, run, device: str, force: bool, console) -> None:
+    from gesture_cli.cli.progress import progress_bar
+    from gesture_cli.eval.infer_classify import check_source, evaluate_probe
+
+    check_source(run, cfg.source, cfg.backbone)
+    bar: dict = {}
+
+    def on_progress(done: int, total: int) -> None:  # a bar only when features are extracted anew
+        if "update" not in bar:
+            bar["ctx"] = progress_bar(console, f"extract {cfg.split}", total, unit="img")
+            bar["update"] = bar["ctx"].__enter__()
+        bar["update"](done)
+
+    try:
+        res = evaluate_probe(run, backbone=cfg.backbone, dataset=cfg.dataset, split=cfg.split, device=device, seed=cfg.seed,
+                             max_samples=cfg.max_samples, batch_size=cfg.batch_size, argv=argv(), force=force, on_progress=on_progress)
+    finally:
+        if "ctx" in bar:
+            bar["ctx"].__exit__(None, None, None)
+    if res.get("cached"):
+        console.print("[dim]evaluate: cached result (use --force to recompute)[/]")
+    _classify_summary(console, res)
+
+
+def _classify_summary(console, res: dict) -> None:
+    from rich.table import Table
+
+    title = f"classify ({res['from']}, {res['backbone']}) on {res['dataset']} / {res['split']}: {res['n']} samples, features {res['features']}"
+    table = Table(title=title)
+    for col in ("metric", "precision", "recall", "F1"):
+        table.add_column(col, justify="left" if col == "metric" else "right")
+    for avg in ("macro", "weighted"):
+        table.add_row(avg, *(f"{res[f'{avg}_{m}']:.4f}" for m in ("precision", "recall", "f1")))
+    console.print(table)
+    worst = sorted((r for r in res["per_class"] if r["support"]), key=lambda r: r["f1"])[:5]
+    if worst:
+        console.print("lowest F1: " + ", ".join(f"{r['class']} {r['f1']:.2f}" for r in worst))
+    console.print(f"[bold]accuracy {res['accuracy']:.4f}[/]   wrote {res['output']}")
+
+
+TASKS = {"classify": _classify}  # task name -> runner(cfg, ...); segment, keypoint, translate come later
+
+
+@gx_command
+def evaluate(
+    task: Annotated[str, typer.Argument(help="What to evaluate: classify.", show_default=False)],
+    source: Annotated[str | None, typer.Option("--from", help="Which artifact: probe | lora [default: probe].", show_default=False)] = None,
+    backbone: BackboneOpt = None,
+    dataset: DatasetOpt = None,
+    split: Annotated[str | None, typer.Option("--split", help="Dataset split to score [default: test].", show_default=False)] = None,
+    max_samples: Annotated[int | None, typer.Option("--max-samples", help="Score only the first N samples (extracts features anew).", show_default=False)] = None,
+    batch_size: Annotated[int | None, typer.Option("--batch-size", help="Images per batch when extracting; 0 = auto.", show_default=False)] = None,
+    run_dir: RunDirOpt = None,
+    device: DeviceOpt = "auto",
+    seed: SeedOpt = None,
+    config: ConfigOpt = None,
+    force: ForceOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Score a trained artifact on a dataset split; writes eval/<task>-<from>-<backbone>.json.
+
+    classify: accuracy, macro/weighted precision, recall, F1 and a per-class report. The extracted
+    features are reused when the dataset is the one they came from; otherwise the backbone is rebuilt
+    from the classifier's header and features are extracted on the fly.
+    """
+    from gesture_cli.core.config import resolve_config
+    from gesture_cli.core.errors import unknown_choice
+    from gesture_cli.core.rundir import RunDir
+    from gesture_cli.eval.infer_classify import EvaluateConfig
+
+    runner = TASKS.get(task)
+    if runner is None:
+        raise unknown_choice("task", task, TASKS)
+    cfg = resolve_config(
+        EvaluateConfig, config,
+        flags(source=source, backbone=backbone, dataset=dataset, split=split, max_samples=max_samples, batch_size=batch_size, seed=seed),
+    )
+    runner(cfg, run=RunDir(run_dir), device=device, force=force, console=make_console())
+
+
+def register(app: typer.Typer) -> None:
+    app.command("evaluate", epilog=EXAMPLE)(evaluate)

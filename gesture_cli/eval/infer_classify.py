@@ -1,0 +1,377 @@
+"""Classification with a saved classifier: inputs for `gx infer classify` and the shared plumbing of
+`gx evaluate classify` / `gx infer classify` (which artifact, which backbone, which features).
+
+Inputs (`load_inputs`): one image file, a folder of images (searched recursively, sorted), or a
+Sign-MNIST-style CSV: 784 pixel columns, or 785 with the label first; a header line is optional.
+Each becomes an `ImageDataset`, so images go through exactly the path feature extraction uses
+(`ImageDataset.batch(size=...)` then `Backbone.preprocess`).
+"""
+
+from __future__ import annotations
+
+import csv
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from gesture_cli.core.errors import ArtifactError, DataError, GxError, UsageError, unknown_choice
+
+CLASSIFIER_SOURCES = ("probe", "lora")  # --from: where the classifier comes from
+PIXELS = 784  # 28 x 28 Sign MNIST image
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    """`gx evaluate TASK`: which artifact to score on which data."""
+
+    source: str = "probe"  # --from: probe | lora
+    backbone: str | None = None  # backbone folder of the artifact; None = the only one in the run dir
+    dataset: str | None = None  # dataset spec; None = the one the classifier's features came from
+    split: str = "test"  # dataset split to score
+    max_samples: int | None = None  # score only the first N samples (features are then extracted anew)
+    batch_size: int = 0  # images per forward pass when extracting; 0 = auto (64 on CPU, 256 on CUDA)
+    seed: int | None = None  # dataset split seed; None = the seed the features were extracted with
+
+    def validate(self) -> None:
+        if self.source not in CLASSIFIER_SOURCES:
+            raise unknown_choice("--from source", self.source, CLASSIFIER_SOURCES)
+        if self.max_samples is not None and self.max_samples < 1:
+            raise UsageError("--max-samples must be at least 1")
+        if self.batch_size < 0:
+            raise UsageError("--batch-size must be 0 (auto) or a positive number")
+
+
+@dataclass(frozen=True)
+class InferConfig:
+    """`gx infer TASK`: which artifact to run on which inputs."""
+
+    input: str = ""  # image file, folder of images, or Sign-MNIST-style CSV
+    source: str = "probe"  # --from: probe | lora
+    backbone: str | None = None  # backbone folder of the artifact; None = the only one in the run dir
+    top_k: int = 3  # classes shown per input
+    batch_size: int = 0  # images per forward pass; 0 = auto
+
+    def validate(self) -> None:
+        if not self.input:
+            raise UsageError("--input is required: an image file, a folder of images or a CSV")
+        if self.source not in CLASSIFIER_SOURCES:
+            raise unknown_choice("--from source", self.source, CLASSIFIER_SOURCES)
+        if self.top_k < 1:
+            raise UsageError("--top-k must be at least 1")
+        if self.batch_size < 0:
+            raise UsageError("--batch-size must be 0 (auto) or a positive number")
+
+
+@dataclass
+class InferInputs:
+    dataset: object  # ImageDataset (labels are placeholders; see `labels`)
+    names: list[str]  # one display name per input: file path or "FILE row N"
+    labels: list[str | None]  # known true label per input (CSV label column, class subfolder), else None
+
+
+def check_source(run, source: str, backbone: str | None) -> None:
+    """Validate --from; `lora` needs lora/<backbone>/ (written by `gx lora-train`)."""
+    from gesture_cli.models.features import backbone_dirname
+
+    if source not in CLASSIFIER_SOURCES:
+        raise unknown_choice("--from source", source, CLASSIFIER_SOURCES)
+    if source == "lora":
+        found = sorted(p.name for p in run.path("lora").iterdir() if p.is_dir()) if run.path("lora").is_dir() else []
+        where = run.path("lora", backbone_dirname(backbone)) if backbone else run.path("lora")
+        if (backbone and not where.is_dir()) or not found:
+            raise UsageError(
+                f"no LoRA artifact in {where}: run `gx lora-train --backbone {backbone or 'NAME'} -r {run.root}` first, or use --from probe"
+            )
+        raise GxError(f"{where}: classifying with a LoRA artifact is not available in this gx version; use --from probe")
+
+
+# ----------------------------------------------------------------------------------------------
+# Inputs
+# ----------------------------------------------------------------------------------------------
+
+
+def load_inputs(path: Path | str, *, classes: list[str]) -> InferInputs:
+    """An image file, a folder of images, or a Sign-MNIST-style CSV -> InferInputs."""
+    from gesture_cli.data.images import IMAGE_EXTENSIONS
+
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise UsageError(f"--input {path}: no such file or folder")
+    if path.is_dir():
+        return _load_folder(path, classes=classes)
+    suffix = path.suffix.lower()
+    if suffix == ".csv":
+        return _load_csv(path, classes=classes)
+    if suffix in IMAGE_EXTENSIONS:
+        return _image_inputs([path], [str(path)], [None], spec=str(path))
+    raise UsageError(f"--input {path}: not an image ({', '.join(sorted(IMAGE_EXTENSIONS))}), a folder of images or a .csv file")
+
+
+def _image_inputs(paths: list[Path], names: list[str], labels: list[str | None], *, spec: str) -> InferInputs:
+    from gesture_cli.data.images import ImageDataset, probe_image
+
+    kinds = [probe_image(p) for p in paths]
+    bad = [p for p, k in zip(paths, kinds, strict=True) if k is None]
+    if bad:
+        raise DataError(f"{bad[0]}: not a readable image (empty, truncated, corrupt or unsupported format); remove or re-export it")
+    ds = ImageDataset(spec=f"infer:{spec}", split="infer", classes=["?"], labels=np.zeros(len(paths), dtype=np.int64),
+                      paths=list(paths), source_files=list(paths), color=any(kinds))
+    return InferInputs(dataset=ds, names=names, labels=labels)
+
+
+def _load_folder(root: Path, *, classes: list[str]) -> InferInputs:
+    from gesture_cli.data.images import IMAGE_EXTENSIONS
+
+    paths = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith("."))
+    if not paths:
+        raise DataError(f"{root}: no image files ({', '.join(sorted(IMAGE_EXTENSIONS))}) in this folder or below it")
+    known = set(classes)
+    labels = [p.parent.name if p.parent != root and p.parent.name in known else None for p in paths]  # class subfolders
+    names = [p.relative_to(root).as_posix() for p in paths]
+    return _image_inputs(paths, names, labels, spec=str(root))
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _load_csv(path: Path, *, classes: list[str]) -> InferInputs:
+    """Sign-MNIST-style CSV; the first problem raises a DataError naming the file, row and line."""
+    from gesture_cli.data.images import ImageDataset
+
+    rows: list[np.ndarray] = []
+    raw_labels: list[int | None] = []
+    width = None
+    header = False
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            for line, cells in enumerate(csv.reader(f), start=1):
+                if not any(c.strip() for c in cells):
+                    continue  # blank line
+                if line == 1 and not any(_is_number(c) for c in cells):
+                    header = True  # label,pixel1,... or pixel1,...: a data row with one bad cell is still data
+                    if len(cells) not in (PIXELS, PIXELS + 1):
+                        raise DataError(f"{path}: header (line 1) has {len(cells)} columns; expected {PIXELS} pixel columns, or {PIXELS + 1} with the label first")
+                    width = len(cells)
+                    continue
+                row = len(rows) + 1  # 1-based data row
+                where = f"{path}: row {row} (line {line})"
+                if len(cells) not in (PIXELS, PIXELS + 1):
+                    raise DataError(f"{where}: has {len(cells)} columns; expected {PIXELS} pixel values, or {PIXELS + 1} with the label first; fix or remove that row")
+                if width is None:
+                    width = len(cells)
+                elif len(cells) != width:
+                    raise DataError(f"{where}: has {len(cells)} columns but the file's {'header' if header else 'first row'} has {width}; fix or remove that row")
+                try:
+                    values = np.asarray([float(c) for c in cells], dtype=np.float64)
+                except ValueError:
+                    j = next(j for j, c in enumerate(cells) if not _is_number(c))
+                    raise DataError(f"{where}: column {j + 1} is not a number ({cells[j].strip()[:20]!r}); fix or remove that row") from None
+                pixels = values[-PIXELS:]
+                bad = np.flatnonzero(~np.isfinite(pixels) | (pixels < 0) | (pixels > 255))
+                if bad.size:
+                    j = int(bad[0]) + width - PIXELS
+                    raise DataError(f"{where}: pixel {int(bad[0]) + 1} (column {j + 1}) is {cells[j].strip()!r}; pixels must lie in 0..255")
+                raw_labels.append(int(values[0]) if width == PIXELS + 1 else None)
+                rows.append(np.rint(pixels).astype(np.uint8))
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path}: not a text CSV (undecodable byte at offset {e.start})") from None
+    if not rows:
+        raise DataError(f"{path}: no data rows; expected Sign-MNIST-style rows of {PIXELS} pixels (or label + {PIXELS} pixels)")
+    labels = [_csv_label(path, i + 1, v, classes) for i, v in enumerate(raw_labels)]
+    images = np.stack(rows).reshape(-1, 28, 28)
+    ds = ImageDataset(spec=f"infer:{path}", split="infer", classes=["?"], labels=np.zeros(len(images), dtype=np.int64),
+                      images=images, source_files=[path])
+    return InferInputs(dataset=ds, names=[f"{path.name} row {i + 1}" for i in range(len(images))], labels=labels)
+
+
+def _csv_label(path: Path, row: int, raw: int | None, classes: list[str]) -> str | None:
+    """A CSV label -> class name: Sign MNIST's 0..24 (no 9) when the classifier knows letters, else an id."""
+    if raw is None:
+        return None
+    from gesture_cli.data.sign_mnist import SIGN_MNIST_LETTERS, sign_mnist_label_to_letter
+
+    if list(classes) == list(SIGN_MNIST_LETTERS):
+        try:
+            return sign_mnist_label_to_letter(raw)
+        except DataError as e:
+            raise DataError(f"{path}: row {row}: {e}") from None
+    return classes[raw] if 0 <= raw < len(classes) else str(raw)
+
+
+# ----------------------------------------------------------------------------------------------
+# Features of new inputs
+# ----------------------------------------------------------------------------------------------
+
+
+def build_classifier_backbone(meta: dict, *, device, path: Path):
+    """Rebuild the backbone a classifier was trained on, from the describe() in its header."""
+    from gesture_cli.core.device import compute_dtype
+    from gesture_cli.models.backbones import build_backbone
+
+    desc = meta.get("backbone") or {}
+    if not desc.get("name"):
+        raise ArtifactError(f"{path}: the classifier does not record its backbone; rerun `gx probe --force`")
+    return build_backbone(desc["name"], device=device, dtype=compute_dtype(device, "auto"), image_size=desc.get("image_size"))
+
+
+def extract_for_classifier(backbone, dataset, *, meta: dict, path: Path, device, batch_size: int = 0, max_samples=None, on_progress=None):
+    """Pooled features of `dataset` as the classifier expects them; checks the dimension."""
+    from gesture_cli.models.features import extract_split
+
+    pool = meta.get("pool") or "cls"
+    want = int(meta.get("feature_dim") or 0)
+    got = backbone.feature_dim(pool)
+    if want and got != want:
+        raise ArtifactError(
+            f"backbone '{backbone.info.name}' gives {got}-d '{pool}' features but {path} expects {want}-d; "
+            "the backbone changed since the probe was trained: rerun `gx extract-features` and `gx probe`"
+        )
+    bs = batch_size or (256 if device.type == "cuda" else 64)
+    feats, _ = extract_split(backbone, dataset, pool=pool, batch_size=bs, device=device, max_samples=max_samples, on_progress=on_progress)
+    return feats.numpy()
+
+
+def check_feature_dim(features: np.ndarray, *, want: int, features_path: Path, classifier_path: Path) -> None:
+    got = int(features.shape[1])
+    if got != want:
+        raise ArtifactError(
+            f"{features_path} has {got}-d features but {classifier_path} expects {want}-d; "
+            "the features were re-extracted with another backbone or --pool since the probe: rerun `gx probe`"
+        )
+
+
+# ----------------------------------------------------------------------------------------------
+# gx infer classify --from probe
+# ----------------------------------------------------------------------------------------------
+
+
+def infer_probe(run, *, backbone: str | None, input_path: Path | str, top_k: int = 3, device="auto", batch_size: int = 0,
+                argv=None) -> dict:
+    """Top-k classes of every input with a probe classifier; writes infer/classify-probe-<backbone>.json."""
+    from gesture_cli.core.artifacts import save_json
+    from gesture_cli.core.device import resolve_device
+    from gesture_cli.eval.classify import top_k_indices
+    from gesture_cli.eval.probe import load_classifier, require_classifier
+
+    if top_k < 1:
+        raise UsageError("--top-k must be at least 1")
+    name, clf_path = require_classifier(run, backbone)
+    probe, meta = load_classifier(clf_path)
+    classes = list(meta["classes"])
+    inputs = load_inputs(input_path, classes=classes)
+    dev = resolve_device(device)
+    out_rel = f"infer/classify-probe-{name}.json"
+    step = run.begin("infer", config={"task": "classify", "from": "probe", "backbone": name, "input": str(input_path), "top_k": top_k},
+                      outputs=[out_rel], inputs=[clf_path], argv=argv, force=True)
+    with step:
+        t0 = time.perf_counter()
+        bb = build_classifier_backbone(meta, device=dev, path=clf_path)
+        feats = extract_for_classifier(bb, inputs.dataset, meta=meta, path=clf_path, device=dev, batch_size=batch_size)
+        probs = probe.predict_proba(feats)
+        top = top_k_indices(probs, top_k)
+        preds = [
+            {"input": n, "label": lab, "top_k": [{"class": classes[j], "prob": round(float(probs[i, j]), 6)} for j in top[i]]}
+            for i, (n, lab) in enumerate(zip(inputs.names, inputs.labels, strict=True))
+        ]
+        result = {
+            "task": "classify", "from": "probe", "backbone": name, "classifier": str(clf_path), "input": str(input_path),
+            "n": len(preds), "top_k": int(top.shape[1]), "seconds": round(time.perf_counter() - t0, 3), "predictions": preds,
+        }
+        known = [(p["label"], p["top_k"][0]["class"]) for p in preds if p["label"] is not None]
+        if known:
+            result["accuracy"] = round(sum(a == b for a, b in known) / len(known), 6)
+            step.metrics["accuracy"] = result["accuracy"]
+        save_json(step.stage(out_rel, is_dir=False), result, kind="infer-classify")
+        step.metrics["inputs"] = len(preds)
+    return {**result, "output": str(run.path(out_rel))}
+
+
+# ----------------------------------------------------------------------------------------------
+# gx evaluate classify --from probe
+# ----------------------------------------------------------------------------------------------
+
+
+def _map_labels(labels: np.ndarray, ds_classes: list[str], clf_classes: list[str], *, where: str) -> np.ndarray:
+    """Dataset label ids -> classifier label ids, matched by class name."""
+    if list(ds_classes) == list(clf_classes):
+        return np.asarray(labels, dtype=np.int64)
+    index = {c: i for i, c in enumerate(clf_classes)}
+    unknown = [c for c in ds_classes if c not in index]
+    if unknown:
+        raise DataError(f"{where}: classes {', '.join(unknown[:5])} are not among the classifier's {len(clf_classes)} classes ({', '.join(clf_classes[:5])}, ...)")
+    lut = np.asarray([index[c] for c in ds_classes], dtype=np.int64)
+    return lut[np.asarray(labels, dtype=np.int64)]
+
+
+def evaluate_probe(run, *, backbone: str | None, dataset: str | None = None, split: str = "test", device="auto",
+                   seed: int | None = None, max_samples: int | None = None, batch_size: int = 0, argv=None, force: bool = False,
+                   on_progress=None) -> dict:
+    """Score a saved probe classifier; writes eval/classify-probe-<backbone>.json.
+
+    The extracted features are reused when they come from the same dataset (and split, seed, every
+    sample); otherwise the backbone is rebuilt from the classifier's header and the split's features
+    are extracted on the fly.
+    """
+    from gesture_cli.core.artifacts import load_json, save_json
+    from gesture_cli.core.device import resolve_device
+    from gesture_cli.eval.classify import classification_metrics
+    from gesture_cli.eval.probe import load_classifier, require_classifier
+    from gesture_cli.models.features import load_features
+
+    name, clf_path = require_classifier(run, backbone)
+    probe, meta = load_classifier(clf_path)
+    classes = list(meta["classes"])
+    spec = dataset or meta.get("dataset")
+    if not spec:
+        raise UsageError(f"{clf_path} does not record its dataset; pass --dataset")
+    feats_path = run.path("features", name, f"{split}.safetensors")
+    fmeta_path = run.path("features", name, "meta.json")
+    fmeta = load_json(fmeta_path, kind="features-meta") if fmeta_path.is_file() else {}
+    ds_seed = seed if seed is not None else (meta.get("dataset_seed") or 0)
+    reuse = (
+        feats_path.is_file() and fmeta.get("dataset") == spec and max_samples is None
+        and (seed is None or seed == meta.get("dataset_seed"))
+    )
+    out_rel = f"eval/classify-probe-{name}.json"
+    config = {"task": "classify", "from": "probe", "backbone": name, "dataset": spec, "split": split, "seed": ds_seed,
+              "max_samples": max_samples, "features": "reused" if reuse else "extracted"}
+    if reuse:
+        inputs, keys, ds = [clf_path, feats_path], {}, None
+    else:
+        from gesture_cli.data import make_dataset
+
+        ds = make_dataset(spec, split=split, seed=ds_seed)
+        inputs = [clf_path, *[Path(p) for p in ds.source_files]]
+        keys = {"dataset": ds.cache_token} if ds.cache_token else {}
+    step = run.begin("evaluate", config=config, outputs=[out_rel], inputs=inputs, input_keys=keys, argv=argv, force=force)
+    if step.cached:
+        return {**load_json(run.path(out_rel), kind="eval-classify"), "cached": True, "output": str(run.path(out_rel))}
+
+    with step:
+        t0 = time.perf_counter()
+        if reuse:
+            x_t, y_t, smeta = load_features(run, name, split)
+            x = x_t.numpy()
+            check_feature_dim(x, want=probe.feature_dim, features_path=feats_path, classifier_path=clf_path)
+            y = _map_labels(y_t.numpy(), list(smeta.get("classes") or classes), classes, where=str(feats_path))
+        else:
+            bb = build_classifier_backbone(meta, device=resolve_device(device), path=clf_path)
+            x = extract_for_classifier(bb, ds, meta=meta, path=clf_path, device=bb.device, batch_size=batch_size,
+                                       max_samples=max_samples, on_progress=on_progress)
+            y = _map_labels(ds.labels[: len(x)], ds.classes, classes, where=spec)
+        pred = probe.predict(x)
+        metrics = classification_metrics(y, pred, classes)
+        result = {
+            "task": "classify", "from": "probe", "backbone": name, "classifier": str(clf_path), "dataset": spec, "split": split,
+            "features": config["features"], "seconds": round(time.perf_counter() - t0, 3), "classes": classes, **metrics,
+        }
+        save_json(step.stage(out_rel, is_dir=False), result, kind="eval-classify")
+        step.metrics.update({k: metrics[k] for k in ("accuracy", "macro_f1", "weighted_f1", "n")})
+    return {**result, "cached": False, "output": str(run.path(out_rel))}
