@@ -40,6 +40,7 @@ test-all: install
 demo: install
 	$(GX) extract-features --backbone tiny-dinov2 --dataset synthetic-hands -r runs/demo
 	$(GX) extract-features --backbone tiny-dinov3 --dataset synthetic-hands -r runs/demo
+	$(GX) probe -r runs/demo
 	$(GX) runs --root runs
 
 lint: install
