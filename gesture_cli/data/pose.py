@@ -1,0 +1,528 @@
+"""Pose (keypoint-sequence) datasets: samples, a spec registry, gx's own format, normalisation, collate.
+
+    from gesture_cli.data.pose import make_pose_dataset, collate_pose
+    ds = make_pose_dataset("pose:data/phoenix", split="train")        # or "synthetic-signs"
+    batch = collate_pose(ds.samples[:8], max_frames=256, normalize="shoulders")
+
+A `PoseSample` is one sequence: keypoints float32 [T, K, C] (C = 2: x, y; or 3: x, y, z) on a layout
+of models/skeletons.py, and a bool mask [T, K]. A missing point (not detected, zero confidence, NaN)
+has mask False and NaN coordinates, so code that forgets the mask fails loudly instead of learning
+from a fake (0, 0); `collate_pose` turns NaN into 0 for the model, next to the mask.
+
+Specs (DESIGN §5): `pose:FILE|DIR` (every format of data/pose_readers.py, and gx's own format below)
+and `synthetic-signs` (data/synthetic_signs.py). Sources register with `@register_pose_dataset`
+and are imported on first lookup, like the image registry (data/registry.py).
+
+gx's pose format (`gx pose-convert` writes it): a folder with
+    meta.json       {"schema", "kind": "pose-dataset", "layout", "num_samples", "splits", "skipped", "source"}
+    index.jsonl     one line per sample: id, path, text, gloss, split, signer, layout, fps, frames, dims, meta
+    samples/*.safetensors   `keypoints` float32 [T, K, C] (NaN where masked) and `mask` bool [T, K]
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import json
+import re
+import shutil
+import uuid
+import zlib
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from gesture_cli.core.errors import ArtifactError, DataError, UsageError, did_you_mean, unknown_choice
+
+POSE_SPLITS = ("train", "val", "test")
+POSE_DATASET_KIND = "pose-dataset"
+POSE_SAMPLE_KIND = "pose-sample"
+POSE_FORMAT_SCHEMA = 1
+NORMALIZATIONS = ("none", "max-abs", "shoulders", "shoulders-frame")
+_SPLIT_ALIASES = {"training": "train", "dev": "val", "valid": "val", "validation": "val", "testing": "test"}
+
+
+def normalize_split(name: str) -> str:
+    """'dev'/'validation' -> 'val', 'training' -> 'train'; other names lower-cased; '' stays ''."""
+    s = (name or "").strip().lower()
+    return _SPLIT_ALIASES.get(s, s)
+
+
+@dataclass
+class PoseSample:
+    id: str  # unique within its dataset: the path relative to the input without suffix, a clip name, ...
+    keypoints: np.ndarray  # float32 [T, K, C]: C = 2 (x, y) or 3 (x, y, z), source units; NaN where mask is False
+    mask: np.ndarray  # bool [T, K]: True = the point was observed
+    fps: float  # frames per second
+    layout: str  # models/skeletons.py layout: mediapipe-holistic | openpose-137 | coco-wholebody-133
+    text: str = ""  # spoken-language sentence or word ('' when the source has none)
+    gloss: str = ""  # gloss sequence, space-separated ('' when none)
+    split: str = ""  # train | val | test, or '' when the source does not say
+    signer: str = ""  # signer id ('' when unknown)
+    source: str = ""  # file or folder it was read from
+    meta: dict[str, Any] = field(default_factory=dict)  # format-specific extras: width/height, dropped points, ...
+
+    def __post_init__(self) -> None:
+        kp = np.asarray(self.keypoints, dtype=np.float32)
+        mask = np.asarray(self.mask, dtype=bool)
+        if kp.ndim != 3 or kp.shape[-1] not in (2, 3):
+            raise ValueError(f"PoseSample {self.id!r}: keypoints must be [T, K, C] with C = 2 or 3, got {list(kp.shape)}")
+        if mask.shape != kp.shape[:2]:
+            raise ValueError(f"PoseSample {self.id!r}: mask shape {list(mask.shape)} != keypoints [T, K] {list(kp.shape[:2])}")
+        # a point is finite when the sum of its coordinates is (NaN and inf propagate); channel by channel,
+        # because numpy reductions over a 2-3 long last axis are ~10x slower
+        finite = np.isfinite(sum(kp[..., c] for c in range(kp.shape[-1])))
+        if (finite & ~mask).any():  # keep the invariant: masked points hold NaN, never a plausible value
+            kp = np.where(mask[..., None], kp, np.float32(np.nan))
+        mask = mask & finite
+        self.keypoints, self.mask = kp, mask
+
+    @property
+    def num_frames(self) -> int:
+        return int(self.keypoints.shape[0])
+
+    @property
+    def num_points(self) -> int:
+        return int(self.keypoints.shape[1])
+
+    @property
+    def dims(self) -> int:
+        return int(self.keypoints.shape[2])
+
+    def __repr__(self) -> str:
+        return (f"PoseSample(id={self.id!r}, {self.num_frames} frames x {self.num_points} points x {self.dims}, {self.layout}, "
+                f"{self.fps:g} fps, valid {self.mask.mean():.0%}, text={self.text[:40]!r}, gloss={self.gloss[:40]!r}, split={self.split!r})")
+
+
+@dataclass
+class PoseDataset:
+    spec: str  # the spec string as given
+    split: str | None  # the split asked for; None = every sample
+    layout: str  # the layout every sample shares
+    samples: list[PoseSample]
+    skipped: dict[str, int] = field(default_factory=dict)  # reason -> count; nothing is dropped silently
+    source_files: list[Path] = field(default_factory=list)  # files read (fingerprinted for cache keys)
+    cache_token: str = ""  # changes when a generator or its parameters change
+
+    def __post_init__(self) -> None:
+        dims = {s.dims for s in self.samples}
+        for s in self.samples:
+            if s.layout != self.layout:
+                raise DataError(f"{s.source or s.id}: sample '{s.id}' is {s.layout}, the dataset is {self.layout}")
+        if len(dims) > 1:
+            raise DataError(f"{self.spec}: samples mix 2D and 3D keypoints ({sorted(dims)}); convert them separately")
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, i: int) -> PoseSample:
+        return self.samples[i]
+
+    def __iter__(self) -> Iterator[PoseSample]:
+        return iter(self.samples)
+
+    def __repr__(self) -> str:
+        skipped = f", skipped={self.skipped}" if self.skipped else ""
+        return f"PoseDataset(spec={self.spec!r}, split={self.split!r}, {len(self)} samples, {self.layout}{skipped})"
+
+    @property
+    def dims(self) -> int:
+        return self.samples[0].dims if self.samples else 0
+
+    @property
+    def texts(self) -> list[str]:
+        return [s.text for s in self.samples]
+
+    @property
+    def glosses(self) -> list[str]:
+        return [s.gloss for s in self.samples]
+
+    def frame_counts(self) -> np.ndarray:
+        return np.array([s.num_frames for s in self.samples], dtype=np.int64)
+
+    def split_counts(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for s in self.samples:
+            out[s.split or "-"] = out.get(s.split or "-", 0) + 1
+        return out
+
+    def subset(self, idx: Sequence[int], *, split: str | None = None) -> PoseDataset:
+        return replace(self, split=split if split is not None else self.split, samples=[self.samples[int(i)] for i in idx],
+                       skipped=dict(self.skipped), source_files=list(self.source_files))
+
+
+# ---- registry ------------------------------------------------------------------------------------
+_BASE_PARAMS = ("arg", "spec", "split", "seed")
+SOURCE_MODULES = ("gesture_cli.data.synthetic_signs",)  # modules that register pose sources on import
+
+
+@dataclass(frozen=True)
+class PoseSource:
+    name: str
+    help: str
+    make: Callable[..., PoseDataset]  # make(arg, *, spec, split, seed, **opts)
+    arg: str | None  # metavar after ':' ("FILE|DIR"), None when the spec takes none
+    arg_required: bool
+
+    @property
+    def options(self) -> list[str]:
+        params = inspect.signature(self.make).parameters
+        return [p for p, v in params.items() if p not in _BASE_PARAMS and v.kind is inspect.Parameter.KEYWORD_ONLY]
+
+    @property
+    def usage(self) -> str:
+        if self.arg is None:
+            return self.name
+        return f"{self.name}:{self.arg}" if self.arg_required else f"{self.name}[:{self.arg}]"
+
+
+_POSE_REGISTRY: dict[str, PoseSource] = {}
+
+
+def register_pose_dataset(name: str, *, help: str, arg: str | None = None, arg_required: bool = False):
+    """Decorator: register `make(arg, *, spec, split, seed, **opts) -> PoseDataset` under `name`."""
+    if name in _POSE_REGISTRY:
+        raise ValueError(f"pose dataset '{name}' is registered twice")
+
+    def decorator(fn: Callable[..., PoseDataset]) -> Callable[..., PoseDataset]:
+        _POSE_REGISTRY[name] = PoseSource(name=name, help=help, make=fn, arg=arg, arg_required=arg_required)
+        return fn
+
+    return decorator
+
+
+def _pose_sources() -> dict[str, PoseSource]:
+    for module in SOURCE_MODULES:
+        importlib.import_module(module)
+    return _POSE_REGISTRY
+
+
+def get_pose_source(spec: str) -> tuple[PoseSource, str | None]:
+    """The registered pose source of a spec and its argument, or a UsageError with a suggestion."""
+    if not isinstance(spec, str) or not spec.strip():
+        raise UsageError("empty pose dataset spec; e.g. synthetic-signs or pose:DIR")
+    name, sep, arg = spec.strip().partition(":")
+    name, arg = name.strip().lower(), (arg if sep else None)
+    sources = _pose_sources()
+    source = sources.get(name)
+    if source is None:
+        err = unknown_choice("pose dataset", name, sources)
+        if arg is None and Path(spec).expanduser().exists():
+            err = UsageError(f"{err}; '{spec}' is a path: write pose:{spec}")
+        raise err
+    if source.arg is None and arg is not None:
+        raise UsageError(f"pose dataset '{name}' takes no ':' part; got '{spec}' (use plain '{name}')")
+    if source.arg_required and not (arg or "").strip():
+        raise UsageError(f"pose dataset '{name}' needs a {source.arg}: use {source.usage}")
+    return source, arg
+
+
+def list_pose_datasets() -> list[tuple[str, str]]:
+    return [(s.name, f"{s.usage}: {s.help}") for s in sorted(_pose_sources().values(), key=lambda s: s.name)]
+
+
+def make_pose_dataset(spec: str, *, split: str | None = None, seed: int = 0, **opts) -> PoseDataset:
+    """Build a pose dataset (one split, or every sample with split=None) from its spec string.
+
+    `opts` are the source's own options, e.g. `allow_pickle=`, `layout=`, `texts=`, `fps=` for
+    `pose:`, `train_size=` for synthetic-signs; any other key is a UsageError naming the valid ones.
+    """
+    source, arg = get_pose_source(spec)
+    valid = source.options
+    for key in opts:
+        if key not in valid:
+            raise UsageError(f"unknown option '{key}' for pose dataset '{source.name}'{did_you_mean(key, valid)}; valid: {', '.join(valid)}")
+    if split is not None:
+        split = normalize_split(split)
+        if split not in POSE_SPLITS:
+            raise UsageError(f"pose dataset split '{split}' is not one of {', '.join(POSE_SPLITS)}")
+    ds = source.make(arg, spec=spec, split=split, seed=int(seed), **opts)
+    ds.spec, ds.split = spec, split
+    return ds
+
+
+def auto_split(sample_id: str, *, seed: int = 0, fractions: tuple[float, float] = (0.8, 0.1)) -> str:
+    """Deterministic train/val/test (80/10/10) from a hash of (seed, id): stable when samples are added."""
+    u = zlib.crc32(f"{seed}:{sample_id}".encode()) / 2**32
+    return "train" if u < fractions[0] else "val" if u < fractions[0] + fractions[1] else "test"
+
+
+def select_split(samples: list[PoseSample], split: str | None, *, seed: int = 0) -> list[PoseSample]:
+    """Samples of one split; a sample whose source gives no split is assigned one by `auto_split`."""
+    if split is None:
+        return samples
+    return [s for s in samples if (s.split or auto_split(s.id, seed=seed)) == split]
+
+
+@register_pose_dataset(
+    "pose", arg="FILE|DIR", arg_required=True,
+    help=".pose, OpenPose JSON, Kaggle parquet, ASL-App JSON, gx pose folder (or a pickle with allow_pickle); labels from CSV tables beside them",
+)
+def make_pose_files(
+    arg: str, *, spec: str, split: str | None, seed: int, allow_pickle: bool = False, layout: str | None = None,
+    texts: str | None = None, fps: float | None = None, channels: str = "auto",
+) -> PoseDataset:
+    """`pose:PATH`: a gx pose folder (index.jsonl) or any file/folder data/pose_readers.py reads."""
+    path = Path(arg).expanduser()
+    if path.is_dir() and (path / "index.jsonl").is_file():
+        samples, meta = read_pose_folder(path)
+        if layout not in (None, "", "auto") and meta.get("layout") != layout:
+            raise DataError(f"{path}: holds {meta.get('layout')} keypoints, not {layout}")
+        skipped, files = dict(meta.get("skipped") or {}), [path / "index.jsonl", path / "samples"]
+        if texts:
+            from gesture_cli.data.pose_readers import label_keys, read_labels
+
+            table = read_labels(texts, allow_pickle=allow_pickle)
+            for s in samples:
+                hit = next((table[k] for k in label_keys(s.id) if k in table), None)
+                if hit:
+                    s.text, s.gloss = hit.get("text", s.text), hit.get("gloss", s.gloss)
+    else:
+        from gesture_cli.data.pose_readers import read_pose_path
+
+        samples, skipped, files = read_pose_path(path, allow_pickle=allow_pickle, layout=layout, texts=texts, fps=fps, channels=channels)
+    lay = samples[0].layout if samples else (layout or "")
+    return PoseDataset(spec=spec, split=split, layout=lay, samples=select_split(samples, split, seed=seed), skipped=skipped, source_files=files)
+
+
+# ---- gx's own format -----------------------------------------------------------------------------
+_SAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def _file_name(sample_id: str, used: set[str]) -> str:
+    base = _SAFE.sub("_", sample_id).strip("._") or "sample"
+    name, n = base[:150], 1
+    while name.lower() in used:  # case-insensitive file systems
+        n += 1
+        name = f"{base[:140]}-{n}"
+    used.add(name.lower())
+    return name
+
+
+def write_pose_folder(ds: PoseDataset, out_dir: Path | str, *, overwrite: bool = False) -> Path:
+    """Write a dataset in gx's pose format (module docstring); atomic: a crash leaves the old folder or none."""
+    from safetensors.numpy import save
+
+    from gesture_cli.core.artifacts import atomic_write_text
+
+    out = Path(out_dir).expanduser()
+    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
+        raise UsageError(f"{out} already exists and is not empty; pass --force to replace it")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
+    (tmp / "samples").mkdir(parents=True)
+    try:
+        used: set[str] = set()
+        lines = []
+        for s in ds.samples:
+            rel = f"samples/{_file_name(s.id, used)}.safetensors"
+            header = {"gx": json.dumps({"schema": POSE_FORMAT_SCHEMA, "kind": POSE_SAMPLE_KIND, "id": s.id, "layout": s.layout})}
+            (tmp / rel).write_bytes(save({"keypoints": np.ascontiguousarray(s.keypoints), "mask": np.ascontiguousarray(s.mask)}, metadata=header))
+            lines.append(json.dumps({
+                "id": s.id, "path": rel, "text": s.text, "gloss": s.gloss, "split": s.split, "signer": s.signer, "layout": s.layout,
+                "fps": s.fps, "frames": s.num_frames, "dims": s.dims, "meta": s.meta,
+            }, ensure_ascii=False, default=str))
+        atomic_write_text(tmp / "index.jsonl", "".join(line + "\n" for line in lines))
+        meta = {
+            "schema": POSE_FORMAT_SCHEMA, "kind": POSE_DATASET_KIND, "layout": ds.layout, "dims": ds.dims, "num_samples": len(ds),
+            "splits": ds.split_counts(), "skipped": ds.skipped, "source": ds.spec,
+        }
+        atomic_write_text(tmp / "meta.json", json.dumps(meta, indent=2, ensure_ascii=False) + "\n")
+        old = None
+        if out.exists():
+            old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
+            out.rename(old)
+        tmp.rename(out)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+def read_pose_folder(root: Path | str) -> tuple[list[PoseSample], dict]:
+    """Samples and meta of a gx pose folder; every problem is a one-line error naming file and line."""
+    from safetensors import safe_open
+
+    from gesture_cli.models.skeletons import LAYOUT_SIZES
+
+    root = Path(root)
+    meta: dict = {}
+    if (root / "meta.json").is_file():
+        try:
+            meta = json.loads((root / "meta.json").read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise ArtifactError(f"{root / 'meta.json'}: not valid JSON ({exc})") from None
+        if meta.get("kind") != POSE_DATASET_KIND or int(meta.get("schema", 0)) > POSE_FORMAT_SCHEMA:
+            raise ArtifactError(f"{root / 'meta.json'}: not a gx pose folder of schema <= {POSE_FORMAT_SCHEMA} (kind {meta.get('kind')!r}, schema {meta.get('schema')!r})")
+    index = root / "index.jsonl"
+    samples = []
+    for n, line in enumerate(index.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{index} line {n}: not valid JSON ({exc.msg})") from None
+        missing = [k for k in ("id", "path", "layout", "fps") if k not in row]
+        if missing:
+            raise DataError(f"{index} line {n}: missing key(s) {', '.join(missing)}")
+        f = root / row["path"]
+        if not f.is_file():
+            raise DataError(f"{index} line {n}: sample file {f} not found")
+        try:
+            with safe_open(str(f), framework="numpy") as st:
+                kp, mask = st.get_tensor("keypoints"), st.get_tensor("mask")
+        except Exception as exc:  # safetensors raises several types for corrupt files and missing tensors
+            raise DataError(f"{f}: not a readable gx pose sample ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
+        k = LAYOUT_SIZES.get(row["layout"])
+        if kp.ndim != 3 or mask.shape != kp.shape[:2] or (k is not None and kp.shape[1] != k):
+            raise DataError(f"{f}: keypoints {list(kp.shape)} / mask {list(mask.shape)} do not fit layout {row['layout']} ({k} points)")
+        if "frames" in row and int(row["frames"]) != kp.shape[0]:
+            raise DataError(f"{index} line {n}: says {row['frames']} frames, {f.name} holds {kp.shape[0]}")
+        samples.append(PoseSample(
+            id=str(row["id"]), keypoints=kp, mask=mask.astype(bool), fps=float(row["fps"]), layout=row["layout"],
+            text=str(row.get("text") or ""), gloss=str(row.get("gloss") or ""), split=normalize_split(str(row.get("split") or "")),
+            signer=str(row.get("signer") or ""), source=str(f), meta=dict(row.get("meta") or {}),
+        ))
+    if not samples:
+        raise DataError(f"{index}: no samples")
+    return samples, meta
+
+
+# ---- normalisation -------------------------------------------------------------------------------
+def normalize_max_abs(keypoints: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """The original project's scaling: divide the whole sequence by max |coordinate| over its valid points.
+
+    No centring; every channel (x, y and z) is divided by the same number, so aspect ratios hold.
+    """
+    kp = np.asarray(keypoints, dtype=np.float32)
+    valid = np.asarray(mask, dtype=bool)
+    if not valid.any():
+        return kp.copy()
+    m = float(np.abs(kp[valid]).max())
+    return kp / m if m > 0 else kp.copy()
+
+
+def normalize_shoulders(keypoints: np.ndarray, mask: np.ndarray, *, layout: str, per: str = "sequence") -> np.ndarray:
+    """Centre at the shoulder midpoint and divide by the shoulder width (the x, y distance).
+
+    per="sequence": one centre and one scale for the whole sample, the means over frames where both
+    shoulders are seen; the signer's own movement (leaning, turning) stays in the data.
+    per="frame": each frame by its own shoulders (removes that movement); frames where a shoulder is
+    missing use the sequence values. A sample with no frame showing both shoulders falls back to
+    centring at the mean of its valid points and dividing by their max |deviation| (as max-abs).
+    Masked points stay NaN. z (if present) is shifted by the shoulders' mean z and divided by the same scale.
+    """
+    from gesture_cli.models.skeletons import get_skeleton
+
+    if per not in ("sequence", "frame"):
+        raise UsageError(f"per='{per}' must be 'sequence' or 'frame'")
+    kp = np.asarray(keypoints, dtype=np.float32)
+    valid = np.asarray(mask, dtype=bool)
+    left, right = get_skeleton(layout).shoulders
+    both = valid[:, left] & valid[:, right]  # [T]
+    if not both.any():
+        if not valid.any():
+            return kp.copy()
+        center = kp[valid].mean(axis=0)
+        scale = float(np.abs(kp[valid] - center).max()) or 1.0
+        return (kp - center) / scale
+    mid = (kp[:, left] + kp[:, right]) / 2  # [T, C]
+    width = np.linalg.norm(kp[:, left, :2] - kp[:, right, :2], axis=-1)  # [T]
+    seq_center, seq_width = mid[both].mean(axis=0), float(width[both].mean())
+    seq_width = seq_width if seq_width > 0 else 1.0
+    if per == "sequence":
+        return (kp - seq_center) / seq_width
+    ok = both & (width > 0)
+    center = np.where(ok[:, None], mid, seq_center)[:, None, :]  # [T, 1, C]
+    scale = np.where(ok, width, seq_width)[:, None, None]  # [T, 1, 1]
+    return ((kp - center) / scale).astype(np.float32)
+
+
+def normalize_sample(sample: PoseSample, method: str = "shoulders") -> PoseSample:
+    """A copy of `sample` normalised by `method`: none | max-abs | shoulders | shoulders-frame."""
+    if method not in NORMALIZATIONS:
+        raise UsageError(f"normalisation '{method}' is not one of {', '.join(NORMALIZATIONS)}")
+    if method == "none":
+        return sample
+    if method == "max-abs":
+        kp = normalize_max_abs(sample.keypoints, sample.mask)
+    else:
+        kp = normalize_shoulders(sample.keypoints, sample.mask, layout=sample.layout, per="frame" if method == "shoulders-frame" else "sequence")
+    return replace(sample, keypoints=kp.astype(np.float32), mask=sample.mask.copy(), meta=dict(sample.meta))
+
+
+# ---- frames and batches --------------------------------------------------------------------------
+def subsample_frames(sample: PoseSample, *, max_frames: int | None = None, stride: int = 1, rng: np.random.Generator | None = None) -> PoseSample:
+    """Keep every `stride`-th frame, then at most `max_frames` frames spread over the whole sequence.
+
+    Without `rng` the kept frames are evenly spaced (evaluation); with it, one random frame from each
+    of `max_frames` equal segments (training augmentation, TSN-style). fps is divided accordingly.
+    """
+    if stride < 1:
+        raise UsageError("stride must be >= 1")
+    idx = np.arange(0, sample.num_frames, stride)
+    if max_frames is not None and max_frames > 0 and len(idx) > max_frames:
+        edges = np.linspace(0, len(idx), max_frames + 1)
+        if rng is None:
+            pick = np.floor((edges[:-1] + edges[1:]) / 2).astype(np.int64)
+        else:
+            pick = np.floor(edges[:-1] + rng.random(max_frames) * np.diff(edges)).astype(np.int64)
+        idx = idx[np.clip(pick, 0, len(idx) - 1)]
+    if len(idx) == sample.num_frames:
+        return sample
+    fps = sample.fps * len(idx) / max(sample.num_frames, 1)
+    return replace(sample, keypoints=sample.keypoints[idx], mask=sample.mask[idx], fps=float(fps), meta=dict(sample.meta))
+
+
+def collate_pose(
+    samples: Sequence[PoseSample], *, max_frames: int | None = None, points: np.ndarray | Sequence[int] | None = None,
+    dims: int | None = None, normalize: str = "none", pad_multiple: int = 1, rng: np.random.Generator | None = None,
+) -> dict[str, Any]:
+    """Pad variable-length samples into one batch of tensors.
+
+    Returns {"keypoints": float32 [B, T, K, C] (masked and padded points are 0), "point_mask": bool
+    [B, T, K], "frame_mask": bool [B, T] (True = a real frame), "lengths": int64 [B], "ids", "texts",
+    "glosses": lists}. `max_frames` subsamples longer sequences (`subsample_frames`, random with `rng`),
+    `points` keeps a subset of the layout's points (e.g. `select_parts(...).indices`), `dims=2` drops z,
+    `normalize` is one of NORMALIZATIONS, `pad_multiple` rounds T up (kernels like multiples of 8).
+    """
+    import torch
+
+    if not samples:
+        raise UsageError("collate_pose needs at least one sample")
+    prepared = []
+    for s in samples:
+        s = subsample_frames(s, max_frames=max_frames, rng=rng) if max_frames else s
+        s = normalize_sample(s, normalize)
+        kp, m = s.keypoints, s.mask
+        if points is not None:
+            idx = np.asarray(points, dtype=np.int64)
+            kp, m = kp[:, idx], m[:, idx]
+        if dims is not None:
+            if dims > kp.shape[-1]:
+                raise UsageError(f"dims={dims} but sample '{s.id}' has only {kp.shape[-1]} coordinates per point")
+            kp = kp[..., :dims]
+        prepared.append((np.where(m[..., None], kp, 0.0).astype(np.float32), m))
+    shapes = {p[0].shape[1:] for p in prepared}
+    if len(shapes) > 1:
+        raise UsageError(f"samples differ in points/coordinates {sorted(shapes)}; give points= and dims= or use one layout")
+    lengths = [p[0].shape[0] for p in prepared]
+    t = max(lengths)
+    t = -(-t // pad_multiple) * pad_multiple if pad_multiple > 1 else t
+    k, c = prepared[0][0].shape[1:]
+    kp = np.zeros((len(prepared), t, k, c), dtype=np.float32)
+    pm = np.zeros((len(prepared), t, k), dtype=bool)
+    fm = np.zeros((len(prepared), t), dtype=bool)
+    for i, (x, m) in enumerate(prepared):
+        kp[i, : len(x)], pm[i, : len(x)], fm[i, : len(x)] = x, m, True
+    return {
+        "keypoints": torch.from_numpy(kp), "point_mask": torch.from_numpy(pm), "frame_mask": torch.from_numpy(fm),
+        "lengths": torch.tensor(lengths, dtype=torch.int64), "ids": [s.id for s in samples], "texts": [s.text for s in samples],
+        "glosses": [s.gloss for s in samples],
+    }
