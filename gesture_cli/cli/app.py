@@ -20,6 +20,7 @@ COMMAND_MODULES = [
     "evaluate",
     "infer",
     "pca",
+    "lora",
     "pose",
     "runs",
 ]

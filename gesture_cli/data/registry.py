@@ -30,6 +30,7 @@ SOURCE_MODULES = (
     "gesture_cli.data.sign_mnist",
     "gesture_cli.data.folder",
     "gesture_cli.data.synthetic_hands",
+    "gesture_cli.data.hagrid",
     "gesture_cli.data.video",
     "gesture_cli.data.synthetic_video",
 )

@@ -1,0 +1,521 @@
+"""`gx lora-train`: fine-tune a backbone for image classification (LoRA, full, or head only).
+
+Three layers, as elsewhere in gx:
+    train_lora(cfg, run)        datasets, run-dir step, checkpoints, final artifacts under lora/<backbone>/
+    fit(...)                    gesture_cli.train.loop: the shared training loop
+    build_classifier(...)       gesture_cli.models.lora: backbone + PEFT adapters + Linear head
+
+Splits. Training uses the dataset's `train` split (or its first split when it has none, e.g. a HaGRID
+folder with only `val`); validation uses its `val` split when there is one, else a stratified
+`val_fraction` of the training split; the `test` split, when there is one, is scored once at the
+end with the best weights (best validation `val_accuracy`; the last ones without validation).
+
+Checkpoints and the atomic final directory. `lora/<backbone>/` is written as one RunDir step: the
+final files (adapter/ or backbone/, head.safetensors, labels.json, metrics.json, train_log.csv,
+merged/) are staged in a temporary sibling and renamed into place on success. Checkpoints must
+outlive a crash, so they are written live to `lora/<backbone>/checkpoints/` while training runs. On
+success they are hard-linked (copied where links are impossible) into the staged directory before
+the rename, so at every moment a complete `checkpoints/last/` exists either in the old
+`lora/<backbone>/` or in the new one; nothing is moved out of the live directory. A fresh run (no
+`--resume`) clears the live `checkpoints/` first; it refuses to when they hold an unfinished run,
+unless `--force` is given (then `--resume` is what you want).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from gesture_cli.core.errors import ArtifactError, DataError, UsageError, unknown_choice
+
+COMMAND = "lora-train"
+METHODS = ("lora", "full", "head")
+POOL_KINDS = ("cls", "mean", "cls+mean")
+DEFAULT_LR = {"lora": 5e-4, "full": 2e-5, "head": 1e-3}  # per method when --lr is not given
+# Settings a resumed run must share with its checkpoint: they fix the model and the data it sees.
+RESUME_KEYS = ("backbone", "method", "dataset", "dataset_opts", "target_modules", "rank", "alpha", "dropout", "pool", "image_size",
+               "val_fraction", "max_samples", "no_gesture", "seed")
+
+
+@dataclass(frozen=True)
+class LoraTrainConfig:
+    backbone: str = "tiny-dinov2"  # registry name, hub id, local dir, timm:NAME or TorchScript file
+    dataset: str = "synthetic-hands"  # dataset spec (DESIGN §5)
+    dataset_opts: tuple[str, ...] = ()  # KEY=VALUE options of the dataset source, e.g. label_map=contiguous, margin=0.2
+    method: str = "lora"  # lora | full | head
+    target_modules: tuple[str, ...] = ()  # Linear module names for LoRA; empty = the family default (q/v projections)
+    rank: int = 8  # LoRA rank r
+    alpha: float = 16.0  # LoRA alpha (updates are scaled by alpha / r)
+    dropout: float = 0.1  # dropout on the LoRA input
+    pool: str = "cls"  # cls | mean | cls+mean: what the head sees
+    image_size: int | None = None  # input side in pixels; None = the backbone's default
+    epochs: int = 10  # passes over the training split
+    max_steps: int | None = None  # optimizer steps in all; overrides epochs
+    batch_size: int = 32  # images per micro-batch and process
+    grad_accum: int = 1  # micro-batches per optimizer step
+    lr: float | None = None  # peak learning rate; None = 5e-4 (lora), 2e-5 (full), 1e-3 (head)
+    weight_decay: float = 0.01  # AdamW decoupled weight decay (not on biases / norms)
+    warmup_steps: int | None = None  # linear warm-up in optimizer steps; None = warmup_ratio of all steps
+    warmup_ratio: float = 0.05  # warm-up share of all optimizer steps when warmup_steps is None
+    max_grad_norm: float = 1.0  # gradient clipping; 0 = off
+    patience: int = 5  # evaluations (epochs) without a better val_accuracy before stopping; 0 = never
+    val_fraction: float = 0.1  # stratified share of the training split held out when the dataset has no val split
+    eval_every: int = 0  # optimizer steps between evaluations; 0 = every epoch
+    checkpoint_every: int = 100  # optimizer steps between saves of checkpoints/last/
+    hflip: bool = False  # random horizontal flips (off: handedness carries meaning in sign languages)
+    no_gesture: bool = False  # HaGRID: keep "no_gesture" boxes as a class
+    merge: bool = False  # also write merged/: LoRA folded into a standalone transformers model
+    precision: str = "auto"  # auto (bf16 only where the hardware multiplies it natively) | bf16 | fp32
+    max_samples: int | None = None  # cap per split (seeded random subset), for quick runs
+    seed: int = 0  # head init, split, data order, dropout and augmentation
+
+    def validate(self) -> None:
+        if self.method not in METHODS:
+            raise unknown_choice("method", self.method, METHODS)
+        if self.pool not in POOL_KINDS:
+            raise unknown_choice("pool", self.pool, POOL_KINDS)
+        if self.rank < 1:
+            raise UsageError(f"--rank must be at least 1; got {self.rank}")
+        if not self.alpha > 0:
+            raise UsageError(f"--alpha must be positive; got {self.alpha}")
+        if not 0 <= self.dropout < 1:
+            raise UsageError(f"--dropout must lie in [0, 1); got {self.dropout}")
+        if not 0 <= self.val_fraction < 1:
+            raise UsageError(f"--val-fraction must lie in [0, 1); got {self.val_fraction}")
+        if self.image_size is not None and self.image_size < 8:
+            raise UsageError("--image-size must be at least 8 pixels")
+        if self.max_samples is not None and self.max_samples < 2:
+            raise UsageError("--max-samples must be at least 2")
+        if self.merge and self.method != "lora":
+            raise UsageError(f"--merge applies to --method lora; --method {self.method} has no adapter to merge")
+        if self.target_modules and self.method != "lora":
+            raise UsageError(f"--target-modules applies to --method lora, not {self.method}")
+        self.train_config().validate()
+
+    def train_config(self):
+        from gesture_cli.train.loop import TrainConfig
+
+        return TrainConfig(
+            epochs=self.epochs, max_steps=self.max_steps, batch_size=self.batch_size, grad_accum=self.grad_accum,
+            lr=self.lr if self.lr is not None else DEFAULT_LR.get(self.method, 1e-3), weight_decay=self.weight_decay,
+            warmup_steps=self.warmup_steps, warmup_ratio=self.warmup_ratio, max_grad_norm=self.max_grad_norm,
+            precision=self.precision, seed=self.seed, checkpoint_every=self.checkpoint_every, eval_every=self.eval_every,
+            patience=self.patience, monitor="val_accuracy", monitor_mode="max",
+        )
+
+
+# ---- data ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class Splits:
+    train: Any  # ImageDataset
+    val: Any | None
+    test: Any | None
+    names: dict[str, str] = field(default_factory=dict)  # role -> where it came from, e.g. {"val": "10% of train"}
+
+
+def _cap(ds, n: int | None, seed: int):
+    if n is None or len(ds) <= n:
+        return ds
+    idx = np.sort(np.random.default_rng([seed % 2**32, 7]).permutation(len(ds))[:n])
+    return ds.subset(idx)
+
+
+def make_splits(cfg: LoraTrainConfig) -> Splits:
+    """Train / validation / test datasets for a config (see the module docstring)."""
+    from gesture_cli.data import dataset_splits, make_dataset, parse_spec
+    from gesture_cli.data.images import stratified_split
+    from gesture_cli.data.registry import parse_dataset_opts
+
+    opts = parse_dataset_opts(cfg.dataset_opts)
+    if cfg.no_gesture:
+        if parse_spec(cfg.dataset)[0] != "hagrid":
+            raise UsageError(f"--no-gesture applies to hagrid:DIR datasets, not '{cfg.dataset}'")
+        opts["no_gesture"] = True
+    splits = dataset_splits(cfg.dataset)
+    train_name = "train" if "train" in splits else splits[0]
+    names = {"train": train_name}
+    train = make_dataset(cfg.dataset, split=train_name, seed=cfg.seed, **opts)
+    val = None
+    if "val" in splits and train_name != "val":
+        val = make_dataset(cfg.dataset, split="val", seed=cfg.seed, **opts)
+        names["val"] = "val"
+    elif cfg.val_fraction > 0:
+        tr_idx, va_idx = stratified_split(train.labels, test_fraction=cfg.val_fraction, seed=cfg.seed)
+        if len(va_idx) and len(tr_idx):
+            train, val = train.subset(tr_idx), train.subset(va_idx, split=f"{train_name}[val]")
+            names["val"] = f"{cfg.val_fraction:g} of split {train_name}"
+    test = None
+    if "test" in splits and train_name != "test":
+        test = make_dataset(cfg.dataset, split="test", seed=cfg.seed, **opts)
+        names["test"] = "test"
+    for ds in (val, test):
+        if ds is not None and list(ds.classes) != list(train.classes):
+            raise DataError(f"dataset '{cfg.dataset}': split '{ds.split}' has classes {ds.classes[:5]}... unlike the training split's {train.classes[:5]}...")
+    train = _cap(train, cfg.max_samples, cfg.seed)
+    val = _cap(val, cfg.max_samples, cfg.seed) if val is not None else None
+    test = _cap(test, cfg.max_samples, cfg.seed) if test is not None else None
+    if len(train) == 0:
+        raise DataError(f"dataset '{cfg.dataset}': the training split '{train_name}' is empty")
+    return Splits(train=train, val=val, test=test, names=names)
+
+
+class ImageBatches:
+    """A dataset as a `BatchSource` for fit(): get_batch(indices) -> (uint8 images tensor, int64 labels)."""
+
+    def __init__(self, dataset, *, size: int):
+        self.dataset = dataset
+        self.size = size
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def get_batch(self, indices):
+        import torch
+
+        images = self.dataset.batch(indices, size=self.size)
+        return torch.from_numpy(np.ascontiguousarray(images)), torch.from_numpy(self.dataset.labels[np.asarray(indices, dtype=np.int64)])
+
+
+def make_loss_fn(*, augment):
+    """(model, (images, labels)) -> {"loss", "accuracy"}: augment on the device, preprocess, cross-entropy."""
+    import torch.nn.functional as F
+
+    from gesture_cli.models.augment import augment_batch, to_float_images
+
+    def loss_fn(model, batch):
+        images, labels = batch
+        inner = model.module if hasattr(model, "module") else model  # DDP wraps the classifier
+        dev = inner.head.weight.device
+        x = to_float_images(images.to(dev, non_blocking=True))
+        if augment is not None:
+            x = augment_batch(x, augment)
+        logits = model(inner.backbone.preprocess(x))
+        labels = labels.to(dev)
+        loss = F.cross_entropy(logits.float(), labels)
+        return {"loss": loss, "accuracy": (logits.argmax(-1) == labels).float().mean()}
+
+    return loss_fn
+
+
+def predict(model, batches: ImageBatches, *, batch_size: int = 64):
+    """(logits float32 [N, K], labels int64 [N]) of a dataset, no augmentation, in eval mode."""
+    import torch
+
+    was_training = model.training
+    model.eval()
+    outs, labels = [], []
+    from gesture_cli.models.augment import to_float_images
+
+    dev = model.head.weight.device
+    with torch.no_grad():
+        for lo in range(0, len(batches), batch_size):
+            images, y = batches.get_batch(list(range(lo, min(lo + batch_size, len(batches)))))
+            x = to_float_images(images.to(dev))
+            outs.append(model(model.backbone.preprocess(x)).float().cpu())
+            labels.append(y)
+    model.train(was_training)
+    if not outs:
+        return torch.zeros(0, model.head.out_features), torch.zeros(0, dtype=torch.int64)
+    return torch.cat(outs), torch.cat(labels)
+
+
+def score(logits, labels, classes) -> dict:
+    """classification_metrics (accuracy, macro/weighted P/R/F1, per-class rows by class name, confusion) + loss."""
+    import torch.nn.functional as F
+
+    from gesture_cli.eval.classify import classification_metrics
+
+    out = classification_metrics(labels.numpy(), logits.argmax(-1).numpy(), classes)
+    out["loss"] = round(float(F.cross_entropy(logits, labels)), 6) if len(labels) else None
+    return out
+
+
+# ---- checks before training ---------------------------------------------------------------------
+
+
+def _resume_check(cfg: LoraTrainConfig, run, last_dir: Path, resolved: dict) -> None:
+    from gesture_cli.models.features import backbone_dirname
+    from gesture_cli.train.checkpoint import find_checkpoint, read_checkpoint_state
+
+    found = find_checkpoint(last_dir)
+    if found is None:
+        others = []
+        for state_path in sorted(run.path("lora").glob("*/checkpoints/last/state.json")):
+            try:
+                meta = read_checkpoint_state(state_path.parent).get("meta", {})
+            except ArtifactError:
+                continue
+            if backbone_dirname(meta.get("config", {}).get("backbone", "")) != backbone_dirname(cfg.backbone):
+                others.append((meta.get("config", {}).get("backbone", "?"), state_path.parent))
+        if others:
+            name, path = others[0]
+            raise ArtifactError(
+                f"nothing to resume for backbone '{cfg.backbone}' in {run.root}: the checkpoint there ({path}) is from "
+                f"backbone '{name}'; resume with --backbone {name}, or drop --resume to train '{cfg.backbone}' from scratch"
+            )
+        raise ArtifactError(f"nothing to resume: no checkpoint at {last_dir}; run without --resume to start training")
+    saved = read_checkpoint_state(found).get("meta", {}).get("config", {})
+    diffs = [(k, saved.get(k), resolved[k]) for k in RESUME_KEYS if k in saved and k in resolved and saved.get(k) != resolved[k]]
+    if diffs:
+        key, old, new = diffs[0]
+        if key == "backbone":
+            raise UsageError(f"cannot resume: {found} was trained with backbone '{old}', not '{new}'; use --backbone {old} or another run dir")
+        more = f" (and {', '.join(k for k, _, _ in diffs[1:])})" if len(diffs) > 1 else ""
+        raise UsageError(f"cannot resume {found}: it was trained with {key}={old!r}, this run has {key}={new!r}{more}; use the same settings or --force without --resume")
+
+
+def _fresh_check(last_dir: Path, *, force: bool) -> None:
+    from gesture_cli.train.checkpoint import find_checkpoint, read_checkpoint_state
+
+    found = find_checkpoint(last_dir)
+    if found is None or force:
+        return
+    state = read_checkpoint_state(found)
+    if not state.get("trainer", {}).get("finished", False):
+        step, total = state["trainer"]["step"], state["trainer"]["total_steps"]
+        raise UsageError(
+            f"{found} holds an unfinished run (step {step}/{total}); add --resume to continue it, or --force to start over"
+        )
+
+
+def _link_tree(src: Path, dst: Path) -> None:
+    """Hard-link every file of src into dst (copy where links are impossible)."""
+    for path in sorted(src.rglob("*")):
+        rel = path.relative_to(src)
+        if any(part.startswith(".") and (".tmp-" in part or ".old-" in part) for part in rel.parts):
+            continue  # a checkpoint being written (never by now: training has finished)
+        target = dst / rel
+        if path.is_dir():
+            target.mkdir(parents=True, exist_ok=True)
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.link(path, target)
+        except OSError:
+            shutil.copy2(path, target)
+
+
+# ---- the command's core -------------------------------------------------------------------------
+
+
+def train_lora(
+    cfg: LoraTrainConfig,
+    run,
+    *,
+    device: str = "auto",
+    force: bool = False,
+    resume: bool = False,
+    argv: list[str] | None = None,
+    callbacks: dict[str, list[Callable]] | None = None,
+    notify: Callable[[str], None] | None = None,
+) -> dict:
+    """Fine-tune, evaluate and write lora/<backbone>/ (see the module docstring); returns a summary dict.
+
+    `notify(line)` receives one-line notices (trainable parameters, resume point); `callbacks` go to fit().
+    Under several processes only the main one writes; the others return {"is_main": False}.
+    """
+    import torch
+
+    from gesture_cli.core.config import config_to_dict
+    from gesture_cli.models.augment import AugmentConfig
+    from gesture_cli.models.backbones import build_backbone
+    from gesture_cli.models.features import backbone_dirname
+    from gesture_cli.models.lora import build_classifier, count_parameters, lora_targets_of
+    from gesture_cli.train.checkpoint import load_checkpoint, load_model_state, read_checkpoint_state
+    from gesture_cli.train.loop import fit, make_accelerator
+
+    cfg.validate()
+    say = notify or (lambda _line: None)
+    out_rel = f"lora/{backbone_dirname(cfg.backbone)}"
+    ckpt_dir = run.path(out_rel, "checkpoints")
+    # Fail fast, before any data is read: what can be checked from the config alone.
+    given = {k: sorted(v) if k == "target_modules" else v for k, v in config_to_dict(cfg).items()
+             if not (k in ("image_size", "target_modules") and not v)}
+    if resume:
+        _resume_check(cfg, run, ckpt_dir / "last", given)
+    else:
+        _fresh_check(ckpt_dir / "last", force=force)
+    splits = make_splits(cfg)
+    datasets = [d for d in (splits.train, splits.val, splits.test) if d is not None]
+    sources = sorted({str(p) for d in datasets for p in d.source_files})
+    tokens = {f"dataset:{d.split}": d.cache_token for d in datasets if d.cache_token}
+    step = run.begin(
+        COMMAND, config={**config_to_dict(cfg), "device": device}, inputs=[Path(p) for p in sources], input_keys=tokens,
+        outputs=[out_rel], argv=argv, force=force or resume,
+    )
+    if step.cached:
+        return {**step.entry, "cached": True, "is_main": True}
+
+    acc = make_accelerator(device, cfg.precision)
+    backbone = build_backbone(cfg.backbone, device=acc.device, dtype=torch.float32, image_size=cfg.image_size)
+    classes = list(splits.train.classes)
+    model = build_classifier(
+        backbone, num_classes=len(classes), method=cfg.method, pool=cfg.pool, targets=cfg.target_modules or None,
+        rank=cfg.rank, alpha=cfg.alpha, dropout=cfg.dropout, seed=cfg.seed,
+    )
+    targets = lora_targets_of(model)
+    resolved = {**config_to_dict(cfg), "image_size": backbone.image_size, "target_modules": targets}
+    if resume:  # now with the defaults the backbone resolved
+        _resume_check(cfg, run, ckpt_dir / "last", resolved)
+
+    trainable, total = count_parameters(model)
+    if acc.is_main_process:
+        say(f"trainable parameters: {trainable:,} of {total:,} ({100 * trainable / max(1, total):.2f}%), method {cfg.method}"
+            + (f", LoRA r={cfg.rank} alpha={cfg.alpha:g} on {', '.join(targets)}" if cfg.method == "lora" else ""))
+        say(f"data: train {len(splits.train)} ({splits.names['train']}), val {len(splits.val) if splits.val else 0}"
+            f"{' (' + splits.names['val'] + ')' if 'val' in splits.names else ''}, test {len(splits.test) if splits.test else 0}; "
+            f"{len(classes)} classes")
+        if resume:
+            st = read_checkpoint_state(ckpt_dir / "last")["trainer"]
+            say(f"resuming from step {st['step']}/{st['total_steps']} (epoch {st['epoch']})")
+
+    size = backbone.image_size
+    train_data = ImageBatches(splits.train, size=size)
+    val_data = ImageBatches(splits.val, size=size) if splits.val is not None else None
+
+    def eval_fn(m) -> dict[str, float]:
+        logits, labels = predict(m, val_data, batch_size=max(cfg.batch_size, 64))
+        s = score(logits, labels, classes)
+        return {"val_loss": s["loss"], "val_accuracy": s["accuracy"], "val_macro_f1": s["macro_f1"]}
+
+    meta = {"config": resolved, "classes": classes, "backbone": backbone.describe(), "method": cfg.method}
+    is_main = acc.is_main_process
+    ctx = step if is_main else _NoStep()
+    with ctx:
+        result = fit(
+            model, train_data=train_data, loss_fn=make_loss_fn(augment=AugmentConfig(hflip=cfg.hflip)),
+            eval_fn=eval_fn if val_data is not None else None, cfg=cfg.train_config(), checkpoint_dir=ckpt_dir,
+            callbacks=callbacks, resume=resume, meta=meta, accelerator=acc,
+        )
+        if not is_main:
+            return {"is_main": False}
+        if result.best_dir is not None:  # final artifacts carry the best validation weights
+            tensors, _, _, _ = load_checkpoint(result.best_dir, device=acc.device)
+            load_model_state(model, tensors, source=result.best_dir)
+        model.eval()
+        metrics: dict[str, Any] = {}
+        for role, ds in (("val", splits.val), ("test", splits.test)):
+            if ds is not None:
+                logits, labels = predict(model, ImageBatches(ds, size=size), batch_size=max(cfg.batch_size, 64))
+                metrics[role] = {"split": splits.names.get(role, role), **score(logits, labels, classes)}
+        st = result.state
+        summary = {
+            "method": cfg.method,
+            "backbone": backbone.describe(),
+            "trainable_params": trainable,
+            "total_params": total,
+            "trainable_fraction": round(trainable / max(1, total), 6),
+            "steps": st.step,
+            "epochs": round(st.step / max(1, st.steps_per_epoch), 3),
+            "best_step": st.best_step,
+            "best_val_accuracy": st.best_metric,
+            "stopped_early": st.stopped_early,
+            "resumed_from": st.resumed_from,
+            "train_seconds": round(st.elapsed_s, 2),
+            "train_samples_per_s": round(st.samples / max(1e-9, st.elapsed_s), 2),
+            "weights": "best" if result.best_dir is not None else "last",
+            "num_processes": st.num_processes,
+        }
+        _write_artifacts(step.stage(out_rel), model, cfg=cfg, classes=classes, resolved=resolved, summary=summary, metrics=metrics,
+                         log_path=result.log_path, checkpoint_dir=ckpt_dir)
+        step.metrics.update({
+            "method": cfg.method,
+            "val_accuracy": metrics.get("val", {}).get("accuracy"),
+            "test_accuracy": metrics.get("test", {}).get("accuracy"),
+            "test_macro_f1": metrics.get("test", {}).get("macro_f1"),
+            "trainable_params": trainable,
+            "steps": st.step,
+            "samples_per_s": summary["train_samples_per_s"],
+        })
+    return {**step.entry, "cached": False, "is_main": True, "summary": summary, "metrics": metrics, "out": str(run.path(out_rel)),
+            "classes": classes}
+
+
+def _write_artifacts(out: Path, model, *, cfg: LoraTrainConfig, classes: list[str], resolved: dict, summary: dict, metrics: dict,
+                     log_path: Path, checkpoint_dir: Path) -> None:
+    """Everything under the staged lora/<backbone>/ (see the module docstring)."""
+    from gesture_cli.core.artifacts import save_json
+    from gesture_cli.models.lora import save_backbone_weights, save_head, save_merged
+
+    save_backbone_weights(out, model)
+    lora = {"targets": list(resolved.get("target_modules") or []), "rank": cfg.rank, "alpha": cfg.alpha, "dropout": cfg.dropout}
+    save_head(out / "head.safetensors", model, classes=classes,
+              extra={"lora": lora if cfg.method == "lora" else None, "dataset": cfg.dataset, "config": resolved})
+    save_json(out / "labels.json", {"classes": classes, "num_classes": len(classes), "dataset": cfg.dataset}, kind="labels")
+    save_json(out / "metrics.json", {**summary, **metrics}, kind="lora-metrics")
+    shutil.copy2(log_path, out / "train_log.csv")
+    if cfg.merge:
+        save_merged(out / "merged", model)
+    _link_tree(checkpoint_dir, out / "checkpoints")
+
+
+class _NoStep:
+    """Stands in for the RunDir step on processes other than the main one (they write nothing)."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> bool:
+        return False
+
+
+# ---- for `gx evaluate` / `gx infer` -------------------------------------------------------------
+
+
+def lora_dir(run, backbone: str) -> Path:
+    from gesture_cli.models.features import backbone_dirname
+
+    path = run.path("lora", backbone_dirname(backbone))
+    if not (path / "head.safetensors").is_file():
+        raise ArtifactError(f"{path}: no trained classifier for backbone '{backbone}'; run `gx lora-train --backbone {backbone} -r {run.root}` first")
+    return path
+
+
+def load_lora_classifier(run, backbone: str, device="cpu"):
+    """(model: pixels [B, 3, S, S] -> logits [B, K], classes, backbone describe(), preprocess: images -> pixels).
+
+    `preprocess` takes uint8 or [0, 1] float images in any layout `Backbone.preprocess` accepts; the model
+    is in eval mode with LoRA merged into the weights.
+    """
+    import torch
+
+    from gesture_cli.core.device import resolve_device
+    from gesture_cli.models.lora import load_classifier
+
+    dev = resolve_device(device) if isinstance(device, str) else torch.device(device)
+    model, meta = load_classifier(lora_dir(run, backbone), device=dev)
+    return model, list(meta["classes"]), meta["backbone"], model.backbone.preprocess
+
+
+def evaluate_lora(run, backbone: str, dataset_spec: str, split: str = "test", device="cpu", *, batch_size: int = 64,
+                  max_samples: int | None = None, dataset_opts: dict | None = None) -> dict:
+    """Score a trained classifier on one split of a dataset: classification_metrics + loss (see eval.classify).
+
+    `dataset_opts` are the source's options (as make_dataset takes them); a HaGRID classifier trained
+    with a no_gesture class gets `no_gesture=True` by default.
+    """
+    from gesture_cli.data import make_dataset, parse_spec
+
+    model, classes, info, _ = load_lora_classifier(run, backbone, device)
+    opts = dict(dataset_opts or {})
+    if parse_spec(dataset_spec)[0] == "hagrid" and "no_gesture" in classes:
+        opts.setdefault("no_gesture", True)
+    ds = make_dataset(dataset_spec, split=split, **opts)
+    if list(ds.classes) != classes:
+        raise DataError(
+            f"dataset '{dataset_spec}' has classes {ds.classes[:6]}... but the classifier was trained on {classes[:6]}...; evaluate on the same label set"
+        )
+    ds = _cap(ds, max_samples, 0)
+    logits, labels = predict(model, ImageBatches(ds, size=info["image_size"]), batch_size=batch_size)
+    return {"backbone": info["name"], "dataset": dataset_spec, "split": split, **score(logits, labels, classes)}
+
+
+__all__ = ["LoraTrainConfig", "evaluate_lora", "load_lora_classifier", "make_splits", "train_lora"]
