@@ -11,11 +11,11 @@ TORCH_CPU ?= torch==2.13.0
 TORCH_GPU ?= torch
 PYTEST_ARGS ?=
 
-.PHONY: install test test-all demo lint bench clean help
+.PHONY: install test test-fast demo lint bench clean help
 
 help:
 	@echo "make demo     run gx on synthetic data with tiny backbones (offline) into runs/demo"
-	@echo "make test     run the test suite (fast tests; make test-all adds slow ones)"
+	@echo "make test     run the whole test suite (make test-fast skips tests marked slow)"
 	@echo "make lint     ruff"
 	@echo "make bench    benchmarks/*.py"
 
@@ -32,10 +32,10 @@ $(STAMP): pyproject.toml constraints.txt
 	@touch $(STAMP)
 
 test: install
-	$(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS)
-
-test-all: install
 	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+test-fast: install
+	$(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS)
 
 demo: install
 	$(GX) extract-features --backbone tiny-dinov2 --dataset synthetic-hands -r runs/demo

@@ -53,7 +53,6 @@ def vit_gflops_per_image(*, layers: int, dim: int, tokens: int, mlp_ratio: float
 
 def make_snapshot(root: Path) -> Path:
     from transformers import Dinov2Config, Dinov2Model
-
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()

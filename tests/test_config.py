@@ -57,5 +57,7 @@ def test_bad_type_and_bad_file(tmp_path):
 
 def test_config_is_frozen():
     cfg = resolve_config(Cfg)
-    with pytest.raises(Exception):
+    import dataclasses
+
+    with pytest.raises(dataclasses.FrozenInstanceError):
         cfg.lr = 3  # type: ignore[misc]

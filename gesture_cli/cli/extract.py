@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
 from gesture_cli.cli.options import (
-    BackboneOpt, ConfigOpt, DatasetOpt, DeviceOpt, ForceOpt, RunDirOpt, SeedOpt, VerboseOpt, argv, flags, gx_command, make_console,
+    BackboneOpt,
+    ConfigOpt,
+    DatasetOpt,
+    DeviceOpt,
+    ForceOpt,
+    RunDirOpt,
+    SeedOpt,
+    VerboseOpt,
+    argv,
+    flags,
+    gx_command,
+    make_console,
 )
 
 EXAMPLE = "Example: gx extract-features --backbone tiny-dinov2 --dataset synthetic-hands -r runs/demo"
@@ -17,13 +28,13 @@ EXAMPLE = "Example: gx extract-features --backbone tiny-dinov2 --dataset synthet
 def extract_features(
     backbone: BackboneOpt = None,
     dataset: DatasetOpt = None,
-    dataset_opt: Annotated[Optional[list[str]], typer.Option("--dataset-opt", help="Dataset source option KEY=VALUE (repeatable), e.g. label_map=contiguous.", show_default=False)] = None,
-    split: Annotated[Optional[list[str]], typer.Option("--split", help="Split to extract (repeatable) [default: all].", show_default=False)] = None,
-    pool: Annotated[Optional[str], typer.Option("--pool", help="cls | mean | cls+mean [default: cls].", show_default=False)] = None,
-    image_size: Annotated[Optional[int], typer.Option("--image-size", help="Input side in pixels [default: the backbone's].", show_default=False)] = None,
-    batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="Images per batch; 0 = auto [default: 0].", show_default=False)] = None,
-    precision: Annotated[Optional[str], typer.Option("--precision", help="auto | bf16 | fp32 [default: auto: bf16 only where fast].", show_default=False)] = None,
-    max_samples: Annotated[Optional[int], typer.Option("--max-samples", help="Cap on images per split.", show_default=False)] = None,
+    dataset_opt: Annotated[list[str] | None, typer.Option("--dataset-opt", help="Dataset source option KEY=VALUE (repeatable), e.g. label_map=contiguous.", show_default=False)] = None,
+    split: Annotated[list[str] | None, typer.Option("--split", help="Split to extract (repeatable) [default: all].", show_default=False)] = None,
+    pool: Annotated[str | None, typer.Option("--pool", help="cls | mean | cls+mean [default: cls].", show_default=False)] = None,
+    image_size: Annotated[int | None, typer.Option("--image-size", help="Input side in pixels [default: the backbone's].", show_default=False)] = None,
+    batch_size: Annotated[int | None, typer.Option("--batch-size", help="Images per batch; 0 = auto [default: 0].", show_default=False)] = None,
+    precision: Annotated[str | None, typer.Option("--precision", help="auto | bf16 | fp32 [default: auto: bf16 only where fast].", show_default=False)] = None,
+    max_samples: Annotated[int | None, typer.Option("--max-samples", help="Cap on images per split.", show_default=False)] = None,
     run_dir: RunDirOpt = None,
     device: DeviceOpt = "auto",
     seed: SeedOpt = None,
@@ -35,7 +46,8 @@ def extract_features(
     from gesture_cli.cli.progress import progress_bar
     from gesture_cli.core.config import resolve_config
     from gesture_cli.core.rundir import RunDir
-    from gesture_cli.models.features import ExtractConfig, extract_features as run_extract
+    from gesture_cli.models.features import ExtractConfig
+    from gesture_cli.models.features import extract_features as run_extract
 
     cfg = resolve_config(
         ExtractConfig,

@@ -9,28 +9,28 @@ import functools
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
 RunDirOpt = Annotated[
-    Optional[Path],
+    Path | None,
     typer.Option("--run-dir", "-r", help="Run directory [default: $GX_RUN_DIR, else runs/default].", show_default=False),
 ]
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto|cpu|cuda|cuda:N|mps.")]
-SeedOpt = Annotated[Optional[int], typer.Option("--seed", help="Random seed [default: 0].", show_default=False)]
+SeedOpt = Annotated[int | None, typer.Option("--seed", help="Random seed [default: 0].", show_default=False)]
 ConfigOpt = Annotated[
-    Optional[Path],
+    Path | None,
     typer.Option("--config", help="YAML or JSON file of options; flags given on the command line override it.", show_default=False),
 ]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Recompute even if a cached result exists.")]
 VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="Show tracebacks and library warnings.")]
 BackboneOpt = Annotated[
-    Optional[str],
+    str | None,
     typer.Option("--backbone", "-b", help="Registry name (dinov3-vits16, dinov2-small, ijepa-vith14, vit-base, sapiens-0.3b, tiny-dinov2, ...), Hugging Face id, local directory, timm:NAME or a .pt TorchScript file.", show_default=False),
 ]
 DatasetOpt = Annotated[
-    Optional[str],
+    str | None,
     typer.Option("--dataset", "-d", help="Dataset spec: sign-mnist, sign-mnist:DIR, csv:FILE, folder:DIR, synthetic-hands, ...", show_default=False),
 ]
 
