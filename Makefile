@@ -11,7 +11,12 @@ TORCH_CPU ?= torch==2.13.0
 TORCH_GPU ?= torch
 PYTEST_ARGS ?=
 
-.PHONY: install test test-fast demo lint bench clean help
+# timm needs torchvision, and torchvision has no build beside the CPU torch: the timm backbone path
+# is tested in a second virtualenv with a matching torch/torchvision pair.
+TIMM_VENV ?= .venv-timm
+TORCH_TIMM ?= torch==2.14.1 torchvision==0.29.1
+
+.PHONY: install test test-fast test-timm demo lint bench clean help
 
 help:
 	@echo "make demo     run gx on synthetic data with tiny backbones (offline) into runs/demo"
@@ -37,6 +42,12 @@ test: install
 test-fast: install
 	$(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS)
 
+test-timm:
+	test -x $(TIMM_VENV)/bin/python || $(PYTHON) -m venv $(TIMM_VENV)
+	$(TIMM_VENV)/bin/python -m pip install -q $(TORCH_TIMM)
+	$(TIMM_VENV)/bin/python -m pip install -q -c constraints.txt -e ".[dev]" timm
+	$(TIMM_VENV)/bin/python -m pytest -q tests/test_backbones.py -k timm
+
 demo: install
 	$(GX) extract-features --backbone tiny-dinov2 --dataset synthetic-hands -r runs/demo
 	$(GX) extract-features --backbone tiny-dinov3 --dataset synthetic-hands -r runs/demo
@@ -50,4 +61,4 @@ bench: install
 	@for b in benchmarks/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
 clean:
-	rm -rf $(VENV) runs/demo .pytest_cache
+	rm -rf $(VENV) $(TIMM_VENV) runs/demo .pytest_cache

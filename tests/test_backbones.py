@@ -402,3 +402,16 @@ def test_timm_backbone():
     with torch.inference_mode():
         cls, patches, grid = bb.forward_features(_pixels())
     assert grid == (4, 4) and patches.shape == (B, 16, bb.info.embed_dim) and cls.shape == (B, bb.info.embed_dim)
+
+
+def test_timm_dinov2_with_registers_strips_prefix_tokens():
+    pytest.importorskip("timm")
+    bb = bb_mod.build_timm_backbone("vit_small_patch14_reg4_dinov2", image_size=56, pretrained=False)
+    assert bb.info.patch_size == 14 and bb.info.num_prefix_tokens == 5  # CLS + 4 registers
+    pixels = _pixels(56)
+    with torch.inference_mode():
+        cls, patches, grid = bb.forward_features(pixels)
+        tokens = bb.model.forward_features(pixels)  # timm's own [B, 5 + 16, D]
+    assert grid == (4, 4) and patches.shape == (B, 16, 384)
+    torch.testing.assert_close(patches, tokens[:, 5:])
+    torch.testing.assert_close(cls, tokens[:, 0])
