@@ -19,6 +19,7 @@ COMMAND_MODULES = [
     "probe",
     "evaluate",
     "infer",
+    "gradcam",
     "pca",
     "lora",
     "pose",

@@ -1,7 +1,7 @@
 """`gx evaluate TASK`: score a trained artifact of the run dir on a dataset split.
 
-Tasks are a registry (TASKS: name -> runner); `classify` scores a probe (`--from probe`) or, once
-`gx lora-train` exists, a LoRA classifier (`--from lora`). Later tasks add one entry each.
+Tasks are a registry (TASKS: name -> runner); `classify` scores a probe (`--from probe`) or a
+`gx lora-train` classifier (`--from lora`). Later tasks add one entry each.
 """
 
 from __future__ import annotations
@@ -25,12 +25,12 @@ from gesture_cli.cli.options import (
     make_console,
 )
 
-EXAMPLE = "Example: gx evaluate classify --from probe --backbone tiny-dinov2 -r runs/demo"
+EXAMPLE = "Example: gx evaluate classify --from lora --backbone tiny-dinov2 -r runs/demo"
 
 
 def _classify(cfg, *, run, device: str, force: bool, console) -> None:
     from gesture_cli.cli.progress import progress_bar
-    from gesture_cli.eval.infer_classify import check_source, evaluate_probe
+    from gesture_cli.eval.infer_classify import check_source, evaluate_lora_classifier, evaluate_probe
 
     check_source(run, cfg.source, cfg.backbone)
     bar: dict = {}
@@ -42,7 +42,8 @@ def _classify(cfg, *, run, device: str, force: bool, console) -> None:
         bar["update"](done)
 
     try:
-        res = evaluate_probe(run, backbone=cfg.backbone, dataset=cfg.dataset, split=cfg.split, device=device, seed=cfg.seed,
+        evaluate_fn = evaluate_lora_classifier if cfg.source == "lora" else evaluate_probe
+        res = evaluate_fn(run, backbone=cfg.backbone, dataset=cfg.dataset, split=cfg.split, device=device, seed=cfg.seed,
                              max_samples=cfg.max_samples, batch_size=cfg.batch_size, argv=argv(), force=force, on_progress=on_progress)
     finally:
         if "ctx" in bar:
@@ -50,6 +51,32 @@ def _classify(cfg, *, run, device: str, force: bool, console) -> None:
     if res.get("cached"):
         console.print("[dim]evaluate: cached result (use --force to recompute)[/]")
     _classify_summary(console, res)
+    _compare_sources(console, run, res)
+
+
+def _compare_sources(console, run, res: dict) -> None:
+    """Probe and LoRA side by side when the other one's eval json exists for the same backbone."""
+    import json
+
+    from rich.table import Table
+
+    other = "probe" if res["from"] == "lora" else "lora"
+    path = run.path("eval", f"classify-{other}-{res['backbone']}.json")
+    if not path.is_file():
+        return
+    try:
+        theirs = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return
+    pair = {res["from"]: res, other: theirs}
+    table = Table(title=f"probe vs lora ({res['backbone']})")
+    table.add_column("metric")
+    for src in ("probe", "lora"):
+        r = pair[src]
+        table.add_column(f"{src} ({r.get('dataset', '?')} / {r.get('split', '?')}, n={r.get('n', '?')})", justify="right")
+    for key in ("accuracy", "macro_f1", "weighted_f1"):
+        table.add_row(key, *(f"{pair[src][key]:.4f}" if isinstance(pair[src].get(key), (int, float)) else "-" for src in ("probe", "lora")))
+    console.print(table)
 
 
 def _classify_summary(console, res: dict) -> None:
@@ -66,6 +93,8 @@ def _classify_summary(console, res: dict) -> None:
     if worst:
         console.print("lowest F1: " + ", ".join(f"{r['class']} {r['f1']:.2f}" for r in worst))
     console.print(f"[bold]accuracy {res['accuracy']:.4f}[/]   wrote {res['output']}")
+    if res.get("confusion_png"):
+        console.print(f"confusion matrix: {res['confusion_png']}")
 
 
 TASKS = {"classify": _classify}  # task name -> runner(cfg, ...); segment, keypoint, translate come later
@@ -89,9 +118,11 @@ def evaluate(
 ) -> None:
     """Score a trained artifact on a dataset split; writes eval/<task>-<from>-<backbone>.json.
 
-    classify: accuracy, macro/weighted precision, recall, F1 and a per-class report. The extracted
-    features are reused when the dataset is the one they came from; otherwise the backbone is rebuilt
-    from the classifier's header and features are extracted on the fly.
+    classify: accuracy, macro/weighted precision, recall, F1 and a per-class report. --from probe
+    reuses the extracted features when the dataset is the one they came from; otherwise the backbone
+    is rebuilt from the classifier's header. --from lora runs the fine-tuned classifier on the split
+    (built as `gx lora-train` built it) and also writes eval/confusion-lora-<backbone>.png. With both
+    results for one backbone, the summary shows them side by side.
     """
     from gesture_cli.core.config import resolve_config
     from gesture_cli.core.errors import unknown_choice

@@ -1,7 +1,7 @@
 """`gx infer TASK --input PATH`: run a trained artifact of the run dir on new inputs.
 
 Tasks are a registry (TASKS: name -> runner); `classify` prints the top-k classes per input with a
-probe classifier (`--from probe`; `--from lora` once `gx lora-train` exists).
+probe classifier (`--from probe`) or a `gx lora-train` classifier (`--from lora`).
 """
 
 from __future__ import annotations
@@ -29,10 +29,11 @@ MAX_ROWS_SHOWN = 50  # the table shows this many inputs; --json and the written 
 
 
 def _classify(cfg, *, run, device: str, as_json: bool, console) -> None:
-    from gesture_cli.eval.infer_classify import check_source, infer_probe
+    from gesture_cli.eval.infer_classify import check_source, infer_lora, infer_probe
 
     check_source(run, cfg.source, cfg.backbone)
-    res = infer_probe(run, backbone=cfg.backbone, input_path=Path(cfg.input), top_k=cfg.top_k, device=device, batch_size=cfg.batch_size,
+    infer_fn = infer_lora if cfg.source == "lora" else infer_probe
+    res = infer_fn(run, backbone=cfg.backbone, input_path=Path(cfg.input), top_k=cfg.top_k, device=device, batch_size=cfg.batch_size,
                       argv=argv())
     if as_json:
         typer.echo(json.dumps(res["predictions"], indent=1))

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gesture_cli.core.errors import ArtifactError, DataError, GxError, UsageError, unknown_choice
+from gesture_cli.core.errors import ArtifactError, DataError, UsageError, unknown_choice
 
 CLASSIFIER_SOURCES = ("probe", "lora")  # --from: where the classifier comes from
 PIXELS = 784  # 28 x 28 Sign MNIST image
@@ -84,7 +84,6 @@ def check_source(run, source: str, backbone: str | None) -> None:
             raise UsageError(
                 f"no LoRA artifact in {where}: run `gx lora-train --backbone {backbone or 'NAME'} -r {run.root}` first, or use --from probe"
             )
-        raise GxError(f"{where}: classifying with a LoRA artifact is not available in this gx version; use --from probe")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -375,3 +374,148 @@ def evaluate_probe(run, *, backbone: str | None, dataset: str | None = None, spl
         save_json(step.stage(out_rel, is_dir=False), result, kind="eval-classify")
         step.metrics.update({k: metrics[k] for k in ("accuracy", "macro_f1", "weighted_f1", "n")})
     return {**result, "cached": False, "output": str(run.path(out_rel))}
+
+
+# ----------------------------------------------------------------------------------------------
+# gx evaluate / infer classify --from lora
+# ----------------------------------------------------------------------------------------------
+
+
+def require_lora(run, backbone: str | None) -> tuple[str, Path]:
+    """(backbone folder name, lora/<backbone>/) of a trained LoRA classifier; None picks the only one."""
+    from gesture_cli.models.features import backbone_dirname
+
+    trained = sorted(p.parent.name for p in run.path("lora").glob("*/head.safetensors"))
+    if backbone is None:
+        if len(trained) == 1:
+            return trained[0], run.path("lora", trained[0])
+        if not trained:
+            raise ArtifactError(f"no LoRA classifier in {run.path('lora')}; run `gx lora-train -r {run.root}` first, or use --from probe")
+        raise UsageError(f"{len(trained)} LoRA-trained backbones in {run.root}: pass --backbone, one of {', '.join(trained)}")
+    name = backbone_dirname(backbone)
+    path = run.path("lora", name)
+    if not (path / "head.safetensors").is_file():
+        hint = f" (trained: {', '.join(trained)})" if trained else ""
+        raise ArtifactError(f"{path}: no LoRA classifier for backbone '{backbone}'{hint}; run `gx lora-train --backbone {backbone} -r {run.root}` first")
+    return name, path
+
+
+def lora_head_meta(path: Path) -> dict:
+    """The header of lora/<backbone>/head.safetensors: classes, backbone describe(), dataset, training config."""
+    from gesture_cli.core.artifacts import load_tensors
+    from gesture_cli.models.lora import HEAD_KIND
+
+    _, meta = load_tensors(path / "head.safetensors", kind=HEAD_KIND, device="cpu")
+    return meta
+
+
+def _lora_logits(model, preprocess, dataset, *, size: int, batch_size: int, on_progress=None):
+    """float32 [N, K] logits of every image of `dataset`, in eval mode, no augmentation."""
+    import torch
+
+    from gesture_cli.models.augment import to_float_images
+
+    dev = model.head.weight.device
+    out = []
+    n = len(dataset)
+    with torch.no_grad():
+        for lo in range(0, n, batch_size):
+            images = torch.from_numpy(np.ascontiguousarray(dataset.batch(list(range(lo, min(lo + batch_size, n))), size=size)))
+            out.append(model(preprocess(to_float_images(images.to(dev)))).float().cpu())
+            if on_progress is not None:
+                on_progress(min(lo + batch_size, n), n)
+    return torch.cat(out) if out else torch.zeros(0, model.head.out_features)
+
+
+def evaluate_lora_classifier(run, *, backbone: str | None, dataset: str | None = None, split: str = "test", device="auto",
+                             seed: int | None = None, max_samples: int | None = None, batch_size: int = 0, argv=None,
+                             force: bool = False, on_progress=None) -> dict:
+    """Score lora/<backbone>/ on a split; writes eval/classify-lora-<backbone>.json and eval/confusion-lora-<backbone>.png.
+
+    The split is built as `gx lora-train` built its test split (same seed; `--max-samples` takes the same
+    seeded subset), so evaluating with the training's settings reproduces its test accuracy.
+    """
+    from gesture_cli.core.artifacts import load_json, save_json
+    from gesture_cli.data import make_dataset
+    from gesture_cli.data.registry import parse_dataset_opts
+    from gesture_cli.eval.classify import classification_metrics
+    from gesture_cli.train.lora import _cap, load_lora_classifier
+    from gesture_cli.viz.plots import render_confusion
+
+    name, path = require_lora(run, backbone)
+    meta = lora_head_meta(path)
+    train_cfg = meta.get("config") or {}
+    classes = list(meta["classes"])
+    spec = dataset or meta.get("dataset")
+    if not spec:
+        raise UsageError(f"{path}/head.safetensors does not record its dataset; pass --dataset")
+    ds_seed = seed if seed is not None else int(train_cfg.get("seed") or 0)
+    opts = parse_dataset_opts(tuple(train_cfg.get("dataset_opts") or ())) if spec == meta.get("dataset") else {}
+    if train_cfg.get("no_gesture") or (spec.startswith("hagrid") and "no_gesture" in classes):
+        opts.setdefault("no_gesture", True)  # HaGRID trained with its no_gesture class
+    ds = make_dataset(spec, split=split, seed=ds_seed, **opts)
+    out_rel, png_rel = f"eval/classify-lora-{name}.json", f"eval/confusion-lora-{name}.png"
+    config = {"task": "classify", "from": "lora", "backbone": name, "dataset": spec, "split": split, "seed": ds_seed, "max_samples": max_samples}
+    keys = {"dataset": ds.cache_token} if ds.cache_token else {}
+    step = run.begin("evaluate", config=config, outputs=[out_rel, png_rel], inputs=[path / "head.safetensors", *[Path(p) for p in ds.source_files]],
+                     input_keys=keys, argv=argv, force=force)
+    if step.cached:
+        return {**load_json(run.path(out_rel), kind="eval-classify"), "cached": True, "output": str(run.path(out_rel))}
+    with step:
+        t0 = time.perf_counter()
+        model, clf_classes, info, preprocess = load_lora_classifier(run, name, device)
+        ds = _cap(ds, max_samples, ds_seed)
+        y = _map_labels(ds.labels, ds.classes, clf_classes, where=spec)
+        logits = _lora_logits(model, preprocess, ds, size=info["image_size"], batch_size=batch_size or 64, on_progress=on_progress)
+        metrics = classification_metrics(y, logits.argmax(-1).numpy(), classes)
+        result = {
+            "task": "classify", "from": "lora", "backbone": name, "classifier": str(path), "method": meta.get("method"), "dataset": spec,
+            "split": split, "features": f"{meta.get('method', 'lora')} fine-tuned", "seconds": round(time.perf_counter() - t0, 3),
+            "classes": classes, **metrics,
+        }
+        save_json(step.stage(out_rel, is_dir=False), result, kind="eval-classify")
+        render_confusion(np.asarray(metrics["confusion"]), classes, step.stage(png_rel, is_dir=False),
+                         title=f"lora {name}: {spec} / {split}, accuracy {metrics['accuracy']:.3f}")
+        step.metrics.update({k: metrics[k] for k in ("accuracy", "macro_f1", "weighted_f1", "n")})
+    return {**result, "cached": False, "output": str(run.path(out_rel)), "confusion_png": str(run.path(png_rel))}
+
+
+def infer_lora(run, *, backbone: str | None, input_path: Path | str, top_k: int = 3, device="auto", batch_size: int = 0,
+               argv=None) -> dict:
+    """Top-k classes of every input with a LoRA classifier; writes infer/classify-lora-<backbone>.json."""
+    import torch
+
+    from gesture_cli.core.artifacts import save_json
+    from gesture_cli.eval.classify import top_k_indices
+    from gesture_cli.train.lora import load_lora_classifier
+
+    if top_k < 1:
+        raise UsageError("--top-k must be at least 1")
+    name, path = require_lora(run, backbone)
+    meta = lora_head_meta(path)
+    classes = list(meta["classes"])
+    inputs = load_inputs(input_path, classes=classes)
+    out_rel = f"infer/classify-lora-{name}.json"
+    step = run.begin("infer", config={"task": "classify", "from": "lora", "backbone": name, "input": str(input_path), "top_k": top_k},
+                     outputs=[out_rel], inputs=[path / "head.safetensors"], argv=argv, force=True)
+    with step:
+        t0 = time.perf_counter()
+        model, classes, info, preprocess = load_lora_classifier(run, name, device)
+        logits = _lora_logits(model, preprocess, inputs.dataset, size=info["image_size"], batch_size=batch_size or 64)
+        probs = torch.softmax(logits, dim=-1).numpy()
+        top = top_k_indices(probs, top_k)
+        preds = [
+            {"input": n, "label": lab, "top_k": [{"class": classes[j], "prob": round(float(probs[i, j]), 6)} for j in top[i]]}
+            for i, (n, lab) in enumerate(zip(inputs.names, inputs.labels, strict=True))
+        ]
+        result = {
+            "task": "classify", "from": "lora", "backbone": name, "classifier": str(path), "input": str(input_path),
+            "n": len(preds), "top_k": int(top.shape[1]), "seconds": round(time.perf_counter() - t0, 3), "predictions": preds,
+        }
+        known = [(p["label"], p["top_k"][0]["class"]) for p in preds if p["label"] is not None]
+        if known:
+            result["accuracy"] = round(sum(a == b for a, b in known) / len(known), 6)
+            step.metrics["accuracy"] = result["accuracy"]
+        save_json(step.stage(out_rel, is_dir=False), result, kind="infer-classify")
+        step.metrics["inputs"] = len(preds)
+    return {**result, "output": str(run.path(out_rel))}

@@ -1,0 +1,71 @@
+"""`gx gradcam`: where a fine-tuned classifier looks (Grad-CAM / Grad-CAM++ and attention rollout)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from gesture_cli.cli.options import (
+    BackboneOpt,
+    ConfigOpt,
+    DatasetOpt,
+    DeviceOpt,
+    RunDirOpt,
+    VerboseOpt,
+    argv,
+    flags,
+    gx_command,
+    make_console,
+)
+
+EXAMPLE = "Example: gx gradcam --from lora --backbone tiny-dinov2 --samples-per-class 2 --method gradcam++ -r runs/demo"
+
+
+@gx_command
+def gradcam(
+    source: Annotated[str | None, typer.Option("--from", help="Which classifier: lora | probe [default: lora].", show_default=False)] = None,
+    backbone: BackboneOpt = None,
+    input_path: Annotated[Path | None, typer.Option("--input", "-i", help="An image file, a folder of images, or a Sign-MNIST-style CSV; default: --samples-per-class from the dataset.", show_default=False)] = None,
+    samples_per_class: Annotated[int | None, typer.Option("--samples-per-class", "-n", help="Images per class from the dataset's split when no --input [default: 1].", show_default=False)] = None,
+    dataset: DatasetOpt = None,
+    split: Annotated[str | None, typer.Option("--split", help="Dataset split the samples come from [default: test].", show_default=False)] = None,
+    method: Annotated[str | None, typer.Option("--method", help="gradcam | gradcam++ [default: gradcam].", show_default=False)] = None,
+    compare: Annotated[bool, typer.Option("--compare", help="Render the probe's and the LoRA classifier's maps of one backbone side by side.")] = False,
+    max_images: Annotated[int | None, typer.Option("--max-images", help="At most this many images [default: 48].", show_default=False)] = None,
+    run_dir: RunDirOpt = None,
+    device: DeviceOpt = "auto",
+    config: ConfigOpt = None,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Explain a classifier: per image a PNG strip input | Grad-CAM | attention rollout, in gradcam/<from>-<backbone>/.
+
+    Grad-CAM uses the patch tokens of the last transformer block (its input when the head reads only
+    the CLS token; CLS and registers removed) on the backbone's patch grid; attention maps need eager attention and are the CLS row, or for a backbone
+    without CLS (I-JEPA) the mean attention each patch receives. maps.npz holds every map, including
+    the last layer's per-head CLS attention; gradcam.json lists the images and predictions.
+    """
+    from gesture_cli.core.config import resolve_config
+    from gesture_cli.core.rundir import RunDir
+    from gesture_cli.viz.gradcam import GradcamConfig, render_gradcam_run
+
+    cfg = resolve_config(
+        GradcamConfig, config,
+        flags(source=source, backbone=backbone, input=str(input_path) if input_path is not None else None, samples_per_class=samples_per_class,
+              dataset=dataset, split=split, method=method, compare=compare or None, max_images=max_images),
+    )
+    console = make_console()
+    res = render_gradcam_run(cfg, RunDir(run_dir), device=device, argv=argv())
+    preds = [r for r in res["images"] if r["label"] is not None]
+    for src in res["from"]:
+        if preds:
+            acc = sum(r["label"] == r[f"{src}_pred"] for r in preds) / len(preds)
+            console.print(f"{src}: top-1 on the {len(preds)} labelled image(s) {acc:.3f}")
+    if res["attention"] == "received":
+        console.print("[dim]no CLS token: attention maps show the mean attention each patch receives[/]")
+    console.print(f"{res['method']}: {res['n']} strip(s) in {res['output']}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("gradcam", epilog=EXAMPLE)(gradcam)

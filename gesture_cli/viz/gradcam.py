@@ -1,0 +1,355 @@
+"""Where a fine-tuned classifier looks: Grad-CAM, Grad-CAM++ and attention maps, written by hand.
+
+Three layers, as elsewhere in gx:
+    render_gradcam_run(cfg, run)     classifier(s), inputs, RunDir step, PNG strips under gradcam/<from>-<backbone>/
+    explain_images(classifier, ...)  maps of a batch: Grad-CAM / Grad-CAM++, last-layer CLS attention, rollout
+    gradcam_maps / attention_maps    the maps themselves
+
+Grad-CAM (Selvaraju et al.) on a ViT: the "feature map" is the output of the last transformer block
+(its input when the head reads only the CLS token: the last block's patch outputs then get no gradient),
+patch tokens only (CLS and register tokens, `info.num_prefix_tokens` of them, removed) laid out on the
+backbone's patch grid (gh, gw). Channel weights are the patch-mean of d logit[target] / d tokens
+(Grad-CAM) or the Grad-CAM++ weighting (Chattopadhay et al., with the usual closed form for an
+exponential score); map = ReLU(sum_c w_c A_c), upsampled bilinearly to the image, normalised to [0, 1].
+
+Attention: last-layer CLS -> patch attention per head (and their mean), and attention rollout (Abnar &
+Zuidema 2020: per layer, mean over heads + identity, rows renormalised, multiplied through the
+layers; the CLS row over patches). A backbone without CLS (I-JEPA) has no CLS row: the maps are the
+mean attention each patch *receives* (column mean over queries) instead, and `attention_kind` says so.
+The attention probabilities need eager attention; the model is switched to it for that call only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch  # this module is imported lazily, by `gx gradcam` only
+
+from gesture_cli.core.errors import ModelError, UsageError, unknown_choice
+
+METHODS = ("gradcam", "gradcam++")
+SOURCES = ("lora", "probe")
+
+
+@dataclass(frozen=True)
+class GradcamConfig:
+    """`gx gradcam`: which classifier, which images, which map."""
+
+    source: str = "lora"  # --from: lora | probe
+    backbone: str | None = None  # backbone folder of the artifact; None = the only one in the run dir
+    input: str | None = None  # image file, folder of images or Sign-MNIST CSV; None = --samples-per-class from the dataset
+    samples_per_class: int = 1  # images per class from the dataset's test split when --input is not given
+    dataset: str | None = None  # dataset spec; None = the one the classifier was trained on
+    split: str = "test"  # dataset split the samples come from
+    method: str = "gradcam"  # gradcam | gradcam++
+    compare: bool = False  # probe and lora maps of the same backbone side by side
+    max_images: int = 48  # at most this many strips (one PNG each)
+
+    def validate(self) -> None:
+        if self.source not in SOURCES:
+            raise unknown_choice("--from source", self.source, SOURCES)
+        if self.method not in METHODS:
+            raise unknown_choice("--method", self.method, METHODS)
+        if self.samples_per_class < 1:
+            raise UsageError("--samples-per-class must be at least 1")
+        if self.max_images < 1:
+            raise UsageError("--max-images must be at least 1")
+
+
+# ---- the classifier as one torch module ---------------------------------------------------------
+
+
+class ProbeClassifier(torch.nn.Module):
+    """A `gx probe` classifier in torch: backbone -> pooled features -> standardise -> Linear -> logits."""
+
+    def __init__(self, backbone, probe, *, pool: str):
+        super().__init__()
+        self.backbone = backbone
+        self.pool = pool
+        dev, dt = backbone.device, torch.float32
+        self.register_buffer("mean", torch.as_tensor(probe.mean, dtype=dt, device=dev))
+        self.register_buffer("scale", torch.as_tensor(probe.scale, dtype=dt, device=dev))
+        self.head = torch.nn.Linear(probe.feature_dim, probe.num_classes).to(dev)
+        with torch.no_grad():
+            self.head.weight.copy_(torch.as_tensor(probe.weight))
+            self.head.bias.copy_(torch.as_tensor(probe.bias))
+
+    def forward(self, pixels):
+        cls, patches, _ = self.backbone.forward_features(pixels)
+        feats = self.backbone.pool(cls, patches, self.pool).float()
+        return self.head((feats - self.mean) / self.scale)
+
+
+@dataclass
+class Explained:
+    """A loaded classifier and what the maps need from it."""
+
+    source: str  # lora | probe
+    name: str  # backbone folder name
+    model: object  # nn.Module: pixels [B, 3, S, S] -> logits [B, K]; has .backbone
+    classes: list[str]
+    image_size: int
+    dataset: str | None  # the dataset spec it was trained on
+    seed: int
+
+
+def load_explained(run, source: str, backbone: str | None, *, device) -> Explained:
+    """The lora or probe classifier of a run dir, as one torch module (errors say what to run)."""
+    if source == "lora":
+        from gesture_cli.eval.infer_classify import lora_head_meta, require_lora
+        from gesture_cli.train.lora import load_lora_classifier
+
+        name, path = require_lora(run, backbone)
+        meta = lora_head_meta(path)
+        model, classes, info, _ = load_lora_classifier(run, name, device)
+        return Explained("lora", name, model, classes, int(info["image_size"]), meta.get("dataset"),
+                         int((meta.get("config") or {}).get("seed") or 0))
+    if source == "probe":
+        from gesture_cli.eval.infer_classify import build_classifier_backbone
+        from gesture_cli.eval.probe import load_classifier, require_classifier
+
+        name, path = require_classifier(run, backbone)
+        probe, meta = load_classifier(path)
+        bb = build_classifier_backbone(meta, device=device, path=path)
+        model = ProbeClassifier(bb, probe, pool=meta.get("pool") or "cls").eval()
+        return Explained("probe", name, model, list(meta["classes"]), int(bb.image_size), meta.get("dataset"),
+                         int(meta.get("dataset_seed") or 0))
+    raise unknown_choice("--from source", source, SOURCES)
+
+
+# ---- maps ---------------------------------------------------------------------------------------
+
+
+def last_block(model):
+    """The last transformer block: the last entry of the longest ModuleList of the HF model."""
+    lists = [m for _, m in model.named_modules() if isinstance(m, torch.nn.ModuleList) and len(m)]
+    if not lists:
+        raise ModelError(f"{type(model).__name__}: no list of transformer blocks found; Grad-CAM needs a ViT backbone")
+    return max(lists, key=len)[-1]
+
+
+def _check_hf(backbone) -> None:
+    from gesture_cli.models.backbones import HFBackbone
+
+    if not isinstance(backbone, HFBackbone):
+        raise ModelError(f"backbone '{backbone.info.name}': Grad-CAM and attention maps need a transformers ViT backbone (not timm / TorchScript)")
+
+
+def _normalise(maps, size: tuple[int, int]):
+    """[B, gh, gw] -> [B, H, W] bilinear, each map scaled to [0, 1] (all zeros when constant)."""
+    up = torch.nn.functional.interpolate(maps[:, None].float(), size=tuple(size), mode="bilinear", align_corners=False)[:, 0]
+    lo = up.flatten(1).min(1).values.view(-1, 1, 1)
+    hi = up.flatten(1).max(1).values.view(-1, 1, 1)
+    span = hi - lo
+    return torch.where(span > 1e-12, (up - lo) / span.clamp_min(1e-12), torch.zeros_like(up))
+
+
+def gradcam_maps(model, pixels, *, targets=None, method: str = "gradcam"):
+    """(maps float32 [B, H, W] in [0, 1], logits [B, K]) of pixels [B, 3, H, W] for classes `targets` [B] (None = predicted).
+
+    Any H, W that are multiples of the patch size: the grid is (H / patch, W / patch)."""
+    if method not in METHODS:
+        raise unknown_choice("--method", method, METHODS)
+    backbone = model.backbone
+    _check_hf(backbone)
+    info = backbone.info
+    gh, gw = pixels.shape[-2] // info.patch_size, pixels.shape[-1] // info.patch_size
+    store = {}
+
+    def hook(_module, _inputs, output):
+        store["tokens"] = output[0] if isinstance(output, tuple) else output  # [B, prefix + gh*gw, D]
+
+    def pre_hook(_module, args, kwargs):
+        store["tokens"] = args[0] if args else kwargs["hidden_states"]  # [B, prefix + gh*gw, D]
+
+    block = last_block(backbone.model)
+    # A CLS-pooled head never reads the last block's patch outputs: their gradient is exactly zero. The
+    # patch tokens entering the last block reach the CLS through its attention, so they are used then.
+    cls_only = info.has_cls and getattr(model, "pool", "mean") == "cls"
+    handle = block.register_forward_pre_hook(pre_hook, with_kwargs=True) if cls_only else block.register_forward_hook(hook)
+    try:
+        with torch.enable_grad():
+            x = pixels.detach().clone().requires_grad_(True)  # frozen weights: the graph must start somewhere
+            logits = model(x)
+            tgt = logits.argmax(-1) if targets is None else torch.as_tensor(targets, device=logits.device).view(-1)
+            score = logits.gather(1, tgt.view(-1, 1)).sum()
+            (grads,) = torch.autograd.grad(score, store["tokens"])
+    finally:
+        handle.remove()
+    prefix = info.num_prefix_tokens
+    acts = store["tokens"].detach()[:, prefix:].float()  # [B, gh*gw, D] patch tokens, CLS / registers removed
+    g = grads[:, prefix:].float()  # [B, gh*gw, D]
+    if acts.shape[1] != gh * gw:
+        raise ModelError(f"backbone '{info.name}': {acts.shape[1]} patch tokens after {prefix} prefix tokens; expected a {gh}x{gw} grid")
+    if method == "gradcam":
+        weights = g.mean(1)  # [B, D]
+    else:  # Grad-CAM++ with an exponential score: alpha = g^2 / (2 g^2 + sum_ij A * g^3)
+        g2, g3 = g.pow(2), g.pow(3)
+        denom = 2 * g2 + acts.sum(1, keepdim=True) * g3
+        alpha = g2 / torch.where(denom != 0, denom, torch.ones_like(denom))
+        weights = (alpha * torch.relu(g)).sum(1)  # [B, D]
+    cam = torch.relu((acts * weights[:, None]).sum(-1)).view(-1, gh, gw)
+    return _normalise(cam, pixels.shape[-2:]).cpu(), logits.detach().cpu()
+
+
+def attention_maps(backbone, pixels) -> dict:
+    """Attention of the backbone on pixels [B, 3, H, W]: {"cls_heads" [B, heads, H, W], "cls_mean" [B, H, W], "rollout" [B, H, W], "kind"}.
+
+    "kind" is "cls" (CLS row over patches) or "received" (no CLS: mean attention each patch receives).
+    """
+    _check_hf(backbone)
+    info, model = backbone.info, backbone.model
+    gh, gw = pixels.shape[-2] // info.patch_size, pixels.shape[-1] // info.patch_size
+    previous = model.config._attn_implementation
+    model.set_attn_implementation("eager")  # sdpa does not return attention probabilities
+    try:
+        with torch.no_grad():
+            other_size = tuple(pixels.shape[-2:]) != (backbone.image_size, backbone.image_size)
+            kwargs = {"interpolate_pos_encoding": True} if info.family in ("vit", "ijepa") and other_size else {}
+            out = model(pixel_values=pixels.to(backbone.device, backbone.dtype), output_attentions=True, **kwargs)
+    finally:
+        model.set_attn_implementation(previous)
+    atts = [a.float() for a in out.attentions]  # per layer [B, H, T, T], T = prefix + gh*gw
+    prefix = info.num_prefix_tokens
+    last = atts[-1]
+    eye = torch.eye(last.shape[-1], device=last.device)
+    rollout = eye.expand_as(last[:, 0]).clone()
+    for a in atts:
+        a = a.mean(1) + eye  # heads averaged, plus the residual path
+        rollout = (a / a.sum(-1, keepdim=True)) @ rollout
+    if info.has_cls:
+        heads, roll, kind = last[:, :, 0, prefix:], rollout[:, 0, prefix:], "cls"
+    else:
+        heads, roll, kind = last[:, :, :, prefix:].mean(2), rollout[:, :, prefix:].mean(1), "received"
+    b, h = heads.shape[:2]
+    size = tuple(pixels.shape[-2:])
+    return {
+        "cls_heads": _normalise(heads.reshape(b * h, gh, gw), size).view(b, h, *size).cpu(),
+        "cls_mean": _normalise(heads.mean(1).view(b, gh, gw), size).cpu(),
+        "rollout": _normalise(roll.reshape(b, gh, gw), size).cpu(),
+        "kind": kind,
+    }
+
+
+def explain_images(explained: Explained, images, *, method: str = "gradcam", targets=None) -> dict:
+    """Maps of uint8 images [B, S, S(, 3)] at the classifier's size: gradcam, attention, logits, predictions."""
+    from gesture_cli.models.augment import to_float_images
+
+    model = explained.model
+    pixels = model.backbone.preprocess(to_float_images(torch.from_numpy(np.ascontiguousarray(images)).to(model.backbone.device)))
+    cam, logits = gradcam_maps(model, pixels, targets=targets, method=method)
+    att = attention_maps(model.backbone, pixels)
+    probs = torch.softmax(logits, -1)
+    return {"gradcam": cam.numpy(), **{k: (v.numpy() if hasattr(v, "numpy") else v) for k, v in att.items()},
+            "pred": probs.argmax(-1).numpy(), "prob": probs.max(-1).values.numpy()}
+
+
+# ---- pictures -----------------------------------------------------------------------------------
+
+
+def _overlay(ax, image: np.ndarray, heat: np.ndarray | None, title: str) -> None:
+    ax.imshow(image, cmap="gray" if image.ndim == 2 else None, vmin=0, vmax=255, interpolation="nearest")
+    if heat is not None:
+        ax.imshow(heat, cmap="jet", alpha=0.45, vmin=0, vmax=1, interpolation="bilinear")
+    ax.set_title(title, fontsize=8)
+    ax.axis("off")
+
+
+def render_strip(path: Path, image: np.ndarray, rows: list[dict], *, title: str) -> Path:
+    """One PNG: per row (a classifier) input | Grad-CAM overlay | attention rollout overlay."""
+    from gesture_cli.viz.plots import _figure, _save
+
+    fig = _figure(7.5, 2.6 * len(rows) + 0.3)
+    for r, row in enumerate(rows):
+        axes = [fig.add_subplot(len(rows), 3, 3 * r + c + 1) for c in range(3)]
+        _overlay(axes[0], image, None, f"{row['label']}: input")
+        _overlay(axes[1], image, row["gradcam"], f"{row['method']} (class {row['target']})")
+        _overlay(axes[2], image, row["rollout"], f"attention rollout ({row['kind']})")
+    fig.suptitle(title, fontsize=9)
+    return _save(fig, path)
+
+
+# ---- the command's core -------------------------------------------------------------------------
+
+
+@dataclass
+class Images:
+    images: np.ndarray  # uint8 [N, S, S] or [N, S, S, 3] at the classifier's size
+    names: list[str]
+    labels: list[str | None]
+
+
+def make_images(cfg: GradcamConfig, explained: Explained) -> Images:
+    """--input, or the first --samples-per-class images of each class of the dataset's split."""
+    size = explained.image_size
+    if cfg.input:
+        from gesture_cli.eval.infer_classify import load_inputs
+
+        inputs = load_inputs(cfg.input, classes=explained.classes)
+        n = min(len(inputs.dataset), cfg.max_images)
+        return Images(inputs.dataset.batch(list(range(n)), size=size), inputs.names[:n], inputs.labels[:n])
+    from gesture_cli.data import make_dataset
+
+    spec = cfg.dataset or explained.dataset
+    if not spec:
+        raise UsageError(f"the {explained.source} classifier does not record its dataset; pass --dataset or --input")
+    ds = make_dataset(spec, split=cfg.split, seed=explained.seed)
+    idx = [int(i) for c in range(len(ds.classes)) for i in np.flatnonzero(ds.labels == c)[: cfg.samples_per_class]][: cfg.max_images]
+    if not idx:
+        raise UsageError(f"dataset '{spec}' split '{cfg.split}' has no images")
+    return Images(ds.batch(idx, size=size), [f"{spec} {cfg.split} #{i}" for i in idx], [ds.classes[ds.labels[i]] for i in idx])
+
+
+def _resized_maps(res: dict, size: int) -> dict:
+    import cv2
+
+    def fit(maps: np.ndarray) -> np.ndarray:
+        flat = maps.reshape(-1, *maps.shape[-2:])
+        out = np.stack([cv2.resize(m, (size, size), interpolation=cv2.INTER_LINEAR) for m in flat])
+        return out.reshape(*maps.shape[:-2], size, size)
+
+    return {k: fit(v) if k in ("gradcam", "cls_heads", "cls_mean", "rollout") else v for k, v in res.items()}
+
+
+def render_gradcam_run(cfg: GradcamConfig, run, *, device="auto", argv=None) -> dict:
+    """Maps and PNG strips of every image into gradcam/<from>-<backbone>/ (compare-<backbone>/ with --compare)."""
+    from gesture_cli.core.artifacts import save_json
+    from gesture_cli.core.device import resolve_device
+
+    cfg.validate()
+    dev = resolve_device(device)
+    sources = SOURCES if cfg.compare else (cfg.source,)
+    explained = [load_explained(run, s, cfg.backbone, device=dev) for s in sources]
+    if cfg.compare and explained[0].name != explained[1].name:
+        raise UsageError(f"--compare needs one backbone with both artifacts; lora has '{explained[0].name}', probe '{explained[1].name}': pass --backbone")
+    first = explained[0]
+    imgs = make_images(cfg, first)
+    out_rel = f"gradcam/{'compare' if cfg.compare else first.source}-{first.name}"
+    step = run.begin("gradcam", config={**cfg.__dict__, "backbone": first.name}, outputs=[out_rel], argv=argv, force=True)
+    with step:
+        out = step.stage(out_rel)
+        rows_per_source = []
+        arrays = {}
+        for ex in explained:
+            res = explain_images(ex, imgs.images, method=cfg.method)
+            if ex.image_size != first.image_size:  # probe and lora may run at different sizes: maps at the shown image's
+                res = _resized_maps(res, imgs.images.shape[1])
+            rows_per_source.append(res)
+            arrays.update({f"{ex.source}_{k}": v for k, v in res.items() if k != "kind"})
+        records = []
+        for i, (name, label) in enumerate(zip(imgs.names, imgs.labels, strict=True)):
+            rows = [{"label": ex.source, "gradcam": r["gradcam"][i], "rollout": r["rollout"][i], "kind": r["kind"], "method": cfg.method,
+                     "target": ex.classes[int(r["pred"][i])]} for ex, r in zip(explained, rows_per_source, strict=True)]
+            preds = ", ".join(f"{ex.source} {ex.classes[int(r['pred'][i])]} ({r['prob'][i]:.2f})" for ex, r in zip(explained, rows_per_source, strict=True))
+            file = f"{i:03d}.png"
+            render_strip(out / file, imgs.images[i], rows, title=f"{name}: true {label or '?'}, predicted {preds}")
+            records.append({"file": file, "input": name, "label": label,
+                            **{f"{ex.source}_pred": ex.classes[int(r["pred"][i])] for ex, r in zip(explained, rows_per_source, strict=True)}})
+        np.savez_compressed(out / "maps.npz", **arrays)
+        result = {"from": [ex.source for ex in explained], "backbone": first.name, "method": cfg.method,
+                  "attention": rows_per_source[0]["kind"], "n": len(records), "images": records}
+        save_json(out / "gradcam.json", result, kind="gradcam")
+        step.metrics["images"] = len(records)
+    return {**result, "output": str(run.path(out_rel))}
