@@ -659,8 +659,10 @@ def run_probes(cfg: ProbeConfig, run, *, device="auto", force: bool = False, arg
         with step:
             _write_csv(step.stage(outs[0], is_dir=False), rows)
             step.stage(outs[1], is_dir=False).write_text(_markdown(rows), encoding="utf-8")
+            classes = _features_meta(run, names[0]).get("classes") or []
             render_grouped_bars(rows, [m for m in SUMMARY_METRICS if m in rows[0]], step.stage(outs[2], is_dir=False),
-                                title="Linear probes on frozen features (test split)")
+                                title="Linear probes on frozen features (test split)",
+                                chance=1.0 / len(classes) if classes else None)
             best = max(rows, key=lambda r: r["accuracy"] or 0.0)
             step.metrics.update({"backbones": len(rows), "accuracy": best["accuracy"], "best_backbone": best["backbone"]})
     return {"rows": rows, "results": results, "cached": [r["backbone"] for r in results if r.get("cached")],

@@ -66,8 +66,12 @@ def render_confusion(cm: np.ndarray, class_names: Sequence[str], path: Path, *, 
     return _save(fig, path)
 
 
-def render_grouped_bars(rows: Sequence[dict], metrics: Sequence[str], path: Path, *, label_key: str = "backbone", title: str = "") -> Path:
-    """One group of bars per row (e.g. backbone), one bar per metric (values in 0..1)."""
+def render_grouped_bars(rows: Sequence[dict], metrics: Sequence[str], path: Path, *, label_key: str = "backbone", title: str = "",
+                        chance: float | None = None) -> Path:
+    """One group of bars per row (e.g. backbone), one bar per metric (values in 0..1).
+
+    `chance` draws a dashed line at the accuracy of guessing (1 / number of classes).
+    """
     n, m = len(rows), len(metrics)
     fig = _figure(max(5.0, 1.3 * n * max(1, m) / 2 + 2.0), 4.2)
     ax = fig.add_subplot(1, 1, 1)
@@ -83,7 +87,9 @@ def render_grouped_bars(rows: Sequence[dict], metrics: Sequence[str], path: Path
     ax.set_xticks(x, labels=[str(r[label_key]) for r in rows], rotation=15 if n > 4 else 0)
     ax.set_ylim(0, 1.08)
     ax.set_ylabel("score")
-    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=min(m, 4), frameon=False)
+    if chance is not None:
+        ax.axhline(chance, color="0.35", linestyle="--", linewidth=1, label=f"chance ({chance:.3f})")
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=min(m + (chance is not None), 5), frameon=False)
     ax.grid(axis="y", alpha=0.3)
     if title:
         ax.set_title(title)
