@@ -18,6 +18,7 @@ transformers and timm are imported inside functions: importing this module costs
 
 from __future__ import annotations
 
+import abc
 import dataclasses
 import inspect
 import json
@@ -222,7 +223,7 @@ def _tiny_ijepa() -> nn.Module:
 # ----------------------------------------------------------------------------------------------
 
 
-class Backbone(nn.Module):
+class Backbone(nn.Module, abc.ABC):
     """One interface over HF, timm and TorchScript backbones. Subclasses implement `_tokens`."""
 
     def __init__(self, model: nn.Module, info: BackboneInfo, *, image_size: int):
@@ -282,8 +283,9 @@ class Backbone(nn.Module):
         """
         return self._tokens(pixels.to(device=self.device, dtype=self.dtype))
 
+    @abc.abstractmethod
     def _tokens(self, pixels: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor, tuple[int, int]]:
-        raise NotImplementedError
+        """Family-specific forward: pixels on the right device/dtype -> (cls, patches, grid)."""
 
     def _split(self, hidden: torch.Tensor, grid: tuple[int, int]) -> tuple[torch.Tensor | None, torch.Tensor, tuple[int, int]]:
         """hidden [B, prefix + gh*gw, D] -> (cls [B, D] | None, patches [B, gh*gw, D], grid)."""
