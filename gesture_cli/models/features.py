@@ -94,7 +94,7 @@ def extract_split(
                 cls, patches, _ = backbone.forward_features(pixels)
                 out = backbone.pool(cls, patches, pool)
             except RuntimeError as exc:
-                if device.type != "cuda" or not is_cuda_oom(exc) or batch_size == 1:
+                if not is_cuda_oom(exc) or batch_size == 1:
                     raise
                 torch.cuda.empty_cache()
                 batch_size = max(1, batch_size // 2)
