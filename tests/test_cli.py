@@ -106,3 +106,10 @@ def test_runs_lists_and_shows(runner, tmp_path):
     assert res.exit_code == 0 and "probe" in res.output and "ok" in res.output
     res = invoke(runner, "runs", "show", tmp_path / "nope")
     assert res.exit_code == 2 and "not a run directory" in res.output
+
+
+def test_long_paths_are_never_broken_across_lines(runner, tmp_path):
+    deep = tmp_path / ("a-rather-long-folder-name-" * 4) / "run"
+    res = invoke(runner, "extract-features", "-b", "tiny-vit", "-d", "synthetic-hands", "-r", deep, "--max-samples", "8", "--split", "test")
+    assert res.exit_code == 0, res.output
+    assert f"Wrote {deep / 'features' / 'tiny-vit'}" in res.output

@@ -55,8 +55,9 @@ _PASS_THROUGH = _click_exceptions()
 def make_console(*, stderr: bool = False):
     from rich.console import Console
 
-    # soft_wrap: an error stays one line in logs and CI, whatever the terminal width.
-    return Console(stderr=stderr, highlight=False, soft_wrap=stderr)
+    # soft_wrap: plain lines (errors, "Wrote PATH") are never broken by Rich at the console width,
+    # so an error stays one line and a path stays copy-pasteable in logs and CI; tables still fit.
+    return Console(stderr=stderr, highlight=False, soft_wrap=True)
 
 
 def _debug_requested(kwargs: dict) -> bool:
