@@ -254,9 +254,7 @@ def check_feature_dim(features: np.ndarray, *, want: int, features_path: Path, c
 def infer_probe(run, *, backbone: str | None, input_path: Path | str, top_k: int = 3, device="auto", batch_size: int = 0,
                 argv=None) -> dict:
     """Top-k classes of every input with a probe classifier; writes infer/classify-probe-<backbone>.json."""
-    from gesture_cli.core.artifacts import save_json
     from gesture_cli.core.device import resolve_device
-    from gesture_cli.eval.classify import top_k_indices
     from gesture_cli.eval.probe import load_classifier, require_classifier
 
     if top_k < 1:
@@ -274,21 +272,8 @@ def infer_probe(run, *, backbone: str | None, input_path: Path | str, top_k: int
         bb = build_classifier_backbone(meta, device=dev, path=clf_path)
         feats = extract_for_classifier(bb, inputs.dataset, meta=meta, path=clf_path, device=dev, batch_size=batch_size)
         probs = probe.predict_proba(feats)
-        top = top_k_indices(probs, top_k)
-        preds = [
-            {"input": n, "label": lab, "top_k": [{"class": classes[j], "prob": round(float(probs[i, j]), 6)} for j in top[i]]}
-            for i, (n, lab) in enumerate(zip(inputs.names, inputs.labels, strict=True))
-        ]
-        result = {
-            "task": "classify", "from": "probe", "backbone": name, "classifier": str(clf_path), "input": str(input_path),
-            "n": len(preds), "top_k": int(top.shape[1]), "seconds": round(time.perf_counter() - t0, 3), "predictions": preds,
-        }
-        known = [(p["label"], p["top_k"][0]["class"]) for p in preds if p["label"] is not None]
-        if known:
-            result["accuracy"] = round(sum(a == b for a, b in known) / len(known), 6)
-            step.metrics["accuracy"] = result["accuracy"]
-        save_json(step.stage(out_rel, is_dir=False), result, kind="infer-classify")
-        step.metrics["inputs"] = len(preds)
+        result = _save_predictions(step, out_rel, probs, inputs, classes, top_k=top_k, t0=t0,
+                                   header={"from": "probe", "backbone": name, "classifier": str(clf_path), "input": str(input_path)})
     return {**result, "output": str(run.path(out_rel))}
 
 
@@ -485,8 +470,6 @@ def infer_lora(run, *, backbone: str | None, input_path: Path | str, top_k: int 
     """Top-k classes of every input with a LoRA classifier; writes infer/classify-lora-<backbone>.json."""
     import torch
 
-    from gesture_cli.core.artifacts import save_json
-    from gesture_cli.eval.classify import top_k_indices
     from gesture_cli.train.lora import load_lora_classifier
 
     if top_k < 1:
@@ -503,19 +486,27 @@ def infer_lora(run, *, backbone: str | None, input_path: Path | str, top_k: int 
         model, classes, info, preprocess = load_lora_classifier(run, name, device)
         logits = _lora_logits(model, preprocess, inputs.dataset, size=info["image_size"], batch_size=batch_size or 64)
         probs = torch.softmax(logits, dim=-1).numpy()
-        top = top_k_indices(probs, top_k)
-        preds = [
-            {"input": n, "label": lab, "top_k": [{"class": classes[j], "prob": round(float(probs[i, j]), 6)} for j in top[i]]}
-            for i, (n, lab) in enumerate(zip(inputs.names, inputs.labels, strict=True))
-        ]
-        result = {
-            "task": "classify", "from": "lora", "backbone": name, "classifier": str(path), "input": str(input_path),
-            "n": len(preds), "top_k": int(top.shape[1]), "seconds": round(time.perf_counter() - t0, 3), "predictions": preds,
-        }
-        known = [(p["label"], p["top_k"][0]["class"]) for p in preds if p["label"] is not None]
-        if known:
-            result["accuracy"] = round(sum(a == b for a, b in known) / len(known), 6)
-            step.metrics["accuracy"] = result["accuracy"]
-        save_json(step.stage(out_rel, is_dir=False), result, kind="infer-classify")
-        step.metrics["inputs"] = len(preds)
+        result = _save_predictions(step, out_rel, probs, inputs, classes, top_k=top_k, t0=t0,
+                                   header={"from": "lora", "backbone": name, "classifier": str(path), "input": str(input_path)})
     return {**result, "output": str(run.path(out_rel))}
+
+
+def _save_predictions(step, out_rel: str, probs, inputs, classes, *, top_k: int, t0: float, header: dict) -> dict:
+    """Top-k predictions per input (+ accuracy where labels are known) into the step's infer JSON."""
+    from gesture_cli.core.artifacts import save_json
+    from gesture_cli.eval.classify import top_k_indices
+
+    top = top_k_indices(probs, top_k)
+    preds = [
+        {"input": n, "label": lab, "top_k": [{"class": classes[j], "prob": round(float(probs[i, j]), 6)} for j in top[i]]}
+        for i, (n, lab) in enumerate(zip(inputs.names, inputs.labels, strict=True))
+    ]
+    result = {"task": "classify", **header, "n": len(preds), "top_k": int(top.shape[1]),
+              "seconds": round(time.perf_counter() - t0, 3), "predictions": preds}
+    known = [(p["label"], p["top_k"][0]["class"]) for p in preds if p["label"] is not None]
+    if known:
+        result["accuracy"] = round(sum(a == b for a, b in known) / len(known), 6)
+        step.metrics["accuracy"] = result["accuracy"]
+    save_json(step.stage(out_rel, is_dir=False), result, kind="infer-classify")
+    step.metrics["inputs"] = len(preds)
+    return result
