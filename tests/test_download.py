@@ -455,11 +455,15 @@ def test_list_shows_datasets_and_models(home, tmp_path):
 # models
 
 
-def _fake_snapshot(home: Path, repo_id: str, commit: str = "0123456789abcdef0123456789abcdef01234567") -> Path:
-    folder = home / "models" / ("models--" + repo_id.replace("/", "--"))
+def _fake_snapshot(home: Path, repo_id: str, commit: str = "0123456789abcdef0123456789abcdef01234567", repo_type: str = "model") -> Path:
+    root = "models" if repo_type == "model" else "datasets"
+    folder = home / root / (f"{repo_type}s--" + repo_id.replace("/", "--"))
     snapshot = folder / "snapshots" / commit
     snapshot.mkdir(parents=True)
     (snapshot / "config.json").write_text('{"model_type": "dinov2"}')
+    if repo_type == "dataset":
+        (snapshot / "poses").mkdir()
+        (snapshot / "poses" / "a.pose").write_bytes(b"pose")
     (folder / "refs").mkdir()
     (folder / "refs" / "main").write_text(commit)
     return snapshot
@@ -519,7 +523,7 @@ def fake_hub(home, monkeypatch):
             bar.update(400)
             bar.update(600)
             bar.close()
-        return str(_fake_snapshot(home, repo_id))
+        return str(_fake_snapshot(home, repo_id, repo_type=kwargs.get("repo_type") or "model"))
 
     monkeypatch.setattr(huggingface_hub, "snapshot_download", snapshot_download)
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
@@ -578,6 +582,136 @@ def test_registry_model_offline_not_cached(home):
 
 
 # --------------------------------------------------------------------------------------------------
+# Hugging Face dataset repositories (hf-dataset:OWNER/NAME)
+
+COMMIT = "a1b2c3d4e5f60718293a4b5c6d7e8f9012345678"
+
+
+def _hub_cache_repo(cache_dir: Path, repo_id: str, files: dict[str, bytes], *, repo_type: str = "dataset", commit: str = COMMIT) -> Path:
+    """A repository in the hub's own cache layout, as `snapshot_download` leaves it: content-addressed
+    blobs, a snapshot folder of relative symlinks to them, and refs/main naming the commit."""
+    folder = cache_dir / (f"{repo_type}s--" + repo_id.replace("/", "--"))
+    snapshot = folder / "snapshots" / commit
+    for rel, data in files.items():
+        blob = folder / "blobs" / hashlib.sha256(data).hexdigest()
+        blob.parent.mkdir(parents=True, exist_ok=True)
+        blob.write_bytes(data)
+        link = snapshot / rel
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(os.path.relpath(blob, link.parent))
+    (folder / "refs").mkdir(parents=True, exist_ok=True)
+    (folder / "refs" / "main").write_text(commit)
+    return snapshot
+
+
+def _folder_files(root: Path) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture
+def pose_repo(home, tmp_path) -> tuple[Path, list[str]]:
+    """owner/asl-poses in the cache: a gx pose folder under poses/, a labels table, and class-folder images."""
+    import numpy as np
+    from PIL import Image
+
+    from gesture_cli.data.pose import make_pose_dataset, write_pose_folder
+
+    ds = make_pose_dataset("synthetic-signs", train_size=6, val_size=2, test_size=2)
+    write_pose_folder(ds, tmp_path / "src" / "poses")
+    for cls in ("a", "b"):
+        for i in range(3):
+            path = tmp_path / "src" / "images" / cls / f"{i}.png"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(np.full((8, 8), 40 * i + (100 if cls == "b" else 0), dtype=np.uint8)).save(path)
+    (tmp_path / "src" / "README.md").write_text("# asl poses\n")
+    (tmp_path / "src" / "labels.csv").write_text("name,text\n" + "".join(f"{s.id},sentence {i}\n" for i, s in enumerate(ds.samples)))
+    snapshot = _hub_cache_repo(home / "datasets", "owner/asl-poses", _folder_files(tmp_path / "src"))
+    return snapshot, [s.id for s in ds.samples]
+
+
+def test_hub_dataset_offline_through_snapshot_download_and_usable_as_specs(pose_repo, home, monkeypatch):
+    import socket as socket_mod
+
+    from gesture_cli.data import make_dataset
+    from gesture_cli.data.pose import make_pose_dataset
+
+    def no_network(*args, **kwargs):
+        raise AssertionError("touched the network while offline")
+
+    monkeypatch.setattr(socket_mod, "create_connection", no_network)
+    snapshot, ids = pose_repo
+    result = gx("hf-dataset:owner/asl-poses")  # the real huggingface_hub.snapshot_download, offline, on the cache
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    assert text.startswith(f"owner/asl-poses is already cached in {snapshot} (")
+    assert "commit a1b2c3d4e5 (offline: not checked for updates)" in text
+    assert "Use it as --dataset hf-dataset:owner/asl-poses" in text
+
+    # the spec resolves to the cached snapshot without the network; so does the folder itself
+    for spec in ("hf-dataset:owner/asl-poses/poses", f"pose:{snapshot / 'poses'}", f"hf-dataset:owner/asl-poses@{COMMIT}/poses"):
+        assert sorted(s.id for s in make_pose_dataset(spec)) == sorted(ids), spec
+    assert len(make_pose_dataset("hf-dataset:owner/asl-poses/poses", split="train")) == 6
+    relabelled = make_pose_dataset("hf-dataset:owner/asl-poses/poses", texts="labels.csv")  # a table inside the snapshot
+    assert {s.id: s.text for s in relabelled}[ids[3]] == "sentence 3"
+    for spec in ("hf-dataset:owner/asl-poses/images", f"folder:{snapshot / 'images'}"):
+        images = make_dataset(spec, split="all")
+        assert images.classes == ["a", "b"] and len(images) == 6, spec
+        assert images.batch(range(6), size=8).shape[0] == 6
+
+
+def test_hub_dataset_include_patterns_are_checked_against_the_cache(pose_repo, home):
+    result = gx("hf-dataset:owner/asl-poses", "--include", "*.parquet")
+    assert result.exit_code == 1
+    assert error_line(result) == (
+        "Error: no file of owner/asl-poses in the cache (offline mode is on) matches --include '*.parquet'; "
+        "patterns are globs on paths like 'data/*.parquet' (https://huggingface.co/datasets/owner/asl-poses)"
+    )
+    assert gx("hf-dataset:owner/asl-poses", "--include", "poses/").exit_code == 0
+
+
+def test_hub_dataset_listed_offline_apart_from_plain_datasets(pose_repo, home):
+    result = gx("--list")
+    assert result.exit_code == 0, result.output
+    assert re.search(r"hf-dataset:owner/asl-poses\s*│\s*a1b2c3d4e5\s*│\s*main\s*│\s*[\d.]+ [kM]B\s*│\s*\d+", result.output), result.output
+    assert "datasets--owner" not in result.output  # the cache folder is not shown as a plain dataset
+    assert "No datasets cached" in result.output
+
+
+def test_hub_dataset_not_cached_names_the_download(home):
+    from gesture_cli.core.errors import DataError
+    from gesture_cli.data import make_dataset
+
+    with pytest.raises(DataError) as err:
+        make_dataset("hf-dataset:owner/missing", split="train")
+    assert f"hf-dataset:owner/missing is not in the dataset cache {home / 'datasets'}; run `gx download hf-dataset:owner/missing` first" in str(err.value)
+    result = gx("hf-dataset:owner/missing")
+    assert result.exit_code == 1
+    assert error_line(result).startswith(f"Error: hf-dataset:owner/missing is not in the dataset cache {home / 'datasets'} and offline mode is on")
+
+
+def test_hub_dataset_download_passes_repo_type_patterns_and_token(fake_hub, home, monkeypatch):
+    monkeypatch.setenv("HF_TOKEN", "hf_not_a_real_token_456")
+    result = gx("hf-dataset:owner/name", "--include", "poses/*", "--include", "*.csv", "--revision", "v1")
+    assert result.exit_code == 0, result.output
+    repo_id, kwargs = fake_hub.calls[0]
+    assert repo_id == "owner/name" and kwargs["repo_type"] == "dataset"
+    assert kwargs["cache_dir"] == str(home / "datasets") and kwargs["revision"] == "v1"
+    assert kwargs["allow_patterns"] == ["poses/*", "*.csv"] and kwargs["token"] == "hf_not_a_real_token_456"
+    assert "Downloaded owner/name" in " ".join(result.output.split())
+    assert "hf_not_a_real_token_456" not in result.output
+
+
+def test_gated_hub_dataset_points_to_the_dataset_page(fake_hub, home):
+    from huggingface_hub.errors import GatedRepoError
+
+    fake_hub.raise_ = _hub_error(GatedRepoError, 401)
+    assert error_line(gx("hf-dataset:owner/gated")) == (
+        "Error: owner/gated is gated on the Hugging Face hub: accept its licence on https://huggingface.co/datasets/owner/gated "
+        "while logged in, then set HF_TOKEN to a read token of that account"
+    )
+
+
+# --------------------------------------------------------------------------------------------------
 # usage
 
 
@@ -590,6 +724,8 @@ def test_registry_model_offline_not_cached(home):
         (("sign-mnist", "--from", "x", "--url", "http://h/x.zip"), "Error: pass either --from or --url for sign-mnist, not both"),
         (("http://h/x.zip", "--sha256", "abc"), "Error: --sha256 'abc' is not 64 hex digits"),
         (("--list", "sign-mnist"), "Error: --list takes no NAME; run `gx download --list` alone"),
+        (("owner/name", "--include", "*.json"), "Error: --include does not apply to `gx download owner/name`; it takes --revision"),
+        (("hf-dataset:owner", "--revision", "v1"), "Error: 'hf-dataset:owner' is not a Hugging Face dataset id; write it as hf-dataset:OWNER/NAME, e.g. hf-dataset:me/asl-poses"),
     ],
 )
 def test_usage_errors_exit_2(home, args, message):

@@ -1,20 +1,21 @@
-"""`gx download`: datasets and model snapshots into the `$GX_HOME` cache; `--list` shows what is there."""
+"""`gx download`: datasets, hub dataset repositories and model snapshots into the `$GX_HOME` cache;
+`--list` shows what is there."""
 
 from __future__ import annotations
 
 import os
-import time
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from gesture_cli.cli.options import ForceOpt, VerboseOpt, gx_command, make_console
+from gesture_cli.cli.progress import byte_progress
 
 EXAMPLE = (
     "Example: gx download sign-mnist --from ~/Downloads/archive.zip   |   gx download dinov2-small   |   "
-    "gx download https://host/data.tar.gz --sha256 HEX --extract   |   gx download --list"
+    "gx download https://host/data.tar.gz --sha256 HEX --extract   |   gx download hf-dataset:me/asl-poses --include 'poses/*'   |   "
+    "gx download --list"
 )
 
 # Which options make sense for which kind of NAME; anything else is a usage error, not silently ignored.
@@ -22,6 +23,7 @@ _ALLOWED = {
     "sign-mnist": {"--from", "--url", "--sha256"},
     "url": {"--sha256", "--name", "--extract"},
     "model": {"--revision"},
+    "hf-dataset": {"--revision", "--include"},
 }
 
 
@@ -29,7 +31,12 @@ _ALLOWED = {
 def download(
     target: Annotated[
         str | None,
-        typer.Argument(metavar="NAME", help="sign-mnist, an http(s) URL, a backbone name (dinov2-small, ...) or a Hugging Face id (owner/name).", show_default=False),
+        typer.Argument(
+            metavar="NAME",
+            help="sign-mnist, an http(s) URL, a backbone name (dinov2-small, ...), a Hugging Face model id (owner/name) "
+            "or a Hugging Face dataset repository (hf-dataset:owner/name).",
+            show_default=False,
+        ),
     ] = None,
     list_cache: Annotated[bool, typer.Option("--list", help="Show the cached datasets and model snapshots and exit (works offline).")] = False,
     from_path: Annotated[
@@ -37,19 +44,24 @@ def download(
     ] = None,
     url: Annotated[
         str | None,
-        typer.Option("--url", help="sign-mnist: zip URL \\[default: $GX_SIGN_MNIST_URL, else the Kaggle API download].", show_default=False),
+        typer.Option("--url", help="sign-mnist: zip URL [default: $GX_SIGN_MNIST_URL, else the Kaggle API download].", show_default=False),
     ] = None,
     sha256: Annotated[str | None, typer.Option("--sha256", help="Expected sha256 (hex) of the downloaded file; a mismatch deletes it.", show_default=False)] = None,
-    name: Annotated[str | None, typer.Option("--name", help="URL: cache name under datasets/ \\[default: the URL's file name].", show_default=False)] = None,
+    name: Annotated[str | None, typer.Option("--name", help="URL: cache name under datasets/ [default: the URL's file name].", show_default=False)] = None,
     extract: Annotated[bool, typer.Option("--extract", help="URL: unpack a zip/tar(.gz/.bz2/.xz) archive into datasets/NAME.")] = False,
-    revision: Annotated[str | None, typer.Option("--revision", help="Model: branch, tag or commit \\[default: main].", show_default=False)] = None,
+    revision: Annotated[str | None, typer.Option("--revision", help="Model or hf-dataset: branch, tag or commit [default: main].", show_default=False)] = None,
+    include: Annotated[
+        list[str] | None,
+        typer.Option("--include", help="hf-dataset: only files matching this glob (repeatable), e.g. 'poses/*' or '*.parquet' [default: all].", show_default=False),
+    ] = None,
     force: ForceOpt = False,
     verbose: VerboseOpt = False,
 ) -> None:
     """Download a dataset or model into the gx cache ($GX_HOME, default ~/.cache/gx): resumable, verified, atomic.
 
     Gated models (DINOv3) need HF_TOKEN and an accepted licence on the model page; offline
-    (HF_HUB_OFFLINE=1 or GX_OFFLINE=1) only what is cached is reported.
+    (HF_HUB_OFFLINE=1 or GX_OFFLINE=1) only what is cached is reported. A dataset repository is
+    then used offline as --dataset hf-dataset:owner/name (images) or as a pose dataset spec.
     """
     from gesture_cli.core import home
     from gesture_cli.core.errors import UsageError
@@ -64,15 +76,23 @@ def download(
     if not target:
         raise UsageError("name what to download: sign-mnist, an http(s) URL, a backbone name or owner/name (or pass --list)")
 
-    kind = "sign-mnist" if target == dl.SIGN_MNIST else "url" if target.startswith(("http://", "https://")) else "model"
-    given = {"--from": from_path, "--url": url, "--sha256": sha256, "--name": name, "--extract": extract or None, "--revision": revision}
+    if target == dl.SIGN_MNIST:
+        kind = "sign-mnist"
+    elif target.startswith(("http://", "https://")):
+        kind = "url"
+    elif target.startswith(dl.HF_DATASET_PREFIX):
+        kind = "hf-dataset"
+    else:
+        kind = "model"
+    given = {"--from": from_path, "--url": url, "--sha256": sha256, "--name": name, "--extract": extract or None,
+             "--revision": revision, "--include": include or None}
     stray = [opt for opt, value in given.items() if value is not None and opt not in _ALLOWED[kind]]
     if stray:
         raise UsageError(f"{', '.join(stray)} does not apply to `gx download {target}`; it takes {', '.join(sorted(_ALLOWED[kind]))}")
 
     offline = home.offline()
     label = name or (target.rsplit("/", 1)[-1].split("?")[0] if kind == "url" else target)
-    with _byte_progress(make_console(stderr=True), label) as on_progress:
+    with byte_progress(make_console(stderr=True), label) as on_progress:
         if kind == "sign-mnist":
             if from_path is not None and url is not None:
                 raise UsageError("pass either --from or --url for sign-mnist, not both")
@@ -89,6 +109,17 @@ def download(
             result = dl.download_url(
                 target, datasets_root=home.datasets_dir(), name=name, sha256=sha256, extract=extract, force=force, offline=offline, on_progress=on_progress
             )
+        elif kind == "hf-dataset":
+            result = dl.download_hub_dataset(
+                target,
+                cache_dir=home.datasets_dir(),
+                revision=revision,
+                include=include,
+                token=os.environ.get("HF_TOKEN") or None,  # handed to huggingface_hub only; never stored or printed
+                offline=offline,
+                force=force,
+                on_progress=on_progress,
+            )
         else:
             result = dl.download_model(
                 target,
@@ -100,6 +131,13 @@ def download(
                 on_progress=on_progress,
             )
     _print_result(console, target, result)
+    if kind == "hf-dataset":
+        from rich.markup import escape
+
+        console.print(
+            f"Use it as --dataset {escape(target)} (images, read like folder:DIR) or as the pose dataset {escape(target)} "
+            f"(read like pose:DIR); add /SUBDIR for a folder inside it, @REV for another downloaded revision."
+        )
 
 
 def _print_result(console, target: str, result) -> None:
@@ -134,6 +172,14 @@ def _print_listing(console, listing) -> None:
         console.print(table)
     else:
         console.print(f"No datasets cached in {escape(str(listing.datasets_root))} (try `gx download sign-mnist`).")
+    if listing.hub_datasets:
+        console.print(f"[bold]Hub dataset repositories[/] in {escape(str(listing.datasets_root))}")
+        table = Table()
+        for col in ("spec", "revision", "refs", "size", "files"):
+            table.add_column(col, justify="right" if col in ("size", "files") else "left")
+        for d in listing.hub_datasets:
+            table.add_row(escape(f"hf-dataset:{d.repo_id}"), d.revision[:10], escape(", ".join(d.refs)), decimal(d.size), str(len(d.files)))
+        console.print(table)
     if listing.models:
         console.print(f"[bold]Model snapshots[/] in {escape(str(listing.models_root))}")
         table = Table()
@@ -144,56 +190,6 @@ def _print_listing(console, listing) -> None:
         console.print(table)
     else:
         console.print(f"No model snapshots cached in {escape(str(listing.models_root))} (try `gx download dinov2-small`).")
-
-
-@contextmanager
-def _byte_progress(console, description: str, *, every_s: float = 10.0):
-    """Yield on_progress(done, total) for core: a Rich bar (bytes, speed, ETA) on a terminal, a line every
-    `every_s` seconds in logs. Nothing is drawn until the first bytes move, so cached hits stay quiet."""
-    state: dict = {"progress": None, "task": None, "last": 0.0, "t0": 0.0, "done": 0, "total": None}
-
-    def on_progress(done: int, total: int | None) -> None:
-        state["done"], state["total"] = done, total
-        if console.is_terminal:
-            if state["progress"] is None:
-                from rich.progress import (
-                    BarColumn,
-                    DownloadColumn,
-                    Progress,
-                    TextColumn,
-                    TimeRemainingColumn,
-                    TransferSpeedColumn,
-                )
-
-                state["progress"] = Progress(
-                    TextColumn("[bold]{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn(),
-                    console=console, transient=True,
-                )
-                state["progress"].start()
-                state["task"] = state["progress"].add_task(description, total=total, completed=done)
-            state["progress"].update(state["task"], completed=done, total=total)
-            return
-        now = time.monotonic()
-        if not state["t0"]:
-            state["t0"] = state["last"] = now
-        if now - state["last"] >= every_s:
-            state["last"] = now
-            _progress_line(console, description, done, total, now - state["t0"])
-
-    try:
-        yield on_progress
-    finally:
-        if state["progress"] is not None:
-            state["progress"].stop()
-
-
-def _progress_line(console, description: str, done: int, total: int | None, dt: float) -> None:
-    from rich.filesize import decimal
-
-    rate = done / dt if dt > 0 else 0.0
-    of = f" of {decimal(total)}" if total else ""
-    eta = f", ETA {(total - done) / rate:.0f}s" if total and rate > 0 and done < total else ""
-    console.print(f"{description}: {decimal(done)}{of} ({decimal(int(rate))}/s{eta})", highlight=False, markup=False)
 
 
 def register(app: typer.Typer) -> None:

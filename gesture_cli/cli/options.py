@@ -72,21 +72,68 @@ def _debug_requested(kwargs: dict) -> bool:
     return bool(root is not None and root.params.get("verbose"))
 
 
+_NOISY_LOGGERS = ("transformers", "huggingface_hub", "accelerate", "peft", "timm", "PIL", "matplotlib")
+_QUIET_ENV = {"TRANSFORMERS_VERBOSITY": "error", "HF_HUB_DISABLE_PROGRESS_BARS": "1", "TOKENIZERS_PARALLELISM": "false"}
+_quieted: dict = {}  # what quiet_libraries changed in this process: {"env": [names it set]}
+
+
 def quiet_libraries(verbose: bool) -> None:
-    """Hide third-party warnings and progress noise unless --verbose."""
-    if verbose:
-        return
+    """Hide third-party warnings, log lines and progress bars (transformers, torch, PEFT, accelerate,
+    huggingface_hub) unless --verbose. A verbose command in a process where an earlier command was
+    quiet (tests, notebooks) gets the libraries' defaults back."""
     import logging
+
+    if verbose:
+        if _quieted:
+            _unquiet()
+        return
     import warnings
 
-    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    _quieted.setdefault("env", [])
+    for name, value in _QUIET_ENV.items():
+        if name not in os.environ:
+            os.environ[name] = value
+            _quieted["env"].append(name)
     warnings.filterwarnings("ignore", category=UserWarning)
     warnings.filterwarnings("ignore", category=FutureWarning)
     warnings.filterwarnings("ignore", category=DeprecationWarning)
-    for name in ("transformers", "huggingface_hub", "accelerate", "peft", "timm", "PIL", "matplotlib"):
+    for name in _NOISY_LOGGERS:
         logging.getLogger(name).setLevel(logging.ERROR)
+    # The environment variables above only reach libraries imported later; one already imported in this
+    # process (tests, notebooks, `python -m gesture_cli` after an import) is told directly.
+    if "huggingface_hub" in sys.modules:
+        from huggingface_hub.utils import disable_progress_bars
+
+        disable_progress_bars()
+    if "transformers" in sys.modules:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+
+
+def _unquiet() -> None:
+    import logging
+    import warnings
+
+    for name in _quieted.pop("env", []):
+        os.environ.pop(name, None)
+    _quieted.clear()
+    for category in (UserWarning, FutureWarning, DeprecationWarning):
+        warnings.filterwarnings("default", category=category)
+    for name in _NOISY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.NOTSET)
+    if "huggingface_hub" in sys.modules:
+        from huggingface_hub import constants
+        from huggingface_hub.utils import enable_progress_bars
+
+        if not constants.HF_HUB_DISABLE_PROGRESS_BARS:  # read at import: when it was set then, it stays set
+            enable_progress_bars()
+    if "transformers" in sys.modules:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_warning()
+        hf_logging.enable_progress_bar()
 
 
 def gx_command(fn):

@@ -57,3 +57,53 @@ def _line(console, description: str, done: int, total: int | None, dt: float, un
     of = f"/{total}" if total else ""
     eta = f", ETA {max(0.0, (total - done) / rate):.0f}s" if total and rate > 0 and done < total else ""
     console.print(f"{description}: {done}{of} {unit} ({rate:,.1f} {unit}/s{eta})", highlight=False)
+
+
+@contextmanager
+def byte_progress(console, description: str, *, every_s: float = 10.0):
+    """Yield on_progress(done_bytes, total_bytes_or_None) for downloads and archives: a Rich bar (bytes,
+    speed, ETA) on a terminal, a line every `every_s` seconds otherwise. Nothing is drawn until the first
+    call, so a cache hit stays quiet; the bar is transient (the command prints its own summary line)."""
+    state: dict = {"progress": None, "task": None, "last": 0.0, "t0": 0.0}
+
+    def on_progress(done: int, total: int | None) -> None:
+        if console.is_terminal:
+            if state["progress"] is None:
+                from rich.progress import (
+                    BarColumn,
+                    DownloadColumn,
+                    Progress,
+                    TextColumn,
+                    TimeRemainingColumn,
+                    TransferSpeedColumn,
+                )
+
+                state["progress"] = Progress(
+                    TextColumn("[bold]{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn(),
+                    console=console, transient=True,
+                )
+                state["progress"].start()
+                state["task"] = state["progress"].add_task(description, total=total, completed=done)
+            state["progress"].update(state["task"], completed=done, total=total)
+            return
+        now = time.monotonic()
+        if not state["t0"]:
+            state["t0"] = state["last"] = now
+        if now - state["last"] >= every_s:
+            state["last"] = now
+            _byte_line(console, description, done, total, now - state["t0"])
+
+    try:
+        yield on_progress
+    finally:
+        if state["progress"] is not None:
+            state["progress"].stop()
+
+
+def _byte_line(console, description: str, done: int, total: int | None, dt: float) -> None:
+    from rich.filesize import decimal
+
+    rate = done / dt if dt > 0 else 0.0
+    of = f" of {decimal(total)}" if total else ""
+    eta = f", ETA {(total - done) / rate:.0f}s" if total and rate > 0 and done < total else ""
+    console.print(f"{description}: {decimal(done)}{of} ({decimal(int(rate))}/s{eta})", highlight=False, markup=False)

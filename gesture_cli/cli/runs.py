@@ -1,4 +1,5 @@
-"""`gx runs`: a table of run directories with their steps, status, duration and key metrics."""
+"""`gx runs`: a table of run directories with their steps, status, duration and key metrics; `gx runs
+export` / `gx runs import` move a run between machines (core/transfer.py)."""
 
 from __future__ import annotations
 
@@ -11,11 +12,11 @@ import typer
 from gesture_cli.cli.options import VerboseOpt, gx_command, make_console
 
 runs_app = typer.Typer(
-    help="List run directories, or show the steps of one run.",
+    help="List run directories, show the steps of one run, or move runs between machines (export / import).",
     invoke_without_command=True,
     no_args_is_help=False,
     context_settings={"help_option_names": ["-h", "--help"]},
-    epilog="Example: gx runs --root runs   |   gx runs show runs/demo",
+    epilog="Example: gx runs --root runs   |   gx runs show runs/demo   |   gx runs export runs/demo -o demo.tar.zst",
 )
 
 
@@ -88,6 +89,74 @@ def show(
         dur = f"{s['duration_s']:.1f}s" if s["duration_s"] is not None else "-"
         table.add_row(s["command"], status, s["start"] or "-", dur, ", ".join(s["outputs"]), metrics)
     make_console().print(table)
+
+
+@runs_app.command(
+    "export",
+    epilog="Example: gx runs export runs/mnist --only best -o mnist.tar.zst   (then: scp mnist.tar.zst laptop: && gx runs import mnist.tar.zst)",
+)
+@gx_command
+def export(
+    run_dir: Annotated[Path, typer.Argument(metavar="RUN", help="The run directory to pack.", show_default=False)],
+    output: Annotated[
+        Path | None,
+        typer.Option("--output", "-o", help="Archive to write: NAME.tar.zst, NAME.tar.gz or NAME.tar [default: RUN_NAME.tar.zst here].", show_default=False),
+    ] = None,
+    only: Annotated[
+        str | None,
+        typer.Option("--only", help="best: leave out checkpoints/last/ (resume state); the best weights, artifacts and run.json stay.", show_default=False),
+    ] = None,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing archive.")] = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Pack a run directory into one archive with a SHA256SUMS inside, to copy it to another machine."""
+    from rich.filesize import decimal
+    from rich.markup import escape
+
+    from gesture_cli.cli.progress import byte_progress
+    from gesture_cli.core.errors import UsageError
+    from gesture_cli.core.transfer import default_archive_name, export_run
+
+    if only not in (None, "best"):
+        raise UsageError(f"--only takes 'best' (leave out checkpoints/last/); got '{only}'")
+    out = output if output is not None else default_archive_name(run_dir)
+    with byte_progress(make_console(stderr=True), f"export {run_dir.name}") as on_progress:
+        res = export_run(run_dir, out, only_best=only == "best", force=force, on_progress=on_progress)
+    console = make_console()
+    for command in res.running:
+        console.print(f"[yellow]Note:[/] step {escape(command)} is still marked running; the archive holds what was on disk now.")
+    left = ""
+    if res.left_out:
+        left = f"; left out {', '.join(escape(p) + '/' for p in res.left_out)} ({res.left_out_files} files, {decimal(res.left_out_size)})"
+    console.print(
+        f"[green]Exported[/] {escape(str(run_dir))} -> {escape(str(res.archive))} ({res.files} files, {decimal(res.size)} "
+        f"-> {decimal(res.archive_size)}, with SHA256SUMS{left})."
+    )
+    console.print(f"On the other machine: gx runs import {escape(res.archive.name)} --into runs")
+
+
+@runs_app.command("import", epilog="Example: gx runs import mnist.tar.zst --into runs   (then: gx runs show runs/mnist)")
+@gx_command
+def import_(
+    archive: Annotated[Path, typer.Argument(metavar="FILE", help="An archive written by `gx runs export`.", show_default=False)],
+    into: Annotated[Path, typer.Option("--into", help="Folder to put the run in; the run keeps its name.")] = Path("runs"),
+    force: Annotated[bool, typer.Option("--force", help="Replace a run of the same name (only after the archive verified).")] = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Unpack a run archive: every file checked against SHA256SUMS, nothing outside the target, all or nothing."""
+    from rich.filesize import decimal
+    from rich.markup import escape
+
+    from gesture_cli.cli.progress import byte_progress
+    from gesture_cli.core.transfer import import_run
+
+    with byte_progress(make_console(stderr=True), f"import {archive.name}") as on_progress:
+        res = import_run(archive, into, force=force, on_progress=on_progress)
+    what = "Replaced" if res.replaced else "Imported"
+    make_console().print(
+        f"[green]{what}[/] {escape(str(res.run_dir))} from {escape(archive.name)} ({res.files} files, {decimal(res.size)}, checksums verified). "
+        f"Next: gx runs show {escape(str(res.run_dir))}"
+    )
 
 
 def register(app: typer.Typer) -> None:

@@ -1,4 +1,6 @@
-"""Downloads into the `$GX_HOME` cache: Sign Language MNIST, any http(s) file, Hugging Face snapshots.
+"""Downloads into the `$GX_HOME` cache: Sign Language MNIST, any http(s) file, Hugging Face snapshots
+(model repositories under `models/`, dataset repositories `hf-dataset:OWNER/NAME` under `datasets/`,
+both in the hub's own cache layout, so huggingface_hub verifies, resumes and reuses them).
 
 Three promises, because gx runs on rented GPUs with flaky networks and preemptible machines:
 
@@ -78,6 +80,7 @@ class CachedModel:
     refs: tuple[str, ...]  # branch / tag names pointing at it (main, ...)
     size: int
     path: Path
+    files: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -86,6 +89,7 @@ class CacheListing:
     models_root: Path
     datasets: list[CachedDataset] = field(default_factory=list)
     models: list[CachedModel] = field(default_factory=list)
+    hub_datasets: list[CachedModel] = field(default_factory=list)  # hf-dataset:OWNER/NAME snapshots under datasets_root
 
 
 class HTTPStatusError(DownloadError):
@@ -590,6 +594,12 @@ class ModelSource:
     ignore_patterns: list[str] | None = None
     gated: bool = False
     why: str = ""
+    repo_type: str = "model"  # "dataset" for hf-dataset:OWNER/NAME
+
+    @property
+    def page(self) -> str:
+        prefix = "datasets/" if self.repo_type == "dataset" else ""
+        return f"https://huggingface.co/{prefix}{self.repo_id}"
 
 
 def resolve_model_source(name: str) -> ModelSource:
@@ -635,13 +645,13 @@ def _families(entries: dict) -> str:
     return ", ".join(stems)
 
 
-def _repo_folder(cache_dir: Path, repo_id: str) -> Path:
-    return Path(cache_dir) / ("models--" + repo_id.replace("/", "--"))
+def _repo_folder(cache_dir: Path, repo_id: str, repo_type: str = "model") -> Path:
+    return Path(cache_dir) / (f"{repo_type}s--" + repo_id.replace("/", "--"))
 
 
-def cached_snapshot(cache_dir: Path, repo_id: str, revision: str | None = None) -> Path | None:
+def cached_snapshot(cache_dir: Path, repo_id: str, revision: str | None = None, *, repo_type: str = "model") -> Path | None:
     """The snapshot folder for `revision` (branch, tag or commit; default main) if it is on disk."""
-    folder = _repo_folder(cache_dir, repo_id)
+    folder = _repo_folder(cache_dir, repo_id, repo_type)
     revision = revision or "main"
     commit = revision
     ref = folder / "refs" / revision
@@ -668,16 +678,38 @@ def download_model(
     `token` goes to huggingface_hub only: never stored, never part of a message.
     """
     source = resolve_model_source(name)
-    repo_id = source.repo_id
-    if repo_id is None:
+    if source.repo_id is None:
         return DownloadResult(name, None, "local", detail=source.why)
+    return _hub_snapshot(
+        source, name=name, cache_dir=cache_dir, revision=revision, token=token, offline=offline, force=force,
+        on_progress=on_progress, retries=retries, backoff_s=backoff_s,
+    )
+
+
+def _hub_snapshot(
+    source: ModelSource,
+    *,
+    name: str,
+    cache_dir: Path,
+    revision: str | None,
+    token: str | None,
+    offline: bool,
+    force: bool,
+    on_progress: ProgressFn | None,
+    retries: int,
+    backoff_s: float,
+) -> DownloadResult:
+    """snapshot_download of a model or dataset repository into `cache_dir`, with retries and one-line errors."""
+    repo_id = source.repo_id
     if offline and force:
         raise UsageError(f"--force re-downloads {repo_id}, but offline mode is on (HF_HUB_OFFLINE/GX_OFFLINE); unset it or drop --force")
 
     from huggingface_hub import snapshot_download
 
-    before = cached_snapshot(cache_dir, repo_id, revision)
+    before = cached_snapshot(cache_dir, repo_id, revision, repo_type=source.repo_type)
+    before_files = _tree_size(before)[1] if before is not None else None
     kwargs = dict(
+        repo_type=source.repo_type,
         cache_dir=str(cache_dir),
         revision=revision,
         token=token or None,
@@ -703,12 +735,66 @@ def download_model(
                 raise
             raise error from None
 
-    size, files = _tree_size(path)
+    size, files = _tree_size(path) if path.is_dir() else (0, ())
+    if source.repo_type == "dataset" and source.allow_patterns and not _matching(files, source.allow_patterns):
+        shown = " ".join(f"--include '{p}'" for p in source.allow_patterns)
+        where = "in the cache (offline mode is on)" if offline else "in the repository"
+        raise DownloadError(f"no file of {repo_id} {where} matches {shown}; patterns are globs on paths like 'data/*.parquet' ({source.page})")
     rev = f"revision {revision}, " if revision else ""
     if offline:
         return DownloadResult(repo_id, path, "cached", size, files, repo_id, f"{rev}commit {path.name[:10]} (offline: not checked for updates)")
-    status = "cached" if before is not None and before == path and not force else "downloaded"
+    unchanged = before is not None and before == path and before_files == files
+    status = "cached" if unchanged and not force else "downloaded"
     return DownloadResult(repo_id, path, status, size, files, repo_id, f"{rev}commit {path.name[:10]}")
+
+
+def _matching(files: tuple[str, ...], patterns: list[str]) -> list[str]:
+    """The files huggingface_hub's allow_patterns would keep (fnmatch on the posix path; 'dir/' means 'dir/*')."""
+    import fnmatch
+
+    globs = [p + "*" if p.endswith("/") else p for p in patterns]
+    return [f for f in files if any(fnmatch.fnmatch(Path(f).as_posix(), g) for g in globs)]
+
+
+# --------------------------------------------------------------------------------------------------
+# Hugging Face dataset repositories
+
+
+HF_DATASET_PREFIX = "hf-dataset:"
+
+
+def parse_hub_dataset(target: str) -> str:
+    """'hf-dataset:OWNER/NAME' -> 'OWNER/NAME', or a UsageError saying how to write it."""
+    repo_id = target.removeprefix(HF_DATASET_PREFIX).strip()
+    owner, _, repo = repo_id.partition("/")
+    if not owner or not repo or "/" in repo or any(c in repo_id for c in " @:"):
+        raise UsageError(f"'{target}' is not a Hugging Face dataset id; write it as hf-dataset:OWNER/NAME, e.g. hf-dataset:me/asl-poses")
+    return repo_id
+
+
+def download_hub_dataset(
+    target: str,
+    *,
+    cache_dir: Path,
+    revision: str | None = None,
+    include: list[str] | None = None,
+    token: str | None = None,
+    offline: bool = False,
+    force: bool = False,
+    on_progress: ProgressFn | None = None,
+    retries: int = 2,
+    backoff_s: float = 2.0,
+) -> DownloadResult:
+    """A Hugging Face dataset repository (`hf-dataset:OWNER/NAME`) into `cache_dir` in the hub cache layout
+    (`datasets--OWNER--NAME/snapshots/<commit>/`); `include` globs keep only matching files. Offline, only
+    the cache is reported. `token` goes to huggingface_hub only."""
+    repo_id = parse_hub_dataset(target)
+    patterns = [p.strip() for p in include or [] if p.strip()] or None
+    source = ModelSource(repo_id, allow_patterns=patterns, repo_type="dataset")
+    return _hub_snapshot(
+        source, name=f"{HF_DATASET_PREFIX}{repo_id}", cache_dir=cache_dir, revision=revision, token=token, offline=offline,
+        force=force, on_progress=on_progress, retries=retries, backoff_s=backoff_s,
+    )
 
 
 def _reporting_tqdm(on_progress: ProgressFn):
@@ -763,7 +849,8 @@ def _hub_error(exc: Exception, *, name: str, source: ModelSource, revision: str 
     from huggingface_hub import errors as hf
 
     repo_id = source.repo_id
-    page = f"https://huggingface.co/{repo_id}"
+    page = source.page
+    cache_kind = "dataset cache" if source.repo_type == "dataset" else "model cache"
     gated = (
         f"{repo_id} is gated on the Hugging Face hub: accept its licence on {page} while logged in, "
         f"then set HF_TOKEN to a read token of that account"
@@ -792,12 +879,13 @@ def _hub_error(exc: Exception, *, name: str, source: ModelSource, revision: str 
     if isinstance(exc, hf.LocalEntryNotFoundError):
         if offline:
             return DownloadError(
-                f"{name} is not in the model cache {cache_dir} and offline mode is on (HF_HUB_OFFLINE/GX_OFFLINE); "
+                f"{name} is not in the {cache_kind} {cache_dir} and offline mode is on (HF_HUB_OFFLINE/GX_OFFLINE); "
                 f"run `gx download {name}` where there is network, or copy its cache folder there"
             )
         return DownloadError(f"could not reach the Hugging Face hub for {repo_id} and it is not cached; check the network (or HF_ENDPOINT) and rerun")
     if isinstance(exc, getattr(hf, "HFValidationError", ())):
-        return UsageError(f"'{name}' is not a valid Hugging Face id; write it as owner/name")
+        how = "hf-dataset:OWNER/NAME" if source.repo_type == "dataset" else "owner/name"
+        return UsageError(f"'{name}' is not a valid Hugging Face id; write it as {how}")
     if _is_transient(exc):
         return DownloadError(f"download of {repo_id} was interrupted ({type(exc).__name__}); rerun `gx download {name}` to resume")
     return None
@@ -808,29 +896,39 @@ def _hub_error(exc: Exception, *, name: str, source: ModelSource, revision: str 
 
 
 def list_cache(*, datasets_root: Path, models_root: Path) -> CacheListing:
-    """Datasets (folders or files under datasets_root) and model snapshots (hub layout under models_root).
+    """Datasets (folders or files under datasets_root), hub dataset snapshots (datasets--OWNER--NAME under
+    datasets_root) and model snapshots (hub layout under models_root).
 
-    Reads the folders directly, so it works offline; hidden entries (.downloads, temporary folders)
-    and .part files are not listed.
+    Reads the folders directly, so it works offline; hidden entries (.downloads, .locks, temporary
+    folders) and .part files are not listed.
     """
     listing = CacheListing(Path(datasets_root), Path(models_root))
     if listing.datasets_root.is_dir():
         for entry in sorted(listing.datasets_root.iterdir()):
-            if entry.name.startswith(".") or entry.name.endswith(".part"):
+            if entry.name.startswith(".") or entry.name.endswith(".part") or entry.name.startswith("datasets--"):
                 continue
             size, files = _tree_size(entry)
             listing.datasets.append(CachedDataset(entry.name, entry, size, files))
-    if listing.models_root.is_dir():
-        for folder in sorted(listing.models_root.glob("models--*")):
-            repo_id = folder.name.removeprefix("models--").replace("--", "/")
-            refs: dict[str, list[str]] = {}
-            refs_dir = folder / "refs"
-            if refs_dir.is_dir():
-                for ref in sorted(p for p in refs_dir.rglob("*") if p.is_file()):
-                    refs.setdefault(ref.read_text().strip(), []).append(str(ref.relative_to(refs_dir)))
-            snapshots = folder / "snapshots"
-            for snap in sorted(snapshots.iterdir()) if snapshots.is_dir() else []:
-                if snap.is_dir():
-                    size = sum(p.stat().st_size for p in snap.rglob("*") if p.is_file())  # stat follows blob symlinks
-                    listing.models.append(CachedModel(repo_id, snap.name, tuple(refs.get(snap.name, ())), size, snap))
+        listing.hub_datasets.extend(_hub_snapshots(listing.datasets_root, "dataset"))
+    listing.models.extend(_hub_snapshots(listing.models_root, "model"))
     return listing
+
+
+def _hub_snapshots(root: Path, repo_type: str) -> list[CachedModel]:
+    out: list[CachedModel] = []
+    if not root.is_dir():
+        return out
+    prefix = f"{repo_type}s--"
+    for folder in sorted(root.glob(prefix + "*")):
+        repo_id = folder.name.removeprefix(prefix).replace("--", "/")
+        refs: dict[str, list[str]] = {}
+        refs_dir = folder / "refs"
+        if refs_dir.is_dir():
+            for ref in sorted(p for p in refs_dir.rglob("*") if p.is_file()):
+                refs.setdefault(ref.read_text().strip(), []).append(str(ref.relative_to(refs_dir)))
+        snapshots = folder / "snapshots"
+        for snap in sorted(snapshots.iterdir()) if snapshots.is_dir() else []:
+            if snap.is_dir():
+                size, files = _tree_size(snap)  # stat follows the blob symlinks
+                out.append(CachedModel(repo_id, snap.name, tuple(refs.get(snap.name, ())), size, snap, files))
+    return out

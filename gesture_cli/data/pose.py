@@ -156,7 +156,7 @@ class PoseDataset:
 
 # ---- registry ------------------------------------------------------------------------------------
 _BASE_PARAMS = ("arg", "spec", "split", "seed")
-SOURCE_MODULES = ("gesture_cli.data.synthetic_signs",)  # modules that register pose sources on import
+SOURCE_MODULES = ("gesture_cli.data.synthetic_signs", "gesture_cli.data.hub_dataset")  # modules that register pose sources on import
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,7 @@ SOURCE_MODULES = (
     "gesture_cli.data.hagrid",
     "gesture_cli.data.video",
     "gesture_cli.data.synthetic_video",
+    "gesture_cli.data.hub_dataset",
 )
 
 _BASE_PARAMS = ("arg", "spec", "split", "seed")

@@ -1,0 +1,288 @@
+"""`gx runs export` / `gx runs import`: round trip, --only best, checksums, hostile archives, --force, quiet logs."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from gesture_cli.core.errors import ArtifactError, UsageError
+from gesture_cli.core.rundir import RunDir
+from gesture_cli.core.transfer import export_run, import_run
+from tests.conftest import invoke
+
+
+@pytest.fixture(autouse=True)
+def _wide(monkeypatch):
+    monkeypatch.setenv("COLUMNS", "400")  # one-line messages stay one line
+
+
+def make_run(root: Path, *, name: str = "mnist", extra_files: int = 0) -> Path:
+    """A run directory written through RunDir like a real lora-train: artifacts, best/ and last/ checkpoints."""
+    run = RunDir(root / name)
+    step = run.begin("lora-train", config={"epochs": 1}, outputs=["lora/tiny-dinov2"])
+    with step:
+        out = step.stage("lora/tiny-dinov2")
+        files = {
+            "head.safetensors": os.urandom(3000),
+            "adapter/adapter_model.safetensors": os.urandom(5000),
+            "metrics.json": b'{"accuracy": 0.5}\n',
+            "train_log.csv": b"step,loss\n1,3.2\n",
+            "checkpoints/best/model.safetensors": os.urandom(4000),
+            "checkpoints/best/state.json": b'{"step": 1}\n',
+            "checkpoints/last/model.safetensors": os.urandom(4000),
+            "checkpoints/last/optimizer.safetensors": os.urandom(8000),
+            "checkpoints/last/state.json": b'{"step": 2}\n',
+        }
+        files.update({f"many/{i:04d}.json": b"{}\n" for i in range(extra_files)})
+        for rel, data in files.items():
+            (out / rel).parent.mkdir(parents=True, exist_ok=True)
+            (out / rel).write_bytes(data)
+        step.metrics["accuracy"] = 0.5
+    (run.root / ".features.tmp-0123abcd").mkdir()  # a step being written right now: never exported
+    (run.root / ".features.tmp-0123abcd" / "part.bin").write_bytes(b"half")
+    return run.root
+
+
+def tree(root: Path) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def exported_tree(run_dir: Path, *, only_best: bool = False) -> dict[str, bytes]:
+    skip_last = "/checkpoints/last/"
+    return {k: v for k, v in tree(run_dir).items()
+            if not k.startswith(".") and not (only_best and skip_last in f"/{k}")}
+
+
+def leftovers(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if p.name.startswith(".")) if folder.exists() else []
+
+
+# ---- round trip ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("suffix", [".tar.zst", ".tar.gz"])
+def test_export_import_round_trip(runner, tmp_path, suffix):
+    run_dir = make_run(tmp_path / "gpu")
+    archive = tmp_path / f"mnist{suffix}"
+    res = invoke(runner, "runs", "export", run_dir, "-o", archive)
+    assert res.exit_code == 0, res.output
+    assert f"Exported {run_dir} -> {archive} (10 files" in " ".join(res.output.split())
+
+    with tarfile.open(archive) if suffix == ".tar.gz" else _open_zst(archive) as tar:
+        names = tar.getnames()
+        sums = tar.extractfile("mnist/SHA256SUMS").read().decode()
+    assert names[-1] == "mnist/SHA256SUMS" and all(n.startswith("mnist/") for n in names)
+    assert not any("tmp-" in n or n.endswith(".lock") for n in names)
+    for rel, data in exported_tree(run_dir).items():  # `sha256sum -c` format, one line per file
+        assert f"{hashlib.sha256(data).hexdigest()}  {rel}\n" in sums
+
+    res = invoke(runner, "runs", "import", archive, "--into", tmp_path / "laptop")
+    assert res.exit_code == 0, res.output
+    assert "checksums verified" in res.output
+    imported = tmp_path / "laptop" / "mnist"
+    assert tree(imported) == exported_tree(run_dir)  # byte for byte, SHA256SUMS not left behind
+    assert RunDir(imported).last_ok("lora-train")["metrics"] == {"accuracy": 0.5}
+    assert leftovers(tmp_path / "laptop") == []
+    show = invoke(runner, "runs", "show", imported)
+    assert show.exit_code == 0 and "lora-train" in show.output
+
+
+def _open_zst(path: Path) -> tarfile.TarFile:
+    import zstandard
+
+    data = zstandard.ZstdDecompressor().stream_reader(path.open("rb")).read()
+    return tarfile.open(fileobj=io.BytesIO(data))
+
+
+def test_only_best_leaves_out_last_checkpoints(runner, tmp_path):
+    run_dir = make_run(tmp_path)
+    archive = tmp_path / "best.tar.gz"
+    res = invoke(runner, "runs", "export", run_dir, "--only", "best", "-o", archive)
+    assert res.exit_code == 0, res.output
+    assert "left out lora/tiny-dinov2/checkpoints/last/ (3 files, 12.0 kB)" in " ".join(res.output.split())
+    res = import_run(archive, tmp_path / "in")
+    assert tree(res.run_dir) == exported_tree(run_dir, only_best=True)
+    assert (res.run_dir / "lora/tiny-dinov2/checkpoints/best/model.safetensors").is_file()
+    assert not (res.run_dir / "lora/tiny-dinov2/checkpoints/last").exists()
+
+
+def test_export_refusals(runner, tmp_path):
+    run_dir = make_run(tmp_path)
+    with pytest.raises(UsageError, match="not a run directory"):
+        export_run(tmp_path / "nothing", tmp_path / "x.tar.gz")
+    with pytest.raises(UsageError, match="NAME.tar.zst, NAME.tar.gz"):
+        export_run(run_dir, tmp_path / "x.zip")
+    with pytest.raises(UsageError, match="inside the run directory"):
+        export_run(run_dir, run_dir / "self.tar.gz")
+    (tmp_path / "x.tar.gz").write_bytes(b"keep me")
+    res = invoke(runner, "runs", "export", run_dir, "-o", tmp_path / "x.tar.gz")
+    assert res.exit_code == 2 and "already exists; pass --force" in res.output
+    assert (tmp_path / "x.tar.gz").read_bytes() == b"keep me"
+    assert invoke(runner, "runs", "export", run_dir, "-o", tmp_path / "x.tar.gz", "--force").exit_code == 0
+    res = invoke(runner, "runs", "export", run_dir, "--only", "last", "-o", tmp_path / "y.tar.gz")
+    assert res.exit_code == 2 and "--only takes 'best'" in res.output
+    assert leftovers(tmp_path) == []
+
+
+def test_zst_without_zstandard_suggests_gz(tmp_path, monkeypatch):
+    run_dir = make_run(tmp_path)
+    monkeypatch.setitem(sys.modules, "zstandard", None)  # import zstandard now raises ImportError
+    with pytest.raises(UsageError, match=r"needs the zstandard package .*use \.tar\.gz instead"):
+        export_run(run_dir, tmp_path / "x.tar.zst")
+    assert not (tmp_path / "x.tar.zst").exists()
+
+
+# ---- checksums -------------------------------------------------------------------------------------
+
+
+def rewrite(archive: Path, out: Path, change) -> Path:
+    """Copy a .tar.gz member by member; change(info, data) -> (info, data) or None to drop the member."""
+    with tarfile.open(archive) as src, tarfile.open(out, "w:gz") as dst:
+        for info in src.getmembers():
+            data = src.extractfile(info).read() if info.isfile() else b""
+            changed = change(info, data)
+            if changed is not None:
+                info, data = changed
+                info.size = len(data)
+                dst.addfile(info, io.BytesIO(data))
+    return out
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda i, d: (i, bytes([d[0] ^ 1]) + d[1:]) if i.name.endswith("head.safetensors") else (i, d),
+         "mnist/lora/tiny-dinov2/head.safetensors does not match its checksum in SHA256SUMS"),
+        (lambda i, d: None if i.name.endswith("metrics.json") else (i, d),
+         "mnist/lora/tiny-dinov2/metrics.json is listed in SHA256SUMS but missing from the archive"),
+        (lambda i, d: None if i.name.endswith("SHA256SUMS") else (i, d), "no mnist/SHA256SUMS in it"),
+    ],
+    ids=["tampered", "missing", "no-sums"],
+)
+def test_import_refuses_archives_that_do_not_match_their_checksums(runner, tmp_path, change, message):
+    good = export_run(make_run(tmp_path / "gpu"), tmp_path / "good.tar.gz").archive
+    bad = rewrite(good, tmp_path / "bad.tar.gz", change)
+    res = invoke(runner, "runs", "import", bad, "--into", tmp_path / "in")
+    assert res.exit_code == 1
+    line = " ".join(res.output.split())
+    assert line.startswith("Error: refusing to import bad.tar.gz: ") and message in line, line
+    assert "nothing was imported" in line
+    assert list((tmp_path / "in").iterdir()) == []  # no run, no temporary folder
+
+
+def test_import_refuses_an_unlisted_extra_file(tmp_path):
+    good = export_run(make_run(tmp_path / "gpu"), tmp_path / "good.tar.gz").archive
+    extra = tarfile.TarInfo("mnist/lora/tiny-dinov2/extra.py")
+    extra.size = 5
+    bad = tmp_path / "bad.tar.gz"
+    with tarfile.open(good) as src, tarfile.open(bad, "w:gz") as dst:
+        for info in src.getmembers():
+            dst.addfile(info, src.extractfile(info))
+        dst.addfile(extra, io.BytesIO(b"x = 1"))
+    with pytest.raises(ArtifactError, match="mnist/lora/tiny-dinov2/extra.py is not listed in SHA256SUMS"):
+        import_run(bad, tmp_path / "in")
+    assert list((tmp_path / "in").iterdir()) == []
+
+
+# ---- hostile archives ------------------------------------------------------------------------------
+
+
+def _member(name: str, data: bytes = b"evil", *, kind=tarfile.REGTYPE, link: str = "") -> tuple[tarfile.TarInfo, bytes]:
+    info = tarfile.TarInfo(name)
+    info.type, info.linkname = kind, link
+    info.size = len(data) if kind == tarfile.REGTYPE else 0
+    return info, data
+
+
+@pytest.mark.parametrize(
+    ("member", "why"),
+    [
+        (_member("mnist/../../escaped.txt"), "a '..' component"),
+        (_member("/tmp/gx-absolute-escape.txt"), "an absolute path"),
+        (_member("mnist/link", kind=tarfile.SYMTYPE, link="../../outside"), "a symbolic link (to ../../outside)"),
+        (_member("mnist/etc", kind=tarfile.SYMTYPE, link="/etc"), "a symbolic link (to /etc)"),
+        (_member("mnist/hard", kind=tarfile.LNKTYPE, link="/etc/passwd"), "a hard link (to /etc/passwd)"),
+        (_member("mnist/fifo", kind=tarfile.FIFOTYPE), "a device file"),
+        (_member("other/run.json", b"{}"), "is outside its top folder 'mnist/'"),
+    ],
+    ids=["dotdot", "absolute", "symlink-relative", "symlink-absolute", "hardlink", "fifo", "second-top"],
+)
+def test_malicious_archives_are_refused_and_nothing_is_written(tmp_path, member, why):
+    archive = tmp_path / "evil.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        for info, data in (_member("mnist/run.json", b'{"schema": 1, "steps": []}'), member):
+            tar.addfile(info, io.BytesIO(data))
+    into = tmp_path / "deep" / "in"
+    with pytest.raises(ArtifactError) as err:
+        import_run(archive, into)
+    assert why in str(err.value) and "nothing was imported" in str(err.value)
+    assert list(into.iterdir()) == []
+    assert not (tmp_path / "escaped.txt").exists() and not (tmp_path / "deep" / "escaped.txt").exists()
+    assert not Path("/tmp/gx-absolute-escape.txt").exists()
+
+
+def test_not_an_archive_is_one_line(runner, tmp_path):
+    (tmp_path / "junk.tar.gz").write_bytes(b"\x1f\x8b" + os.urandom(200))
+    res = invoke(runner, "runs", "import", tmp_path / "junk.tar.gz", "--into", tmp_path / "in")
+    assert res.exit_code == 1
+    lines = [ln for ln in res.output.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("Error: refusing to import junk.tar.gz: not a readable tar archive"), res.output
+
+
+# ---- existing runs ---------------------------------------------------------------------------------
+
+
+def test_existing_run_is_kept_without_force_and_replaced_with_it(runner, tmp_path):
+    archive = export_run(make_run(tmp_path / "gpu"), tmp_path / "mnist.tar.zst").archive
+    into = tmp_path / "runs"
+    (into / "mnist").mkdir(parents=True)
+    (into / "mnist" / "run.json").write_text('{"schema": 1, "steps": []}')
+    (into / "mnist" / "mine.txt").write_text("local work")
+    res = invoke(runner, "runs", "import", archive, "--into", into)
+    assert res.exit_code == 1
+    assert f"Error: {into / 'mnist'} already exists; pass --force to replace it, or --into another folder (nothing was imported)" in " ".join(res.output.split())
+    assert (into / "mnist" / "mine.txt").read_text() == "local work"
+    assert leftovers(into) == []
+
+    res = invoke(runner, "runs", "import", archive, "--into", into, "--force")
+    assert res.exit_code == 0, res.output
+    assert res.output.startswith(f"Replaced {into / 'mnist'}")
+    assert not (into / "mnist" / "mine.txt").exists() and (into / "mnist" / "lora/tiny-dinov2/head.safetensors").is_file()
+    assert leftovers(into) == []
+
+
+# ---- output in logs --------------------------------------------------------------------------------
+
+
+def test_non_terminal_output_has_no_bar_spam(runner, tmp_path):
+    """Through CliRunner (not a terminal): a few summary lines, no carriage-return redraws."""
+    run_dir = make_run(tmp_path, extra_files=300)
+    res = invoke(runner, "runs", "export", run_dir, "-o", tmp_path / "r.tar.gz")
+    assert res.exit_code == 0 and len(res.output.splitlines()) <= 3 and "\r" not in res.output, res.output
+    res = invoke(runner, "runs", "import", tmp_path / "r.tar.gz", "--into", tmp_path / "in")
+    assert res.exit_code == 0 and len(res.output.splitlines()) <= 2 and "\r" not in res.output, res.output
+
+
+def test_progress_helpers_print_periodic_lines_when_not_a_terminal():
+    from rich.console import Console
+
+    from gesture_cli.cli.progress import byte_progress, progress_bar
+
+    buf = io.StringIO()
+    console = Console(file=buf, force_terminal=False, width=200)
+    assert not console.is_terminal
+    with progress_bar(console, "train", 20_000, unit="step") as update:
+        for i in range(1, 20_001):
+            update(i)
+    with byte_progress(console, "download") as on_progress:
+        for i in range(1, 20_001):
+            on_progress(i * 1000, 20_000_000)
+    lines = buf.getvalue().splitlines()
+    assert lines[:1] == [lines[0]] and lines[0].startswith("train: 20000/20000 step")
+    assert len(lines) <= 2, lines  # the final count (and at most one periodic line); never one per update
