@@ -24,6 +24,7 @@ COMMAND_MODULES = [
     "lora",
     "pose",
     "runs",
+    "report",
 ]
 
 app = typer.Typer(
