@@ -7,6 +7,11 @@ properties: maps are not constant, depend on the input and on the target class. 
 trains its own task where only the hand carries the label (fingers up or down on a drawn hand over
 dark noise), fully fine-tuned at 64 px (8x8 grid): there the Grad-CAM mass lies on the hand (held for
 seeds 0, 1, 2 and both methods: mean inside / outside the mask 1.9x to 4.7x; at 32 px it did not).
+Caveat, measured (seed 0): the untrained model already scores 1.9x (Grad-CAM) and 15x (Grad-CAM++) on
+those bright hands; training lifts Grad-CAM to 3.6x but lowers Grad-CAM++ to 4.7x. On synthetic-hands
+(masks from `generate_hands(with_masks=True)`), tiny-dinov2 at 32 px trained until it separates A from B
+(92-95% on fresh images) puts less Grad-CAM on the hand than off it (0.8x; the fist's maps point at the
+empty space above it), so that check is not asserted there.
 """
 
 from __future__ import annotations
@@ -118,6 +123,52 @@ def test_input_csv_and_folder(run, runner, tmp_path):
     assert json.loads((run / "gradcam" / "lora-tiny-dinov2" / "gradcam.json").read_text())["images"][0]["input"] == "a.png"
 
 
+def test_target_option_picks_the_explained_class(run, runner, tmp_path):
+    def maps_and_records(*args):
+        res = invoke(runner, "gradcam", "--max-images", "6", *args, "--device", "cpu", "-r", run)
+        assert res.exit_code == 0, res.output
+        out = run / "gradcam" / "lora-tiny-dinov2"
+        meta = json.loads((out / "gradcam.json").read_text())
+        return dict(np.load(out / "maps.npz")), meta, res.output
+
+    pred_maps, pred_meta, out = maps_and_records()
+    assert pred_meta["target"] == "pred" and "of the predicted class" in out
+    assert [r["lora_target"] for r in pred_meta["images"]] == [r["lora_pred"] for r in pred_meta["images"]]
+    np.testing.assert_array_equal(pred_maps["lora_target"], pred_maps["lora_pred"])
+
+    true_maps, true_meta, _ = maps_and_records("--target", "true")
+    labels = [r["label"] for r in true_meta["images"]]
+    assert labels == ["A", "B", "C", "D", "E", "F"] and [r["lora_target"] for r in true_meta["images"]] == labels
+    np.testing.assert_array_equal(true_maps["lora_target"], np.arange(6))
+
+    b_maps, b_meta, out = maps_and_records("--target", "b")  # class names match case-insensitively when unambiguous
+    assert {r["lora_target"] for r in b_meta["images"]} == {"B"} and "of class b" in out
+    for i, r in enumerate(b_meta["images"]):  # the same map where the prediction is B, another one elsewhere
+        same = np.abs(b_maps["lora_gradcam"][i] - pred_maps["lora_gradcam"][i]).max() < 1e-5
+        assert same == (r["lora_pred"] == "B"), (i, r)
+        same_true = np.abs(b_maps["lora_gradcam"][i] - true_maps["lora_gradcam"][i]).max() < 1e-5
+        assert same_true == (r["label"] == "B"), (i, r)
+
+    res = invoke(runner, "gradcam", "--target", "B", "--compare", "--max-images", "2", "--device", "cpu", "-r", run)
+    assert res.exit_code == 0, res.output
+    rec = json.loads((run / "gradcam" / "compare-tiny-dinov2" / "gradcam.json").read_text())["images"][0]
+    assert rec["lora_target"] == rec["probe_target"] == "B"
+
+    import cv2
+
+    folder = tmp_path / "unlabelled"
+    folder.mkdir()
+    cv2.imwrite(str(folder / "a.png"), _drawn_hands(1, size=28)[0])
+    for args, needle in (
+        (["--target", "Z"], "--target 'Z' is not a class of the lora classifier"),
+        (["--target", "J"], "valid: pred, true or a class: A, B, C"),
+        (["--target", "true", "--input", folder], "--target true needs the true class of every image; 1 of 1 have none (e.g. a.png)"),
+    ):
+        res = invoke(runner, "gradcam", *args, "--device", "cpu", "-r", run)
+        assert res.exit_code == 2, res.output
+        assert "Traceback" not in res.output and needle in res.output, res.output
+
+
 @pytest.mark.parametrize("method", ["gradcam", "gradcam++"])
 def test_maps_depend_on_target_class_and_input(run, method):
     from gesture_cli.core.rundir import RunDir
@@ -166,6 +217,23 @@ def test_bad_from_is_a_one_line_error(runner, tmp_path):
         assert res.exit_code == code, res.output
         assert "Traceback" not in res.output and needle in res.output, res.output
         assert len([ln for ln in res.output.strip().splitlines() if ln.startswith("Error:")]) == 1
+
+
+def test_synthetic_hands_masks_mark_the_drawn_hand():
+    """The hand masks that localisation checks need: same images, and the mask is where the hand is."""
+    from gesture_cli.data.synthetic_hands import generate_hands
+
+    images, labels = generate_hands(n_per_class=2, seed=3, split="test")
+    same, same_labels, masks = generate_hands(n_per_class=2, seed=3, split="test", with_masks=True)
+    np.testing.assert_array_equal(images, same)
+    np.testing.assert_array_equal(labels, same_labels)
+    assert masks.shape == images.shape and masks.dtype == bool
+    cover = masks.mean(axis=(1, 2))
+    assert 0.1 < cover.min() and cover.max() < 0.5  # a hand and forearm, not the frame
+    # the hand differs from its background (darker or lighter: both occur), far more than two random halves do
+    contrast = np.array([abs(float(im[m].mean()) - float(im[~m].mean())) for im, m in zip(images.astype(float), masks, strict=True)])
+    rolled = np.array([abs(float(im[m].mean()) - float(im[~m].mean())) for im, m in zip(images.astype(float), np.roll(masks, 7, axis=2), strict=True)])
+    assert np.median(contrast) > 40 and np.median(contrast) > 2 * np.median(rolled)
 
 
 def _drawn_hands_labelled(n: int, rng, size: int = 64):

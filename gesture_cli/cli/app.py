@@ -25,6 +25,7 @@ COMMAND_MODULES = [
     "pose",
     "runs",
     "report",
+    "pose_render",
 ]
 
 app = typer.Typer(

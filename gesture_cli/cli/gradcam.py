@@ -20,7 +20,8 @@ from gesture_cli.cli.options import (
     make_console,
 )
 
-EXAMPLE = "Example: gx gradcam --from lora --backbone tiny-dinov2 --samples-per-class 2 --method gradcam++ -r runs/demo"
+EXAMPLE = ("Example: gx gradcam --from lora --backbone tiny-dinov2 --samples-per-class 2 --method gradcam++ -r runs/demo   |   "
+           "gx gradcam --target true -r runs/demo   |   gx gradcam --target B -r runs/demo")
 
 
 @gx_command
@@ -32,6 +33,7 @@ def gradcam(
     dataset: DatasetOpt = None,
     split: Annotated[str | None, typer.Option("--split", help="Dataset split the samples come from [default: test].", show_default=False)] = None,
     method: Annotated[str | None, typer.Option("--method", help="gradcam | gradcam++ [default: gradcam].", show_default=False)] = None,
+    target: Annotated[str | None, typer.Option("--target", metavar="CLASS|pred|true", help="Class the Grad-CAM explains: pred (the predicted class), true (each image's label) or a class name such as B [default: pred].", show_default=False)] = None,
     compare: Annotated[bool, typer.Option("--compare", help="Render the probe's and the LoRA classifier's maps of one backbone side by side.")] = False,
     max_images: Annotated[int | None, typer.Option("--max-images", help="At most this many images [default: 48].", show_default=False)] = None,
     run_dir: RunDirOpt = None,
@@ -44,7 +46,8 @@ def gradcam(
     Grad-CAM uses the patch tokens of the last transformer block (its input when the head reads only
     the CLS token; CLS and registers removed) on the backbone's patch grid; attention maps need eager attention and are the CLS row, or for a backbone
     without CLS (I-JEPA) the mean attention each patch receives. maps.npz holds every map, including
-    the last layer's per-head CLS attention; gradcam.json lists the images and predictions.
+    the last layer's per-head CLS attention; gradcam.json lists the images, predictions and the class
+    each map explains (--target).
     """
     from gesture_cli.core.config import resolve_config
     from gesture_cli.core.rundir import RunDir
@@ -53,7 +56,7 @@ def gradcam(
     cfg = resolve_config(
         GradcamConfig, config,
         flags(source=source, backbone=backbone, input=str(input_path) if input_path is not None else None, samples_per_class=samples_per_class,
-              dataset=dataset, split=split, method=method, compare=compare or None, max_images=max_images),
+              dataset=dataset, split=split, method=method, compare=compare or None, max_images=max_images, target=target),
     )
     console = make_console()
     res = render_gradcam_run(cfg, RunDir(run_dir), device=device, argv=argv())
@@ -64,7 +67,8 @@ def gradcam(
             console.print(f"{src}: top-1 on the {len(preds)} labelled image(s) {acc:.3f}")
     if res["attention"] == "received":
         console.print("[dim]no CLS token: attention maps show the mean attention each patch receives[/]")
-    console.print(f"{res['method']}: {res['n']} strip(s) in {res['output']}")
+    explains = {"pred": "the predicted class", "true": "the true class"}.get(res["target"], f"class {res['target']}")
+    console.print(f"{res['method']} of {explains}: {res['n']} strip(s) in {res['output']}")
 
 
 def register(app: typer.Typer) -> None:

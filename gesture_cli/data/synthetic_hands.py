@@ -224,8 +224,13 @@ def _draw_hand(p: _Painter, hand: Hand) -> None:
         p.stroke([(x + j(0.02), y + j(0.02)) for x, y in thumb_path], _THUMB_W)
 
 
-def render_hand(letter: str, rng: np.random.Generator) -> np.ndarray:
-    """One random 28x28 grey uint8 image of `letter`'s hand shape (see the module docstring)."""
+def render_hand(letter: str, rng: np.random.Generator, *, with_mask: bool = False) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+    """One random 28x28 grey uint8 image of `letter`'s hand shape (see the module docstring).
+
+    with_mask=True also returns the hand's mask, bool [28, 28]: the pixels that the drawn hand and
+    forearm cover at least half of (drawn a second time, with the same pose and jitter, on an empty
+    canvas). The image is the same with or without the mask: the random stream is consumed alike.
+    """
     import cv2
 
     hand = LETTER_SHAPES[letter]
@@ -257,15 +262,22 @@ def render_hand(letter: str, rng: np.random.Generator) -> np.ndarray:
     cx = big / 2 - 0.5 * scale * np.sin(t) + uniform(-0.08, 0.08) * big
     cy = big / 2 + 0.5 * scale * np.cos(t) + uniform(-0.08, 0.08) * big
     pose = _Pose(cx=cx, cy=cy, scale=scale, angle=angle, mirror=-1.0 if next(r) < 0.25 else 1.0)
-    painter = _Painter(canvas, pose, fill=skin, edge=skin * uniform(0.45, 0.68), z=rng.standard_normal(64))
+    z = rng.standard_normal(64)
+    painter = _Painter(canvas, pose, fill=skin, edge=skin * uniform(0.45, 0.68), z=z)
     _draw_hand(painter, hand)
     small = cv2.resize(canvas, (SIDE, SIDE), interpolation=cv2.INTER_AREA)
+    mask = None
+    if with_mask:  # every shade the painter picks is > 0 on a 255 fill, so coverage is "drawn at all"
+        silhouette = np.zeros((big, big), dtype=np.float32)
+        _draw_hand(_Painter(silhouette, pose, fill=255.0, edge=255.0, z=z), hand)
+        mask = cv2.resize((silhouette > 0).astype(np.float32), (SIDE, SIDE), interpolation=cv2.INTER_AREA) >= 0.5
     # Lighting: a linear gradient in a random direction, then sensor noise.
     phi = uniform(0, 2 * np.pi)
     gain = uniform(0.0, 0.35)
     small *= 1.0 + gain * (np.cos(phi) * _GRID_X + np.sin(phi) * _GRID_Y)
     small += rng.standard_normal((SIDE, SIDE), dtype=np.float32) * uniform(2, 9)
-    return np.clip(small, 0, 255).round().astype(np.uint8)
+    image = np.clip(small, 0, 255).round().astype(np.uint8)
+    return (image, mask) if with_mask else image
 
 
 _GRID_Y, _GRID_X = (g.astype(np.float32) for g in np.mgrid[-1:1:SIDE * 1j, -1:1:SIDE * 1j])  # [28, 28] in -1..1
@@ -275,17 +287,25 @@ def _split_code(split: str) -> int:
     return zlib.crc32(split.encode())  # stable across runs and Python versions (unlike hash())
 
 
-def generate_hands(*, n_per_class: int, seed: int, split: str) -> tuple[np.ndarray, np.ndarray]:
-    """(images uint8 [24 * n_per_class, 28, 28], labels int64), classes interleaved (A, B, ..., Y, A, ...)."""
+def generate_hands(*, n_per_class: int, seed: int, split: str, with_masks: bool = False):
+    """(images uint8 [24 * n_per_class, 28, 28], labels int64), classes interleaved (A, B, ..., Y, A, ...).
+
+    with_masks=True returns (images, labels, masks bool [N, 28, 28]): where each image's hand is
+    (`render_hand`), for checks of where a model looks; the images are the same as without.
+    """
     n_classes = len(SIGN_MNIST_LETTERS)
     images = np.empty((n_classes * n_per_class, SIDE, SIDE), dtype=np.uint8)
+    masks = np.zeros((len(images), SIDE, SIDE), dtype=bool) if with_masks else None
     labels = np.tile(np.arange(n_classes, dtype=np.int64), n_per_class)
     code = _split_code(split)
     for k in range(len(images)):
         c, i = k % n_classes, k // n_classes
         rng = np.random.default_rng([seed % 2**32, code, c, i, GENERATOR_VERSION])
-        images[k] = render_hand(SIGN_MNIST_LETTERS[c], rng)
-    return images, labels
+        if with_masks:
+            images[k], masks[k] = render_hand(SIGN_MNIST_LETTERS[c], rng, with_mask=True)
+        else:
+            images[k] = render_hand(SIGN_MNIST_LETTERS[c], rng)
+    return (images, labels, masks) if with_masks else (images, labels)
 
 
 @register_dataset(

@@ -27,10 +27,11 @@ from pathlib import Path
 import numpy as np
 import torch  # this module is imported lazily, by `gx gradcam` only
 
-from gesture_cli.core.errors import ModelError, UsageError, unknown_choice
+from gesture_cli.core.errors import ModelError, UsageError, did_you_mean, unknown_choice
 
 METHODS = ("gradcam", "gradcam++")
 SOURCES = ("lora", "probe")
+TARGET_KEYWORDS = ("pred", "true")  # --target: the predicted class, the true class; anything else is a class name
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,7 @@ class GradcamConfig:
     method: str = "gradcam"  # gradcam | gradcam++
     compare: bool = False  # probe and lora maps of the same backbone side by side
     max_images: int = 48  # at most this many strips (one PNG each)
+    target: str = "pred"  # which class the Grad-CAM explains: pred | true | a class name of the classifier
 
     def validate(self) -> None:
         if self.source not in SOURCES:
@@ -56,6 +58,8 @@ class GradcamConfig:
             raise UsageError("--samples-per-class must be at least 1")
         if self.max_images < 1:
             raise UsageError("--max-images must be at least 1")
+        if not str(self.target).strip():
+            raise UsageError("--target is empty; use pred, true or a class name")
 
 
 # ---- the classifier as one torch module ---------------------------------------------------------
@@ -302,6 +306,39 @@ def make_images(cfg: GradcamConfig, explained: Explained) -> Images:
     return Images(ds.batch(idx, size=size), [f"{spec} {cfg.split} #{i}" for i in idx], [ds.classes[ds.labels[i]] for i in idx])
 
 
+def target_indices(target: str, explained: Explained, imgs: Images) -> np.ndarray | None:
+    """Class index per image that `--target` asks the maps of `explained` to explain; None = its prediction.
+
+    `true` needs every image's label among the classifier's classes; a class name is matched exactly,
+    else case-insensitively when that is unambiguous (Sign MNIST letters: `b` is `B`).
+    """
+    target = str(target).strip()
+    classes = explained.classes
+    n = len(imgs.labels)
+    if target == "pred":
+        return None
+    if target == "true":
+        missing = [i for i, label in enumerate(imgs.labels) if label is None]
+        if missing:
+            raise UsageError(f"--target true needs the true class of every image; {len(missing)} of {n} have none "
+                             f"(e.g. {imgs.names[missing[0]]}): use --target pred or a class name")
+        unknown = [i for i, label in enumerate(imgs.labels) if label not in classes]
+        if unknown:
+            i = unknown[0]
+            raise UsageError(f"--target true: image {imgs.names[i]} is labelled '{imgs.labels[i]}', not a class of the "
+                             f"{explained.source} classifier ({', '.join(classes)})")
+        return np.array([classes.index(label) for label in imgs.labels], dtype=np.int64)
+    if target in classes:
+        index = classes.index(target)
+    else:
+        folded = [i for i, c in enumerate(classes) if c.casefold() == target.casefold()]
+        if len(folded) != 1:
+            raise UsageError(f"--target '{target}' is not a class of the {explained.source} classifier{did_you_mean(target, classes)}; "
+                             f"valid: {', '.join(TARGET_KEYWORDS)} or a class: {', '.join(classes)}")
+        index = folded[0]
+    return np.full(n, index, dtype=np.int64)
+
+
 def _resized_maps(res: dict, size: int) -> dict:
     import cv2
 
@@ -326,14 +363,16 @@ def render_gradcam_run(cfg: GradcamConfig, run, *, device="auto", argv=None) -> 
         raise UsageError(f"--compare needs one backbone with both artifacts; lora has '{explained[0].name}', probe '{explained[1].name}': pass --backbone")
     first = explained[0]
     imgs = make_images(cfg, first)
+    targets = [target_indices(cfg.target, ex, imgs) for ex in explained]  # before the step: a bad --target leaves no trace
     out_rel = f"gradcam/{'compare' if cfg.compare else first.source}-{first.name}"
     step = run.begin("gradcam", config={**cfg.__dict__, "backbone": first.name}, outputs=[out_rel], argv=argv, force=True)
     with step:
         out = step.stage(out_rel)
         rows_per_source = []
         arrays = {}
-        for ex in explained:
-            res = explain_images(ex, imgs.images, method=cfg.method)
+        for ex, tgt in zip(explained, targets, strict=True):
+            res = explain_images(ex, imgs.images, method=cfg.method, targets=tgt)
+            res["target"] = res["pred"].copy() if tgt is None else tgt
             if ex.image_size != first.image_size:  # probe and lora may run at different sizes: maps at the shown image's
                 res = _resized_maps(res, imgs.images.shape[1])
             rows_per_source.append(res)
@@ -341,14 +380,15 @@ def render_gradcam_run(cfg: GradcamConfig, run, *, device="auto", argv=None) -> 
         records = []
         for i, (name, label) in enumerate(zip(imgs.names, imgs.labels, strict=True)):
             rows = [{"label": ex.source, "gradcam": r["gradcam"][i], "rollout": r["rollout"][i], "kind": r["kind"], "method": cfg.method,
-                     "target": ex.classes[int(r["pred"][i])]} for ex, r in zip(explained, rows_per_source, strict=True)]
+                     "target": ex.classes[int(r["target"][i])]} for ex, r in zip(explained, rows_per_source, strict=True)]
             preds = ", ".join(f"{ex.source} {ex.classes[int(r['pred'][i])]} ({r['prob'][i]:.2f})" for ex, r in zip(explained, rows_per_source, strict=True))
             file = f"{i:03d}.png"
             render_strip(out / file, imgs.images[i], rows, title=f"{name}: true {label or '?'}, predicted {preds}")
             records.append({"file": file, "input": name, "label": label,
-                            **{f"{ex.source}_pred": ex.classes[int(r["pred"][i])] for ex, r in zip(explained, rows_per_source, strict=True)}})
+                            **{f"{ex.source}_pred": ex.classes[int(r["pred"][i])] for ex, r in zip(explained, rows_per_source, strict=True)},
+                            **{f"{ex.source}_target": ex.classes[int(r["target"][i])] for ex, r in zip(explained, rows_per_source, strict=True)}})
         np.savez_compressed(out / "maps.npz", **arrays)
-        result = {"from": [ex.source for ex in explained], "backbone": first.name, "method": cfg.method,
+        result = {"from": [ex.source for ex in explained], "backbone": first.name, "method": cfg.method, "target": cfg.target,
                   "attention": rows_per_source[0]["kind"], "n": len(records), "images": records}
         save_json(out / "gradcam.json", result, kind="gradcam")
         step.metrics["images"] = len(records)

@@ -1,0 +1,76 @@
+"""`gx pose-render`: draw a pose sequence (skeleton over black or over its source video) to MP4 and/or PNG."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from gesture_cli.cli.options import VerboseOpt, gx_command, make_console
+
+EXAMPLE = (
+    "Example: gx pose-render clip.pose -o clip.mp4 --png clip.png   |   gx pose-render clip.pose --video clip_color.mp4 -o overlay.mp4   |   "
+    "gx pose-render data/signs-gx --sample-id test-00003 --png sheet.png   |   gx pose-render synthetic-signs --sample-id train-00000 -o s.mp4"
+)
+
+
+def input_spec(source: str) -> str:
+    """A file or folder -> `pose:PATH`; a pose dataset spec (`pose:PATH`, `synthetic-signs`) stays; anything else is a UsageError."""
+    from gesture_cli.core.errors import UsageError
+    from gesture_cli.data.pose import list_pose_datasets
+
+    if Path(source).expanduser().exists():
+        return f"pose:{source}"
+    names = [name for name, _ in list_pose_datasets()]
+    head = source.split("/", 1)[0]
+    if (":" in head and head.split(":", 1)[0].strip().lower() in names) or source.strip().lower() in names:
+        return source
+    raise UsageError(f"INPUT '{source}': no such file or folder, and not a pose dataset spec (pose:PATH, {', '.join(n for n in names if n != 'pose')})")
+
+
+@gx_command
+def pose_render(
+    source: Annotated[str, typer.Argument(metavar="INPUT", help="A .pose file, a gx pose folder, an OpenPose JSON folder, a Kaggle .parquet, ... or a pose spec: pose:PATH, synthetic-signs.", show_default=False)],
+    sample_id: Annotated[str | None, typer.Option("--sample-id", "-s", help="Which sample, when INPUT holds several (a gx pose folder, OpenPose clips, synthetic-signs).", show_default=False)] = None,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="MP4 file to write (or a folder: <sample-id>.mp4 in it) [default: <sample-id>.mp4 here when no --png].", show_default=False)] = None,
+    png: Annotated[Path | None, typer.Option("--png", help="PNG contact sheet of --sheet-frames evenly spaced frames (or a folder: <sample-id>.png in it).", show_default=False)] = None,
+    video: Annotated[Path | None, typer.Option("--video", help="Draw over this video's frames (the recording the pose was extracted from) instead of black.", show_default=False)] = None,
+    split: Annotated[str | None, typer.Option("--split", help="Load only this split: train | val | test (faster for synthetic-signs) [default: all samples].", show_default=False)] = None,
+    keypoints: Annotated[str | None, typer.Option("--keypoints", help="Parts to draw: body, legs, hands, left-hand, right-hand, face, face-lite, all [default: body,hands,face].", show_default=False)] = None,
+    size: Annotated[int, typer.Option("--size", help="Longer side of the output in pixels (a video is never enlarged).")] = 640,
+    fps: Annotated[float | None, typer.Option("--fps", help="Frame rate of the MP4 [default: the pose's own].", show_default=False)] = None,
+    sheet_frames: Annotated[int, typer.Option("--sheet-frames", help="Frames on the PNG contact sheet.")] = 8,
+    allow_mismatch: Annotated[bool, typer.Option("--allow-mismatch", help="Draw over a --video whose frame count differs from the pose's (the frames both have).")] = False,
+    allow_pickle: Annotated[bool, typer.Option("--allow-pickle", help="Read pickle files (they can run arbitrary code: only for files you trust).")] = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Draw a pose sequence as a skeleton (masked points are left out) to an MP4 video and/or a PNG contact sheet.
+
+    Over black, a .pose file keeps its recorded frame (width x height from its header); other formats
+    are framed around the drawn points. With --video the skeleton is drawn over the video's frames,
+    which must match the pose frame for frame.
+    """
+    from gesture_cli.data.pose import make_pose_dataset
+    from gesture_cli.viz.pose_render import pick_sample, render_pose, safe_name
+
+    opts = {"allow_pickle": True} if allow_pickle else {}
+    ds = make_pose_dataset(input_spec(source), split=split, **opts)
+    sample = pick_sample(ds, sample_id)
+    if output is None and png is None:
+        output = Path(f"{safe_name(sample.id)}.mp4")
+    res = render_pose(sample, mp4=output, png=png, video=video, parts=keypoints, size=size, fps=fps, sheet_frames=sheet_frames,
+                      allow_mismatch=allow_mismatch)
+    console, err = make_console(), make_console(stderr=True)
+    for w in res["warnings"]:
+        err.print(f"[yellow]warning:[/] {w}")
+    w, h = res["size"]
+    over = f"over {res['video']}" if res["video"] else f"over black, {res['framing']}"
+    console.print(f"{res['sample']}: {res['frames']} frames at {res['fps']:g} fps, {res['layout']} ({', '.join(res['parts'])}), {w}x{h} {over}")
+    for key in ("mp4", "png"):
+        if res[key]:
+            console.print(f"Wrote {res[key]}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("pose-render", epilog=EXAMPLE)(pose_render)
