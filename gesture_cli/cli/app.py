@@ -26,6 +26,8 @@ COMMAND_MODULES = [
     "runs",
     "report",
     "pose_render",
+    "segment",
+    "keypoint",
 ]
 
 app = typer.Typer(

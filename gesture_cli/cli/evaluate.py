@@ -97,18 +97,32 @@ def _classify_summary(console, res: dict) -> None:
         console.print(f"confusion matrix: {res['confusion_png']}")
 
 
-TASKS = {"classify": _classify}  # task name -> runner(cfg, ...); segment, keypoint, translate come later
+def _segment(cfg, *, run, device: str, force: bool, console) -> None:
+    from gesture_cli.cli.segment import run_evaluate
+
+    run_evaluate(cfg, run=run, device=device, force=force, console=console)
+
+
+def _keypoint(cfg, *, run, device: str, force: bool, console) -> None:
+    from gesture_cli.cli.keypoint import run_evaluate
+
+    run_evaluate(cfg, run=run, device=device, force=force, console=console)
+
+
+TASKS = {"classify": _classify, "segment": _segment, "keypoint": _keypoint}  # task name -> runner(cfg, ...)
 
 
 @gx_command
 def evaluate(
-    task: Annotated[str, typer.Argument(help="What to evaluate: classify.", show_default=False)],
+    task: Annotated[str, typer.Argument(help="What to evaluate: classify, segment, keypoint.", show_default=False)],
     source: Annotated[str | None, typer.Option("--from", help="Which artifact: probe | lora [default: probe].", show_default=False)] = None,
     backbone: BackboneOpt = None,
     dataset: DatasetOpt = None,
     split: Annotated[str | None, typer.Option("--split", help="Dataset split to score [default: test].", show_default=False)] = None,
     max_samples: Annotated[int | None, typer.Option("--max-samples", help="Score only the first N samples (extracts features anew).", show_default=False)] = None,
     batch_size: Annotated[int | None, typer.Option("--batch-size", help="Images per batch when extracting; 0 = auto.", show_default=False)] = None,
+    inference: Annotated[str | None, typer.Option("--inference", help="segment: whole | slide (sliding S x S windows) [default: whole].", show_default=False)] = None,
+    class_map: Annotated[str | None, typer.Option("--class-map", help="segment: fold the head's classes and the labels into groups (JSON class map).", show_default=False)] = None,
     run_dir: RunDirOpt = None,
     device: DeviceOpt = "auto",
     seed: SeedOpt = None,

@@ -67,18 +67,35 @@ def _classify_table(console, res: dict) -> None:
     console.print(f"Wrote {res['output']}")
 
 
-TASKS = {"classify": _classify}  # task name -> runner(cfg, ...); segment, keypoint, translate come later
+def _segment(cfg, *, run, device: str, as_json: bool, console) -> None:
+    from gesture_cli.cli.segment import run_infer
+
+    run_infer(cfg, run=run, device=device, as_json=as_json, console=console)
+
+
+def _keypoint(cfg, *, run, device: str, as_json: bool, console) -> None:
+    from gesture_cli.cli.keypoint import run_infer
+
+    run_infer(cfg, run=run, device=device, as_json=as_json, console=console)
+
+
+TASKS = {"classify": _classify, "segment": _segment, "keypoint": _keypoint}  # task name -> runner(cfg, ...)
 
 
 @gx_command
 def infer(
-    task: Annotated[str, typer.Argument(help="What to run: classify.", show_default=False)],
+    task: Annotated[str, typer.Argument(help="What to run: classify, segment, keypoint.", show_default=False)],
     input_path: Annotated[Path | None, typer.Option("--input", "-i", help="An image file, a folder of images, or a Sign-MNIST-style CSV (784 pixels, or label + 784).", show_default=False)] = None,
     source: Annotated[str | None, typer.Option("--from", help="Which artifact: probe | lora [default: probe].", show_default=False)] = None,
     backbone: BackboneOpt = None,
     top_k: Annotated[int | None, typer.Option("--top-k", "-k", help="Classes to show per input [default: 3].", show_default=False)] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON list of predictions instead of a table.")] = False,
     batch_size: Annotated[int | None, typer.Option("--batch-size", help="Images per batch; 0 = auto.", show_default=False)] = None,
+    inference: Annotated[str | None, typer.Option("--inference", help="segment: whole | slide (sliding S x S windows) [default: whole].", show_default=False)] = None,
+    class_map: Annotated[str | None, typer.Option("--class-map", help="segment: fold the head's per-class scores into groups (JSON class map).", show_default=False)] = None,
+    detect: Annotated[str | None, typer.Option("--detect", metavar="DETECTOR", help="segment: also count objects with this detector (hub id e.g. PekingU/rtdetr_r18vd, a local folder, or tiny-rtdetr); adds det_count_<class> columns to features.csv.", show_default=False)] = None,
+    detect_classes: Annotated[list[str] | None, typer.Option("--detect-classes", metavar="NAMES", help="segment --detect: classes to count, comma-separated or repeated [default: person, bicycle, car, motorcycle, bus, truck, traffic light, stop sign, bench, dog].", show_default=False)] = None,
+    detect_threshold: Annotated[float | None, typer.Option("--detect-threshold", help="segment --detect: minimum detection score, 0..1 [default: 0.5].", show_default=False)] = None,
     run_dir: RunDirOpt = None,
     device: DeviceOpt = "auto",
     config: ConfigOpt = None,

@@ -1,0 +1,447 @@
+"""`gx keypoint-train`: ViT keypoint regression (16 MPII joints) with a frozen, LoRA or fully tuned backbone.
+
+Three layers, as in `gesture_cli.train.lora`:
+    train_keypoint(cfg, run)     datasets, run-dir step, checkpoints, final artifacts under keypoint/<backbone>/
+    fit(...)                     gesture_cli.train.loop: AdamW, warm-up + cosine, bf16 where native, resume
+    build_keypoint_model(...)    gesture_cli.models.keypoint_head: backbone (+ LoRA) + regression head
+
+Loss: masked MSE of the normalised coordinates, averaged over the annotated joints only (joints with
+MPII `joints_vis` 0 contribute nothing). Augmentation on the training device, per sample: a
+horizontal flip (half the samples) that also swaps every left joint with its right partner, a small
+rotation / zoom / shift applied to image and joints alike, brightness and contrast.
+
+Splits: the dataset's `train` split (or its only split, e.g. mpii's `all`); validation is its `val`
+split when there is one, else a seeded `val_fraction` of the training split; `test` is scored at the
+end when the dataset has it. `best/` is chosen by validation PCK (PCKh@0.5 when head sizes are
+known, else PCK@0.2 of the torso). Checkpoints are written live to keypoint/<backbone>/checkpoints/
+and linked into the atomically committed final directory, exactly as `gx lora-train` does.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from gesture_cli.core.errors import ArtifactError, DataError, UsageError, unknown_choice
+
+COMMAND = "keypoint-train"
+METHODS = ("frozen", "lora", "full")
+HEAD_TYPES = ("patch", "pooled")
+POOL_KINDS = ("cls", "mean", "cls+mean")
+DEFAULT_LR = {"frozen": 1e-3, "lora": 5e-4, "full": 1e-4}  # per method when --lr is not given
+RESUME_KEYS = ("backbone", "method", "dataset", "dataset_opts", "head", "hidden", "pool", "target_modules", "rank", "alpha", "dropout",
+               "image_size", "val_fraction", "max_samples", "seed")
+
+
+@dataclass(frozen=True)
+class KeypointTrainConfig:
+    backbone: str = "tiny-dinov2"  # registry name, hub id, local dir, timm:NAME or TorchScript file
+    dataset: str = "synthetic-keypoints"  # keypoint dataset spec: synthetic-keypoints | mpii:JSON[:IMGDIR]
+    dataset_opts: tuple[str, ...] = ()  # KEY=VALUE options of the source, e.g. margin=1.25 (mpii), train_samples=2000 (synthetic)
+    method: str = "lora"  # frozen | lora | full
+    head: str = "patch"  # patch: integral regression over patch tokens | pooled: MLP on pooled features
+    hidden: int = 256  # width of the head's hidden layer
+    pool: str = "cls+mean"  # what the pooled head sees: cls | mean | cls+mean
+    target_modules: tuple[str, ...] = ()  # Linear module names for LoRA; empty = the family default (q/v projections)
+    rank: int = 8  # LoRA rank r
+    alpha: float = 16.0  # LoRA alpha (updates are scaled by alpha / r)
+    dropout: float = 0.1  # dropout on the LoRA input
+    image_size: int | None = None  # crop side fed to the backbone, pixels; None = the backbone's default
+    epochs: int = 30  # passes over the training split
+    max_steps: int | None = None  # optimizer steps in all; overrides epochs
+    batch_size: int = 32  # crops per micro-batch and process
+    grad_accum: int = 1  # micro-batches per optimizer step
+    lr: float | None = None  # peak learning rate; None = 1e-3 (frozen), 5e-4 (lora), 1e-4 (full)
+    weight_decay: float = 0.01  # AdamW decoupled weight decay (not on biases / norms)
+    warmup_steps: int | None = None  # linear warm-up in optimizer steps; None = warmup_ratio of all steps
+    warmup_ratio: float = 0.05  # warm-up share of all optimizer steps when warmup_steps is None
+    max_grad_norm: float = 1.0  # gradient clipping; 0 = off
+    patience: int = 10  # evaluations without a better val PCK before stopping; 0 = never
+    val_fraction: float = 0.1  # share of the training split held out when the dataset has no val split
+    eval_every: int = 0  # optimizer steps between evaluations; 0 = every epoch
+    checkpoint_every: int = 100  # optimizer steps between saves of checkpoints/last/
+    flip: bool = True  # mirror half the crops and swap left/right joints
+    rotate: float = 15.0  # random rotation within +-rotate degrees
+    scale_jitter: float = 0.15  # random zoom: the crop window side varies within 1 +- scale_jitter
+    precision: str = "auto"  # auto (bf16 only where the hardware multiplies it natively) | bf16 | fp32
+    max_samples: int | None = None  # cap per split (seeded random subset), for quick runs
+    seed: int = 0  # head init, split, data order, augmentation
+
+    def validate(self) -> None:
+        if self.method not in METHODS:
+            raise unknown_choice("method", self.method, METHODS)
+        if self.head not in HEAD_TYPES:
+            raise unknown_choice("head", self.head, HEAD_TYPES)
+        if self.pool not in POOL_KINDS:
+            raise unknown_choice("pool", self.pool, POOL_KINDS)
+        if self.hidden < 1:
+            raise UsageError(f"--hidden must be at least 1; got {self.hidden}")
+        if self.rank < 1:
+            raise UsageError(f"--rank must be at least 1; got {self.rank}")
+        if not self.alpha > 0:
+            raise UsageError(f"--alpha must be positive; got {self.alpha}")
+        if not 0 <= self.dropout < 1:
+            raise UsageError(f"--dropout must lie in [0, 1); got {self.dropout}")
+        if not 0 <= self.val_fraction < 1:
+            raise UsageError(f"--val-fraction must lie in [0, 1); got {self.val_fraction}")
+        if self.image_size is not None and self.image_size < 8:
+            raise UsageError("--image-size must be at least 8 pixels")
+        if self.max_samples is not None and self.max_samples < 2:
+            raise UsageError("--max-samples must be at least 2")
+        if not 0 <= self.rotate <= 180:
+            raise UsageError(f"--rotate must lie in [0, 180] degrees; got {self.rotate}")
+        if not 0 <= self.scale_jitter < 1:
+            raise UsageError(f"--scale-jitter must lie in [0, 1); got {self.scale_jitter}")
+        if self.target_modules and self.method != "lora":
+            raise UsageError(f"--target-modules applies to --method lora, not {self.method}")
+        self.train_config().validate()
+
+    def train_config(self):
+        from gesture_cli.train.loop import TrainConfig
+
+        return TrainConfig(
+            epochs=self.epochs, max_steps=self.max_steps, batch_size=self.batch_size, grad_accum=self.grad_accum,
+            lr=self.lr if self.lr is not None else DEFAULT_LR[self.method], weight_decay=self.weight_decay,
+            warmup_steps=self.warmup_steps, warmup_ratio=self.warmup_ratio, max_grad_norm=self.max_grad_norm,
+            precision=self.precision, seed=self.seed, checkpoint_every=self.checkpoint_every, eval_every=self.eval_every,
+            patience=self.patience, monitor="val_pck", monitor_mode="max",
+        )
+
+
+# ---- data ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class Splits:
+    train: Any  # KeypointDataset
+    val: Any | None
+    test: Any | None
+    names: dict[str, Any] = field(default_factory=dict)  # role -> split name; val_from_train: True when val was carved out
+
+
+def cap_samples(ds, n: int | None, seed: int):
+    """A seeded random subset of at most n samples (order kept)."""
+    if n is None or len(ds) <= n:
+        return ds
+    idx = np.sort(np.random.default_rng([seed % 2**32, 7]).permutation(len(ds))[:n])
+    return ds.subset(idx)
+
+
+def make_splits(cfg: KeypointTrainConfig) -> Splits:
+    """Train / validation / test datasets of a config (see the module docstring)."""
+    from gesture_cli.data.keypoints import keypoint_dataset_splits, make_keypoint_dataset
+    from gesture_cli.data.registry import parse_dataset_opts
+
+    opts = parse_dataset_opts(cfg.dataset_opts)
+    splits = keypoint_dataset_splits(cfg.dataset)
+    train_name = "train" if "train" in splits else splits[0]
+    names: dict[str, Any] = {"train": train_name}
+    train = make_keypoint_dataset(cfg.dataset, split=train_name, seed=cfg.seed, **opts)
+    val = None
+    if "val" in splits and train_name != "val":
+        val = make_keypoint_dataset(cfg.dataset, split="val", seed=cfg.seed, **opts)
+        names["val"] = "val"
+    elif cfg.val_fraction > 0 and len(train) >= 2:
+        perm = np.random.default_rng([cfg.seed % 2**32, 11]).permutation(len(train))
+        n_val = min(len(train) - 1, max(1, int(round(len(train) * cfg.val_fraction))))
+        val = train.subset(np.sort(perm[:n_val]), split=f"{train_name}[val]")
+        train = train.subset(np.sort(perm[n_val:]))
+        names["val"], names["val_from_train"] = f"{cfg.val_fraction:g} of split {train_name}", True
+    test = None
+    if "test" in splits and train_name != "test":
+        test = make_keypoint_dataset(cfg.dataset, split="test", seed=cfg.seed, **opts)
+        names["test"] = "test"
+    train = cap_samples(train, cfg.max_samples, cfg.seed)
+    val = cap_samples(val, cfg.max_samples, cfg.seed) if val is not None else None
+    test = cap_samples(test, cfg.max_samples, cfg.seed) if test is not None else None
+    if len(train) == 0:
+        raise DataError(f"keypoint dataset '{cfg.dataset}': the training split '{train_name}' is empty")
+    return Splits(train=train, val=val, test=test, names=names)
+
+
+class KeypointBatches:
+    """A KeypointDataset as a `BatchSource` for fit(): get_batch(indices) -> dict of CPU tensors."""
+
+    def __init__(self, dataset, *, size: int):
+        self.dataset = dataset
+        self.size = size
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def get_batch(self, indices):
+        import torch
+
+        b = self.dataset.batch(indices, size=self.size)
+        return {"images": torch.from_numpy(np.ascontiguousarray(b.images)), "keypoints": torch.from_numpy(b.keypoints),
+                "visible": torch.from_numpy(b.visible)}
+
+
+# ---- augmentation and loss ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class KeypointAugment:
+    flip: bool = True  # mirror half the samples, swapping left and right joints
+    rotate: float = 15.0  # degrees, drawn uniformly from [-rotate, rotate]
+    scale_jitter: float = 0.15  # the sampled window's side is (1 +- scale_jitter) x the crop's
+    shift: float = 0.05  # window centre moves up to this fraction of the crop side
+    brightness: float = 0.2  # gain from [1 - b, 1 + b]
+    contrast: float = 0.2  # contrast gain around the per-image mean
+
+
+def augment_keypoints(images, keypoints, visible, cfg: KeypointAugment, *, generator=None):
+    """(images float [B, C, H, W] in [0, 1], keypoints [B, K, 2] in crop units, visible [B, K]) -> the same, augmented.
+
+    One affine warp per sample through `grid_sample` (zero padding), with the joints moved by the same
+    map; mirrored samples get their joints re-indexed by FLIP_INDEX, so joint "r_wrist" is still the
+    right wrist of the mirrored person. Random numbers come from `generator` or torch's global RNG
+    (which fit() reseeds per micro-batch).
+    """
+    import torch
+    import torch.nn.functional as F
+
+    from gesture_cli.data.keypoints import FLIP_INDEX
+
+    b = images.shape[0]
+    if b == 0:
+        return images, keypoints, visible
+
+    def uniform(lo: float, hi: float):
+        return lo + (hi - lo) * torch.rand(b, generator=generator)
+
+    flip = torch.where(torch.rand(b, generator=generator) < 0.5, -1.0, 1.0) if cfg.flip else torch.ones(b)
+    angle = torch.deg2rad(uniform(-cfg.rotate, cfg.rotate))
+    scale = torch.exp(uniform(math.log(1 - cfg.scale_jitter), math.log(1 + cfg.scale_jitter)))
+    shift = torch.stack([uniform(-cfg.shift, cfg.shift), uniform(-cfg.shift, cfg.shift)], dim=1) * 2  # normalised [-1, 1] units
+    gain, contrast = uniform(1 - cfg.brightness, 1 + cfg.brightness), uniform(1 - cfg.contrast, 1 + cfg.contrast)
+
+    cos, sin = torch.cos(angle), torch.sin(angle)
+    # Output point p (in [-1, 1]^2) samples the input at A p + t, A = scale * R(angle) * diag(flip, 1).
+    a = torch.stack([torch.stack([cos * flip, -sin], dim=1), torch.stack([sin * flip, cos], dim=1)], dim=1) * scale.view(b, 1, 1)
+    theta = torch.cat([a, shift.unsqueeze(-1)], dim=2)  # [B, 2, 3]
+    dev, dtype = images.device, images.dtype
+    grid = F.affine_grid(theta.to(dev, dtype), list(images.shape), align_corners=False)
+    out = F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    mean = out.mean(dim=(1, 2, 3), keepdim=True)
+    out = ((out - mean) * contrast.to(dev, dtype).view(b, 1, 1, 1) + mean) * gain.to(dev, dtype).view(b, 1, 1, 1)
+
+    # Joints: input point q = 2u - 1 lands at p = A^-1 (q - t).
+    q = keypoints.float() * 2 - 1
+    inv = torch.linalg.inv(a).to(q.device)
+    p = torch.einsum("bij,bkj->bki", inv, q - shift.to(q.device).unsqueeze(1))
+    kps = (p + 1) / 2
+    mirrored = (flip < 0).to(kps.device)
+    index = torch.tensor(FLIP_INDEX, device=kps.device)
+    kps = torch.where(mirrored.view(b, 1, 1), kps[:, index], kps)
+    vis = torch.where(mirrored.view(b, 1).to(visible.device), visible[:, index.to(visible.device)], visible)
+    return out.clamp_(0.0, 1.0), kps.to(keypoints.dtype), vis
+
+
+def masked_mse(pred, target, visible):
+    """Mean squared coordinate error over annotated joints: sum(vis * |pred - target|^2) / (2 * sum(vis))."""
+    sq = ((pred.float() - target.float()) ** 2).sum(-1)  # [B, K]
+    vis = visible.float()
+    return (sq * vis).sum() / (2 * vis.sum().clamp(min=1.0))
+
+
+def make_loss_fn(*, augment: KeypointAugment | None):
+    """(model, batch dict) -> {"loss"}: augment on the device, preprocess, regress, masked MSE."""
+    from gesture_cli.models.augment import to_float_images
+
+    def loss_fn(model, batch):
+        inner = model.module if hasattr(model, "module") else model  # DDP wraps the regressor
+        dev = inner.head.norm.weight.device
+        x = to_float_images(batch["images"].to(dev, non_blocking=True))
+        kps, vis = batch["keypoints"].to(dev), batch["visible"].to(dev)
+        if augment is not None:
+            x, kps, vis = augment_keypoints(x, kps, vis, augment)
+        pred = model(inner.backbone.preprocess(x))
+        return {"loss": masked_mse(pred, kps, vis)}
+
+    return loss_fn
+
+
+def score(model, dataset, *, size: int, batch_size: int) -> dict:
+    """keypoint_metrics + the masked MSE of a dataset, no augmentation."""
+    from gesture_cli.eval.keypoint import keypoint_metrics, predict_keypoints
+    from gesture_cli.eval.keypoint import masked_mse as np_masked_mse
+
+    pred, truth = predict_keypoints(model, dataset, size=size, batch_size=batch_size)
+    out = keypoint_metrics(pred, truth["keypoints"], truth["visible"], head_size=truth["head_size"], torso_size=truth["torso_size"])
+    out["loss"] = np_masked_mse(pred, truth["keypoints"], truth["visible"])
+    return out
+
+
+# ---- checks before training ---------------------------------------------------------------------
+
+
+def _resume_check(cfg: KeypointTrainConfig, last_dir: Path, resolved: dict) -> None:
+    from gesture_cli.train.checkpoint import find_checkpoint, read_checkpoint_state
+
+    found = find_checkpoint(last_dir)
+    if found is None:
+        raise ArtifactError(f"nothing to resume: no checkpoint at {last_dir}; run without --resume to start training")
+    saved = read_checkpoint_state(found).get("meta", {}).get("config", {})
+    diffs = [(k, saved.get(k), resolved[k]) for k in RESUME_KEYS if k in saved and k in resolved and saved.get(k) != resolved[k]]
+    if diffs:
+        key, old, new = diffs[0]
+        more = f" (and {', '.join(k for k, _, _ in diffs[1:])})" if len(diffs) > 1 else ""
+        raise UsageError(f"cannot resume {found}: it was trained with {key}={old!r}, this run has {key}={new!r}{more}; "
+                         "use the same settings or --force without --resume")
+
+
+# ---- the command's core -------------------------------------------------------------------------
+
+
+def train_keypoint(
+    cfg: KeypointTrainConfig,
+    run,
+    *,
+    device: str = "auto",
+    force: bool = False,
+    resume: bool = False,
+    argv: list[str] | None = None,
+    callbacks: dict[str, list[Callable]] | None = None,
+    notify: Callable[[str], None] | None = None,
+) -> dict:
+    """Train, evaluate and write keypoint/<backbone>/ (see the module docstring); returns a summary dict."""
+    import torch
+
+    from gesture_cli.core.config import config_to_dict
+    from gesture_cli.data.keypoints import MPII_JOINTS, NUM_JOINTS
+    from gesture_cli.models.backbones import build_backbone
+    from gesture_cli.models.features import backbone_dirname
+    from gesture_cli.models.keypoint_head import build_keypoint_model
+    from gesture_cli.models.lora import count_parameters
+    from gesture_cli.train.checkpoint import load_checkpoint, load_model_state, read_checkpoint_state
+    from gesture_cli.train.loop import fit, make_accelerator
+    from gesture_cli.train.lora import _fresh_check, _link_tree, _NoStep
+
+    cfg.validate()
+    say = notify or (lambda _line: None)
+    out_rel = f"keypoint/{backbone_dirname(cfg.backbone)}"
+    ckpt_dir = run.path(out_rel, "checkpoints")
+    given = {k: sorted(v) if k == "target_modules" else v for k, v in config_to_dict(cfg).items()
+             if not (k in ("image_size", "target_modules") and not v)}
+    if resume:
+        _resume_check(cfg, ckpt_dir / "last", given)
+    else:
+        _fresh_check(ckpt_dir / "last", force=force)
+    splits = make_splits(cfg)
+    datasets = [d for d in (splits.train, splits.val, splits.test) if d is not None]
+    sources = sorted({str(p) for d in datasets for p in d.source_files})
+    tokens = {f"dataset:{d.split}": d.cache_token for d in datasets if d.cache_token}
+    step = run.begin(COMMAND, config={**config_to_dict(cfg), "device": device}, inputs=[Path(p) for p in sources], input_keys=tokens,
+                     outputs=[out_rel], argv=argv, force=force or resume)
+    if step.cached:
+        return {**step.entry, "cached": True, "is_main": True}
+
+    acc = make_accelerator(device, cfg.precision)
+    backbone = build_backbone(cfg.backbone, device=acc.device, dtype=torch.float32, image_size=cfg.image_size)
+    model = build_keypoint_model(backbone, num_joints=NUM_JOINTS, method=cfg.method, head=cfg.head, hidden=cfg.hidden, pool=cfg.pool,
+                                 targets=cfg.target_modules or None, rank=cfg.rank, alpha=cfg.alpha, dropout=cfg.dropout, seed=cfg.seed)
+    targets = sorted(getattr(backbone.model, "peft_config", {}).get("default").target_modules) if cfg.method == "lora" else []
+    resolved = {**config_to_dict(cfg), "image_size": backbone.image_size, "target_modules": targets}
+    if resume:  # again, with the defaults the backbone resolved
+        _resume_check(cfg, ckpt_dir / "last", resolved)
+
+    trainable, total = count_parameters(model)
+    if acc.is_main_process:
+        say(f"trainable parameters: {trainable:,} of {total:,} ({100 * trainable / max(1, total):.2f}%), method {cfg.method}, head {cfg.head}"
+            + (f", LoRA r={cfg.rank} alpha={cfg.alpha:g} on {', '.join(targets)}" if cfg.method == "lora" else ""))
+        say(f"data: train {len(splits.train)} ({splits.names['train']}), val {len(splits.val) if splits.val else 0}"
+            f"{' (' + splits.names['val'] + ')' if 'val' in splits.names else ''}, test {len(splits.test) if splits.test else 0}; "
+            f"{backbone.image_size} px crops; head sizes from {splits.train.head_source}")
+        if resume:
+            st = read_checkpoint_state(ckpt_dir / "last")["trainer"]
+            say(f"resuming from step {st['step']}/{st['total_steps']} (epoch {st['epoch']})")
+
+    size = backbone.image_size
+    eval_bs = max(cfg.batch_size, 64)
+
+    def eval_fn(m) -> dict[str, float]:
+        s = score(m, splits.val, size=size, batch_size=eval_bs)
+        out = {"val_loss": s["loss"], "val_pck": s["pck"] if s["pck"] is not None else 0.0}
+        if s["pck@0.2"] is not None:
+            out["val_pck_torso"] = s["pck@0.2"]["mean"]
+        return out
+
+    meta = {"config": resolved, "joints": list(MPII_JOINTS), "backbone": backbone.describe(), "method": cfg.method}
+    augment = KeypointAugment(flip=cfg.flip, rotate=cfg.rotate, scale_jitter=cfg.scale_jitter)
+    is_main = acc.is_main_process
+    with step if is_main else _NoStep():
+        result = fit(
+            model, train_data=KeypointBatches(splits.train, size=size), loss_fn=make_loss_fn(augment=augment),
+            eval_fn=eval_fn if splits.val is not None else None, cfg=cfg.train_config(), checkpoint_dir=ckpt_dir,
+            callbacks=callbacks, resume=resume, meta=meta, accelerator=acc,
+        )
+        if not is_main:
+            return {"is_main": False}
+        if result.best_dir is not None:  # the final artifacts carry the best validation weights
+            tensors, _, _, _ = load_checkpoint(result.best_dir, device=acc.device)
+            load_model_state(model, tensors, source=result.best_dir)
+        model.eval()
+        metrics: dict[str, Any] = {}
+        for role, ds in (("val", splits.val), ("test", splits.test)):
+            if ds is not None:
+                metrics[role] = {"split": splits.names.get(role, role), **score(model, ds, size=size, batch_size=eval_bs)}
+        st = result.state
+        summary = {
+            "method": cfg.method,
+            "head": cfg.head,
+            "backbone": backbone.describe(),
+            "trainable_params": trainable,
+            "total_params": total,
+            "trainable_fraction": round(trainable / max(1, total), 6),
+            "steps": st.step,
+            "epochs": round(st.step / max(1, st.steps_per_epoch), 3),
+            "best_step": st.best_step,
+            "best_val_pck": st.best_metric,
+            "pck_kind": (metrics.get("val") or metrics.get("test") or {}).get("pck_kind"),
+            "stopped_early": st.stopped_early,
+            "resumed_from": st.resumed_from,
+            "train_seconds": round(st.elapsed_s, 2),
+            "train_samples_per_s": round(st.samples / max(1e-9, st.elapsed_s), 2),
+            "weights": "best" if result.best_dir is not None else "last",
+            "num_processes": st.num_processes,
+        }
+        out = step.stage(out_rel)
+        _write_artifacts(out, model, cfg=cfg, resolved=resolved, splits=splits, summary=summary, metrics=metrics, log_path=result.log_path)
+        _link_tree(ckpt_dir, out / "checkpoints")
+        step.metrics.update({
+            "method": cfg.method,
+            "val_pck": metrics.get("val", {}).get("pck"),
+            "test_pck": metrics.get("test", {}).get("pck"),
+            "pck_kind": summary["pck_kind"],
+            "trainable_params": trainable,
+            "steps": st.step,
+            "samples_per_s": summary["train_samples_per_s"],
+        })
+    return {**step.entry, "cached": False, "is_main": True, "summary": summary, "metrics": metrics, "out": str(run.path(out_rel))}
+
+
+def _write_artifacts(out: Path, model, *, cfg: KeypointTrainConfig, resolved: dict, splits: Splits, summary: dict, metrics: dict,
+                     log_path: Path) -> None:
+    from gesture_cli.core.artifacts import save_json
+    from gesture_cli.data.keypoints import FLIP_PAIRS, MPII_JOINTS, SKELETON
+    from gesture_cli.models.keypoint_head import save_keypoint_model
+
+    lora = {"targets": list(resolved.get("target_modules") or []), "rank": cfg.rank, "alpha": cfg.alpha, "dropout": cfg.dropout}
+    save_keypoint_model(out, model, joints=MPII_JOINTS, extra={
+        "lora": lora if cfg.method == "lora" else None, "dataset": cfg.dataset, "config": resolved, "splits": splits.names,
+    })
+    save_json(out / "joints.json", {"joints": list(MPII_JOINTS), "flip_pairs": [list(p) for p in FLIP_PAIRS],
+                                    "skeleton": [list(e) for e in SKELETON], "units": "crop units: (0, 0) top-left, (1, 1) bottom-right"},
+              kind="keypoint-joints")
+    save_json(out / "metrics.json", {**summary, **metrics}, kind="keypoint-metrics")
+    shutil.copy2(log_path, out / "train_log.csv")
+
+
+__all__ = ["KeypointAugment", "KeypointTrainConfig", "augment_keypoints", "make_splits", "masked_mse", "train_keypoint"]
