@@ -19,7 +19,7 @@ TORCH_TIMM ?= torch==2.14.1 torchvision==0.29.1
 .PHONY: install test test-fast test-timm demo lint bench clean help
 
 help:
-	@echo "make demo     run gx on synthetic data with tiny backbones (offline) into runs/demo"
+	@echo "make demo     run every gx command on synthetic data with tiny backbones (offline) into runs/demo, with runs/demo/report.html"
 	@echo "make test     run the whole test suite (make test-fast skips tests marked slow)"
 	@echo "make lint     ruff"
 	@echo "make bench    benchmarks/*.py"
@@ -49,10 +49,7 @@ test-timm:
 	$(TIMM_VENV)/bin/python -m pytest -q tests/test_backbones.py -k timm
 
 demo: install
-	$(GX) extract-features --backbone tiny-dinov2 --dataset synthetic-hands -r runs/demo
-	$(GX) extract-features --backbone tiny-dinov3 --dataset synthetic-hands -r runs/demo
-	$(GX) probe -r runs/demo
-	$(GX) runs --root runs
+	$(GX) demo -r runs/demo
 
 lint: install
 	$(VENV)/bin/ruff check gesture_cli tests benchmarks

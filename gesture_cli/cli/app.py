@@ -28,6 +28,7 @@ COMMAND_MODULES = [
     "pose_render",
     "segment",
     "keypoint",
+    "demo",
 ]
 
 app = typer.Typer(

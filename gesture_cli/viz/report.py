@@ -33,6 +33,10 @@ MAX_IMAGE_SIDE = 1400
 MAX_TABLE_ROWS = 30
 MAX_TEXT_LINES = 40
 MAX_JSON_TABLE_ROWS = 60
+# Model files (weights' configs, tokenizers) are not results: not shown as tables.
+SKIP_JSON = {"labels.json", "config.json", "adapter_config.json", "tokenizer.json", "tokenizer_config.json",
+             "special_tokens_map.json", "generation_config.json", "preprocessor_config.json"}
+MODEL_DIRS = {"adapter", "backbone", "merged", "tokenizer", "encoder", "model"}
 
 # Sections of the page, in order: (title, commands). Steps of other commands go to "Other steps".
 SECTIONS: list[tuple[str, tuple[str, ...]]] = [
@@ -277,9 +281,7 @@ def render_json(path: Path, rel: str) -> str:
                 shown = v[:MAX_JSON_TABLE_ROWS]
                 more = f" (first {len(shown)} of {len(v)})" if len(v) > len(shown) else ""
                 nested.append(html_table(cols, ([r.get(c, "") for c in cols] for r in shown), caption=f"{rel}: {k}{more}"))
-    if nested:
-        out.append(f"<details><summary>{esc(rel)}: details</summary>{''.join(nested)}</details>")
-    return "".join(out)
+    return "".join(out + nested)
 
 
 def render_text(path: Path, rel: str) -> str:
@@ -366,9 +368,10 @@ def render_step(run: RunDir, entry: dict) -> str:
             parts.append(render_train_log(f))
         elif f.suffix == ".csv":
             parts.append(render_csv(f, rel))
-        elif f.suffix == ".json" and f.name not in ("labels.json", "config.json", "adapter_config.json", "tokenizer.json",
-                                                     "tokenizer_config.json", "special_tokens_map.json", "generation_config.json"):
-            parts.append(render_json(f, rel))
+        elif f.suffix == ".json" and f.name not in SKIP_JSON and not MODEL_DIRS.intersection(f.relative_to(run.root).parts[:-1]):
+            table = render_json(f, rel)
+            if table:
+                parts.append(f"<details><summary>{esc(rel)}</summary>{table}</details>")
         elif f.suffix == ".txt":
             parts.append(render_text(f, rel))
     videos = [f for f in files if f.suffix.lower() in VIDEO_EXTS]

@@ -1,0 +1,61 @@
+"""gx demo: ordinary gx command lines in order, cache-aware, stops at the first failure."""
+
+from __future__ import annotations
+
+import json
+
+from gesture_cli.demo import demo_steps, run_demo
+from tests.conftest import invoke
+
+
+def _fake_invoke(run, *, fail_at: str | None = None, calls: list | None = None):
+    """Stands in for the Typer app: appends a manifest entry per step unless the step was 'cached'."""
+    def fake(args: list[str]) -> int:
+        calls.append(args)
+        if fail_at and args[0] == fail_at:
+            return 2
+        manifest = run / "run.json"
+        data = json.loads(manifest.read_text()) if manifest.is_file() else {"steps": []}
+        if "--force" in args or not any(s["argv"] == args for s in data["steps"]):
+            data["steps"].append({"argv": [a for a in args if a != "--force"]})
+            manifest.write_text(json.dumps(data))
+        return 0
+    return fake
+
+
+def test_demo_runs_every_command_once_then_hits_the_cache(tmp_path):
+    run = tmp_path / "demo"
+    calls: list = []
+    first = run_demo(run, invoke=_fake_invoke(run, calls=calls))
+    assert first.ok and [r.status for r in first.results if r.step.forceable] == ["ran"] * sum(s.forceable for s in demo_steps(run))
+    commands = [a[0] for a in calls]
+    assert commands[-1] == "report" and commands.index("extract-features") < commands.index("probe")
+    for needed in ("lora-train", "evaluate", "infer", "gradcam", "pca-compute", "pca-visualize"):
+        assert needed in commands
+    assert all(["-r", str(run)] == a[-2:] for a in calls)  # every step writes into the demo run
+    assert (run / "inputs" / "clip.mp4").is_file() and len(list((run / "inputs" / "hands").glob("*.png"))) == 6
+
+    calls.clear()
+    again = run_demo(run, invoke=_fake_invoke(run, calls=calls))
+    assert [r.status for r in again.results if r.step.forceable] == ["cached"] * sum(s.forceable for s in demo_steps(run))
+    assert not any("--force" in a for a in calls)
+
+    calls.clear()
+    fresh = run_demo(run, fresh=True, invoke=_fake_invoke(run, calls=calls))
+    assert all("--force" in a for a, s in zip(calls, demo_steps(run), strict=True) if s.forceable)
+    assert all(r.status == "ran" for r in fresh.results)
+
+
+def test_demo_stops_at_a_failing_step(tmp_path, runner, monkeypatch):
+    run = tmp_path / "demo"
+    calls: list = []
+    res = run_demo(run, invoke=_fake_invoke(run, fail_at="probe", calls=calls))
+    assert not res.ok and res.results[-1].step.args[0] == "probe" and res.results[-1].exit_code == 2
+    assert [a[0] for a in calls][-1] == "probe"  # nothing after it ran
+
+    import gesture_cli.demo as demo_mod
+
+    monkeypatch.setattr(demo_mod, "invoke_gx", _fake_invoke(run, fail_at="probe", calls=[]))
+    out = invoke(runner, "demo", "-r", run)
+    assert out.exit_code == 1
+    assert "gx probe -r" in out.output and "failed with exit code 2" in out.output and "Traceback" not in out.output
