@@ -155,3 +155,19 @@ def test_chromium_probe_catches_a_broken_image_and_a_script_error(tmp_path):
     dom = _chromium("--virtual-time-budget=5000", "--dump-dom", page.as_uri())
     check = json.loads(re.search(r'data-check="([^"]*)"', dom.stdout).group(1).replace("&quot;", '"'))
     assert check["broken"] == ["bad"] and any("undefinedFunction" in e for e in check["errors"])
+
+
+def test_a_nested_output_is_shown_once_with_the_step_that_wrote_it(tmp_path):
+    from gesture_cli.core.rundir import RunDir
+    from gesture_cli.viz.pca_render import write_png
+    from gesture_cli.viz.report import build_report
+
+    rd = RunDir(tmp_path / "run")
+    outer = rd.begin("pca-compute", config={}, outputs=["pca/b"], argv=["gx", "pca-compute"])
+    with outer:
+        write_png(outer.stage("pca/b", is_dir=True) / "sheet.png", np.zeros((8, 8, 3), np.uint8))
+    inner = rd.begin("pca-visualize", config={}, outputs=["pca/b/renders"], argv=["gx", "pca-visualize"])
+    with inner:
+        write_png(inner.stage("pca/b/renders", is_dir=True) / "render.png", np.zeros((8, 8, 3), np.uint8))
+    page = build_report(rd)
+    assert page.count("alt='pca/b/renders/render.png'") == 1 and page.count("alt='pca/b/sheet.png'") == 1

@@ -322,19 +322,23 @@ def current_steps(run: RunDir) -> list[dict]:
     return keep
 
 
-def step_files(run: RunDir, entry: dict) -> list[Path]:
+def step_files(run: RunDir, entry: dict, others: tuple[str, ...] = ()) -> list[Path]:
+    """The files a step wrote, minus checkpoints, hidden files and what another step's output nested in it holds
+    (pca/<backbone>/renders/ of pca-visualize inside pca/<backbone>/ of pca-compute is shown once, with its writer)."""
     files: list[Path] = []
     for o in entry.get("outputs", []):
         p = run.root / o
+        nested = [run.root / x for x in others if x.startswith(o.rstrip("/") + "/")]
         if p.is_file():
             files.append(p)
         elif p.is_dir():
             files.extend(sorted(q for q in p.rglob("*") if q.is_file() and "checkpoints" not in q.relative_to(p).parts
-                                and not any(part.startswith(".") for part in q.relative_to(p).parts)))
+                                and not any(part.startswith(".") for part in q.relative_to(p).parts)
+                                and not any(q == n or n in q.parents for n in nested)))
     return files
 
 
-def render_step(run: RunDir, entry: dict) -> str:
+def render_step(run: RunDir, entry: dict, others: tuple[str, ...] = ()) -> str:
     status = entry.get("status", "?")
     outs = ", ".join(entry.get("outputs", [])) or "-"
     dur = entry.get("duration_s")
@@ -347,7 +351,7 @@ def render_step(run: RunDir, entry: dict) -> str:
     metrics = [(k, v) for k, v in (entry.get("metrics") or {}).items() if _is_scalar(v)]
     if metrics:
         parts.append(html_table(["metric", "value"], metrics))
-    files = step_files(run, entry) if status == "ok" else []
+    files = step_files(run, entry, others) if status == "ok" else []
     images = [f for f in files if f.suffix.lower() in IMAGE_EXTS]
     figs = []
     for f in images[:MAX_IMAGES_PER_STEP]:
@@ -409,6 +413,7 @@ def build_report(run: RunDir) -> str:
     steps = current_steps(run)
     by_section: dict[str, list[dict]] = {}
     known = {c: title for title, cmds in SECTIONS for c in cmds}
+    all_outputs = tuple(o for s in steps if s.get("status") == "ok" for o in s.get("outputs", []))
     for s in steps:
         by_section.setdefault(known.get(s.get("command"), "Other steps"), []).append(s)
     order = [t for t, _ in SECTIONS] + ["Other steps"]
@@ -422,7 +427,7 @@ def build_report(run: RunDir) -> str:
         body.append(f"<h2 id='s{i}'>{esc(t)}</h2>")
         if SECTION_HELP.get(t):
             body.append(f"<p>{esc(SECTION_HELP[t])}</p>")
-        body.extend(render_step(run, s) for s in by_section[t])
+        body.extend(render_step(run, s, all_outputs) for s in by_section[t])
     body.append("</main>")
     return ("<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
             "<meta name='viewport' content='width=device-width, initial-scale=1'>"
