@@ -22,12 +22,12 @@ COMMAND_MODULES = [
     "gradcam",
     "pca",
     "lora",
-    "pose",
-    "runs",
-    "report",
-    "pose_render",
     "segment",
     "keypoint",
+    "pose",
+    "pose_render",
+    "runs",
+    "report",
     "demo",
 ]
 

@@ -109,12 +109,18 @@ def _keypoint(cfg, *, run, device: str, force: bool, console) -> None:
     run_evaluate(cfg, run=run, device=device, force=force, console=console)
 
 
-TASKS = {"classify": _classify, "segment": _segment, "keypoint": _keypoint}  # task name -> runner(cfg, ...)
+def _translate(cfg, *, run, device: str, force: bool, console) -> None:
+    from gesture_cli.cli.pose import run_evaluate_translate
+
+    run_evaluate_translate(cfg, run=run, device=device, force=force, console=console)
+
+
+TASKS = {"classify": _classify, "segment": _segment, "keypoint": _keypoint, "translate": _translate}  # task name -> runner(cfg, ...)
 
 
 @gx_command
 def evaluate(
-    task: Annotated[str, typer.Argument(help="What to evaluate: classify, segment, keypoint.", show_default=False)],
+    task: Annotated[str, typer.Argument(help="What to evaluate: classify, segment, keypoint, translate.", show_default=False)],
     source: Annotated[str | None, typer.Option("--from", help="Which artifact: probe | lora [default: probe].", show_default=False)] = None,
     backbone: BackboneOpt = None,
     dataset: DatasetOpt = None,
@@ -123,6 +129,8 @@ def evaluate(
     batch_size: Annotated[int | None, typer.Option("--batch-size", help="Images per batch when extracting; 0 = auto.", show_default=False)] = None,
     inference: Annotated[str | None, typer.Option("--inference", help="segment: whole | slide (sliding S x S windows) [default: whole].", show_default=False)] = None,
     class_map: Annotated[str | None, typer.Option("--class-map", help="segment: fold the head's classes and the labels into groups (JSON class map).", show_default=False)] = None,
+    num_beams: Annotated[int | None, typer.Option("--num-beams", help="translate: beam search width; 1 = greedy [default: the model's].", show_default=False)] = None,
+    max_new_tokens: Annotated[int | None, typer.Option("--max-new-tokens", help="translate: tokens generated per sequence at most [default: the model's].", show_default=False)] = None,
     run_dir: RunDirOpt = None,
     device: DeviceOpt = "auto",
     seed: SeedOpt = None,

@@ -79,12 +79,18 @@ def _keypoint(cfg, *, run, device: str, as_json: bool, console) -> None:
     run_infer(cfg, run=run, device=device, as_json=as_json, console=console)
 
 
-TASKS = {"classify": _classify, "segment": _segment, "keypoint": _keypoint}  # task name -> runner(cfg, ...)
+def _translate(cfg, *, run, device: str, as_json: bool, console) -> None:
+    from gesture_cli.cli.pose import run_infer_translate
+
+    run_infer_translate(cfg, run=run, device=device, as_json=as_json, console=console)
+
+
+TASKS = {"classify": _classify, "segment": _segment, "keypoint": _keypoint, "translate": _translate}  # task name -> runner(cfg, ...)
 
 
 @gx_command
 def infer(
-    task: Annotated[str, typer.Argument(help="What to run: classify, segment, keypoint.", show_default=False)],
+    task: Annotated[str, typer.Argument(help="What to run: classify, segment, keypoint, translate.", show_default=False)],
     input_path: Annotated[Path | None, typer.Option("--input", "-i", help="An image file, a folder of images, or a Sign-MNIST-style CSV (784 pixels, or label + 784).", show_default=False)] = None,
     source: Annotated[str | None, typer.Option("--from", help="Which artifact: probe | lora [default: probe].", show_default=False)] = None,
     backbone: BackboneOpt = None,
@@ -96,6 +102,9 @@ def infer(
     detect: Annotated[str | None, typer.Option("--detect", metavar="DETECTOR", help="segment: also count objects with this detector (hub id e.g. PekingU/rtdetr_r18vd, a local folder, or tiny-rtdetr); adds det_count_<class> columns to features.csv.", show_default=False)] = None,
     detect_classes: Annotated[list[str] | None, typer.Option("--detect-classes", metavar="NAMES", help="segment --detect: classes to count, comma-separated or repeated [default: person, bicycle, car, motorcycle, bus, truck, traffic light, stop sign, bench, dog].", show_default=False)] = None,
     detect_threshold: Annotated[float | None, typer.Option("--detect-threshold", help="segment --detect: minimum detection score, 0..1 [default: 0.5].", show_default=False)] = None,
+    sample_id: Annotated[str | None, typer.Option("--sample-id", help="translate: a sample of the training dataset by id, instead of --input.", show_default=False)] = None,
+    num_beams: Annotated[int | None, typer.Option("--num-beams", help="translate: beam search width; 1 = greedy [default: the model's].", show_default=False)] = None,
+    max_new_tokens: Annotated[int | None, typer.Option("--max-new-tokens", help="translate: tokens generated per sequence at most [default: the model's].", show_default=False)] = None,
     run_dir: RunDirOpt = None,
     device: DeviceOpt = "auto",
     config: ConfigOpt = None,
@@ -114,6 +123,8 @@ def infer(
     runner = TASKS.get(task)
     if runner is None:
         raise unknown_choice("task", task, TASKS)
+    if task == "translate":  # --input is a keypoint file or --sample-id a dataset sample: it resolves its own config
+        return runner(None, run=RunDir(run_dir), device=device, as_json=as_json, console=make_console())
     cfg = resolve_config(
         InferConfig, config,
         flags(input=str(input_path) if input_path is not None else None, source=source, backbone=backbone, top_k=top_k, batch_size=batch_size),
