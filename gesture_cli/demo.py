@@ -63,6 +63,13 @@ def demo_steps(run: Path) -> list[DemoStep]:
                                          "--max-steps", "200", "--lr", "3e-3", *r)),
         DemoStep("evaluate keypoints (PCKh)", ("evaluate", "keypoint", "--backbone", MAIN, *r)),
         DemoStep("keypoints on new images", ("infer", "keypoint", "--backbone", MAIN, "--input", str(inputs / "figures"), *r), forceable=False),
+        DemoStep("align pose encoder with text (InfoNCE)", ("pose-pretrain", "--dataset", "synthetic-signs", "--text-model", "tiny-umt5",
+                                                            "--encoder-opt", "d_model=64", "--encoder-opt", "n_layers=2",
+                                                            "--encoder-opt", "gcn_dims=32", "--keypoints", "body,hands",
+                                                            "--max-frames", "16", "--embed-dim", "64", "--epochs", "6", "--lr", "2e-3", *r)),
+        DemoStep("train the translator", ("pose-finetune", "--bridge", "direct", "--max-frames", "16", "--epochs", "12", "--lr", "3e-3", *r)),
+        DemoStep("evaluate translation (BLEU, ROUGE)", ("evaluate", "translate", *r)),
+        DemoStep("translate one sample", ("infer", "translate", "--sample-id", "test-00003", *r), forceable=False),
         DemoStep("report", ("report", *r), forceable=False),
     ]
 

@@ -30,7 +30,8 @@ def test_demo_runs_every_command_once_then_hits_the_cache(tmp_path):
     assert first.ok and [r.status for r in first.results if r.step.forceable] == ["ran"] * sum(s.forceable for s in demo_steps(run))
     commands = [a[0] for a in calls]
     assert commands[-1] == "report" and commands.index("extract-features") < commands.index("probe")
-    for needed in ("lora-train", "evaluate", "infer", "gradcam", "pca-compute", "pca-visualize"):
+    for needed in ("lora-train", "evaluate", "infer", "gradcam", "pca-compute", "pca-visualize", "segment-train", "keypoint-train",
+                   "pose-pretrain", "pose-finetune"):
         assert needed in commands
     assert all(["-r", str(run)] == a[-2:] for a in calls)  # every step writes into the demo run
     assert (run / "inputs" / "clip.mp4").is_file() and len(list((run / "inputs" / "hands").glob("*.png"))) == 6
