@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from gesture_cli.demo import demo_steps, run_demo
 from tests.conftest import invoke
 
@@ -60,3 +62,22 @@ def test_demo_stops_at_a_failing_step(tmp_path, runner, monkeypatch):
     out = invoke(runner, "demo", "-r", run)
     assert out.exit_code == 1
     assert "gx probe -r" in out.output and "failed with exit code 2" in out.output and "Traceback" not in out.output
+
+
+@pytest.mark.slow
+def test_the_real_demo_runs_every_step_and_a_rerun_is_cached(tmp_path, runner):
+    run = tmp_path / "demo"
+    res = invoke(runner, "demo", "-r", run)
+    assert res.exit_code == 0, res.output[-3000:]
+    steps = json.loads((run / "run.json").read_text())["steps"]
+    assert steps and all(s["status"] == "ok" for s in steps)
+    assert {s["command"] for s in steps} >= {"extract-features", "probe", "lora-train", "evaluate", "infer", "gradcam", "pca-compute",
+                                             "pca-visualize", "segment-train", "keypoint-train", "pose-pretrain", "pose-finetune"}
+    page = (run / "report.html").read_text()
+    for title in ("Linear probes", "Fine-tuning", "Segmentation", "Keypoints", "Sign-to-text"):
+        assert f">{title}</h2>" in page
+    metrics = {s["command"]: s["metrics"] for s in steps if s["command"] in ("lora-train", "pose-pretrain")}
+    assert metrics["lora-train"]["test_accuracy"] > 2 / 24  # the fine-tuned tiny model learns (chance 1/24)
+
+    again = run_demo(run)  # the real commands again, in this process
+    assert again.ok and all(r.status == "cached" for r in again.results if r.step.forceable)
