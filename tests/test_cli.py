@@ -36,6 +36,19 @@ def test_registered_commands_cover_the_foundation():
     assert {"download", "extract-features", "runs"} <= names
 
 
+def test_readme_command_table_and_gx_help_agree():
+    """Every registered command is in the README's command table, and the table names no command gx lacks."""
+    import re
+
+    readme = (REPO / "README.md").read_text()
+    table = readme.split("## Commands", 1)[1].split("\n\n", 2)[1]
+    in_table = set(re.findall(r"^\| `gx ([a-z-]+)", table, flags=re.M)) | set(re.findall(r"/ `gx ([a-z-]+)", table))
+    registered = {p[0] for p in _all_commands()}
+    assert in_table == registered
+    for task in ("classify", "segment", "keypoint", "translate"):
+        assert f"gx evaluate {task}" in table and f"gx infer {task}" in table
+
+
 @pytest.mark.parametrize("path", _all_commands(), ids=lambda p: " ".join(p))
 def test_every_command_has_help_with_an_example(runner, path):
     res = invoke(runner, *path, "--help")

@@ -138,13 +138,17 @@ def evaluate(
     force: ForceOpt = False,
     verbose: VerboseOpt = False,
 ) -> None:
-    """Score a trained artifact on a dataset split; writes eval/<task>-<from>-<backbone>.json.
+    """Score a trained artifact of the run on a dataset split; writes its results under eval/.
 
     classify: accuracy, macro/weighted precision, recall, F1 and a per-class report. --from probe
     reuses the extracted features when the dataset is the one they came from; otherwise the backbone
     is rebuilt from the classifier's header. --from lora runs the fine-tuned classifier on the split
     (built as `gx lora-train` built it) and also writes eval/confusion-lora-<backbone>.png. With both
     results for one backbone, the summary shows them side by side.
+
+    segment: mIoU, per-class IoU and pixel accuracy (--inference whole|slide, --class-map).
+    keypoint: PCKh@0.5 and PCK@0.2 per joint and mean. translate: BLEU-1..4, chrF, ROUGE-L and the
+    SLT per-sentence ROUGE-L (beta 1.2), with per-sample references and hypotheses.
     """
     from gesture_cli.core.config import resolve_config
     from gesture_cli.core.errors import unknown_choice

@@ -110,10 +110,13 @@ def infer(
     config: ConfigOpt = None,
     verbose: VerboseOpt = False,
 ) -> None:
-    """Run a trained artifact on new inputs; writes infer/<task>-<from>-<backbone>.json.
+    """Run a trained artifact of the run on new inputs; writes under infer/.
 
-    classify: the backbone is rebuilt from the classifier's header, inputs are preprocessed exactly as
-    in feature extraction, and the top-k classes with their probabilities are printed per input.
+    classify: top-k classes with probabilities per image, folder or CSV row (--from probe|lora); the
+    backbone is rebuilt from the classifier's header and inputs are preprocessed as in training.
+    segment: colour masks, overlays and features.csv of per-class (or --class-map group) area fractions;
+    --detect DETECTOR adds per-class object counts. keypoint: the predicted skeleton drawn on each image
+    and its coordinates. translate: the text of one pose sequence (--input FILE or --sample-id ID).
     """
     from gesture_cli.core.config import resolve_config
     from gesture_cli.core.errors import unknown_choice
