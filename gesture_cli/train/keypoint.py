@@ -19,6 +19,7 @@ and linked into the atomically committed final directory, exactly as `gx lora-tr
 
 from __future__ import annotations
 
+import contextlib
 import math
 import shutil
 from collections.abc import Callable
@@ -321,8 +322,8 @@ def train_keypoint(
     from gesture_cli.models.keypoint_head import build_keypoint_model
     from gesture_cli.models.lora import count_parameters
     from gesture_cli.train.checkpoint import load_checkpoint, load_model_state, read_checkpoint_state
+    from gesture_cli.train.common import link_tree, refuse_unfinished
     from gesture_cli.train.loop import fit, make_accelerator
-    from gesture_cli.train.lora import _fresh_check, _link_tree, _NoStep
 
     cfg.validate()
     say = notify or (lambda _line: None)
@@ -333,7 +334,7 @@ def train_keypoint(
     if resume:
         _resume_check(cfg, ckpt_dir / "last", given)
     else:
-        _fresh_check(ckpt_dir / "last", force=force)
+        refuse_unfinished(ckpt_dir / "last", force=force)
     splits = make_splits(cfg)
     datasets = [d for d in (splits.train, splits.val, splits.test) if d is not None]
     sources = sorted({str(p) for d in datasets for p in d.source_files})
@@ -376,7 +377,7 @@ def train_keypoint(
     meta = {"config": resolved, "joints": list(MPII_JOINTS), "backbone": backbone.describe(), "method": cfg.method}
     augment = KeypointAugment(flip=cfg.flip, rotate=cfg.rotate, scale_jitter=cfg.scale_jitter)
     is_main = acc.is_main_process
-    with step if is_main else _NoStep():
+    with step if is_main else contextlib.nullcontext():
         result = fit(
             model, train_data=KeypointBatches(splits.train, size=size), loss_fn=make_loss_fn(augment=augment),
             eval_fn=eval_fn if splits.val is not None else None, cfg=cfg.train_config(), checkpoint_dir=ckpt_dir,
@@ -414,7 +415,7 @@ def train_keypoint(
         }
         out = step.stage(out_rel)
         _write_artifacts(out, model, cfg=cfg, resolved=resolved, splits=splits, summary=summary, metrics=metrics, log_path=result.log_path)
-        _link_tree(ckpt_dir, out / "checkpoints")
+        link_tree(ckpt_dir, out / "checkpoints")
         step.metrics.update({
             "method": cfg.method,
             "val_pck": metrics.get("val", {}).get("pck"),

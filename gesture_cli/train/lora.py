@@ -23,7 +23,7 @@ unless `--force` is given (then `--resume` is what you want).
 
 from __future__ import annotations
 
-import os
+import contextlib
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from gesture_cli.core.errors import ArtifactError, DataError, UsageError, unknown_choice
+from gesture_cli.train.common import link_tree, refuse_unfinished
 
 COMMAND = "lora-train"
 METHODS = ("lora", "full", "head")
@@ -272,37 +273,6 @@ def _resume_check(cfg: LoraTrainConfig, run, last_dir: Path, resolved: dict) -> 
         raise UsageError(f"cannot resume {found}: it was trained with {key}={old!r}, this run has {key}={new!r}{more}; use the same settings or --force without --resume")
 
 
-def _fresh_check(last_dir: Path, *, force: bool) -> None:
-    from gesture_cli.train.checkpoint import find_checkpoint, read_checkpoint_state
-
-    found = find_checkpoint(last_dir)
-    if found is None or force:
-        return
-    state = read_checkpoint_state(found)
-    if not state.get("trainer", {}).get("finished", False):
-        step, total = state["trainer"]["step"], state["trainer"]["total_steps"]
-        raise UsageError(
-            f"{found} holds an unfinished run (step {step}/{total}); add --resume to continue it, or --force to start over"
-        )
-
-
-def _link_tree(src: Path, dst: Path) -> None:
-    """Hard-link every file of src into dst (copy where links are impossible)."""
-    for path in sorted(src.rglob("*")):
-        rel = path.relative_to(src)
-        if any(part.startswith(".") and (".tmp-" in part or ".old-" in part) for part in rel.parts):
-            continue  # a checkpoint being written (never by now: training has finished)
-        target = dst / rel
-        if path.is_dir():
-            target.mkdir(parents=True, exist_ok=True)
-            continue
-        target.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            os.link(path, target)
-        except OSError:
-            shutil.copy2(path, target)
-
-
 # ---- the command's core -------------------------------------------------------------------------
 
 
@@ -342,7 +312,7 @@ def train_lora(
     if resume:
         _resume_check(cfg, run, ckpt_dir / "last", given)
     else:
-        _fresh_check(ckpt_dir / "last", force=force)
+        refuse_unfinished(ckpt_dir / "last", force=force)
     splits = make_splits(cfg)
     datasets = [d for d in (splits.train, splits.val, splits.test) if d is not None]
     sources = sorted({str(p) for d in datasets for p in d.source_files})
@@ -388,7 +358,7 @@ def train_lora(
 
     meta = {"config": resolved, "classes": classes, "backbone": backbone.describe(), "method": cfg.method}
     is_main = acc.is_main_process
-    ctx = step if is_main else _NoStep()
+    ctx = step if is_main else contextlib.nullcontext()
     with ctx:
         result = fit(
             model, train_data=train_data, loss_fn=make_loss_fn(augment=AugmentConfig(hflip=cfg.hflip)),
@@ -454,17 +424,7 @@ def _write_artifacts(out: Path, model, *, cfg: LoraTrainConfig, classes: list[st
     shutil.copy2(log_path, out / "train_log.csv")
     if cfg.merge:
         save_merged(out / "merged", model)
-    _link_tree(checkpoint_dir, out / "checkpoints")
-
-
-class _NoStep:
-    """Stands in for the RunDir step on processes other than the main one (they write nothing)."""
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc) -> bool:
-        return False
+    link_tree(checkpoint_dir, out / "checkpoints")
 
 
 # ---- for `gx evaluate` / `gx infer` -------------------------------------------------------------

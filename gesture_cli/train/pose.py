@@ -31,6 +31,7 @@ Checkpoints and the atomic final directory work as in train/lora.py: checkpoints
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -349,10 +350,10 @@ def _load_best(model, result, device) -> None:
 
 
 def _finish_dir(out: Path, *, log_path: Path, checkpoint_dir: Path) -> None:
-    from gesture_cli.train.lora import _link_tree
+    from gesture_cli.train.common import link_tree
 
     shutil.copy2(log_path, out / "train_log.csv")
-    _link_tree(checkpoint_dir, out / "checkpoints")
+    link_tree(checkpoint_dir, out / "checkpoints")
 
 
 # ---- pretraining ----------------------------------------------------------------------------------
@@ -401,8 +402,8 @@ def pretrain_pose(cfg: PosePretrainConfig, run, *, device: str = "auto", force: 
     from gesture_cli.models.pose_encoder import PoseEncoder
     from gesture_cli.models.sign2text import PoseTextAligner, count_parameters, info_nce
     from gesture_cli.models.text import build_text_model, embed_texts, resolve_text_model, text_model_dir
+    from gesture_cli.train.common import refuse_unfinished
     from gesture_cli.train.loop import fit, make_accelerator
-    from gesture_cli.train.lora import _fresh_check
 
     cfg.validate()
     say = notify or (lambda _line: None)
@@ -411,7 +412,7 @@ def pretrain_pose(cfg: PosePretrainConfig, run, *, device: str = "auto", force: 
     if src.kind != "tiny":
         text_model_dir(src)
     if not resume:
-        _fresh_check(ckpt_dir / "last", force=force)
+        refuse_unfinished(ckpt_dir / "last", force=force)
     splits = make_pose_splits(cfg.dataset, cfg.dataset_opts, seed=cfg.seed, max_samples=cfg.max_samples, val_fraction=cfg.val_fraction)
     enc_cfg = resolve_encoder_config(cfg.encoder_config, cfg.encoder_opts, cfg.keypoints, dims=splits.train.dims, layout=splits.train.layout)
     resolved = {**config_to_dict(cfg), "encoder": enc_cfg.to_dict()}
@@ -468,7 +469,7 @@ def pretrain_pose(cfg: PosePretrainConfig, run, *, device: str = "auto", force: 
 
     chance = 1.0 / len(val_sentences)
     meta = {"config": resolved, "text_model": text.describe()}
-    ctx = step if is_main else _NoStep()
+    ctx = step if is_main else contextlib.nullcontext()
     with ctx:
         result = fit(model, train_data=train_data, loss_fn=loss_fn, eval_fn=eval_fn, cfg=_train_config(cfg, monitor="val_r1"),
                      checkpoint_dir=ckpt_dir, callbacks=callbacks, resume=resume, meta=meta, accelerator=acc)
@@ -526,16 +527,6 @@ def _write_pretrain(out: Path, model, *, text, cfg, resolved, summary, metrics, 
     _finish_dir(out, log_path=result.log_path, checkpoint_dir=checkpoint_dir)
 
 
-class _NoStep:
-    """Stands in for the RunDir step on processes other than the main one (they write nothing)."""
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc) -> bool:
-        return False
-
-
 # ---- fine-tuning ----------------------------------------------------------------------------------
 def find_pretrained(run, path: str | None) -> Path | None:
     """The pretrain folder holding encoder.safetensors, or None when absent."""
@@ -570,8 +561,8 @@ def finetune_pose(cfg: PoseFinetuneConfig, run, *, device: str = "auto", force: 
     from gesture_cli.models.pose_encoder import PoseEncoder, load_pose_encoder, pose_encoder_config
     from gesture_cli.models.sign2text import PoseToText, count_parameters
     from gesture_cli.models.text import DEFAULT_TEXT_MODEL, build_text_model, load_text_model, resolve_text_model, text_model_dir
+    from gesture_cli.train.common import refuse_unfinished
     from gesture_cli.train.loop import fit, make_accelerator
-    from gesture_cli.train.lora import _fresh_check
 
     cfg.validate()
     say = notify or (lambda _line: None)
@@ -601,7 +592,7 @@ def finetune_pose(cfg: PoseFinetuneConfig, run, *, device: str = "auto", force: 
         text_name = src.name
     normalize = cfg.normalize or pre_info.get("normalize") or "shoulders"
     if not resume:
-        _fresh_check(ckpt_dir / "last", force=force)
+        refuse_unfinished(ckpt_dir / "last", force=force)
     splits = make_pose_splits(cfg.dataset, cfg.dataset_opts, seed=cfg.seed, max_samples=cfg.max_samples, val_fraction=cfg.val_fraction)
     if pre_dir is not None:
         from gesture_cli.core.artifacts import load_tensors
@@ -684,7 +675,7 @@ def finetune_pose(cfg: PoseFinetuneConfig, run, *, device: str = "auto", force: 
         "val_fraction": cfg.val_fraction, "init_from": init_from, "layout": enc_cfg.layout, "parts": list(enc_cfg.parts), "dims": enc_cfg.in_channels,
     }
     meta = {"config": resolved, "text_model": text.describe()}
-    ctx = step if is_main else _NoStep()
+    ctx = step if is_main else contextlib.nullcontext()
     with ctx:
         result = fit(model, train_data=train_data, loss_fn=loss_fn, eval_fn=eval_fn, cfg=_train_config(cfg, monitor="val_bleu4"),
                      checkpoint_dir=ckpt_dir, callbacks=callbacks, resume=resume, meta=meta, accelerator=acc)

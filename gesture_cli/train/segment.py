@@ -23,6 +23,7 @@ the atomically renamed final directory; `--resume` continues an interrupted run.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -377,15 +378,15 @@ def train_segment(
     from gesture_cli.models.features import backbone_dirname
     from gesture_cli.models.seg_heads import Segmenter, build_seg_head, count_segmenter_parameters, freeze_for
     from gesture_cli.train.checkpoint import load_checkpoint, load_model_state, read_checkpoint_state
+    from gesture_cli.train.common import link_tree, refuse_unfinished
     from gesture_cli.train.loop import fit, make_accelerator
-    from gesture_cli.train.lora import _fresh_check, _link_tree, _NoStep
 
     cfg.validate()
     say = notify or (lambda _line: None)
     out_rel = f"segment/{backbone_dirname(cfg.backbone)}"
     ckpt_dir = run.path(out_rel, "checkpoints")
     if not resume:
-        _fresh_check(ckpt_dir / "last", force=force)
+        refuse_unfinished(ckpt_dir / "last", force=force)
     splits = make_seg_splits(cfg)
     datasets = [d for d in (splits.train, splits.val, splits.test) if d is not None]
     sources = sorted({str(p) for d in datasets for p in d.source_files})
@@ -452,7 +453,7 @@ def train_segment(
 
     cmap = splits.train.class_map
     meta = {"config": resolved, "classes": classes, "backbone": backbone.describe(), "head": cfg.head}
-    with step if is_main else _NoStep():
+    with step if is_main else contextlib.nullcontext():
         result = fit(
             model, train_data=train_data, loss_fn=make_loss_fn(hflip=cfg.hflip), eval_fn=eval_fn if val_data is not None else None,
             cfg=cfg.train_config(), checkpoint_dir=ckpt_dir, params=params, callbacks=callbacks, resume=resume, meta=meta, accelerator=acc,
@@ -491,7 +492,7 @@ def train_segment(
         out = step.stage(out_rel)
         _write_artifacts(out, head, cfg=cfg, classes=classes, resolved=resolved, backbone=backbone, splits=splits, summary=summary,
                          metrics=metrics, log_path=result.log_path)
-        _link_tree(ckpt_dir, out / "checkpoints")
+        link_tree(ckpt_dir, out / "checkpoints")
         step.metrics.update({
             "head": cfg.head,
             "val_mIoU": metrics.get("val", {}).get("mIoU"),
