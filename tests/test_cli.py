@@ -126,3 +126,13 @@ def test_long_paths_are_never_broken_across_lines(runner, tmp_path):
     res = invoke(runner, "extract-features", "-b", "tiny-vit", "-d", "synthetic-hands", "-r", deep, "--max-samples", "8", "--split", "test")
     assert res.exit_code == 0, res.output
     assert f"Wrote {deep / 'features' / 'tiny-vit'}" in res.output
+
+
+def test_an_option_of_another_task_is_refused_not_ignored(runner, tmp_path):
+    for args, flag in ((("infer", "classify", "--detect", "tiny-rtdetr"), "--detect"),
+                       (("infer", "keypoint", "--sample-id", "x"), "--sample-id"),
+                       (("evaluate", "classify", "--inference", "slide"), "--inference"),
+                       (("evaluate", "segment", "--from", "lora"), "--from")):
+        res = invoke(runner, *args, "-r", tmp_path)
+        assert res.exit_code == 2, res.output
+        assert f"{flag} applies to `gx {args[0]} " in res.output and "Traceback" not in res.output

@@ -340,7 +340,7 @@ def test_bad_input_gives_one_line_errors(pose_run, runner, tmp_path):
     res = invoke(runner, "evaluate", "translate", "-r", empty)
     _one_line_error(res, "no trained translator", "gx pose-finetune")
     res = invoke(runner, "evaluate", "translate", "--from", "lora", "-r", pose_run["run"])
-    _one_line_error(res, "--from and --backbone do not apply to translate")
+    _one_line_error(res, "--from applies to `gx evaluate classify`, not to `gx evaluate translate`")
     res = invoke(runner, "pose-finetune", "--bridge", "sideways", "-r", empty)
     _one_line_error(res, "unknown --bridge 'sideways'")
     assert not (empty / "pose").exists()

@@ -20,6 +20,7 @@ from gesture_cli.cli.options import (
     SeedOpt,
     VerboseOpt,
     argv,
+    check_task_options,
     flags,
     gx_command,
     make_console,
@@ -158,6 +159,9 @@ def evaluate(
     runner = TASKS.get(task)
     if runner is None:
         raise unknown_choice("task", task, TASKS)
+    check_task_options("evaluate", task, **{"--from": (source, ("classify",)), "--inference": (inference, ("segment",)),
+                                            "--class-map": (class_map, ("segment",)), "--num-beams": (num_beams, ("translate",)),
+                                            "--max-new-tokens": (max_new_tokens, ("translate",))})
     cfg = resolve_config(
         EvaluateConfig, config,
         flags(source=source, backbone=backbone, dataset=dataset, split=split, max_samples=max_samples, batch_size=batch_size, seed=seed),

@@ -19,6 +19,7 @@ from gesture_cli.cli.options import (
     RunDirOpt,
     VerboseOpt,
     argv,
+    check_task_options,
     flags,
     gx_command,
     make_console,
@@ -126,6 +127,11 @@ def infer(
     runner = TASKS.get(task)
     if runner is None:
         raise unknown_choice("task", task, TASKS)
+    seg, tr = ("segment",), ("translate",)
+    check_task_options("infer", task, **{"--from": (source, ("classify",)), "--top-k": (top_k, ("classify",)), "--inference": (inference, seg),
+                                         "--class-map": (class_map, seg), "--detect": (detect, seg), "--detect-classes": (detect_classes, seg),
+                                         "--detect-threshold": (detect_threshold, seg), "--sample-id": (sample_id, tr),
+                                         "--num-beams": (num_beams, tr), "--max-new-tokens": (max_new_tokens, tr)})
     if task == "translate":  # --input is a keypoint file or --sample-id a dataset sample: it resolves its own config
         return runner(None, run=RunDir(run_dir), device=device, as_json=as_json, console=make_console())
     cfg = resolve_config(

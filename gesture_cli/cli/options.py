@@ -182,3 +182,15 @@ def flags(**kwargs) -> dict:
 
 def argv() -> list[str]:
     return ["gx", *sys.argv[1:]] if sys.argv and sys.argv[0].endswith(("gx", "__main__.py")) else list(sys.argv)
+
+
+def check_task_options(command: str, task: str, **given: tuple[object, tuple[str, ...]]) -> None:
+    """Refuse an option given for a task that does not read it, instead of ignoring it silently.
+
+    given: flag -> (value, tasks that use it); a value of None (or an empty list) means not given.
+    """
+    from gesture_cli.core.errors import UsageError
+
+    for flag, (value, tasks) in given.items():
+        if value not in (None, [], ()) and task not in tasks:
+            raise UsageError(f"{flag} applies to `gx {command} {'|'.join(tasks)}`, not to `gx {command} {task}`; leave it out")
