@@ -180,8 +180,11 @@ def run_demo(run: Path, *, fresh: bool = False, on_step: Callable[[int, int, Dem
              invoke: Callable[[list[str]], int] | None = None) -> DemoResult:
     invoke = invoke or invoke_gx
     run = Path(run)
-    run.mkdir(parents=True, exist_ok=True)
-    prepare_inputs(run)
+    try:
+        run.mkdir(parents=True, exist_ok=True)
+        prepare_inputs(run)
+    except OSError as exc:
+        raise GxError(f"{run}: cannot write the demo run there ({exc.strerror or exc}); pass another --run-dir") from None
     steps = demo_steps(run)
     out = DemoResult(run)
     for i, step in enumerate(steps):

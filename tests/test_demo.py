@@ -64,6 +64,13 @@ def test_demo_stops_at_a_failing_step(tmp_path, runner, monkeypatch):
     assert "gx probe -r" in out.output and "failed with exit code 2" in out.output and "Traceback" not in out.output
 
 
+def test_an_unwritable_demo_run_dir_is_a_clean_error(runner, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    res = invoke(runner, "demo", "-r", blocker / "demo")
+    assert res.exit_code == 1 and "cannot write the demo run there" in res.output and "Traceback" not in res.output
+
+
 @pytest.mark.slow
 def test_the_real_demo_runs_every_step_and_a_rerun_is_cached(tmp_path, runner):
     run = tmp_path / "demo"
