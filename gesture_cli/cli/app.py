@@ -13,15 +13,15 @@ import typer
 
 from gesture_cli import __version__
 
-COMMAND_MODULES = [
+COMMAND_MODULES = [  # in the order of a workflow: data, features, classifiers, dense tasks, pose, runs
     "download",
     "extract",
     "probe",
+    "lora",
     "evaluate",
     "infer",
     "gradcam",
     "pca",
-    "lora",
     "segment",
     "keypoint",
     "pose",
@@ -39,7 +39,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     rich_markup_mode=None,  # plain help text: "[default: ...]" must not be read as markup
     context_settings={"help_option_names": ["-h", "--help"]},
-    epilog="Example: gx extract-features --backbone tiny-dinov2 --dataset synthetic-hands -r runs/demo",
+    epilog="Example: gx demo   (every command on synthetic data; then open runs/demo/report.html)",
 )
 
 
