@@ -82,6 +82,24 @@ def test_report_keeps_only_the_newest_writer_of_each_output(run_with_steps, runn
     assert res.exit_code == 0 and out.is_file()
 
 
+def test_evaluate_and_infer_of_a_task_sit_with_its_training(tmp_path):
+    from gesture_cli.core.rundir import RunDir
+    from gesture_cli.viz.report import build_report
+
+    rd = RunDir(tmp_path / "run")
+    for command, out in (("segment-train", "segment/b"), ("evaluate", "eval/segment-b.json"), ("evaluate", "eval/classify-lora-b.json"),
+                         ("infer", "infer/translate.json")):
+        step = rd.begin(command, config={"out": out}, outputs=[out], argv=["gx", command])
+        with step:
+            path = step.stage(out, is_dir=not out.endswith(".json"))
+            if out.endswith(".json"):
+                path.write_text("{}")
+    page = build_report(rd)
+    seg, ev, st = page.index(">Segmentation</h2>"), page.index(">Evaluation</h2>"), page.index(">Sign-to-text</h2>")
+    assert ev < page.index("eval/classify-lora-b.json</code>") < seg < page.index("eval/segment-b.json</code>") < st
+    assert page.index("infer/translate.json</code>") > st
+
+
 def test_report_of_a_folder_without_run_json_is_a_clean_error(runner, tmp_path):
     res = invoke(runner, "report", "-r", tmp_path / "nothing")
     assert res.exit_code == 2

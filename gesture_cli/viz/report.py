@@ -36,7 +36,7 @@ MAX_JSON_TABLE_ROWS = 60
 # Model files (weights' configs, tokenizers) are not results: not shown as tables.
 SKIP_JSON = {"labels.json", "config.json", "adapter_config.json", "tokenizer.json", "tokenizer_config.json",
              "special_tokens_map.json", "generation_config.json", "preprocessor_config.json"}
-MODEL_DIRS = {"adapter", "backbone", "merged", "tokenizer", "encoder", "model"}
+MODEL_DIRS = {"adapter", "backbone", "merged", "tokenizer", "encoder", "model", "text_model"}
 
 # Sections of the page, in order: (title, commands). Steps of other commands go to "Other steps".
 SECTIONS: list[tuple[str, tuple[str, ...]]] = [
@@ -74,8 +74,9 @@ SECTION_HELP = {
     "Other steps": "",
 }
 # Scalar metrics shown first in the overview, when a step recorded them.
-HEADLINE = ("accuracy", "macro_f1", "val_accuracy", "miou", "pixel_accuracy", "pckh", "pckh@0.5", "pck", "bleu4", "BLEU-4", "chrf",
-            "rougeL", "val_r@1", "r@1", "images_per_s", "images", "feature_dim", "trainable_params")
+HEADLINE = ("test_accuracy", "accuracy", "macro_f1", "test_mIoU", "mIoU", "pixel_acc", "test_pck", "pck", "pck_kind", "val_r1", "chance_r1",
+            "val_r5", "test_bleu4", "bleu4", "chrf", "rouge_l", "explained_variance_top3", "images_per_s", "images", "feature_dim",
+            "trainable_params")
 
 CSS = """
 body{font-family:system-ui,-apple-system,'Segoe UI',Roboto,sans-serif;margin:0;color:#1d232a;background:#f6f7f9}
@@ -84,7 +85,7 @@ header p{margin:4px 0 0;color:#c7d2de}main{padding:8px 28px 40px;max-width:1400p
 h2{border-bottom:2px solid #d5dbe3;padding-bottom:4px;margin-top:34px}
 section.step{background:#fff;border:1px solid #dde3ea;border-radius:6px;padding:12px 16px;margin:14px 0}
 section.step h3{margin:0 0 6px;font-size:1.05em}section.step h3 code{font-weight:normal;color:#4a5866}
-table{border-collapse:collapse;margin:8px 0;font-size:.88em}th,td{border:1px solid #dde3ea;padding:3px 8px;text-align:left}td.n{text-align:right}
+table{border-collapse:collapse;margin:8px 0;font-size:.88em}th,td{border:1px solid #dde3ea;padding:3px 8px;text-align:left}td.n{text-align:right;white-space:nowrap}
 th{background:#eef2f6}
 .gallery{display:flex;flex-wrap:wrap;gap:10px}.gallery figure{margin:0;max-width:100%}
 .gallery img{max-width:100%;max-height:520px;border:1px solid #dde3ea;background:#fff}
@@ -401,11 +402,26 @@ def overview(steps: list[dict]) -> str:
     rows = []
     for s in steps:
         m = s.get("metrics") or {}
-        heads = [(k, m[k]) for k in HEADLINE if k in m and _is_scalar(m[k])][:4]
+        heads = [(k, m[k]) for k in HEADLINE if k in m and _is_scalar(m[k])][:3]
         dur = s.get("duration_s")
         rows.append((s.get("command", "?"), ", ".join(s.get("outputs", [])), s.get("status", "?"),
-                     f"{dur:.1f} s" if isinstance(dur, (int, float)) else "-", "  ".join(f"{k} {fmt(v)}" for k, v in heads)))
+                     f"{dur:.1f}\u00a0s" if isinstance(dur, (int, float)) else "-", ", ".join(f"{k} {fmt(v)}" for k, v in heads)))
     return html_table(["command", "outputs", "status", "time", "key results"], rows)
+
+
+# evaluate / infer results of a dense or pose task sit with that task's training, not with classification
+TASK_SECTIONS = {"segment": "Segmentation", "keypoint": "Keypoints", "translate": "Sign-to-text"}
+
+
+def section_of(step: dict, known: dict[str, str]) -> str:
+    command = step.get("command")
+    if command in ("evaluate", "infer"):
+        for out in step.get("outputs", []):
+            name = out.split("/", 1)[-1]
+            for task, title in TASK_SECTIONS.items():
+                if name.startswith(task):
+                    return title
+    return known.get(command, "Other steps")
 
 
 def build_report(run: RunDir) -> str:
@@ -415,7 +431,7 @@ def build_report(run: RunDir) -> str:
     known = {c: title for title, cmds in SECTIONS for c in cmds}
     all_outputs = tuple(o for s in steps if s.get("status") == "ok" for o in s.get("outputs", []))
     for s in steps:
-        by_section.setdefault(known.get(s.get("command"), "Other steps"), []).append(s)
+        by_section.setdefault(section_of(s, known), []).append(s)
     order = [t for t, _ in SECTIONS] + ["Other steps"]
     titles = [t for t in order if t in by_section]
     when = _dt.datetime.now().astimezone().isoformat(timespec="seconds")
