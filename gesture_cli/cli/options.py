@@ -52,12 +52,18 @@ def _click_exceptions() -> tuple[type[BaseException], ...]:
 _PASS_THROUGH = _click_exceptions()
 
 
+LOG_WIDTH = 120
+
+
 def make_console(*, stderr: bool = False):
     from rich.console import Console
 
     # soft_wrap: plain lines (errors, "Wrote PATH") are never broken by Rich at the console width,
     # so an error stays one line and a path stays copy-pasteable in logs and CI; tables still fit.
-    return Console(stderr=stderr, highlight=False, soft_wrap=True)
+    console = Console(stderr=stderr, highlight=False, soft_wrap=True)
+    if not console.is_terminal and "COLUMNS" not in os.environ:
+        console.width = LOG_WIDTH  # files, CI and nohup logs: tables get room instead of Rich's 80 columns
+    return console
 
 
 def _debug_requested(kwargs: dict) -> bool:
