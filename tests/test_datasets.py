@@ -88,6 +88,14 @@ def test_unknown_dataset_suggests_the_closest_name():
     assert_one_line(err, "unknown dataset 'sign-mnst'", "did you mean 'sign-mnist'")
 
 
+@pytest.mark.parametrize(("spec", "command"), [("synthetic-scenes", "gx segment-train"), ("mpii:a.json", "gx keypoint-train"),
+                                               ("synthetic-signs", "gx pose-pretrain")])
+def test_a_dataset_of_another_task_names_the_command_that_reads_it(spec, command):
+    with pytest.raises(UsageError) as err:
+        make_dataset(spec)
+    assert_one_line(err, "not labelled images", command)
+
+
 def test_bare_path_spec_suggests_the_format(tmp_path):
     with pytest.raises(UsageError) as err:
         make_dataset(str(tmp_path))

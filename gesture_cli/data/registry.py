@@ -105,12 +105,27 @@ def parse_spec(spec: str) -> tuple[str, str | None]:
     return name.strip().lower(), (arg if sep else None)
 
 
+# Datasets of the other tasks, named when someone hands one to an image-classification command.
+OTHER_TASK_DATASETS = {
+    "synthetic-scenes": ("segmentation masks", "segment-train"),
+    "seg": ("segmentation masks", "segment-train"),
+    "synthetic-keypoints": ("body keypoints", "keypoint-train"),
+    "mpii": ("body keypoints", "keypoint-train"),
+    "synthetic-signs": ("pose sequences with texts", "pose-pretrain / gx pose-finetune"),
+    "pose": ("pose sequences with texts", "pose-pretrain / gx pose-finetune"),
+}
+
+
 def get_source(spec: str) -> tuple[DatasetSource, str | None]:
     """The registered source of a spec and its argument, or a UsageError with a suggestion."""
     name, arg = parse_spec(spec)
     sources = _load_sources()
     source = sources.get(name)
     if source is None:
+        if name in OTHER_TASK_DATASETS:
+            kind, command = OTHER_TASK_DATASETS[name]
+            raise UsageError(f"dataset '{name}' holds {kind}, not labelled images; use it with `gx {command}`; "
+                             f"image datasets are: {', '.join(sorted(sources))}")
         err = unknown_choice("dataset", name, sources)
         if arg is None and Path(spec).expanduser().exists():
             fmt = "folder" if Path(spec).expanduser().is_dir() else "csv"
