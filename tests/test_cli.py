@@ -132,7 +132,9 @@ def test_an_option_of_another_task_is_refused_not_ignored(runner, tmp_path):
     for args, flag in ((("infer", "classify", "--detect", "tiny-rtdetr"), "--detect"),
                        (("infer", "keypoint", "--sample-id", "x"), "--sample-id"),
                        (("evaluate", "classify", "--inference", "slide"), "--inference"),
-                       (("evaluate", "segment", "--from", "lora"), "--from")):
+                       (("evaluate", "segment", "--from", "lora"), "--from"),
+                       (("evaluate", "translate", "--backbone", "tiny-vit"), "--backbone"),
+                       (("infer", "translate", "--backbone", "tiny-vit"), "--backbone")):
         res = invoke(runner, *args, "-r", tmp_path)
         assert res.exit_code == 2, res.output
         assert f"{flag} applies to `gx {args[0]} " in res.output and "Traceback" not in res.output

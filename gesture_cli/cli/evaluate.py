@@ -30,25 +30,15 @@ EXAMPLE = "Example: gx evaluate classify --from lora --backbone tiny-dinov2 -r r
 
 
 def _classify(cfg, *, run, device: str, force: bool, console) -> None:
-    from gesture_cli.cli.progress import progress_bar
+    from gesture_cli.cli.progress import Bars
     from gesture_cli.eval.infer_classify import check_source, evaluate_lora_classifier, evaluate_probe
 
     check_source(run, cfg.source, cfg.backbone)
-    bar: dict = {}
-
-    def on_progress(done: int, total: int) -> None:  # a bar only when features are extracted anew
-        if "update" not in bar:
-            bar["ctx"] = progress_bar(console, f"extract {cfg.split}", total, unit="img")
-            bar["update"] = bar["ctx"].__enter__()
-        bar["update"](done)
-
-    try:
-        evaluate_fn = evaluate_lora_classifier if cfg.source == "lora" else evaluate_probe
+    evaluate_fn = evaluate_lora_classifier if cfg.source == "lora" else evaluate_probe
+    with Bars(console, unit="img") as bars:  # a bar only when features are extracted anew
         res = evaluate_fn(run, backbone=cfg.backbone, dataset=cfg.dataset, split=cfg.split, device=device, seed=cfg.seed,
-                             max_samples=cfg.max_samples, batch_size=cfg.batch_size, argv=argv(), force=force, on_progress=on_progress)
-    finally:
-        if "ctx" in bar:
-            bar["ctx"].__exit__(None, None, None)
+                          max_samples=cfg.max_samples, batch_size=cfg.batch_size, argv=argv(), force=force,
+                          on_progress=bars.lazy(f"extract {cfg.split}"))
     if res.get("cached"):
         console.print("[dim]evaluate: cached result (use --force to recompute)[/]")
     _classify_summary(console, res)
@@ -159,7 +149,8 @@ def evaluate(
     runner = TASKS.get(task)
     if runner is None:
         raise unknown_choice("task", task, TASKS)
-    check_task_options("evaluate", task, **{"--from": (source, ("classify",)), "--inference": (inference, ("segment",)),
+    check_task_options("evaluate", task, **{"--from": (source, ("classify",)), "--backbone": (backbone, ("classify", "segment", "keypoint")),
+                                            "--inference": (inference, ("segment",)),
                                             "--class-map": (class_map, ("segment",)), "--num-beams": (num_beams, ("translate",)),
                                             "--max-new-tokens": (max_new_tokens, ("translate",))})
     cfg = resolve_config(

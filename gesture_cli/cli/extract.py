@@ -43,7 +43,7 @@ def extract_features(
     verbose: VerboseOpt = False,
 ) -> None:
     """Extract frozen-backbone features of a dataset into features/<backbone>/<split>.safetensors."""
-    from gesture_cli.cli.progress import progress_bar
+    from gesture_cli.cli.progress import Bars
     from gesture_cli.core.config import resolve_config
     from gesture_cli.core.rundir import RunDir
     from gesture_cli.models.features import ExtractConfig
@@ -58,23 +58,12 @@ def extract_features(
     run = RunDir(run_dir)
     console = make_console()
     err = make_console(stderr=True)
-    bars: dict = {}
-
-    def on_split(name: str, n: int) -> None:
-        if "ctx" in bars:
-            bars["ctx"].__exit__(None, None, None)
-        bars["ctx"] = progress_bar(console, f"{cfg.backbone} {name}", n, unit="img")
-        bars["update"] = bars["ctx"].__enter__()
-
-    try:
+    with Bars(console, unit="img") as bars:
         entry = run_extract(
-            cfg, run, device=device, force=force, argv=argv(), on_split=on_split,
-            on_progress=lambda done, total: bars["update"](done),
+            cfg, run, device=device, force=force, argv=argv(), on_split=lambda name, n: bars.start(f"{cfg.backbone} {name}", n),
+            on_progress=lambda done, total: bars.update(done),
             on_backoff=lambda bs: err.print(f"CUDA out of memory: batch size lowered to {bs}"),
         )
-    finally:
-        if "ctx" in bars:
-            bars["ctx"].__exit__(None, None, None)
     if entry.get("cached"):
         console.print(f"[dim]extract-features: cached result for {cfg.backbone} on {cfg.dataset} (use --force to recompute)[/]")
         return

@@ -128,7 +128,8 @@ def infer(
     if runner is None:
         raise unknown_choice("task", task, TASKS)
     seg, tr = ("segment",), ("translate",)
-    check_task_options("infer", task, **{"--from": (source, ("classify",)), "--top-k": (top_k, ("classify",)), "--inference": (inference, seg),
+    check_task_options("infer", task, **{"--from": (source, ("classify",)), "--backbone": (backbone, ("classify", "segment", "keypoint")),
+                                         "--top-k": (top_k, ("classify",)), "--inference": (inference, seg),
                                          "--class-map": (class_map, seg), "--detect": (detect, seg), "--detect-classes": (detect_classes, seg),
                                          "--detect-threshold": (detect_threshold, seg), "--sample-id": (sample_id, tr),
                                          "--num-beams": (num_beams, tr), "--max-new-tokens": (max_new_tokens, tr)})

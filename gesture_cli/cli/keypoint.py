@@ -75,7 +75,7 @@ def keypoint_train(
     {head.safetensors, adapter/ or backbone/, joints.json, metrics.json, train_log.csv, checkpoints/{best,last}/};
     --resume continues after an interruption. Then: gx evaluate keypoint, gx infer keypoint --input IMG.
     """
-    from gesture_cli.cli.progress import progress_bar
+    from gesture_cli.cli.progress import Bars, training_callbacks
     from gesture_cli.core.config import resolve_config
     from gesture_cli.core.rundir import RunDir
     from gesture_cli.train.keypoint import KeypointTrainConfig, train_keypoint
@@ -93,25 +93,10 @@ def keypoint_train(
     )
     run = RunDir(run_dir)
     console = make_console()
-    bar: dict = {}
-
-    def on_start(state) -> None:
-        bar["ctx"] = progress_bar(console, f"keypoint-train {cfg.backbone}", state.total_steps, unit="step")
-        bar["update"] = bar["ctx"].__enter__()
-        bar["update"](state.step)
-
-    def on_eval(state) -> None:
-        shown = ", ".join(f"{k} {v:.4f}" for k, v in state.metrics.items())
-        best = " (best)" if state.best_step == state.step else ""
-        console.print(f"step {state.step}/{state.total_steps} epoch {state.epoch}: loss {state.loss:.5f}, {shown}{best}", highlight=False)
-
-    callbacks = {"on_fit_start": [on_start], "on_step_end": [lambda s: bar["update"](s.step)], "on_eval_end": [on_eval]}
-    try:
-        out = train_keypoint(cfg, run, device=device, force=force, resume=resume, argv=argv(), callbacks=callbacks,
+    with Bars(console) as bars:
+        out = train_keypoint(cfg, run, device=device, force=force, resume=resume, argv=argv(),
+                             callbacks=training_callbacks(console, bars, f"keypoint-train {cfg.backbone}", loss_format=".5f"),
                              notify=lambda line: console.print(line, highlight=False))
-    finally:
-        if "ctx" in bar:
-            bar["ctx"].__exit__(None, None, None)
     if not out["is_main"]:
         return
     if out.get("cached"):
@@ -150,23 +135,13 @@ def run_evaluate(cfg, *, run, device: str, force: bool, console) -> None:
     from rich.markup import escape
     from rich.table import Table
 
-    from gesture_cli.cli.progress import progress_bar
+    from gesture_cli.cli.progress import Bars
     from gesture_cli.eval.keypoint import evaluate_keypoint, summary_rows
 
-    bar: dict = {}
-
-    def on_progress(done: int, total: int) -> None:
-        if "update" not in bar:
-            bar["ctx"] = progress_bar(console, "evaluate keypoint", total, unit="img")
-            bar["update"] = bar["ctx"].__enter__()
-        bar["update"](done)
-
-    try:
+    with Bars(console, unit="img") as bars:
         res = evaluate_keypoint(run, backbone=cfg.backbone, dataset=cfg.dataset, split=cfg.split, device=device, seed=cfg.seed,
-                                max_samples=cfg.max_samples, batch_size=cfg.batch_size, argv=argv(), force=force, on_progress=on_progress)
-    finally:
-        if "ctx" in bar:
-            bar["ctx"].__exit__(None, None, None)
+                                max_samples=cfg.max_samples, batch_size=cfg.batch_size, argv=argv(), force=force,
+                                on_progress=bars.lazy("evaluate keypoint"))
     if res.get("note"):
         console.print(escape(f"note: {res['note']}"), highlight=False)
     if res.get("cached"):

@@ -73,7 +73,7 @@ def lora_train(
     under `accelerate launch` or `torchrun` with several processes. Writes lora/<backbone>/{adapter/,
     head.safetensors,labels.json,metrics.json,train_log.csv,checkpoints/} (+ merged/ with --merge).
     """
-    from gesture_cli.cli.progress import progress_bar
+    from gesture_cli.cli.progress import Bars, training_callbacks
     from gesture_cli.core.config import resolve_config
     from gesture_cli.core.rundir import RunDir
     from gesture_cli.train.lora import LoraTrainConfig, train_lora
@@ -90,29 +90,10 @@ def lora_train(
     )
     run = RunDir(run_dir)
     console = make_console()
-    bar: dict = {}
-
-    def on_start(state) -> None:
-        bar["ctx"] = progress_bar(console, f"lora-train {cfg.backbone}", state.total_steps, unit="step")
-        bar["update"] = bar["ctx"].__enter__()
-        bar["update"](state.step)
-
-    def on_eval(state) -> None:
-        shown = ", ".join(f"{k} {v:.4f}" for k, v in state.metrics.items())
-        best = " (best)" if state.best_step == state.step else ""
-        console.print(f"step {state.step}/{state.total_steps} epoch {state.epoch}: loss {state.loss:.4f}, {shown}{best}", highlight=False)
-
-    callbacks = {
-        "on_fit_start": [on_start],
-        "on_step_end": [lambda s: bar["update"](s.step)],
-        "on_eval_end": [on_eval],
-    }
-    try:
-        out = train_lora(cfg, run, device=device, force=force, resume=resume, argv=argv(), callbacks=callbacks,
+    with Bars(console) as bars:
+        out = train_lora(cfg, run, device=device, force=force, resume=resume, argv=argv(),
+                         callbacks=training_callbacks(console, bars, f"lora-train {cfg.backbone}"),
                          notify=lambda line: console.print(line, highlight=False))
-    finally:
-        if "ctx" in bar:
-            bar["ctx"].__exit__(None, None, None)
     if not out["is_main"]:
         return
     if out.get("cached"):

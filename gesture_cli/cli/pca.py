@@ -80,6 +80,7 @@ def pca_compute(
     if paths:
         raise UsageError(f"unexpected argument '{paths[0]}': paths are only taken with --merge (gx pca-compute --merge RUN_A RUN_B)")
 
+    from gesture_cli.cli.progress import Bars
     from gesture_cli.core.config import resolve_config
     from gesture_cli.models.pca import PCAConfig, compute_pca
 
@@ -91,7 +92,7 @@ def pca_compute(
               shard=shard, batch_size=batch_size, precision=precision, seed=seed),
     )
     err = make_console(stderr=True)
-    with _Bars(console) as bars:
+    with Bars(console, unit="frames") as bars:
         entry = compute_pca(
             cfg, run, device=device, force=force, argv=argv(), on_pass=bars.start, on_progress=bars.update,
             on_backoff=lambda bs: err.print(f"CUDA out of memory: batch size lowered to {bs}"),
@@ -123,6 +124,7 @@ def pca_visualize(
     verbose: VerboseOpt = False,
 ) -> None:
     """Render PCA components of patch features as colour videos / images into pca/<backbone>/renders/."""
+    from gesture_cli.cli.progress import Bars
     from gesture_cli.core.config import resolve_config
     from gesture_cli.core.rundir import RunDir
     from gesture_cli.viz.pca_render import VisualizeConfig, render_pca
@@ -137,7 +139,7 @@ def pca_visualize(
     run = RunDir(run_dir)
     console = make_console()
     err = make_console(stderr=True)
-    with _Bars(console) as bars:
+    with Bars(console, unit="frames") as bars:
         entry = render_pca(
             cfg, run, device=device, force=force, argv=argv(), on_input=bars.start, on_progress=bars.update,
             on_backoff=lambda bs: err.print(f"CUDA out of memory: batch size lowered to {bs}"),
@@ -154,35 +156,6 @@ def pca_visualize(
         for w in r["warnings"]:
             err.print(f"[yellow]warning:[/] {w}")
     console.print(f"Wrote {run.root / Path(entry['renders'][0]['render']).parent}")
-
-
-class _Bars:
-    """One progress bar per pass / input, closed when the next starts."""
-
-    def __init__(self, console):
-        self.console, self._ctx, self._update = console, None, None
-
-    def start(self, name: str, total: int | None) -> None:
-        from gesture_cli.cli.progress import progress_bar
-
-        self.close()
-        self._ctx = progress_bar(self.console, name, total, unit="frames")
-        self._update = self._ctx.__enter__()
-
-    def update(self, done: int) -> None:
-        if self._update is not None:
-            self._update(done)
-
-    def close(self) -> None:
-        if self._ctx is not None:
-            self._ctx.__exit__(None, None, None)
-            self._ctx = self._update = None
-
-    def __enter__(self) -> _Bars:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
 
 
 def _verbose(flag: bool) -> bool:

@@ -232,27 +232,12 @@ def pose_finetune(
 
 def _train(console, name: str, fn, cfg, run, *, device: str, force: bool, resume: bool, show) -> dict | None:
     """Run a trainer with a progress bar and one line per evaluation; None when there is nothing to show."""
-    from gesture_cli.cli.progress import progress_bar
+    from gesture_cli.cli.progress import Bars, training_callbacks
 
-    bar: dict = {}
-
-    def on_start(state) -> None:
-        bar["ctx"] = progress_bar(console, name, state.total_steps, unit="step")
-        bar["update"] = bar["ctx"].__enter__()
-        bar["update"](state.step)
-
-    def on_eval(state) -> None:
-        best = " (best)" if state.best_step == state.step else ""
-        console.print(f"step {state.step}/{state.total_steps} epoch {state.epoch}: loss {state.loss:.4f}, val {show(state.metrics)}{best}",
-                      highlight=False)
-
-    callbacks = {"on_fit_start": [on_start], "on_step_end": [lambda s: bar["update"](s.step)], "on_eval_end": [on_eval]}
-    try:
-        out = fn(cfg, run, device=device, force=force, resume=resume, argv=argv(), callbacks=callbacks,
+    with Bars(console) as bars:
+        out = fn(cfg, run, device=device, force=force, resume=resume, argv=argv(),
+                 callbacks=training_callbacks(console, bars, name, describe=lambda m: f"val {show(m)}"),
                  notify=lambda line: console.print(line, highlight=False))
-    finally:
-        if "ctx" in bar:
-            bar["ctx"].__exit__(None, None, None)
     if not out["is_main"]:
         return None
     if out.get("cached"):
@@ -314,29 +299,15 @@ def run_evaluate_translate(cfg, *, run, device: str, force: bool, console) -> No
     from rich.markup import escape
     from rich.table import Table
 
-    from gesture_cli.cli.progress import progress_bar
-    from gesture_cli.core.errors import UsageError
+    from gesture_cli.cli.progress import Bars
     from gesture_cli.eval.translate import EvaluateTranslateConfig, evaluate_translation
 
     params = _command_params()
-    if params.get("source") is not None or params.get("backbone") is not None:
-        raise UsageError("--from and --backbone do not apply to translate: it scores pose/finetune/ of the run dir")
     cfg = EvaluateTranslateConfig(dataset=cfg.dataset, split=cfg.split, max_samples=cfg.max_samples, batch_size=cfg.batch_size,
                                   seed=cfg.seed, num_beams=params.get("num_beams"), max_new_tokens=params.get("max_new_tokens"))
 
-    bar: dict = {}
-
-    def on_progress(done: int, total: int) -> None:
-        if "update" not in bar:
-            bar["ctx"] = progress_bar(console, f"translate {cfg.split}", total, unit="seq")
-            bar["update"] = bar["ctx"].__enter__()
-        bar["update"](done)
-
-    try:
-        res = evaluate_translation(run, cfg, device=device, argv=argv(), force=force, on_progress=on_progress)
-    finally:
-        if "ctx" in bar:
-            bar["ctx"].__exit__(None, None, None)
+    with Bars(console, unit="seq") as bars:
+        res = evaluate_translation(run, cfg, device=device, argv=argv(), force=force, on_progress=bars.lazy(f"translate {cfg.split}"))
     if res.get("cached"):
         console.print("[dim]evaluate: cached result (use --force to recompute)[/]")
     table = Table(title=f"translate on {res['dataset']} / {res['split']}: {res['n']} sequences, {res['decoding']}")
@@ -364,12 +335,9 @@ def run_infer_translate(cfg, *, run, device: str, as_json: bool, console) -> Non
     from rich.markup import escape
 
     from gesture_cli.core.config import resolve_config
-    from gesture_cli.core.errors import UsageError
     from gesture_cli.eval.translate import InferTranslateConfig, infer_translation
 
     p = _command_params()
-    if p.get("source") is not None or p.get("backbone") is not None:
-        raise UsageError("--from and --backbone do not apply to translate: it runs pose/finetune/ of the run dir")
     cfg = resolve_config(InferTranslateConfig, p.get("config"), flags(
         input=str(p["input_path"]) if p.get("input_path") is not None else None, sample_id=p.get("sample_id"), dataset=p.get("dataset"),
         batch_size=p.get("batch_size"), num_beams=p.get("num_beams"), max_new_tokens=p.get("max_new_tokens")))

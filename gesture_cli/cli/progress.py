@@ -107,3 +107,66 @@ def _byte_line(console, description: str, done: int, total: int | None, dt: floa
     of = f" of {decimal(total)}" if total else ""
     eta = f", ETA {(total - done) / rate:.0f}s" if total and rate > 0 and done < total else ""
     console.print(f"{description}: {decimal(done)}{of} ({decimal(int(rate))}/s{eta})", highlight=False, markup=False)
+
+
+class Bars:
+    """The progress display of one command: one bar at a time, closed when the next starts and on exit.
+
+        with Bars(console, unit="img") as bars:
+            run(on_split=lambda name, n: bars.start(name, n), on_progress=lambda done, total: bars.update(done))
+            evaluate(on_progress=bars.lazy("evaluate"))   # opens its bar on the first call, when the total is known
+    """
+
+    def __init__(self, console, *, unit: str = "it"):
+        self.console, self.unit = console, unit
+        self.description: str | None = None
+        self._ctx = self._update = None
+
+    def start(self, description: str, total: int | None, *, unit: str | None = None) -> None:
+        self.close()
+        self._ctx = progress_bar(self.console, description, total, unit=unit or self.unit)
+        self._update = self._ctx.__enter__()
+        self.description = description
+
+    def update(self, done: int) -> None:
+        if self._update is not None:
+            self._update(done)
+
+    def lazy(self, description: str, *, unit: str | None = None):
+        """on_progress(done, total) that opens this bar on its first call (or when another bar is open)."""
+
+        def on_progress(done: int, total: int | None) -> None:
+            if self.description != description or self._update is None:
+                self.start(description, total, unit=unit)
+            self.update(done)
+
+        return on_progress
+
+    def close(self) -> None:
+        if self._ctx is not None:
+            self._ctx.__exit__(None, None, None)
+        self._ctx = self._update = self.description = None
+
+    def __enter__(self) -> Bars:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def training_callbacks(console, bars: Bars, description: str, *, describe=None, loss_format: str = ".4f") -> dict:
+    """fit() callbacks every trainer's command uses: a step bar, and one line per evaluation."""
+
+    def show(metrics: dict) -> str:
+        return describe(metrics) if describe else ", ".join(f"{k} {v:.4f}" for k, v in metrics.items())
+
+    def on_eval(state) -> None:
+        best = " (best)" if state.best_step == state.step else ""
+        console.print(f"step {state.step}/{state.total_steps} epoch {state.epoch}: loss {state.loss:{loss_format}}, "
+                      f"{show(state.metrics)}{best}", highlight=False)
+
+    def on_start(state) -> None:
+        bars.start(description, state.total_steps, unit="step")
+        bars.update(state.step)
+
+    return {"on_fit_start": [on_start], "on_step_end": [lambda s: bars.update(s.step)], "on_eval_end": [on_eval]}

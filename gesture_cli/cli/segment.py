@@ -74,7 +74,7 @@ def segment_train(
     ADE20K's 150 classes -> 26). best/ is chosen by validation mIoU. Writes segment/<backbone>/{head.safetensors,
     class_map.json,metrics.json,train_log.csv,checkpoints/}; then `gx evaluate segment` and `gx infer segment`.
     """
-    from gesture_cli.cli.progress import progress_bar
+    from gesture_cli.cli.progress import Bars, training_callbacks
     from gesture_cli.core.config import resolve_config
     from gesture_cli.core.rundir import RunDir
     from gesture_cli.train.segment import SegmentTrainConfig, train_segment
@@ -91,40 +91,16 @@ def segment_train(
     )
     run = RunDir(run_dir)
     console = make_console()
-    bars: dict = {}
-
-    def open_bar(key: str, title: str, total: int, unit: str):
-        if key not in bars:
-            ctx = progress_bar(console, title, total, unit=unit)
-            bars[key] = (ctx, ctx.__enter__())
-        return bars[key][1]
-
-    def close_bars() -> None:
-        while bars:
-            _, (ctx, _) = bars.popitem()
-            ctx.__exit__(None, None, None)
 
     def on_cache(role: str, done: int, total: int) -> None:
-        open_bar(f"cache-{role}", f"cache {role} tokens", total, "img")(done)
+        bars.lazy(f"cache {role} tokens", unit="img")(done, total)
         if done >= total:
-            ctx, _ = bars.pop(f"cache-{role}")
-            ctx.__exit__(None, None, None)
+            bars.close()
 
-    def on_eval(state) -> None:
-        shown = ", ".join(f"{k} {v:.4f}" for k, v in state.metrics.items())
-        best = " (best)" if state.best_step == state.step else ""
-        console.print(f"step {state.step}/{state.total_steps} epoch {state.epoch}: loss {state.loss:.4f}, {shown}{best}", highlight=False)
-
-    callbacks = {
-        "on_fit_start": [lambda s: open_bar("train", f"segment-train {cfg.backbone}", s.total_steps, "step")(s.step)],
-        "on_step_end": [lambda s: bars["train"][1](s.step)],
-        "on_eval_end": [on_eval],
-    }
-    try:
-        out = train_segment(cfg, run, device=device, force=force, resume=resume, argv=argv(), callbacks=callbacks,
+    with Bars(console) as bars:
+        out = train_segment(cfg, run, device=device, force=force, resume=resume, argv=argv(),
+                            callbacks=training_callbacks(console, bars, f"segment-train {cfg.backbone}"),
                             notify=lambda line: console.print(line, highlight=False), on_cache_progress=on_cache)
-    finally:
-        close_bars()
     if not out["is_main"]:
         return
     if out.get("cached"):
@@ -199,23 +175,12 @@ def _detect_options() -> dict:
 
 def run_evaluate(cfg, *, run, device: str, force: bool, console) -> None:
     """`gx evaluate segment`: mIoU, per-class IoU, pixel accuracy of segment/<backbone>/ on a split."""
-    from gesture_cli.cli.progress import progress_bar
+    from gesture_cli.cli.progress import Bars
     from gesture_cli.eval.segment import SegmentEvalOptions, evaluate_segment
 
     opts = SegmentEvalOptions(backbone=cfg.backbone, dataset=cfg.dataset, split=cfg.split, max_samples=cfg.max_samples, **_task_options())
-    bar: dict = {}
-
-    def on_progress(done: int, total: int) -> None:
-        if "update" not in bar:
-            bar["ctx"] = progress_bar(console, f"evaluate segment ({opts.inference})", total, unit="img")
-            bar["update"] = bar["ctx"].__enter__()
-        bar["update"](done)
-
-    try:
-        res = evaluate_segment(run, opts, device=device, argv=argv(), force=force, on_progress=on_progress)
-    finally:
-        if "ctx" in bar:
-            bar["ctx"].__exit__(None, None, None)
+    with Bars(console, unit="img") as bars:
+        res = evaluate_segment(run, opts, device=device, argv=argv(), force=force, on_progress=bars.lazy(f"evaluate segment ({opts.inference})"))
     if res.get("cached"):
         console.print("[dim]evaluate: cached result (use --force to recompute)[/]")
     _eval_summary(console, res)
@@ -243,25 +208,13 @@ def run_infer(cfg, *, run, device: str, as_json: bool, console) -> None:
     """`gx infer segment --input IMG|DIR`: colour masks, overlays and features.csv under infer/segment-<backbone>/."""
     import json
 
-    from gesture_cli.cli.progress import progress_bar
+    from gesture_cli.cli.progress import Bars
     from gesture_cli.eval.segment import SegmentInferOptions, infer_segment
 
     opts = SegmentInferOptions(input=cfg.input, backbone=cfg.backbone, **_task_options(), **_detect_options())
-    bar: dict = {}
-
-    def on_progress(done: int, total: int) -> None:
-        if as_json:
-            return
-        if "update" not in bar:
-            bar["ctx"] = progress_bar(console, "infer segment", total, unit="img")
-            bar["update"] = bar["ctx"].__enter__()
-        bar["update"](done)
-
-    try:
-        res = infer_segment(run, opts, device=device, argv=argv(), on_progress=on_progress)
-    finally:
-        if "ctx" in bar:
-            bar["ctx"].__exit__(None, None, None)
+    with Bars(console, unit="img") as bars:
+        res = infer_segment(run, opts, device=device, argv=argv(),
+                            on_progress=(lambda done, total: None) if as_json else bars.lazy("infer segment"))
     det = res.get("detect")
     if as_json:
         rows = [{"image": n, **{c: round(float(v), 6) for c, v in zip(res["classes"], f, strict=True)}} for n, f in zip(res["names"], res["fractions"], strict=True)]
