@@ -47,7 +47,8 @@ def gradcam(
     the CLS token; CLS and registers removed) on the backbone's patch grid; attention maps need eager attention and are the CLS row, or for a backbone
     without CLS (I-JEPA) the mean attention each patch receives. maps.npz holds every map, including
     the last layer's per-head CLS attention; gradcam.json lists the images, predictions and the class
-    each map explains (--target).
+    each map explains (--target), and a deletion check of the maps: how much greying out the top 10%
+    of patches by Grad-CAM lowers log p(class), against as many random patches.
     """
     from gesture_cli.core.config import resolve_config
     from gesture_cli.core.rundir import RunDir
@@ -65,6 +66,9 @@ def gradcam(
         if preds:
             acc = sum(r["label"] == r[f"{src}_pred"] for r in preds) / len(preds)
             console.print(f"{src}: top-1 on the {len(preds)} labelled image(s) {acc:.3f}")
+        d = res["deletion"][src]
+        console.print(f"{src}: greying the {d['patches']} of {d['of']} patches the maps mark first lowers log p(class) by "
+                      f"{d['mean_drop_top']:.3f}, {d['patches']} random patches by {d['mean_drop_random']:.3f} (a faithful map: the first is larger)")
     if res["attention"] == "received":
         console.print("[dim]no CLS token: attention maps show the mean attention each patch receives[/]")
     explains = {"pred": "the predicted class", "true": "the true class"}.get(res["target"], f"class {res['target']}")

@@ -237,8 +237,44 @@ def attention_maps(backbone, pixels) -> dict:
     }
 
 
+def deletion_drop(model, pixels, maps, targets, *, fraction: float = 0.1, seed: int = 0) -> dict:
+    """How faithful the maps are: the fall in log p(target) when the patches they mark are greyed out.
+
+    The top `fraction` of patches by mean map value (at least one) are replaced by the image's mean
+    colour, and, for comparison, the same number of random patches (seeded). A faithful map's patches
+    carry the evidence, so removing them costs more than removing random ones (the deletion metric of
+    Petsiuk et al. 2018, at one point of its curve). Returns per-image drops [B] and their means.
+    pixels [B, 3, H, W] normalised; maps [B, H, W] (any non-negative scale); targets [B].
+    """
+    p = model.backbone.info.patch_size
+    b, _, h, w = pixels.shape
+    gh, gw = h // p, w // p
+    k = max(1, int(round(fraction * gh * gw)))
+    score = torch.as_tensor(np.asarray(maps), dtype=torch.float32)[:, : gh * p, : gw * p].reshape(b, gh, p, gw, p).mean((2, 4)).reshape(b, -1)
+    top = score.argsort(dim=1, descending=True)[:, :k]
+    gen = torch.Generator().manual_seed(seed)
+    rand = torch.stack([torch.randperm(gh * gw, generator=gen)[:k] for _ in range(b)])
+    tgt = torch.as_tensor(targets, device=pixels.device).view(-1, 1).long()
+
+    def grey(patches: torch.Tensor) -> torch.Tensor:
+        keep = torch.ones(b, gh * gw, device=pixels.device)
+        keep.scatter_(1, patches.to(pixels.device), 0.0)
+        keep = keep.view(b, 1, gh, 1, gw, 1).expand(b, 1, gh, p, gw, p).reshape(b, 1, gh * p, gw * p)
+        keep = torch.nn.functional.pad(keep, (0, w - gw * p, 0, h - gh * p), value=1.0).to(pixels.dtype)
+        return pixels * keep + pixels.mean((2, 3), keepdim=True) * (1 - keep)
+
+    with torch.no_grad():
+        logp = lambda x: torch.log_softmax(model(x).float(), -1).gather(1, tgt)[:, 0]  # noqa: E731
+        base = logp(pixels)
+        drop_top = (base - logp(grey(top))).cpu().numpy()
+        drop_random = (base - logp(grey(rand))).cpu().numpy()
+    return {"patches": k, "of": gh * gw, "drop_top": drop_top, "drop_random": drop_random,
+            "mean_drop_top": float(drop_top.mean()), "mean_drop_random": float(drop_random.mean())}
+
+
 def explain_images(explained: Explained, images, *, method: str = "gradcam", targets=None) -> dict:
-    """Maps of uint8 images [B, S, S(, 3)] at the classifier's size: gradcam, attention, logits, predictions."""
+    """Maps of uint8 images [B, S, S(, 3)] at the classifier's size: gradcam, attention, logits, predictions,
+    and the deletion check of the Grad-CAM maps (`deletion_drop`)."""
     from gesture_cli.models.augment import to_float_images
 
     model = explained.model
@@ -246,8 +282,10 @@ def explain_images(explained: Explained, images, *, method: str = "gradcam", tar
     cam, logits = gradcam_maps(model, pixels, targets=targets, method=method)
     att = attention_maps(model.backbone, pixels)
     probs = torch.softmax(logits, -1)
+    explained_class = probs.argmax(-1) if targets is None else torch.as_tensor(targets).view(-1)
+    deletion = deletion_drop(model, pixels, cam, explained_class)
     return {"gradcam": cam.numpy(), **{k: (v.numpy() if hasattr(v, "numpy") else v) for k, v in att.items()},
-            "pred": probs.argmax(-1).numpy(), "prob": probs.max(-1).values.numpy()}
+            "pred": probs.argmax(-1).numpy(), "prob": probs.max(-1).values.numpy(), "deletion": deletion}
 
 
 # ---- pictures -----------------------------------------------------------------------------------
@@ -376,7 +414,7 @@ def render_gradcam_run(cfg: GradcamConfig, run, *, device="auto", argv=None) -> 
             if ex.image_size != first.image_size:  # probe and lora may run at different sizes: maps at the shown image's
                 res = _resized_maps(res, imgs.images.shape[1])
             rows_per_source.append(res)
-            arrays.update({f"{ex.source}_{k}": v for k, v in res.items() if k != "kind"})
+            arrays.update({f"{ex.source}_{k}": v for k, v in res.items() if k not in ("kind", "deletion")})
         records = []
         for i, (name, label) in enumerate(zip(imgs.names, imgs.labels, strict=True)):
             rows = [{"label": ex.source, "gradcam": r["gradcam"][i], "rollout": r["rollout"][i], "kind": r["kind"], "method": cfg.method,
@@ -386,10 +424,14 @@ def render_gradcam_run(cfg: GradcamConfig, run, *, device="auto", argv=None) -> 
             render_strip(out / file, imgs.images[i], rows, title=f"{name}: true {label or '?'}, predicted {preds}")
             records.append({"file": file, "input": name, "label": label,
                             **{f"{ex.source}_pred": ex.classes[int(r["pred"][i])] for ex, r in zip(explained, rows_per_source, strict=True)},
-                            **{f"{ex.source}_target": ex.classes[int(r["target"][i])] for ex, r in zip(explained, rows_per_source, strict=True)}})
+                            **{f"{ex.source}_target": ex.classes[int(r["target"][i])] for ex, r in zip(explained, rows_per_source, strict=True)},
+                            **{f"{ex.source}_deletion_drop": round(float(r["deletion"]["drop_top"][i]), 4) for ex, r in zip(explained, rows_per_source, strict=True)}})
         np.savez_compressed(out / "maps.npz", **arrays)
         result = {"from": [ex.source for ex in explained], "backbone": first.name, "method": cfg.method, "target": cfg.target,
-                  "attention": rows_per_source[0]["kind"], "n": len(records), "images": records}
+                  "attention": rows_per_source[0]["kind"], "n": len(records),
+                  "deletion": {ex.source: {k: r["deletion"][k] for k in ("patches", "of", "mean_drop_top", "mean_drop_random")}
+                               for ex, r in zip(explained, rows_per_source, strict=True)},
+                  "images": records}
         save_json(out / "gradcam.json", result, kind="gradcam")
         step.metrics["images"] = len(records)
     return {**result, "output": str(run.path(out_rel))}
