@@ -424,7 +424,8 @@ def evaluate_lora_classifier(run, *, backbone: str | None, dataset: str | None =
     from gesture_cli.data import make_dataset
     from gesture_cli.data.registry import parse_dataset_opts
     from gesture_cli.eval.classify import classification_metrics
-    from gesture_cli.train.lora import _cap, load_lora_classifier
+    from gesture_cli.train.common import cap_samples
+    from gesture_cli.train.lora import load_lora_classifier
     from gesture_cli.viz.plots import render_confusion
 
     name, path = require_lora(run, backbone)
@@ -449,7 +450,7 @@ def evaluate_lora_classifier(run, *, backbone: str | None, dataset: str | None =
     with step:
         t0 = time.perf_counter()
         model, clf_classes, info, preprocess = load_lora_classifier(run, name, device)
-        ds = _cap(ds, max_samples, ds_seed)
+        ds = cap_samples(ds, max_samples, ds_seed)
         y = _map_labels(ds.labels, ds.classes, clf_classes, where=spec)
         logits = _lora_logits(model, preprocess, ds, size=info["image_size"], batch_size=batch_size or 64, on_progress=on_progress)
         metrics = classification_metrics(y, logits.argmax(-1).numpy(), classes)

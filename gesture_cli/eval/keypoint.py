@@ -159,7 +159,8 @@ def resolve_eval_data(meta: dict, *, dataset: str | None, split: str, seed: int 
     """The dataset split `gx evaluate keypoint` scores (see `evaluate_keypoint`)."""
     from gesture_cli.data.keypoints import keypoint_dataset_splits, make_keypoint_dataset
     from gesture_cli.data.registry import parse_dataset_opts
-    from gesture_cli.train.keypoint import KeypointTrainConfig, cap_samples, make_splits
+    from gesture_cli.train.common import cap_samples
+    from gesture_cli.train.keypoint import KeypointTrainConfig, make_splits
 
     train_cfg = dict(meta.get("config") or {})
     spec = dataset or train_cfg.get("dataset")

@@ -23,13 +23,15 @@ import contextlib
 import math
 import shutil
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from gesture_cli.core.errors import ArtifactError, DataError, UsageError, unknown_choice
+from gesture_cli.core.errors import ArtifactError, UsageError, unknown_choice
+from gesture_cli.train.common import Splits, random_holdout
+from gesture_cli.train.common import make_splits as shared_splits
 
 COMMAND = "keypoint-train"
 METHODS = ("frozen", "lora", "full")
@@ -118,52 +120,15 @@ class KeypointTrainConfig:
 # ---- data ---------------------------------------------------------------------------------------
 
 
-@dataclass
-class Splits:
-    train: Any  # KeypointDataset
-    val: Any | None
-    test: Any | None
-    names: dict[str, Any] = field(default_factory=dict)  # role -> split name; val_from_train: True when val was carved out
-
-
-def cap_samples(ds, n: int | None, seed: int):
-    """A seeded random subset of at most n samples (order kept)."""
-    if n is None or len(ds) <= n:
-        return ds
-    idx = np.sort(np.random.default_rng([seed % 2**32, 7]).permutation(len(ds))[:n])
-    return ds.subset(idx)
-
-
 def make_splits(cfg: KeypointTrainConfig) -> Splits:
     """Train / validation / test datasets of a config (see the module docstring)."""
     from gesture_cli.data.keypoints import keypoint_dataset_splits, make_keypoint_dataset
     from gesture_cli.data.registry import parse_dataset_opts
 
     opts = parse_dataset_opts(cfg.dataset_opts)
-    splits = keypoint_dataset_splits(cfg.dataset)
-    train_name = "train" if "train" in splits else splits[0]
-    names: dict[str, Any] = {"train": train_name}
-    train = make_keypoint_dataset(cfg.dataset, split=train_name, seed=cfg.seed, **opts)
-    val = None
-    if "val" in splits and train_name != "val":
-        val = make_keypoint_dataset(cfg.dataset, split="val", seed=cfg.seed, **opts)
-        names["val"] = "val"
-    elif cfg.val_fraction > 0 and len(train) >= 2:
-        perm = np.random.default_rng([cfg.seed % 2**32, 11]).permutation(len(train))
-        n_val = min(len(train) - 1, max(1, int(round(len(train) * cfg.val_fraction))))
-        val = train.subset(np.sort(perm[:n_val]), split=f"{train_name}[val]")
-        train = train.subset(np.sort(perm[n_val:]))
-        names["val"], names["val_from_train"] = f"{cfg.val_fraction:g} of split {train_name}", True
-    test = None
-    if "test" in splits and train_name != "test":
-        test = make_keypoint_dataset(cfg.dataset, split="test", seed=cfg.seed, **opts)
-        names["test"] = "test"
-    train = cap_samples(train, cfg.max_samples, cfg.seed)
-    val = cap_samples(val, cfg.max_samples, cfg.seed) if val is not None else None
-    test = cap_samples(test, cfg.max_samples, cfg.seed) if test is not None else None
-    if len(train) == 0:
-        raise DataError(f"keypoint dataset '{cfg.dataset}': the training split '{train_name}' is empty")
-    return Splits(train=train, val=val, test=test, names=names)
+    return shared_splits(cfg.dataset, keypoint_dataset_splits(cfg.dataset),
+                         lambda split: make_keypoint_dataset(cfg.dataset, split=split, seed=cfg.seed, **opts),
+                         val_fraction=cfg.val_fraction, holdout=random_holdout(cfg.seed, stream=11), max_samples=cfg.max_samples, seed=cfg.seed)
 
 
 class KeypointBatches:

@@ -26,14 +26,15 @@ from __future__ import annotations
 import contextlib
 import shutil
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from gesture_cli.core.errors import ArtifactError, DataError, UsageError, unknown_choice
-from gesture_cli.train.common import link_tree, refuse_unfinished
+from gesture_cli.train.common import Splits, cap_samples, link_tree, refuse_unfinished
+from gesture_cli.train.common import make_splits as shared_splits
 
 COMMAND = "lora-train"
 METHODS = ("lora", "full", "head")
@@ -114,21 +115,6 @@ class LoraTrainConfig:
 # ---- data ---------------------------------------------------------------------------------------
 
 
-@dataclass
-class Splits:
-    train: Any  # ImageDataset
-    val: Any | None
-    test: Any | None
-    names: dict[str, str] = field(default_factory=dict)  # role -> where it came from, e.g. {"val": "10% of train"}
-
-
-def _cap(ds, n: int | None, seed: int):
-    if n is None or len(ds) <= n:
-        return ds
-    idx = np.sort(np.random.default_rng([seed % 2**32, 7]).permutation(len(ds))[:n])
-    return ds.subset(idx)
-
-
 def make_splits(cfg: LoraTrainConfig) -> Splits:
     """Train / validation / test datasets for a config (see the module docstring)."""
     from gesture_cli.data import dataset_splits, make_dataset, parse_spec
@@ -140,32 +126,16 @@ def make_splits(cfg: LoraTrainConfig) -> Splits:
         if parse_spec(cfg.dataset)[0] != "hagrid":
             raise UsageError(f"--no-gesture applies to hagrid:DIR datasets, not '{cfg.dataset}'")
         opts["no_gesture"] = True
-    splits = dataset_splits(cfg.dataset)
-    train_name = "train" if "train" in splits else splits[0]
-    names = {"train": train_name}
-    train = make_dataset(cfg.dataset, split=train_name, seed=cfg.seed, **opts)
-    val = None
-    if "val" in splits and train_name != "val":
-        val = make_dataset(cfg.dataset, split="val", seed=cfg.seed, **opts)
-        names["val"] = "val"
-    elif cfg.val_fraction > 0:
-        tr_idx, va_idx = stratified_split(train.labels, test_fraction=cfg.val_fraction, seed=cfg.seed)
-        if len(va_idx) and len(tr_idx):
-            train, val = train.subset(tr_idx), train.subset(va_idx, split=f"{train_name}[val]")
-            names["val"] = f"{cfg.val_fraction:g} of split {train_name}"
-    test = None
-    if "test" in splits and train_name != "test":
-        test = make_dataset(cfg.dataset, split="test", seed=cfg.seed, **opts)
-        names["test"] = "test"
-    for ds in (val, test):
-        if ds is not None and list(ds.classes) != list(train.classes):
-            raise DataError(f"dataset '{cfg.dataset}': split '{ds.split}' has classes {ds.classes[:5]}... unlike the training split's {train.classes[:5]}...")
-    train = _cap(train, cfg.max_samples, cfg.seed)
-    val = _cap(val, cfg.max_samples, cfg.seed) if val is not None else None
-    test = _cap(test, cfg.max_samples, cfg.seed) if test is not None else None
-    if len(train) == 0:
-        raise DataError(f"dataset '{cfg.dataset}': the training split '{train_name}' is empty")
-    return Splits(train=train, val=val, test=test, names=names)
+
+    def stratified(train, fraction):  # every class keeps its share in both parts
+        return stratified_split(train.labels, test_fraction=fraction, seed=cfg.seed)
+
+    out = shared_splits(cfg.dataset, dataset_splits(cfg.dataset), lambda split: make_dataset(cfg.dataset, split=split, seed=cfg.seed, **opts),
+                        val_fraction=cfg.val_fraction, holdout=stratified, max_samples=cfg.max_samples, seed=cfg.seed)
+    for ds in (out.val, out.test):
+        if ds is not None and list(ds.classes) != list(out.train.classes):
+            raise DataError(f"dataset '{cfg.dataset}': split '{ds.split}' has classes {ds.classes[:5]}... unlike the training split's {out.train.classes[:5]}...")
+    return out
 
 
 class ImageBatches:
@@ -473,7 +443,7 @@ def evaluate_lora(run, backbone: str, dataset_spec: str, split: str = "test", de
         raise DataError(
             f"dataset '{dataset_spec}' has classes {ds.classes[:6]}... but the classifier was trained on {classes[:6]}...; evaluate on the same label set"
         )
-    ds = _cap(ds, max_samples, 0)
+    ds = cap_samples(ds, max_samples, 0)
     logits, labels = predict(model, ImageBatches(ds, size=info["image_size"]), batch_size=batch_size)
     return {"backbone": info["name"], "dataset": dataset_spec, "split": split, **score(logits, labels, classes)}
 

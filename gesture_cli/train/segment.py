@@ -30,13 +30,14 @@ import os
 import shutil
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from gesture_cli.core.errors import ArtifactError, DataError, UsageError, unknown_choice
+from gesture_cli.core.errors import ArtifactError, UsageError, unknown_choice
+from gesture_cli.train.common import Splits, make_splits, random_holdout
 
 COMMAND = "segment-train"
 DEFAULT_LR = {"linear": 1e-3, "mask2former": 1e-4}
@@ -126,48 +127,16 @@ class SegmentTrainConfig:
 # ---- data ---------------------------------------------------------------------------------------
 
 
-@dataclass
-class SegSplits:
-    train: Any  # SegDataset
-    val: Any | None
-    test: Any | None
-    names: dict[str, str] = field(default_factory=dict)  # role -> where it came from
-
-
-def _cap(ds, n: int | None, seed: int):
-    if ds is None or n is None or len(ds) <= n:
-        return ds
-    idx = np.sort(np.random.default_rng([seed % 2**32, 11]).permutation(len(ds))[:n])
-    return ds.subset(idx)
-
-
-def make_seg_splits(cfg: SegmentTrainConfig) -> SegSplits:
+def make_seg_splits(cfg: SegmentTrainConfig) -> Splits:
     """Train / validation / test datasets of a config, with its class map applied (see the module docstring)."""
     from gesture_cli.data.registry import parse_dataset_opts
     from gesture_cli.data.segmentation import make_seg_dataset, seg_dataset_splits
 
     opts = parse_dataset_opts(cfg.dataset_opts)
-    splits = seg_dataset_splits(cfg.dataset)
-    if not splits:
-        raise DataError(f"dataset '{cfg.dataset}' has no splits (no images found)")
-    train_name = "train" if "train" in splits else splits[0]
-    make = lambda split: make_seg_dataset(cfg.dataset, split=split, seed=cfg.seed, class_map=cfg.class_map, **opts)  # noqa: E731
-    train = make(train_name)
-    names = {"train": train_name}
-    val = None
-    if "val" in splits and train_name != "val":
-        val, names["val"] = make("val"), "val"
-    elif cfg.val_fraction > 0 and len(train) >= 2:
-        perm = np.random.default_rng([cfg.seed % 2**32, 5]).permutation(len(train))
-        n_val = min(len(train) - 1, max(1, int(round(len(train) * cfg.val_fraction))))
-        val = train.subset(np.sort(perm[:n_val]), split=f"{train_name}[val]")
-        train = train.subset(np.sort(perm[n_val:]))
-        names["val"] = f"{cfg.val_fraction:g} of split {train_name}"
-    test = make("test") if "test" in splits and train_name != "test" else None
-    if test is not None:
-        names["test"] = "test"
-    train, val, test = (_cap(d, cfg.max_samples, cfg.seed) for d in (train, val, test))
-    return SegSplits(train=train, val=val, test=test, names=names)
+    return make_splits(cfg.dataset, seg_dataset_splits(cfg.dataset),
+                       lambda split: make_seg_dataset(cfg.dataset, split=split, seed=cfg.seed, class_map=cfg.class_map, **opts),
+                       val_fraction=cfg.val_fraction, holdout=random_holdout(cfg.seed, stream=5), max_samples=cfg.max_samples, seed=cfg.seed,
+                       cap_stream=11)
 
 
 class PixelBatches:
@@ -504,7 +473,7 @@ def train_segment(
     return {**step.entry, "cached": False, "is_main": is_main, "summary": summary, "metrics": metrics, "out": str(run.path(out_rel))}
 
 
-def _write_artifacts(out: Path, head, *, cfg: SegmentTrainConfig, classes: list[str], resolved: dict, backbone, splits: SegSplits,
+def _write_artifacts(out: Path, head, *, cfg: SegmentTrainConfig, classes: list[str], resolved: dict, backbone, splits: Splits,
                      summary: dict, metrics: dict, log_path: Path) -> None:
     """head.safetensors, class_map.json, metrics.json, train_log.csv under the staged segment/<backbone>/."""
     from gesture_cli.core.artifacts import save_json
