@@ -15,6 +15,40 @@ import numpy as np
 from gesture_cli.core.errors import DataError, UsageError
 
 
+def loop_config(cfg, *, lr: float, monitor: str, monitor_mode: str = "max"):
+    """The `fit` settings (TrainConfig) of a trainer config that carries the usual loop fields."""
+    from gesture_cli.train.loop import TrainConfig
+
+    return TrainConfig(
+        epochs=cfg.epochs, max_steps=cfg.max_steps, batch_size=cfg.batch_size, grad_accum=cfg.grad_accum, lr=lr,
+        weight_decay=cfg.weight_decay, warmup_steps=cfg.warmup_steps, warmup_ratio=cfg.warmup_ratio, max_grad_norm=cfg.max_grad_norm,
+        precision=cfg.precision, seed=cfg.seed, checkpoint_every=cfg.checkpoint_every, eval_every=cfg.eval_every,
+        patience=cfg.patience, monitor=monitor, monitor_mode=monitor_mode,
+    )
+
+
+def check_data_fields(cfg) -> None:
+    """--val-fraction, --max-samples and (where the config has one) --image-size."""
+    if not 0 <= cfg.val_fraction < 1:
+        raise UsageError(f"--val-fraction must lie in [0, 1); got {cfg.val_fraction}")
+    if cfg.max_samples is not None and cfg.max_samples < 2:
+        raise UsageError("--max-samples must be at least 2")
+    if getattr(cfg, "image_size", None) is not None and cfg.image_size < 8:
+        raise UsageError("--image-size must be at least 8 pixels")
+
+
+def check_lora_fields(cfg) -> None:
+    """--rank, --alpha, --dropout, and --target-modules only with --method lora."""
+    if cfg.rank < 1:
+        raise UsageError(f"--rank must be at least 1; got {cfg.rank}")
+    if not cfg.alpha > 0:
+        raise UsageError(f"--alpha must be positive; got {cfg.alpha}")
+    if not 0 <= cfg.dropout < 1:
+        raise UsageError(f"--dropout must lie in [0, 1); got {cfg.dropout}")
+    if cfg.target_modules and cfg.method != "lora":
+        raise UsageError(f"--target-modules applies to --method lora, not {cfg.method}")
+
+
 def cap_samples(ds, n: int | None, seed: int, *, stream: int = 7):
     """A seeded random subset of at most n samples, in their original order (None passes through).
 
@@ -77,6 +111,17 @@ def make_splits(spec: str, available: Sequence[str], make: Callable[[str], Any],
     if len(train) == 0:
         raise DataError(f"dataset '{spec}': the training split '{train_name}' is empty")
     return Splits(train=train, val=val, test=test, names=names)
+
+
+def begin_training_step(run, command: str, cfg, splits: Splits, *, out_rel: str, device: str, argv, force: bool):
+    """The run-dir step of a trainer: its config, the files and cache tokens of every split it reads, its output folder."""
+    from gesture_cli.core.config import config_to_dict
+
+    datasets = [d for d in (splits.train, splits.val, splits.test) if d is not None]
+    sources = sorted({str(p) for d in datasets for p in d.source_files})
+    tokens = {f"dataset:{d.split}": d.cache_token for d in datasets if d.cache_token}
+    return run.begin(command, config={**config_to_dict(cfg), "device": device}, inputs=[Path(p) for p in sources], input_keys=tokens,
+                     outputs=[out_rel], argv=argv, force=force)
 
 
 def refuse_unfinished(last_dir: Path, *, force: bool) -> None:

@@ -30,7 +30,14 @@ from typing import Any
 import numpy as np
 
 from gesture_cli.core.errors import ArtifactError, UsageError, unknown_choice
-from gesture_cli.train.common import Splits, random_holdout
+from gesture_cli.train.common import (
+    Splits,
+    begin_training_step,
+    check_data_fields,
+    check_lora_fields,
+    loop_config,
+    random_holdout,
+)
 from gesture_cli.train.common import make_splits as shared_splits
 
 COMMAND = "keypoint-train"
@@ -85,36 +92,16 @@ class KeypointTrainConfig:
             raise unknown_choice("pool", self.pool, POOL_KINDS)
         if self.hidden < 1:
             raise UsageError(f"--hidden must be at least 1; got {self.hidden}")
-        if self.rank < 1:
-            raise UsageError(f"--rank must be at least 1; got {self.rank}")
-        if not self.alpha > 0:
-            raise UsageError(f"--alpha must be positive; got {self.alpha}")
-        if not 0 <= self.dropout < 1:
-            raise UsageError(f"--dropout must lie in [0, 1); got {self.dropout}")
-        if not 0 <= self.val_fraction < 1:
-            raise UsageError(f"--val-fraction must lie in [0, 1); got {self.val_fraction}")
-        if self.image_size is not None and self.image_size < 8:
-            raise UsageError("--image-size must be at least 8 pixels")
-        if self.max_samples is not None and self.max_samples < 2:
-            raise UsageError("--max-samples must be at least 2")
+        check_lora_fields(self)
+        check_data_fields(self)
         if not 0 <= self.rotate <= 180:
             raise UsageError(f"--rotate must lie in [0, 180] degrees; got {self.rotate}")
         if not 0 <= self.scale_jitter < 1:
             raise UsageError(f"--scale-jitter must lie in [0, 1); got {self.scale_jitter}")
-        if self.target_modules and self.method != "lora":
-            raise UsageError(f"--target-modules applies to --method lora, not {self.method}")
         self.train_config().validate()
 
     def train_config(self):
-        from gesture_cli.train.loop import TrainConfig
-
-        return TrainConfig(
-            epochs=self.epochs, max_steps=self.max_steps, batch_size=self.batch_size, grad_accum=self.grad_accum,
-            lr=self.lr if self.lr is not None else DEFAULT_LR[self.method], weight_decay=self.weight_decay,
-            warmup_steps=self.warmup_steps, warmup_ratio=self.warmup_ratio, max_grad_norm=self.max_grad_norm,
-            precision=self.precision, seed=self.seed, checkpoint_every=self.checkpoint_every, eval_every=self.eval_every,
-            patience=self.patience, monitor="val_pck", monitor_mode="max",
-        )
+        return loop_config(self, lr=self.lr if self.lr is not None else DEFAULT_LR[self.method], monitor="val_pck")
 
 
 # ---- data ---------------------------------------------------------------------------------------
@@ -301,11 +288,7 @@ def train_keypoint(
     else:
         refuse_unfinished(ckpt_dir / "last", force=force)
     splits = make_splits(cfg)
-    datasets = [d for d in (splits.train, splits.val, splits.test) if d is not None]
-    sources = sorted({str(p) for d in datasets for p in d.source_files})
-    tokens = {f"dataset:{d.split}": d.cache_token for d in datasets if d.cache_token}
-    step = run.begin(COMMAND, config={**config_to_dict(cfg), "device": device}, inputs=[Path(p) for p in sources], input_keys=tokens,
-                     outputs=[out_rel], argv=argv, force=force or resume)
+    step = begin_training_step(run, COMMAND, cfg, splits, out_rel=out_rel, device=device, argv=argv, force=force or resume)
     if step.cached:
         return {**step.entry, "cached": True, "is_main": True}
 

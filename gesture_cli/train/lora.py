@@ -33,7 +33,16 @@ from typing import Any
 import numpy as np
 
 from gesture_cli.core.errors import ArtifactError, DataError, UsageError, unknown_choice
-from gesture_cli.train.common import Splits, cap_samples, link_tree, refuse_unfinished
+from gesture_cli.train.common import (
+    Splits,
+    begin_training_step,
+    cap_samples,
+    check_data_fields,
+    check_lora_fields,
+    link_tree,
+    loop_config,
+    refuse_unfinished,
+)
 from gesture_cli.train.common import make_splits as shared_splits
 
 COMMAND = "lora-train"
@@ -82,34 +91,14 @@ class LoraTrainConfig:
             raise unknown_choice("method", self.method, METHODS)
         if self.pool not in POOL_KINDS:
             raise unknown_choice("pool", self.pool, POOL_KINDS)
-        if self.rank < 1:
-            raise UsageError(f"--rank must be at least 1; got {self.rank}")
-        if not self.alpha > 0:
-            raise UsageError(f"--alpha must be positive; got {self.alpha}")
-        if not 0 <= self.dropout < 1:
-            raise UsageError(f"--dropout must lie in [0, 1); got {self.dropout}")
-        if not 0 <= self.val_fraction < 1:
-            raise UsageError(f"--val-fraction must lie in [0, 1); got {self.val_fraction}")
-        if self.image_size is not None and self.image_size < 8:
-            raise UsageError("--image-size must be at least 8 pixels")
-        if self.max_samples is not None and self.max_samples < 2:
-            raise UsageError("--max-samples must be at least 2")
+        check_lora_fields(self)
+        check_data_fields(self)
         if self.merge and self.method != "lora":
             raise UsageError(f"--merge applies to --method lora; --method {self.method} has no adapter to merge")
-        if self.target_modules and self.method != "lora":
-            raise UsageError(f"--target-modules applies to --method lora, not {self.method}")
         self.train_config().validate()
 
     def train_config(self):
-        from gesture_cli.train.loop import TrainConfig
-
-        return TrainConfig(
-            epochs=self.epochs, max_steps=self.max_steps, batch_size=self.batch_size, grad_accum=self.grad_accum,
-            lr=self.lr if self.lr is not None else DEFAULT_LR.get(self.method, 1e-3), weight_decay=self.weight_decay,
-            warmup_steps=self.warmup_steps, warmup_ratio=self.warmup_ratio, max_grad_norm=self.max_grad_norm,
-            precision=self.precision, seed=self.seed, checkpoint_every=self.checkpoint_every, eval_every=self.eval_every,
-            patience=self.patience, monitor="val_accuracy", monitor_mode="max",
-        )
+        return loop_config(self, lr=self.lr if self.lr is not None else DEFAULT_LR.get(self.method, 1e-3), monitor="val_accuracy")
 
 
 # ---- data ---------------------------------------------------------------------------------------
@@ -284,13 +273,7 @@ def train_lora(
     else:
         refuse_unfinished(ckpt_dir / "last", force=force)
     splits = make_splits(cfg)
-    datasets = [d for d in (splits.train, splits.val, splits.test) if d is not None]
-    sources = sorted({str(p) for d in datasets for p in d.source_files})
-    tokens = {f"dataset:{d.split}": d.cache_token for d in datasets if d.cache_token}
-    step = run.begin(
-        COMMAND, config={**config_to_dict(cfg), "device": device}, inputs=[Path(p) for p in sources], input_keys=tokens,
-        outputs=[out_rel], argv=argv, force=force or resume,
-    )
+    step = begin_training_step(run, COMMAND, cfg, splits, out_rel=out_rel, device=device, argv=argv, force=force or resume)
     if step.cached:
         return {**step.entry, "cached": True, "is_main": True}
 

@@ -41,6 +41,7 @@ from typing import Any
 import numpy as np
 
 from gesture_cli.core.errors import ArtifactError, DataError, UsageError, unknown_choice
+from gesture_cli.train.common import check_data_fields, loop_config
 
 PRETRAIN_REL = "pose/pretrain"
 FINETUNE_REL = "pose/finetune"
@@ -57,14 +58,7 @@ FINETUNE_RESUME_KEYS = ("dataset", "dataset_opts", "text_model", "encoder", "nor
 
 
 def _train_config(cfg, *, monitor: str):
-    from gesture_cli.train.loop import TrainConfig
-
-    return TrainConfig(
-        epochs=cfg.epochs, max_steps=cfg.max_steps, batch_size=cfg.batch_size, grad_accum=cfg.grad_accum, lr=cfg.lr,
-        weight_decay=cfg.weight_decay, warmup_steps=cfg.warmup_steps, warmup_ratio=cfg.warmup_ratio, max_grad_norm=cfg.max_grad_norm,
-        precision=cfg.precision, seed=cfg.seed, checkpoint_every=cfg.checkpoint_every, eval_every=cfg.eval_every, patience=cfg.patience,
-        monitor=monitor, monitor_mode="max",
-    )
+    return loop_config(cfg, lr=cfg.lr, monitor=monitor)
 
 
 def _validate_common(cfg) -> None:
@@ -76,10 +70,7 @@ def _validate_common(cfg) -> None:
         raise unknown_choice("normalisation", cfg.normalize, NORMALIZATIONS)
     if cfg.max_frames < 1:
         raise UsageError(f"--max-frames must be at least 1; got {cfg.max_frames}")
-    if cfg.max_samples is not None and cfg.max_samples < 2:
-        raise UsageError("--max-samples must be at least 2")
-    if not 0 <= cfg.val_fraction < 1:
-        raise UsageError(f"--val-fraction must lie in [0, 1); got {cfg.val_fraction}")
+    check_data_fields(cfg)
     _train_config(cfg, monitor="x").validate()
 
 

@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 
 from gesture_cli.core.errors import ArtifactError, UsageError, unknown_choice
-from gesture_cli.train.common import Splits, make_splits, random_holdout
+from gesture_cli.train.common import Splits, begin_training_step, check_data_fields, loop_config, make_splits, random_holdout
 
 COMMAND = "segment-train"
 DEFAULT_LR = {"linear": 1e-3, "mask2former": 1e-4}
@@ -92,12 +92,7 @@ class SegmentTrainConfig:
             raise UsageError(f"--train-only {self.train_only} applies to --head mask2former; the linear head always trains whole")
         if self.hflip and self.cache_features:
             raise UsageError("--hflip needs the backbone at every step; it cannot be combined with --cache-features")
-        if not 0 <= self.val_fraction < 1:
-            raise UsageError(f"--val-fraction must lie in [0, 1); got {self.val_fraction}")
-        if self.image_size is not None and self.image_size < 8:
-            raise UsageError("--image-size must be at least 8 pixels")
-        if self.max_samples is not None and self.max_samples < 2:
-            raise UsageError("--max-samples must be at least 2")
+        check_data_fields(self)
         if self.m2f_dim < 32 or self.m2f_dim % 32:
             raise UsageError(f"--m2f-dim must be a positive multiple of 32; got {self.m2f_dim}")
         if self.m2f_queries < 1 or self.m2f_encoder_layers < 1 or self.m2f_decoder_layers < 2:
@@ -107,15 +102,7 @@ class SegmentTrainConfig:
         self.train_config().validate()
 
     def train_config(self):
-        from gesture_cli.train.loop import TrainConfig
-
-        return TrainConfig(
-            epochs=self.epochs, max_steps=self.max_steps, batch_size=self.batch_size, grad_accum=self.grad_accum,
-            lr=self.lr if self.lr is not None else DEFAULT_LR[self.head], weight_decay=self.weight_decay,
-            warmup_steps=self.warmup_steps, warmup_ratio=self.warmup_ratio, max_grad_norm=self.max_grad_norm,
-            precision=self.precision, seed=self.seed, checkpoint_every=self.checkpoint_every, eval_every=self.eval_every,
-            patience=self.patience, monitor="val_mIoU", monitor_mode="max",
-        )
+        return loop_config(self, lr=self.lr if self.lr is not None else DEFAULT_LR[self.head], monitor="val_mIoU")
 
     def head_args(self, image_size: int) -> dict:
         if self.head != "mask2former":
@@ -357,11 +344,7 @@ def train_segment(
     if not resume:
         refuse_unfinished(ckpt_dir / "last", force=force)
     splits = make_seg_splits(cfg)
-    datasets = [d for d in (splits.train, splits.val, splits.test) if d is not None]
-    sources = sorted({str(p) for d in datasets for p in d.source_files})
-    tokens = {f"dataset:{d.split}": d.cache_token for d in datasets if d.cache_token}
-    step = run.begin(COMMAND, config={**config_to_dict(cfg), "device": device}, inputs=[Path(p) for p in sources], input_keys=tokens,
-                     outputs=[out_rel], argv=argv, force=force or resume)
+    step = begin_training_step(run, COMMAND, cfg, splits, out_rel=out_rel, device=device, argv=argv, force=force or resume)
     if step.cached:
         return {**step.entry, "cached": True, "is_main": True}
 
