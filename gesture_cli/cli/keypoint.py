@@ -19,46 +19,63 @@ from gesture_cli.cli.options import (
     gx_command,
     make_console,
 )
+from gesture_cli.cli.train_options import (
+    AlphaOpt,
+    CheckpointEveryOpt,
+    DropoutOpt,
+    EvalEveryOpt,
+    GradAccumOpt,
+    MaxStepsOpt,
+    PrecisionOpt,
+    RankOpt,
+    TargetModulesOpt,
+    WarmupRatioOpt,
+    WarmupStepsOpt,
+    WeightDecayOpt,
+    batch_size_option,
+    epochs_option,
+    opt,
+    patience_option,
+    report_training,
+    resume_option,
+    split_modules,
+)
 
 EXAMPLE = "Example: gx keypoint-train --backbone tiny-dinov2 --dataset synthetic-keypoints --method full --epochs 5 -r runs/demo"
-
-
-def _opt(name: str, help: str, *extra: str):
-    return typer.Option(name, *extra, help=help, show_default=False)
 
 
 @gx_command
 def keypoint_train(
     backbone: BackboneOpt = None,
-    dataset: Annotated[str | None, _opt("--dataset", "Keypoint dataset: synthetic-keypoints, or mpii:JSON[:IMGDIR] (MPII person records, HRNet/mmpose JSON) [default: synthetic-keypoints].", "-d")] = None,
-    dataset_opt: Annotated[list[str] | None, _opt("--dataset-opt", "Dataset source option KEY=VALUE (repeatable): margin=1.25 (mpii crop side / person height), train_samples=N, eval_samples=N, side=PX, clutter=false (synthetic).")] = None,
-    method: Annotated[str | None, _opt("--method", "frozen | lora | full [default: lora].")] = None,
-    head: Annotated[str | None, _opt("--head", "patch (integral regression over patch tokens) | pooled (MLP on pooled features) [default: patch].")] = None,
-    hidden: Annotated[int | None, _opt("--hidden", "Width of the head's hidden layer [default: 256].")] = None,
-    pool: Annotated[str | None, _opt("--pool", "cls | mean | cls+mean: what the pooled head sees [default: cls+mean].")] = None,
-    target_modules: Annotated[str | None, _opt("--target-modules", "Comma-separated Linear module names for LoRA [default: the family's query/value projections].")] = None,
-    rank: Annotated[int | None, _opt("--rank", "LoRA rank r [default: 8].")] = None,
-    alpha: Annotated[float | None, _opt("--alpha", "LoRA alpha; updates scale by alpha/r [default: 16].")] = None,
-    dropout: Annotated[float | None, _opt("--dropout", "Dropout on the LoRA input [default: 0.1].")] = None,
-    image_size: Annotated[int | None, _opt("--image-size", "Crop side in pixels fed to the backbone [default: the backbone's].")] = None,
-    epochs: Annotated[int | None, _opt("--epochs", "Passes over the training split [default: 30].")] = None,
-    max_steps: Annotated[int | None, _opt("--max-steps", "Optimizer steps in all; overrides --epochs.")] = None,
-    batch_size: Annotated[int | None, _opt("--batch-size", "Crops per micro-batch and process [default: 32].")] = None,
-    grad_accum: Annotated[int | None, _opt("--grad-accum", "Micro-batches per optimizer step [default: 1].")] = None,
-    lr: Annotated[float | None, _opt("--lr", "Peak learning rate [default: 1e-3 frozen, 5e-4 lora, 1e-4 full].")] = None,
-    weight_decay: Annotated[float | None, _opt("--weight-decay", "AdamW weight decay, not on biases/norms [default: 0.01].")] = None,
-    warmup_steps: Annotated[int | None, _opt("--warmup-steps", "Linear warm-up in optimizer steps [default: --warmup-ratio of all steps].")] = None,
-    warmup_ratio: Annotated[float | None, _opt("--warmup-ratio", "Warm-up share of all steps when --warmup-steps is not given [default: 0.05].")] = None,
-    patience: Annotated[int | None, _opt("--patience", "Evaluations without a better val PCK before stopping; 0 = never [default: 10].")] = None,
-    val_fraction: Annotated[float | None, _opt("--val-fraction", "Share of the training split held out when the dataset has no val split [default: 0.1].")] = None,
-    eval_every: Annotated[int | None, _opt("--eval-every", "Optimizer steps between evaluations; 0 = every epoch [default: 0].")] = None,
-    checkpoint_every: Annotated[int | None, _opt("--checkpoint-every", "Optimizer steps between saves of checkpoints/last/ [default: 100].")] = None,
-    flip: Annotated[bool | None, _opt("--flip/--no-flip", "Mirror half the crops and swap left/right joints [default: on].")] = None,
-    rotate: Annotated[float | None, _opt("--rotate", "Random rotation within +-DEG degrees [default: 15].")] = None,
-    scale_jitter: Annotated[float | None, _opt("--scale-jitter", "Random zoom: the crop window varies within 1 +- this [default: 0.15].")] = None,
-    precision: Annotated[str | None, _opt("--precision", "auto | bf16 | fp32 [default: auto: bf16 only where the hardware multiplies it natively].")] = None,
-    max_samples: Annotated[int | None, _opt("--max-samples", "Cap on people per split (seeded subset), for quick runs.")] = None,
-    resume: Annotated[bool, typer.Option("--resume", help="Continue from keypoint/<backbone>/checkpoints/last/ (after Ctrl-C, SIGTERM or a pre-emption).")] = False,
+    dataset: Annotated[str | None, opt("--dataset", "Keypoint dataset: synthetic-keypoints, or mpii:JSON[:IMGDIR] (MPII person records, HRNet/mmpose JSON) [default: synthetic-keypoints].", "-d")] = None,
+    dataset_opt: Annotated[list[str] | None, opt("--dataset-opt", "Dataset source option KEY=VALUE (repeatable): margin=1.25 (mpii crop side / person height), train_samples=N, eval_samples=N, side=PX, clutter=false (synthetic).")] = None,
+    method: Annotated[str | None, opt("--method", "frozen | lora | full [default: lora].")] = None,
+    head: Annotated[str | None, opt("--head", "patch (integral regression over patch tokens) | pooled (MLP on pooled features) [default: patch].")] = None,
+    hidden: Annotated[int | None, opt("--hidden", "Width of the head's hidden layer [default: 256].")] = None,
+    pool: Annotated[str | None, opt("--pool", "cls | mean | cls+mean: what the pooled head sees [default: cls+mean].")] = None,
+    target_modules: TargetModulesOpt = None,
+    rank: RankOpt = None,
+    alpha: AlphaOpt = None,
+    dropout: DropoutOpt = None,
+    image_size: Annotated[int | None, opt("--image-size", "Crop side in pixels fed to the backbone [default: the backbone's].")] = None,
+    epochs: Annotated[int | None, epochs_option(30)] = None,
+    max_steps: MaxStepsOpt = None,
+    batch_size: Annotated[int | None, batch_size_option("Crops", 32)] = None,
+    grad_accum: GradAccumOpt = None,
+    lr: Annotated[float | None, opt("--lr", "Peak learning rate [default: 1e-3 frozen, 5e-4 lora, 1e-4 full].")] = None,
+    weight_decay: WeightDecayOpt = None,
+    warmup_steps: WarmupStepsOpt = None,
+    warmup_ratio: WarmupRatioOpt = None,
+    patience: Annotated[int | None, patience_option("PCK", 10)] = None,
+    val_fraction: Annotated[float | None, opt("--val-fraction", "Share of the training split held out when the dataset has no val split [default: 0.1].")] = None,
+    eval_every: EvalEveryOpt = None,
+    checkpoint_every: CheckpointEveryOpt = None,
+    flip: Annotated[bool | None, opt("--flip/--no-flip", "Mirror half the crops and swap left/right joints [default: on].")] = None,
+    rotate: Annotated[float | None, opt("--rotate", "Random rotation within +-DEG degrees [default: 15].")] = None,
+    scale_jitter: Annotated[float | None, opt("--scale-jitter", "Random zoom: the crop window varies within 1 +- this [default: 0.15].")] = None,
+    precision: PrecisionOpt = None,
+    max_samples: Annotated[int | None, opt("--max-samples", "Cap on people per split (seeded subset), for quick runs.")] = None,
+    resume: Annotated[bool, resume_option("keypoint")] = False,
     run_dir: RunDirOpt = None,
     device: DeviceOpt = "auto",
     seed: SeedOpt = None,
@@ -80,13 +97,12 @@ def keypoint_train(
     from gesture_cli.core.rundir import RunDir
     from gesture_cli.train.keypoint import KeypointTrainConfig, train_keypoint
 
-    targets = [t.strip() for t in target_modules.split(",") if t.strip()] if target_modules else None
     cfg = resolve_config(
         KeypointTrainConfig,
         config,
         flags(backbone=backbone, dataset=dataset, dataset_opts=dataset_opt or None, method=method, head=head, hidden=hidden, pool=pool,
-              target_modules=targets, rank=rank, alpha=alpha, dropout=dropout, image_size=image_size, epochs=epochs, max_steps=max_steps,
-              batch_size=batch_size, grad_accum=grad_accum, lr=lr, weight_decay=weight_decay, warmup_steps=warmup_steps,
+              target_modules=split_modules(target_modules), rank=rank, alpha=alpha, dropout=dropout, image_size=image_size, epochs=epochs,
+              max_steps=max_steps, batch_size=batch_size, grad_accum=grad_accum, lr=lr, weight_decay=weight_decay, warmup_steps=warmup_steps,
               warmup_ratio=warmup_ratio, patience=patience, val_fraction=val_fraction, eval_every=eval_every,
               checkpoint_every=checkpoint_every, flip=flip, rotate=rotate, scale_jitter=scale_jitter, precision=precision,
               max_samples=max_samples, seed=seed),
@@ -97,12 +113,7 @@ def keypoint_train(
         out = train_keypoint(cfg, run, device=device, force=force, resume=resume, argv=argv(),
                              callbacks=training_callbacks(console, bars, f"keypoint-train {cfg.backbone}", loss_format=".5f"),
                              notify=lambda line: console.print(line, highlight=False))
-    if not out["is_main"]:
-        return
-    if out.get("cached"):
-        console.print(f"[dim]keypoint-train: cached result for {cfg.backbone} on {cfg.dataset} (use --force to recompute)[/]")
-        return
-    _summary(console, out)
+    report_training(console, out, "keypoint-train", cfg, _summary)
 
 
 def _summary(console, out: dict) -> None:

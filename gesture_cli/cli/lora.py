@@ -20,44 +20,63 @@ from gesture_cli.cli.options import (
     gx_command,
     make_console,
 )
+from gesture_cli.cli.train_options import (
+    AlphaOpt,
+    CheckpointEveryOpt,
+    DropoutOpt,
+    EvalEveryOpt,
+    GradAccumOpt,
+    ImageSizeOpt,
+    MaxSamplesOpt,
+    MaxStepsOpt,
+    PrecisionOpt,
+    RankOpt,
+    TargetModulesOpt,
+    WarmupRatioOpt,
+    WarmupStepsOpt,
+    WeightDecayOpt,
+    batch_size_option,
+    epochs_option,
+    opt,
+    patience_option,
+    report_training,
+    resume_option,
+    split_modules,
+)
 
 EXAMPLE = "Example: gx lora-train --backbone tiny-dinov2 --dataset synthetic-hands --epochs 5 -r runs/demo"
-
-
-def _opt(name: str, help: str, *extra: str):
-    return typer.Option(name, *extra, help=help, show_default=False)
 
 
 @gx_command
 def lora_train(
     backbone: BackboneOpt = None,
     dataset: DatasetOpt = None,
-    dataset_opt: Annotated[list[str] | None, _opt("--dataset-opt", "Dataset source option KEY=VALUE (repeatable), e.g. label_map=contiguous.")] = None,
-    method: Annotated[str | None, _opt("--method", "lora | full | head [default: lora].")] = None,
-    target_modules: Annotated[str | None, _opt("--target-modules", "Comma-separated Linear module names for LoRA [default: the family's query/value projections].")] = None,
-    rank: Annotated[int | None, _opt("--rank", "LoRA rank r [default: 8].")] = None,
-    alpha: Annotated[float | None, _opt("--alpha", "LoRA alpha; updates scale by alpha/r [default: 16].")] = None,
-    dropout: Annotated[float | None, _opt("--dropout", "Dropout on the LoRA input [default: 0.1].")] = None,
-    pool: Annotated[str | None, _opt("--pool", "cls | mean | cls+mean: what the head sees [default: cls].")] = None,
-    image_size: Annotated[int | None, _opt("--image-size", "Input side in pixels [default: the backbone's].")] = None,
-    epochs: Annotated[int | None, _opt("--epochs", "Passes over the training split [default: 10].")] = None,
-    max_steps: Annotated[int | None, _opt("--max-steps", "Optimizer steps in all; overrides --epochs.")] = None,
-    batch_size: Annotated[int | None, _opt("--batch-size", "Images per micro-batch and process [default: 32].")] = None,
-    grad_accum: Annotated[int | None, _opt("--grad-accum", "Micro-batches per optimizer step [default: 1].")] = None,
-    lr: Annotated[float | None, _opt("--lr", "Peak learning rate [default: 5e-4 lora, 2e-5 full, 1e-3 head].")] = None,
-    weight_decay: Annotated[float | None, _opt("--weight-decay", "AdamW weight decay, not on biases/norms [default: 0.01].")] = None,
-    warmup_steps: Annotated[int | None, _opt("--warmup-steps", "Linear warm-up in optimizer steps [default: --warmup-ratio of all steps].")] = None,
-    warmup_ratio: Annotated[float | None, _opt("--warmup-ratio", "Warm-up share of all steps when --warmup-steps is not given [default: 0.05].")] = None,
-    patience: Annotated[int | None, _opt("--patience", "Evaluations without a better val accuracy before stopping; 0 = never [default: 5].")] = None,
-    val_fraction: Annotated[float | None, _opt("--val-fraction", "Stratified share of the training split held out when the dataset has no val split [default: 0.1].")] = None,
-    eval_every: Annotated[int | None, _opt("--eval-every", "Optimizer steps between evaluations; 0 = every epoch [default: 0].")] = None,
-    checkpoint_every: Annotated[int | None, _opt("--checkpoint-every", "Optimizer steps between saves of checkpoints/last/ [default: 100].")] = None,
-    hflip: Annotated[bool | None, _opt("--hflip/--no-hflip", "Random horizontal flips [default: off: handedness carries meaning in sign languages].")] = None,
-    no_gesture: Annotated[bool | None, _opt("--no-gesture/--no-no-gesture", "HaGRID: keep 'no_gesture' boxes as a class [default: off].")] = None,
-    merge: Annotated[bool | None, _opt("--merge/--no-merge", "Also write merged/: LoRA folded into a standalone transformers model [default: off].")] = None,
-    precision: Annotated[str | None, _opt("--precision", "auto | bf16 | fp32 [default: auto: bf16 only where the hardware multiplies it natively].")] = None,
-    max_samples: Annotated[int | None, _opt("--max-samples", "Cap on images per split (seeded subset), for quick runs.")] = None,
-    resume: Annotated[bool, typer.Option("--resume", help="Continue from lora/<backbone>/checkpoints/last/ (after Ctrl-C, SIGTERM or a pre-emption).")] = False,
+    dataset_opt: Annotated[list[str] | None, opt("--dataset-opt", "Dataset source option KEY=VALUE (repeatable), e.g. label_map=contiguous.")] = None,
+    method: Annotated[str | None, opt("--method", "lora | full | head [default: lora].")] = None,
+    target_modules: TargetModulesOpt = None,
+    rank: RankOpt = None,
+    alpha: AlphaOpt = None,
+    dropout: DropoutOpt = None,
+    pool: Annotated[str | None, opt("--pool", "cls | mean | cls+mean: what the head sees [default: cls].")] = None,
+    image_size: ImageSizeOpt = None,
+    epochs: Annotated[int | None, epochs_option(10)] = None,
+    max_steps: MaxStepsOpt = None,
+    batch_size: Annotated[int | None, batch_size_option("Images", 32)] = None,
+    grad_accum: GradAccumOpt = None,
+    lr: Annotated[float | None, opt("--lr", "Peak learning rate [default: 5e-4 lora, 2e-5 full, 1e-3 head].")] = None,
+    weight_decay: WeightDecayOpt = None,
+    warmup_steps: WarmupStepsOpt = None,
+    warmup_ratio: WarmupRatioOpt = None,
+    patience: Annotated[int | None, patience_option("accuracy", 5)] = None,
+    val_fraction: Annotated[float | None, opt("--val-fraction", "Stratified share of the training split held out when the dataset has no val split [default: 0.1].")] = None,
+    eval_every: EvalEveryOpt = None,
+    checkpoint_every: CheckpointEveryOpt = None,
+    hflip: Annotated[bool | None, opt("--hflip/--no-hflip", "Random horizontal flips [default: off: handedness carries meaning in sign languages].")] = None,
+    no_gesture: Annotated[bool | None, opt("--no-gesture/--no-no-gesture", "HaGRID: keep 'no_gesture' boxes as a class [default: off].")] = None,
+    merge: Annotated[bool | None, opt("--merge/--no-merge", "Also write merged/: LoRA folded into a standalone transformers model [default: off].")] = None,
+    precision: PrecisionOpt = None,
+    max_samples: MaxSamplesOpt = None,
+    resume: Annotated[bool, resume_option("lora")] = False,
     run_dir: RunDirOpt = None,
     device: DeviceOpt = "auto",
     seed: SeedOpt = None,
@@ -78,12 +97,11 @@ def lora_train(
     from gesture_cli.core.rundir import RunDir
     from gesture_cli.train.lora import LoraTrainConfig, train_lora
 
-    targets = [t.strip() for t in target_modules.split(",") if t.strip()] if target_modules else None
     cfg = resolve_config(
         LoraTrainConfig,
         config,
-        flags(backbone=backbone, dataset=dataset, dataset_opts=dataset_opt or None, method=method, target_modules=targets, rank=rank, alpha=alpha, dropout=dropout,
-              pool=pool, image_size=image_size, epochs=epochs, max_steps=max_steps, batch_size=batch_size, grad_accum=grad_accum,
+        flags(backbone=backbone, dataset=dataset, dataset_opts=dataset_opt or None, method=method,
+              target_modules=split_modules(target_modules), rank=rank, alpha=alpha, dropout=dropout, pool=pool, image_size=image_size, epochs=epochs, max_steps=max_steps, batch_size=batch_size, grad_accum=grad_accum,
               lr=lr, weight_decay=weight_decay, warmup_steps=warmup_steps, warmup_ratio=warmup_ratio, patience=patience,
               val_fraction=val_fraction, eval_every=eval_every, checkpoint_every=checkpoint_every, hflip=hflip,
               no_gesture=no_gesture, merge=merge, precision=precision, max_samples=max_samples, seed=seed),
@@ -94,12 +112,7 @@ def lora_train(
         out = train_lora(cfg, run, device=device, force=force, resume=resume, argv=argv(),
                          callbacks=training_callbacks(console, bars, f"lora-train {cfg.backbone}"),
                          notify=lambda line: console.print(line, highlight=False))
-    if not out["is_main"]:
-        return
-    if out.get("cached"):
-        console.print(f"[dim]lora-train: cached result for {cfg.backbone} on {cfg.dataset} (use --force to recompute)[/]")
-        return
-    _summary(console, out)
+    report_training(console, out, "lora-train", cfg, _summary)
 
 
 def _summary(console, out: dict) -> None:

@@ -19,45 +19,58 @@ from gesture_cli.cli.options import (
     gx_command,
     make_console,
 )
+from gesture_cli.cli.train_options import (
+    CheckpointEveryOpt,
+    EvalEveryOpt,
+    GradAccumOpt,
+    ImageSizeOpt,
+    MaxSamplesOpt,
+    MaxStepsOpt,
+    PrecisionOpt,
+    WarmupStepsOpt,
+    WeightDecayOpt,
+    batch_size_option,
+    epochs_option,
+    opt,
+    patience_option,
+    report_training,
+    resume_option,
+)
 
 EXAMPLE = "Example: gx segment-train --backbone tiny-dinov2 --dataset synthetic-scenes --head linear --epochs 5 -r runs/demo"
 PER_CLASS_SHOWN = 30  # rows of the per-class IoU table; metrics.json has all
 
 
-def _opt(name: str, help: str, *extra: str):
-    return typer.Option(name, *extra, help=help, show_default=False)
-
-
 @gx_command
 def segment_train(
     backbone: BackboneOpt = None,
-    dataset: Annotated[str | None, _opt("--dataset", "Segmentation dataset: synthetic-scenes, or seg:DIR (Cityscapes, ADE20K, or images/ + masks/ with classes.txt) [default: synthetic-scenes].", "-d")] = None,
-    dataset_opt: Annotated[list[str] | None, _opt("--dataset-opt", "Dataset option KEY=VALUE (repeatable): classes=FILE, reduce_zero_label=true, size=128 ...")] = None,
-    head: Annotated[str | None, _opt("--head", "linear | mask2former [default: linear].")] = None,
-    train_only: Annotated[str | None, _opt("--train-only", "mask2former: all | class_embed (only the class predictor, the head-only recipe) [default: all].")] = None,
-    class_map: Annotated[str | None, _opt("--class-map", "JSON file folding the dataset's classes into groups, e.g. configs/ade20k_to_26.json.")] = None,
-    init_head: Annotated[str | None, _opt("--init-head", "mask2former: start from this head.safetensors (or segment/<backbone> folder); a class predictor of another size starts fresh.")] = None,
-    cache_features: Annotated[bool | None, _opt("--cache-features/--no-cache-features", "Compute the frozen backbone's patch tokens once per split and train on them [default: off].")] = None,
-    image_size: Annotated[int | None, _opt("--image-size", "Input side in pixels [default: the backbone's].")] = None,
-    m2f_dim: Annotated[int | None, _opt("--m2f-dim", "mask2former: decoder width, a multiple of 32 [default: 256].")] = None,
-    m2f_queries: Annotated[int | None, _opt("--m2f-queries", "mask2former: object queries [default: 100].")] = None,
-    m2f_encoder_layers: Annotated[int | None, _opt("--m2f-encoder-layers", "mask2former: pixel-decoder layers [default: 3].")] = None,
-    m2f_decoder_layers: Annotated[int | None, _opt("--m2f-decoder-layers", "mask2former: transformer-decoder layers [default: 6].")] = None,
-    epochs: Annotated[int | None, _opt("--epochs", "Passes over the training split [default: 10].")] = None,
-    max_steps: Annotated[int | None, _opt("--max-steps", "Optimizer steps in all; overrides --epochs.")] = None,
-    batch_size: Annotated[int | None, _opt("--batch-size", "Images per micro-batch and process [default: 8].")] = None,
-    grad_accum: Annotated[int | None, _opt("--grad-accum", "Micro-batches per optimizer step [default: 1].")] = None,
-    lr: Annotated[float | None, _opt("--lr", "Peak learning rate [default: 1e-3 linear, 1e-4 mask2former].")] = None,
-    weight_decay: Annotated[float | None, _opt("--weight-decay", "AdamW weight decay, not on biases/norms [default: 0.01].")] = None,
-    warmup_steps: Annotated[int | None, _opt("--warmup-steps", "Linear warm-up in optimizer steps [default: --warmup-ratio of all steps].")] = None,
-    patience: Annotated[int | None, _opt("--patience", "Evaluations without a better val mIoU before stopping; 0 = never [default: 5].")] = None,
-    val_fraction: Annotated[float | None, _opt("--val-fraction", "Share of the training images held out when the dataset has no val split [default: 0.1].")] = None,
-    eval_every: Annotated[int | None, _opt("--eval-every", "Optimizer steps between evaluations; 0 = every epoch [default: 0].")] = None,
-    checkpoint_every: Annotated[int | None, _opt("--checkpoint-every", "Optimizer steps between saves of checkpoints/last/ [default: 100].")] = None,
-    hflip: Annotated[bool | None, _opt("--hflip/--no-hflip", "Random horizontal flips of image and mask [default: off].")] = None,
-    precision: Annotated[str | None, _opt("--precision", "auto | bf16 | fp32 [default: auto: bf16 only where the hardware multiplies it natively].")] = None,
-    max_samples: Annotated[int | None, _opt("--max-samples", "Cap on images per split (seeded subset), for quick runs.")] = None,
-    resume: Annotated[bool, typer.Option("--resume", help="Continue from segment/<backbone>/checkpoints/last/ (after Ctrl-C, SIGTERM or a pre-emption).")] = False,
+    dataset: Annotated[str | None, opt("--dataset", "Segmentation dataset: synthetic-scenes, or seg:DIR (Cityscapes, ADE20K, or images/ + masks/ with classes.txt) [default: synthetic-scenes].", "-d")] = None,
+    dataset_opt: Annotated[list[str] | None, opt("--dataset-opt", "Dataset option KEY=VALUE (repeatable): classes=FILE, reduce_zero_label=true, size=128 ...")] = None,
+    head: Annotated[str | None, opt("--head", "linear | mask2former [default: linear].")] = None,
+    train_only: Annotated[str | None, opt("--train-only", "mask2former: all | class_embed (only the class predictor, the head-only recipe) [default: all].")] = None,
+    class_map: Annotated[str | None, opt("--class-map", "JSON file folding the dataset's classes into groups, e.g. configs/ade20k_to_26.json.")] = None,
+    init_head: Annotated[str | None, opt("--init-head", "mask2former: start from this head.safetensors (or segment/<backbone> folder); a class predictor of another size starts fresh.")] = None,
+    cache_features: Annotated[bool | None, opt("--cache-features/--no-cache-features", "Compute the frozen backbone's patch tokens once per split and train on them [default: off].")] = None,
+    image_size: ImageSizeOpt = None,
+    m2f_dim: Annotated[int | None, opt("--m2f-dim", "mask2former: decoder width, a multiple of 32 [default: 256].")] = None,
+    m2f_queries: Annotated[int | None, opt("--m2f-queries", "mask2former: object queries [default: 100].")] = None,
+    m2f_encoder_layers: Annotated[int | None, opt("--m2f-encoder-layers", "mask2former: pixel-decoder layers [default: 3].")] = None,
+    m2f_decoder_layers: Annotated[int | None, opt("--m2f-decoder-layers", "mask2former: transformer-decoder layers [default: 6].")] = None,
+    epochs: Annotated[int | None, epochs_option(10)] = None,
+    max_steps: MaxStepsOpt = None,
+    batch_size: Annotated[int | None, batch_size_option("Images", 8)] = None,
+    grad_accum: GradAccumOpt = None,
+    lr: Annotated[float | None, opt("--lr", "Peak learning rate [default: 1e-3 linear, 1e-4 mask2former].")] = None,
+    weight_decay: WeightDecayOpt = None,
+    warmup_steps: WarmupStepsOpt = None,
+    patience: Annotated[int | None, patience_option("mIoU", 5)] = None,
+    val_fraction: Annotated[float | None, opt("--val-fraction", "Share of the training images held out when the dataset has no val split [default: 0.1].")] = None,
+    eval_every: EvalEveryOpt = None,
+    checkpoint_every: CheckpointEveryOpt = None,
+    hflip: Annotated[bool | None, opt("--hflip/--no-hflip", "Random horizontal flips of image and mask [default: off].")] = None,
+    precision: PrecisionOpt = None,
+    max_samples: MaxSamplesOpt = None,
+    resume: Annotated[bool, resume_option("segment")] = False,
     run_dir: RunDirOpt = None,
     device: DeviceOpt = "auto",
     seed: SeedOpt = None,
@@ -101,12 +114,7 @@ def segment_train(
         out = train_segment(cfg, run, device=device, force=force, resume=resume, argv=argv(),
                             callbacks=training_callbacks(console, bars, f"segment-train {cfg.backbone}"),
                             notify=lambda line: console.print(line, highlight=False), on_cache_progress=on_cache)
-    if not out["is_main"]:
-        return
-    if out.get("cached"):
-        console.print(f"[dim]segment-train: cached result for {cfg.backbone} on {cfg.dataset} (use --force to recompute)[/]")
-        return
-    _summary(console, out)
+    report_training(console, out, "segment-train", cfg, _summary)
 
 
 def _summary(console, out: dict) -> None:
