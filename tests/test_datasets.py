@@ -437,3 +437,17 @@ def test_synthetic_hands_defaults_and_contact_sheet(tmp_path):
     sheet = np.concatenate(rows, axis=0)
     assert sheet.shape == (24 * 28, 8 * 28)
     assert cv2.imwrite(str(tmp_path / "synthetic_hands.png"), sheet)
+
+
+def test_synthetic_hands_letters_pick_the_same_images():
+    from gesture_cli.data.synthetic_hands import generate_hands
+
+    full, labels = generate_hands(n_per_class=2, seed=4, split="train")
+    some, some_labels = generate_hands(n_per_class=2, seed=4, split="train", letters=["L", "A"])
+    assert some_labels.tolist() == [10, 0, 10, 0]  # indices into the 24 letters, in the order asked, interleaved
+    for img, lab in zip(some, some_labels, strict=True):
+        k = [i for i, y in enumerate(labels) if y == lab]
+        assert any(np.array_equal(img, full[i]) for i in k)
+    np.testing.assert_array_equal(some[0], full[10])
+    with pytest.raises(UsageError, match="J"):
+        generate_hands(n_per_class=1, seed=0, split="train", letters=["J"])

@@ -16,6 +16,7 @@ never share a stream, and raising `train_per_class` keeps the first images uncha
 from __future__ import annotations
 
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -287,19 +288,27 @@ def _split_code(split: str) -> int:
     return zlib.crc32(split.encode())  # stable across runs and Python versions (unlike hash())
 
 
-def generate_hands(*, n_per_class: int, seed: int, split: str, with_masks: bool = False):
-    """(images uint8 [24 * n_per_class, 28, 28], labels int64), classes interleaved (A, B, ..., Y, A, ...).
+def generate_hands(*, n_per_class: int, seed: int, split: str, with_masks: bool = False, letters: Sequence[str] | None = None):
+    """(images uint8 [K * n_per_class, 28, 28], labels int64), classes interleaved (A, B, ..., Y, A, ...).
 
-    with_masks=True returns (images, labels, masks bool [N, 28, 28]): where each image's hand is
-    (`render_hand`), for checks of where a model looks; the images are the same as without.
+    K = 24, or len(letters) when `letters` picks some (labels stay indices into SIGN_MNIST_LETTERS, and
+    each image is the one the full generation draws for it). with_masks=True returns (images, labels,
+    masks bool [N, 28, 28]): where each image's hand is (`render_hand`), for checks of where a model
+    looks; the images are the same as without.
     """
-    n_classes = len(SIGN_MNIST_LETTERS)
-    images = np.empty((n_classes * n_per_class, SIDE, SIDE), dtype=np.uint8)
+    if letters is None:
+        classes = list(range(len(SIGN_MNIST_LETTERS)))
+    else:
+        unknown = [c for c in letters if c not in SIGN_MNIST_LETTERS]
+        if unknown:
+            raise UsageError(f"letters {unknown}: synthetic-hands has {', '.join(SIGN_MNIST_LETTERS)} (no J or Z: they move)")
+        classes = [SIGN_MNIST_LETTERS.index(c) for c in letters]
+    images = np.empty((len(classes) * n_per_class, SIDE, SIDE), dtype=np.uint8)
     masks = np.zeros((len(images), SIDE, SIDE), dtype=bool) if with_masks else None
-    labels = np.tile(np.arange(n_classes, dtype=np.int64), n_per_class)
+    labels = np.tile(np.asarray(classes, dtype=np.int64), n_per_class)
     code = _split_code(split)
     for k in range(len(images)):
-        c, i = k % n_classes, k // n_classes
+        c, i = int(labels[k]), k // len(classes)
         rng = np.random.default_rng([seed % 2**32, code, c, i, GENERATOR_VERSION])
         if with_masks:
             images[k], masks[k] = render_hand(SIGN_MNIST_LETTERS[c], rng, with_mask=True)
