@@ -19,6 +19,15 @@ from gesture_cli.cli.options import (
     gx_command,
     make_console,
 )
+from gesture_cli.cli.train_options import (
+    CheckpointEveryOpt,
+    EvalEveryOpt,
+    GradAccumOpt,
+    MaxStepsOpt,
+    PrecisionOpt,
+    WeightDecayOpt,
+    opt,
+)
 
 EXAMPLE = (
     "Example: gx pose-convert data/phoenix -o data/phoenix-gx   |   gx pose-convert samples.pkl --allow-pickle -o data/gx   |   "
@@ -81,30 +90,20 @@ PRETRAIN_EXAMPLE = ("Example: gx pose-pretrain --dataset synthetic-signs --text-
 FINETUNE_EXAMPLE = "Example: gx pose-finetune --dataset synthetic-signs --epochs 20 --num-beams 4 -r runs/signs"
 
 
-def _opt(name: str, help: str, *extra: str):
-    return typer.Option(name, *extra, help=help, show_default=False)
-
-
 # Options both training commands share (Annotated types: one definition, one help text).
-DatasetSpecOpt = Annotated[str | None, _opt("--dataset", "Pose dataset spec: synthetic-signs, pose:FILE|DIR (a gx pose folder, .pose files, ...) [default: synthetic-signs].", "-d")]
-DatasetOptOpt = Annotated[list[str] | None, _opt("--dataset-opt", "Dataset source option KEY=VALUE (repeatable), e.g. train_size=1000.")]
-EncoderConfigOpt = Annotated[Path | None, _opt("--encoder-config", "JSON/YAML pose encoder settings (see configs/pose_encoder.json) [default: its defaults].")]
-EncoderOptOpt = Annotated[list[str] | None, _opt("--encoder-opt", "Pose encoder setting KEY=VALUE (repeatable), e.g. d_model=128, n_layers=2.")]
-KeypointsOpt = Annotated[str | None, _opt("--keypoints", "Body parts the encoder sees, e.g. body,hands,face-lite [default: the encoder config's].")]
-MaxFramesOpt = Annotated[int | None, _opt("--max-frames", "Frames per sequence at most; longer ones are subsampled [default: 256].")]
-EpochsOpt = Annotated[int | None, _opt("--epochs", "Passes over the training split.")]
-MaxStepsOpt = Annotated[int | None, _opt("--max-steps", "Optimizer steps in all; overrides --epochs.")]
-BatchOpt = Annotated[int | None, _opt("--batch-size", "Sequences per micro-batch and process.")]
-AccumOpt = Annotated[int | None, _opt("--grad-accum", "Micro-batches per optimizer step [default: 1].")]
-LrOpt = Annotated[float | None, _opt("--lr", "Peak learning rate.")]
-WdOpt = Annotated[float | None, _opt("--weight-decay", "AdamW weight decay, not on biases/norms [default: 0.01].")]
-WarmupOpt = Annotated[int | None, _opt("--warmup-steps", "Linear warm-up in optimizer steps [default: 5% of all steps].")]
-PatienceOpt = Annotated[int | None, _opt("--patience", "Evaluations without improvement before stopping; 0 = never [default: 5].")]
-EvalEveryOpt = Annotated[int | None, _opt("--eval-every", "Optimizer steps between evaluations; 0 = every epoch [default: 0].")]
-CkptEveryOpt = Annotated[int | None, _opt("--checkpoint-every", "Optimizer steps between saves of checkpoints/last/ [default: 100].")]
-PrecisionOpt = Annotated[str | None, _opt("--precision", "auto | bf16 | fp32 [default: auto: bf16 only where the hardware multiplies it natively].")]
-MaxSamplesOpt = Annotated[int | None, _opt("--max-samples", "Cap on sequences per split (seeded subset), for quick runs.")]
-ValFractionOpt = Annotated[float | None, _opt("--val-fraction", "Share of train held out when the dataset has no val samples [default: 0.1].")]
+DatasetSpecOpt = Annotated[str | None, opt("--dataset", "Pose dataset spec: synthetic-signs, pose:FILE|DIR (a gx pose folder, .pose files, ...) [default: synthetic-signs].", "-d")]
+DatasetOptOpt = Annotated[list[str] | None, opt("--dataset-opt", "Dataset source option KEY=VALUE (repeatable), e.g. train_size=1000.")]
+EncoderConfigOpt = Annotated[Path | None, opt("--encoder-config", "JSON/YAML pose encoder settings (see configs/pose_encoder.json) [default: its defaults].")]
+EncoderOptOpt = Annotated[list[str] | None, opt("--encoder-opt", "Pose encoder setting KEY=VALUE (repeatable), e.g. d_model=128, n_layers=2.")]
+KeypointsOpt = Annotated[str | None, opt("--keypoints", "Body parts the encoder sees, e.g. body,hands,face-lite [default: the encoder config's].")]
+MaxFramesOpt = Annotated[int | None, opt("--max-frames", "Frames per sequence at most; longer ones are subsampled [default: 256].")]
+EpochsOpt = Annotated[int | None, opt("--epochs", "Passes over the training split.")]
+BatchOpt = Annotated[int | None, opt("--batch-size", "Sequences per micro-batch and process.")]
+LrOpt = Annotated[float | None, opt("--lr", "Peak learning rate.")]
+WarmupOpt = Annotated[int | None, opt("--warmup-steps", "Linear warm-up in optimizer steps [default: 5% of all steps].")]
+PatienceOpt = Annotated[int | None, opt("--patience", "Evaluations without improvement before stopping; 0 = never [default: 5].")]
+MaxSamplesOpt = Annotated[int | None, opt("--max-samples", "Cap on sequences per split (seeded subset), for quick runs.")]
+ValFractionOpt = Annotated[float | None, opt("--val-fraction", "Share of train held out when the dataset has no val samples [default: 0.1].")]
 ResumeOpt = Annotated[bool, typer.Option("--resume", help="Continue from checkpoints/last/ (after Ctrl-C, SIGTERM or a pre-emption).")]
 
 
@@ -112,24 +111,24 @@ ResumeOpt = Annotated[bool, typer.Option("--resume", help="Continue from checkpo
 def pose_pretrain(
     dataset: DatasetSpecOpt = None,
     dataset_opt: DatasetOptOpt = None,
-    text_model: Annotated[str | None, _opt("--text-model", "Frozen text encoder: umt5-small, umt5-base, tiny-umt5 (offline), a hub id or a local directory [default: umt5-small].")] = None,
+    text_model: Annotated[str | None, opt("--text-model", "Frozen text encoder: umt5-small, umt5-base, tiny-umt5 (offline), a hub id or a local directory [default: umt5-small].")] = None,
     encoder_config: EncoderConfigOpt = None,
     encoder_opt: EncoderOptOpt = None,
     keypoints: KeypointsOpt = None,
-    normalize: Annotated[str | None, _opt("--normalize", "none | max-abs | shoulders | shoulders-frame [default: shoulders].")] = None,
+    normalize: Annotated[str | None, opt("--normalize", "none | max-abs | shoulders | shoulders-frame [default: shoulders].")] = None,
     max_frames: MaxFramesOpt = None,
-    embed_dim: Annotated[int | None, _opt("--embed-dim", "Width of the shared pose-text space [default: 256].")] = None,
-    temperature: Annotated[float | None, _opt("--temperature", "Initial softmax temperature; learned [default: 0.07].")] = None,
+    embed_dim: Annotated[int | None, opt("--embed-dim", "Width of the shared pose-text space [default: 256].")] = None,
+    temperature: Annotated[float | None, opt("--temperature", "Initial softmax temperature; learned [default: 0.07].")] = None,
     epochs: EpochsOpt = None,
     max_steps: MaxStepsOpt = None,
     batch_size: BatchOpt = None,
-    grad_accum: AccumOpt = None,
+    grad_accum: GradAccumOpt = None,
     lr: LrOpt = None,
-    weight_decay: WdOpt = None,
+    weight_decay: WeightDecayOpt = None,
     warmup_steps: WarmupOpt = None,
     patience: PatienceOpt = None,
     eval_every: EvalEveryOpt = None,
-    checkpoint_every: CkptEveryOpt = None,
+    checkpoint_every: CheckpointEveryOpt = None,
     precision: PrecisionOpt = None,
     max_samples: MaxSamplesOpt = None,
     val_fraction: ValFractionOpt = None,
@@ -170,28 +169,28 @@ def pose_pretrain(
 def pose_finetune(
     dataset: DatasetSpecOpt = None,
     dataset_opt: DatasetOptOpt = None,
-    init: Annotated[str | None, _opt("--init", "auto: the pretrained encoder when there is one, else from scratch | pretrained: require it | scratch [default: auto].")] = None,
-    pretrained: Annotated[Path | None, _opt("--pretrained", "A pose-pretrain folder (or its encoder.safetensors) [default: <run dir>/pose/pretrain].")] = None,
-    text_model: Annotated[str | None, _opt("--text-model", "umt5-small, umt5-base, tiny-umt5, a hub id or a local directory [default: the pretraining's, else umt5-small].")] = None,
+    init: Annotated[str | None, opt("--init", "auto: the pretrained encoder when there is one, else from scratch | pretrained: require it | scratch [default: auto].")] = None,
+    pretrained: Annotated[Path | None, opt("--pretrained", "A pose-pretrain folder (or its encoder.safetensors) [default: <run dir>/pose/pretrain].")] = None,
+    text_model: Annotated[str | None, opt("--text-model", "umt5-small, umt5-base, tiny-umt5, a hub id or a local directory [default: the pretraining's, else umt5-small].")] = None,
     encoder_config: EncoderConfigOpt = None,
     encoder_opt: EncoderOptOpt = None,
     keypoints: KeypointsOpt = None,
-    normalize: Annotated[str | None, _opt("--normalize", "none | max-abs | shoulders | shoulders-frame [default: the pretraining's, else shoulders].")] = None,
+    normalize: Annotated[str | None, opt("--normalize", "none | max-abs | shoulders | shoulders-frame [default: the pretraining's, else shoulders].")] = None,
     max_frames: MaxFramesOpt = None,
-    bridge: Annotated[str | None, _opt("--bridge", "encoder: pose tokens enter the UMT5 encoder as inputs_embeds | direct: they are the encoder outputs the decoder attends to [default: encoder].")] = None,
-    num_beams: Annotated[int | None, _opt("--num-beams", "Beams when decoding for validation and the final scores; 1 = greedy [default: 1].")] = None,
-    max_new_tokens: Annotated[int | None, _opt("--max-new-tokens", "Tokens generated per sequence at most [default: 64].")] = None,
-    max_text_tokens: Annotated[int | None, _opt("--max-text-tokens", "Target tokens at most, eos included [default: 128].")] = None,
+    bridge: Annotated[str | None, opt("--bridge", "encoder: pose tokens enter the UMT5 encoder as inputs_embeds | direct: they are the encoder outputs the decoder attends to [default: encoder].")] = None,
+    num_beams: Annotated[int | None, opt("--num-beams", "Beams when decoding for validation and the final scores; 1 = greedy [default: 1].")] = None,
+    max_new_tokens: Annotated[int | None, opt("--max-new-tokens", "Tokens generated per sequence at most [default: 64].")] = None,
+    max_text_tokens: Annotated[int | None, opt("--max-text-tokens", "Target tokens at most, eos included [default: 128].")] = None,
     epochs: EpochsOpt = None,
     max_steps: MaxStepsOpt = None,
     batch_size: BatchOpt = None,
-    grad_accum: AccumOpt = None,
+    grad_accum: GradAccumOpt = None,
     lr: LrOpt = None,
-    weight_decay: WdOpt = None,
+    weight_decay: WeightDecayOpt = None,
     warmup_steps: WarmupOpt = None,
     patience: PatienceOpt = None,
     eval_every: EvalEveryOpt = None,
-    checkpoint_every: CkptEveryOpt = None,
+    checkpoint_every: CheckpointEveryOpt = None,
     precision: PrecisionOpt = None,
     max_samples: MaxSamplesOpt = None,
     val_fraction: ValFractionOpt = None,
