@@ -98,7 +98,7 @@ def test_strips_for_lora_probe_and_compare(run, runner):
     d = meta["deletion"]["lora"]
     assert d["of"] == 16 and d["patches"] == 2 and np.isfinite([d["mean_drop_top"], d["mean_drop_random"]]).all()
     assert all(np.isfinite(r["lora_deletion_drop"]) for r in meta["images"])
-    assert "random patches" in res.output
+    assert "random patch" in res.output
 
     res = invoke(runner, "gradcam", "--from", "probe", "--method", "gradcam++", "--max-images", "2", "--device", "cpu", "-r", run)
     assert res.exit_code == 0, res.output

@@ -67,8 +67,9 @@ def gradcam(
             acc = sum(r["label"] == r[f"{src}_pred"] for r in preds) / len(preds)
             console.print(f"{src}: top-1 on the {len(preds)} labelled image(s) {acc:.3f}")
         d = res["deletion"][src]
+        random = f"{d['patches']} random patch{'es' if d['patches'] != 1 else ''}"
         console.print(f"{src}: greying the {d['patches']} of {d['of']} patches the maps mark first lowers log p(class) by "
-                      f"{d['mean_drop_top']:.3f}, {d['patches']} random patches by {d['mean_drop_random']:.3f} (a faithful map: the first is larger)")
+                      f"{d['mean_drop_top']:.3f}, {random} by {d['mean_drop_random']:.3f} (a faithful map: the first is larger)")
     if res["attention"] == "received":
         console.print("[dim]no CLS token: attention maps show the mean attention each patch receives[/]")
     explains = {"pred": "the predicted class", "true": "the true class"}.get(res["target"], f"class {res['target']}")
