@@ -333,3 +333,20 @@ def test_mask2former_class_embed_only_trains_the_class_predictor(tmp_path):
     changed = {k for k in fresh if not torch.equal(fresh[k], trained[k])}
     assert changed == {"model.class_predictor.weight", "model.class_predictor.bias"}
     assert out["metrics"]["val"]["images"] == 2
+
+
+@pytest.mark.slow
+def test_mask2former_head_learns(tmp_path, runner):
+    """A small Mask2Former head (width 32, 8 queries) on cached tiny-dinov2 tokens, 100 steps: test mIoU
+    0.41-0.49 over seeds 0-2 against 0.03 for always answering the most frequent class."""
+    res = invoke(runner, "segment-train", "--backbone", "tiny-dinov2", "--dataset", "synthetic-scenes", "--cache-features",
+                 "--head", "mask2former", "--m2f-dim", "32", "--m2f-queries", "8", "--m2f-encoder-layers", "1", "--m2f-decoder-layers", "2",
+                 "--max-steps", "100", "--lr", "2e-3", "--device", "cpu", "-r", tmp_path / "run")
+    assert res.exit_code == 0, res.output
+    metrics = json.loads((tmp_path / "run" / "segment" / "tiny-dinov2" / "metrics.json").read_text())
+    test = metrics["test"]
+    assert metrics["head"] == "mask2former" and metrics["train_only"] == "all"
+    assert test["mIoU"] > 0.3 and test["mIoU"] > 8 * test["majority_mIoU"], test
+    log = list(csv.DictReader((tmp_path / "run" / "segment" / "tiny-dinov2" / "train_log.csv").open()))
+    val = [float(r["val_mIoU"]) for r in log if r["val_mIoU"]]
+    assert val[-1] > 3 * val[0], val  # it learned during training, not by luck at the start
