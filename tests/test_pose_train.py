@@ -343,6 +343,10 @@ def test_bad_input_gives_one_line_errors(pose_run, runner, tmp_path):
     _one_line_error(res, "--from applies to `gx evaluate classify`, not to `gx evaluate translate`")
     res = invoke(runner, "pose-finetune", "--bridge", "sideways", "-r", empty)
     _one_line_error(res, "unknown --bridge 'sideways'")
+    # a mistyped path is named as such before any model is looked for (umt5-small is in no cache here)
+    for command in ("pose-pretrain", "pose-finetune"):
+        res = invoke(runner, command, "--dataset", f"pose:{tmp_path / 'no-such-poses'}", "--text-model", "umt5-small", "-r", empty)
+        _one_line_error(res, f"{tmp_path / 'no-such-poses'}: no such file or directory")
     assert not (empty / "pose").exists()
 
 

@@ -61,6 +61,18 @@ def _train_config(cfg, *, monitor: str):
     return loop_config(cfg, lr=cfg.lr, monitor=monitor)
 
 
+def check_dataset_exists(spec: str) -> None:
+    """The cheap part of reading a pose dataset: a known source, and for pose:PATH a path that exists.
+
+    Runs before the text model and the pretrained encoder are looked for, so that a mistyped path is
+    reported as such, not as a model to download."""
+    from gesture_cli.data.pose import get_pose_source
+
+    source, arg = get_pose_source(spec)
+    if source.name == "pose" and arg and not Path(arg).expanduser().exists():
+        raise DataError(f"{Path(arg).expanduser()}: no such file or directory (--dataset {spec})")
+
+
 def _validate_common(cfg) -> None:
     from gesture_cli.data.pose import NORMALIZATIONS
 
@@ -397,6 +409,7 @@ def pretrain_pose(cfg: PosePretrainConfig, run, *, device: str = "auto", force: 
     from gesture_cli.train.loop import fit, make_accelerator
 
     cfg.validate()
+    check_dataset_exists(cfg.dataset)
     say = notify or (lambda _line: None)
     ckpt_dir = run.path(PRETRAIN_REL, "checkpoints")
     src = resolve_text_model(cfg.text_model)  # fail fast, before any data is read
@@ -556,6 +569,7 @@ def finetune_pose(cfg: PoseFinetuneConfig, run, *, device: str = "auto", force: 
     from gesture_cli.train.loop import fit, make_accelerator
 
     cfg.validate()
+    check_dataset_exists(cfg.dataset)
     say = notify or (lambda _line: None)
     ckpt_dir = run.path(FINETUNE_REL, "checkpoints")
     # Fail fast, before any data is read: the pretrained encoder and the text model.
