@@ -189,3 +189,23 @@ def test_a_nested_output_is_shown_once_with_the_step_that_wrote_it(tmp_path):
         write_png(inner.stage("pca/b/renders", is_dir=True) / "render.png", np.zeros((8, 8, 3), np.uint8))
     page = build_report(rd)
     assert page.count("alt='pca/b/renders/render.png'") == 1 and page.count("alt='pca/b/sheet.png'") == 1
+
+
+def test_json_tables_flat_nested_and_keyed_records(tmp_path):
+    """render_json: scalars, a flat dict, a dict of flat dicts (one row per key, e.g. gradcam's deletion), records."""
+    from gesture_cli.viz.report import render_json
+
+    path = tmp_path / "gradcam.json"
+    path.write_text(json.dumps({
+        "kind": "gradcam", "method": "gradcam", "n": 2,
+        "deletion": {"lora": {"patches": 2, "mean_drop_top": 0.54}, "probe": {"patches": 2, "mean_drop_top": 0.11, "note": "x<y"}},
+        "images": [{"file": "000.png", "lora_pred": "A"}, {"file": "001.png", "lora_pred": "B"}],
+        "deep": {"a": {"b": {"c": 1}}},  # not flat: not a table
+    }))
+    html = render_json(path, "gradcam/lora/gradcam.json")
+    cells = re.findall(r"<t[hd][^>]*>(.*?)</t[hd]>", html)
+    assert "kind" not in cells and ["method", "gradcam"] == cells[cells.index("method"):cells.index("method") + 2]
+    header = cells.index("deletion")
+    assert cells[header:header + 4] == ["deletion", "patches", "mean_drop_top", "note"]
+    assert ["lora", "2", "0.5400", ""] == cells[header + 4:header + 8] and cells[header + 8] == "probe" and "x&lt;y" in cells
+    assert "001.png" in cells and "deep" not in cells

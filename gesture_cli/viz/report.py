@@ -276,6 +276,10 @@ def render_json(path: Path, rel: str) -> str:
     for k, v in data.items():
         if isinstance(v, dict) and v and all(_is_scalar(x) for x in v.values()) and len(v) <= MAX_JSON_TABLE_ROWS:
             nested.append(html_table([k, "value"], v.items(), caption=f"{rel}: {k}"))
+        elif (isinstance(v, dict) and v and len(v) <= MAX_JSON_TABLE_ROWS
+              and all(isinstance(x, dict) and x and all(_is_scalar(y) for y in x.values()) for x in v.values())):
+            cols = list(dict.fromkeys(c for x in v.values() for c in x))  # a row per key, e.g. {"lora": {...}, "probe": {...}}
+            nested.append(html_table([k, *cols], ([name, *(x.get(c, "") for c in cols)] for name, x in v.items()), caption=f"{rel}: {k}"))
         elif isinstance(v, list) and v and all(isinstance(r, dict) for r in v):
             cols = [c for c in v[0] if all(_is_scalar(r.get(c, "")) for r in v)]
             if cols:
