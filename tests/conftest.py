@@ -40,6 +40,29 @@ def real_data() -> Path:
     return SHARED_REAL
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny models on a shared 2-core machine run fastest on one thread: with two, thread hand-offs made
+    a forward 5-50x slower (measured). Modules opt in with `pytestmark = pytest.mark.usefixtures("one_torch_thread")`."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def one_line_error(res, code: int, *needles: str) -> str:
+    """The gx invocation `res` exited with `code` and printed exactly one "Error:" line, holding every needle, and no traceback."""
+    assert res.exit_code == code, res.output
+    assert "Traceback" not in res.output, res.output
+    err = [line for line in res.output.splitlines() if line.startswith("Error:")]
+    assert len(err) == 1, res.output
+    for n in needles:
+        assert n in err[0], err[0]
+    return err[0]
+
+
 def invoke(runner, *args: str):
     """Run gx in-process; returns the click Result (stdout and stderr both captured)."""
     from gesture_cli.cli.app import app

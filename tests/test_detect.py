@@ -14,29 +14,16 @@ import pytest
 import torch
 
 from gesture_cli.core.errors import ModelError, UsageError
-from tests.conftest import REPO, invoke
+from tests.conftest import REPO, invoke, one_line_error
 
 ADE_MAP = REPO / "configs" / "ade20k_to_26.json"
 DEFAULT_COLUMNS = ["det_count_person", "det_count_bicycle", "det_count_car", "det_count_motorcycle", "det_count_bus", "det_count_truck",
                    "det_count_traffic_light", "det_count_stop_sign", "det_count_bench", "det_count_dog"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-def _one_line_error(res, code: int, *needles: str) -> str:
-    assert res.exit_code == code, res.output
-    assert "Traceback" not in res.output, res.output
-    err = [line for line in res.output.splitlines() if line.startswith("Error:")]
-    assert len(err) == 1, res.output
-    for n in needles:
-        assert n in err[0], err[0]
-    return err[0]
 
 
 def _png(path: Path, arr: np.ndarray) -> None:
@@ -236,10 +223,10 @@ def test_unknown_detect_class_and_bad_options_are_clean_errors(ade_run, runner):
     run, scenes = ade_run
     base = ["infer", "segment", "--input", scenes, "--device", "cpu", "-r", run]
     res = invoke(runner, *base, "--detect", "tiny-rtdetr", "--detect-classes", "person,motorbike")
-    _one_line_error(res, 2, "'motorbike' is not a class of detector 'tiny-rtdetr'", "close matches: 'motorcycle'")
-    _one_line_error(invoke(runner, *base, "--detect", "tiny-rtdetr", "--detect-threshold", "1.5"), 2, "--detect-threshold must be between 0 and 1")
-    _one_line_error(invoke(runner, *base, "--detect-classes", "dog"), 2, "need --detect DETECTOR")
-    _one_line_error(invoke(runner, *base, "--detect", "acme/not-downloaded"), 1, "acme/not-downloaded", "gx download")
+    one_line_error(res, 2, "'motorbike' is not a class of detector 'tiny-rtdetr'", "close matches: 'motorcycle'")
+    one_line_error(invoke(runner, *base, "--detect", "tiny-rtdetr", "--detect-threshold", "1.5"), 2, "--detect-threshold must be between 0 and 1")
+    one_line_error(invoke(runner, *base, "--detect-classes", "dog"), 2, "need --detect DETECTOR")
+    one_line_error(invoke(runner, *base, "--detect", "acme/not-downloaded"), 1, "acme/not-downloaded", "gx download")
 
 
 def test_detector_loads_from_a_hub_snapshot_and_a_local_folder(ade_run, runner, tmp_path, monkeypatch):

@@ -25,13 +25,7 @@ QUICK = ["--backbone", "tiny-dinov2", "--method", "full", "--image-size", "32", 
          "--dataset-opt", "clutter=false", "--rotate", "0", "--scale-jitter", "0", "--batch-size", "32"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models on a shared 2-core machine run fastest on one thread."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _error_line(res) -> str:

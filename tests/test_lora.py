@@ -24,13 +24,7 @@ TINY = sorted(name for name, entry in REGISTRY.items() if entry.source == "tiny"
 QUICK = ["--dataset", "synthetic-hands", "--image-size", "32", "--max-samples", "96", "--batch-size", "16", "--device", "cpu"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models on a shared 2-core machine run fastest on one thread (no spinning between two)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _env(tmp_path: Path) -> dict:

@@ -18,13 +18,7 @@ from tests.conftest import invoke
 QUICK = ["--dataset", "synthetic-hands", "--image-size", "32", "--max-samples", "96", "--batch-size", "16", "--device", "cpu"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models on a shared 2-core machine run fastest on one thread."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

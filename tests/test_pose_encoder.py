@@ -23,13 +23,7 @@ from tests.conftest import REPO
 TINY = {"d_model": 32, "n_layers": 2, "n_heads": 2, "gcn_dims": [16, 16], "dropout": 0.0}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models: with 2 threads on a shared 2-core machine, thread hand-offs made a forward 5-50x slower (measured)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def tiny(seed: int = 0, **kw):

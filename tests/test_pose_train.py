@@ -25,13 +25,7 @@ FINETUNE = ["pose-finetune", *DATA, *FAST, "--bridge", "direct", "--epochs", "16
             "--eval-every", "40"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models on a shared 2-core machine run fastest on one thread."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _one_line_error(res, *parts: str) -> str:

@@ -13,29 +13,16 @@ import pytest
 import torch
 
 from gesture_cli.core.errors import DataError, UsageError
-from tests.conftest import REPO, invoke
+from tests.conftest import REPO, invoke, one_line_error
 
 SCENES = ["--dataset", "synthetic-scenes", "--dataset-opt", "size=64", "--dataset-opt", "train_images=48", "--dataset-opt", "val_images=12",
           "--dataset-opt", "test_images=12"]
 SCENE_OPTS = {"size": 64, "train_images": 48, "val_images": 12, "test_images": 12}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-def _one_line_error(res, code: int, *needles: str) -> str:
-    assert res.exit_code == code, res.output
-    assert "Traceback" not in res.output, res.output
-    err = [line for line in res.output.splitlines() if line.startswith("Error:")]
-    assert len(err) == 1, res.output
-    for n in needles:
-        assert n in err[0], err[0]
-    return err[0]
 
 
 def _write_png(path: Path, arr: np.ndarray) -> None:
@@ -118,7 +105,7 @@ def test_mask_whose_size_differs_from_its_image_is_a_clean_error(tmp_path, runne
         ds.mask(2)
     res = invoke(runner, "segment-train", "--dataset", f"seg:{root}", "--backbone", "tiny-vit", "--image-size", "32", "--epochs", "1",
                  "--device", "cpu", "-r", tmp_path / "run")
-    _one_line_error(res, 1, "img2.png", "mask is 20x16")
+    one_line_error(res, 1, "img2.png", "mask is 20x16")
 
 
 # ---- class maps -----------------------------------------------------------------------------------
@@ -150,7 +137,7 @@ def test_class_map_naming_unknown_classes_or_a_class_twice_is_an_error(tmp_path,
     with pytest.raises(UsageError, match="in two groups"):
         parse_class_map({"groups": {"a": ["road"], "b": ["road"]}}, source="x.json")
     res = invoke(runner, "segment-train", "--class-map", bad, "--backbone", "tiny-vit", "--device", "cpu", "-r", tmp_path / "run", *SCENES)
-    _one_line_error(res, 2, "bad.json", "'gras'")
+    one_line_error(res, 2, "bad.json", "'gras'")
 
 
 def test_label_outside_the_class_map_is_an_error_naming_the_class(tmp_path):
