@@ -273,8 +273,8 @@ def deletion_drop(model, pixels, maps, targets, *, fraction: float = 0.1, seed: 
 
 
 def explain_images(explained: Explained, images, *, method: str = "gradcam", targets=None) -> dict:
-    """Maps of uint8 images [B, S, S(, 3)] at the classifier's size: gradcam, attention, logits, predictions,
-    and the deletion check of the Grad-CAM maps (`deletion_drop`)."""
+    """Maps of uint8 images [B, S, S(, 3)] at the classifier's size: gradcam, attention, predictions, the
+    class each map explains (`target`: `targets`, else the prediction) and the deletion check of the maps (`deletion_drop`)."""
     from gesture_cli.models.augment import to_float_images
 
     model = explained.model
@@ -282,10 +282,11 @@ def explain_images(explained: Explained, images, *, method: str = "gradcam", tar
     cam, logits = gradcam_maps(model, pixels, targets=targets, method=method)
     att = attention_maps(model.backbone, pixels)
     probs = torch.softmax(logits, -1)
-    explained_class = probs.argmax(-1) if targets is None else torch.as_tensor(targets).view(-1)
-    deletion = deletion_drop(model, pixels, cam, explained_class)
+    pred = probs.argmax(-1)
+    target = pred if targets is None else torch.as_tensor(targets).view(-1)  # the class each map explains
     return {"gradcam": cam.numpy(), **{k: (v.numpy() if hasattr(v, "numpy") else v) for k, v in att.items()},
-            "pred": probs.argmax(-1).numpy(), "prob": probs.max(-1).values.numpy(), "deletion": deletion}
+            "pred": pred.numpy(), "prob": probs.max(-1).values.numpy(), "target": target.numpy(),
+            "deletion": deletion_drop(model, pixels, cam, target)}
 
 
 # ---- pictures -----------------------------------------------------------------------------------
@@ -410,7 +411,6 @@ def render_gradcam_run(cfg: GradcamConfig, run, *, device="auto", argv=None) -> 
         arrays = {}
         for ex, tgt in zip(explained, targets, strict=True):
             res = explain_images(ex, imgs.images, method=cfg.method, targets=tgt)
-            res["target"] = res["pred"].copy() if tgt is None else tgt
             if ex.image_size != first.image_size:  # probe and lora may run at different sizes: maps at the shown image's
                 res = _resized_maps(res, imgs.images.shape[1])
             rows_per_source.append(res)
