@@ -49,14 +49,19 @@ def check_lora_fields(cfg) -> None:
         raise UsageError(f"--target-modules applies to --method lora, not {cfg.method}")
 
 
-def cap_samples(ds, n: int | None, seed: int, *, stream: int = 7):
-    """A seeded random subset of at most n samples, in their original order (None passes through).
+def capped_indices(length: int, n: int | None, seed: int, *, stream: int = 7) -> np.ndarray | None:
+    """Sorted indices of a seeded random subset of at most n of `length` samples; None when nothing is cut.
 
     `stream` separates the random choices of different callers that share a seed."""
-    if ds is None or n is None or len(ds) <= n:
-        return ds
-    idx = np.sort(np.random.default_rng([seed % 2**32, stream]).permutation(len(ds))[:n])
-    return ds.subset(idx)
+    if n is None or length <= n:
+        return None
+    return np.sort(np.random.default_rng([seed % 2**32, stream]).permutation(length)[:n])
+
+
+def cap_samples(ds, n: int | None, seed: int, *, stream: int = 7):
+    """A dataset cut to `capped_indices` with `.subset` (None, or one that fits, passes through)."""
+    idx = None if ds is None else capped_indices(len(ds), n, seed, stream=stream)
+    return ds if idx is None else ds.subset(idx)
 
 
 def random_holdout(seed: int, *, stream: int) -> Callable:

@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 
 from gesture_cli.core.errors import ArtifactError, DataError, UsageError, unknown_choice
-from gesture_cli.train.common import check_data_fields, loop_config
+from gesture_cli.train.common import capped_indices, check_data_fields, loop_config
 
 PRETRAIN_REL = "pose/pretrain"
 FINETUNE_REL = "pose/finetune"
@@ -184,10 +184,8 @@ class PoseSplits:
 
 
 def _cap(samples: list, n: int | None, seed: int) -> list:
-    if n is None or len(samples) <= n:
-        return samples
-    idx = np.sort(np.random.default_rng([seed % 2**32, 7]).permutation(len(samples))[:n])
-    return [samples[int(i)] for i in idx]
+    idx = capped_indices(len(samples), n, seed)
+    return samples if idx is None else [samples[int(i)] for i in idx]
 
 
 def make_pose_splits(spec: str, dataset_opts: tuple[str, ...], *, seed: int, max_samples: int | None, val_fraction: float,
