@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from gesture_cli.core.errors import DataError, UsageError
+from gesture_cli.core.errors import ArtifactError, DataError, UsageError
 
 
 def loop_config(cfg, *, lr: float, monitor: str, monitor_mode: str = "max"):
@@ -127,6 +127,30 @@ def begin_training_step(run, command: str, cfg, splits: Splits, *, out_rel: str,
     tokens = {f"dataset:{d.split}": d.cache_token for d in datasets if d.cache_token}
     return run.begin(command, config={**config_to_dict(cfg), "device": device}, inputs=[Path(p) for p in sources], input_keys=tokens,
                      outputs=[out_rel], argv=argv, force=force)
+
+
+def check_resume(last_dir: Path, resolved: dict, keys: Sequence[str], *, command: str | None = None,
+                 backbone_hint: bool = False) -> None:
+    """--resume: a checkpoint must exist in last_dir, and its saved config must agree with `resolved` on `keys`.
+
+    The first differing key is named (and the others listed). backbone_hint: a different backbone gets
+    its own message, pointing at --backbone."""
+    from gesture_cli.train.checkpoint import find_checkpoint, read_checkpoint_state
+
+    found = find_checkpoint(last_dir)
+    if found is None:
+        how = f"run `gx {command}` without --resume" if command else "run without --resume"
+        raise ArtifactError(f"nothing to resume: no checkpoint at {last_dir}; {how} to start training")
+    saved = read_checkpoint_state(found).get("meta", {}).get("config", {})
+    diffs = [(k, saved.get(k), resolved[k]) for k in keys if k in saved and k in resolved and saved.get(k) != resolved[k]]
+    if not diffs:
+        return
+    key, old, new = diffs[0]
+    if backbone_hint and key == "backbone":
+        raise UsageError(f"cannot resume: {found} was trained with backbone '{old}', not '{new}'; use --backbone {old} or another run dir")
+    more = f" (and {', '.join(k for k, _, _ in diffs[1:])})" if len(diffs) > 1 else ""
+    raise UsageError(f"cannot resume {found}: it was trained with {key}={old!r}, this run has {key}={new!r}{more}; "
+                     "use the same settings or --force without --resume")
 
 
 def refuse_unfinished(last_dir: Path, *, force: bool) -> None:

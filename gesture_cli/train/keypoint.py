@@ -29,12 +29,13 @@ from typing import Any
 
 import numpy as np
 
-from gesture_cli.core.errors import ArtifactError, UsageError, unknown_choice
+from gesture_cli.core.errors import UsageError, unknown_choice
 from gesture_cli.train.common import (
     Splits,
     begin_training_step,
     check_data_fields,
     check_lora_fields,
+    check_resume,
     loop_config,
     random_holdout,
 )
@@ -232,24 +233,6 @@ def score(model, dataset, *, size: int, batch_size: int) -> dict:
     return out
 
 
-# ---- checks before training ---------------------------------------------------------------------
-
-
-def _resume_check(cfg: KeypointTrainConfig, last_dir: Path, resolved: dict) -> None:
-    from gesture_cli.train.checkpoint import find_checkpoint, read_checkpoint_state
-
-    found = find_checkpoint(last_dir)
-    if found is None:
-        raise ArtifactError(f"nothing to resume: no checkpoint at {last_dir}; run without --resume to start training")
-    saved = read_checkpoint_state(found).get("meta", {}).get("config", {})
-    diffs = [(k, saved.get(k), resolved[k]) for k in RESUME_KEYS if k in saved and k in resolved and saved.get(k) != resolved[k]]
-    if diffs:
-        key, old, new = diffs[0]
-        more = f" (and {', '.join(k for k, _, _ in diffs[1:])})" if len(diffs) > 1 else ""
-        raise UsageError(f"cannot resume {found}: it was trained with {key}={old!r}, this run has {key}={new!r}{more}; "
-                         "use the same settings or --force without --resume")
-
-
 # ---- the command's core -------------------------------------------------------------------------
 
 
@@ -284,7 +267,7 @@ def train_keypoint(
     given = {k: sorted(v) if k == "target_modules" else v for k, v in config_to_dict(cfg).items()
              if not (k in ("image_size", "target_modules") and not v)}
     if resume:
-        _resume_check(cfg, ckpt_dir / "last", given)
+        check_resume(ckpt_dir / "last", given, RESUME_KEYS)
     else:
         refuse_unfinished(ckpt_dir / "last", force=force)
     splits = make_splits(cfg)
@@ -299,7 +282,7 @@ def train_keypoint(
     targets = sorted(getattr(backbone.model, "peft_config", {}).get("default").target_modules) if cfg.method == "lora" else []
     resolved = {**config_to_dict(cfg), "image_size": backbone.image_size, "target_modules": targets}
     if resume:  # again, with the defaults the backbone resolved
-        _resume_check(cfg, ckpt_dir / "last", resolved)
+        check_resume(ckpt_dir / "last", resolved, RESUME_KEYS)
 
     trainable, total = count_parameters(model)
     if acc.is_main_process:

@@ -39,6 +39,7 @@ from gesture_cli.train.common import (
     cap_samples,
     check_data_fields,
     check_lora_fields,
+    check_resume,
     link_tree,
     loop_config,
     refuse_unfinished,
@@ -202,11 +203,11 @@ def score(logits, labels, classes) -> dict:
 
 
 def _resume_check(cfg: LoraTrainConfig, run, last_dir: Path, resolved: dict) -> None:
+    """`check_resume`, and when this backbone has no checkpoint but another one in the run has, point at that one."""
     from gesture_cli.models.features import backbone_dirname
     from gesture_cli.train.checkpoint import find_checkpoint, read_checkpoint_state
 
-    found = find_checkpoint(last_dir)
-    if found is None:
+    if find_checkpoint(last_dir) is None:
         others = []
         for state_path in sorted(run.path("lora").glob("*/checkpoints/last/state.json")):
             try:
@@ -221,15 +222,7 @@ def _resume_check(cfg: LoraTrainConfig, run, last_dir: Path, resolved: dict) -> 
                 f"nothing to resume for backbone '{cfg.backbone}' in {run.root}: the checkpoint there ({path}) is from "
                 f"backbone '{name}'; resume with --backbone {name}, or drop --resume to train '{cfg.backbone}' from scratch"
             )
-        raise ArtifactError(f"nothing to resume: no checkpoint at {last_dir}; run without --resume to start training")
-    saved = read_checkpoint_state(found).get("meta", {}).get("config", {})
-    diffs = [(k, saved.get(k), resolved[k]) for k in RESUME_KEYS if k in saved and k in resolved and saved.get(k) != resolved[k]]
-    if diffs:
-        key, old, new = diffs[0]
-        if key == "backbone":
-            raise UsageError(f"cannot resume: {found} was trained with backbone '{old}', not '{new}'; use --backbone {old} or another run dir")
-        more = f" (and {', '.join(k for k, _, _ in diffs[1:])})" if len(diffs) > 1 else ""
-        raise UsageError(f"cannot resume {found}: it was trained with {key}={old!r}, this run has {key}={new!r}{more}; use the same settings or --force without --resume")
+    check_resume(last_dir, resolved, RESUME_KEYS, backbone_hint=True)
 
 
 # ---- the command's core -------------------------------------------------------------------------

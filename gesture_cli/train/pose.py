@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 
 from gesture_cli.core.errors import ArtifactError, DataError, UsageError, unknown_choice
-from gesture_cli.train.common import capped_indices, check_data_fields, loop_config
+from gesture_cli.train.common import capped_indices, check_data_fields, check_resume, loop_config
 
 PRETRAIN_REL = "pose/pretrain"
 FINETUNE_REL = "pose/finetune"
@@ -318,22 +318,6 @@ def _points_of(enc_cfg) -> np.ndarray:
     return select_parts(enc_cfg.layout, enc_cfg.parts).indices
 
 
-# ---- checks before training ---------------------------------------------------------------------
-def _resume_check(last_dir: Path, resolved: dict, keys: tuple[str, ...], command: str) -> None:
-    from gesture_cli.train.checkpoint import find_checkpoint, read_checkpoint_state
-
-    found = find_checkpoint(last_dir)
-    if found is None:
-        raise ArtifactError(f"nothing to resume: no checkpoint at {last_dir}; run `gx {command}` without --resume to start training")
-    saved = read_checkpoint_state(found).get("meta", {}).get("config", {})
-    diffs = [(k, saved.get(k), resolved[k]) for k in keys if k in saved and k in resolved and saved.get(k) != resolved[k]]
-    if diffs:
-        key, old, new = diffs[0]
-        more = f" (and {', '.join(k for k, _, _ in diffs[1:])})" if len(diffs) > 1 else ""
-        raise UsageError(f"cannot resume {found}: it was trained with {key}={old!r}, this run has {key}={new!r}{more}; "
-                         "use the same settings or --force without --resume")
-
-
 def _summary_common(st, result) -> dict:
     return {
         "steps": st.step, "epochs": round(st.step / max(1, st.steps_per_epoch), 3), "best_step": st.best_step, "stopped_early": st.stopped_early,
@@ -419,7 +403,7 @@ def pretrain_pose(cfg: PosePretrainConfig, run, *, device: str = "auto", force: 
     enc_cfg = resolve_encoder_config(cfg.encoder_config, cfg.encoder_opts, cfg.keypoints, dims=splits.train.dims, layout=splits.train.layout)
     resolved = {**config_to_dict(cfg), "encoder": enc_cfg.to_dict()}
     if resume:
-        _resume_check(ckpt_dir / "last", resolved, PRETRAIN_RESUME_KEYS, "pose-pretrain")
+        check_resume(ckpt_dir / "last", resolved, PRETRAIN_RESUME_KEYS, command="pose-pretrain")
     keys = {"dataset": splits.cache_token} if splits.cache_token else {}
     step = run.begin("pose-pretrain", config={**resolved, "device": device}, inputs=splits.source_files, input_keys=keys,
                      outputs=[PRETRAIN_REL], argv=argv, force=force or resume)
@@ -612,7 +596,7 @@ def finetune_pose(cfg: PoseFinetuneConfig, run, *, device: str = "auto", force: 
     init_from = str((pre_dir / "encoder.safetensors").resolve()) if pre_dir is not None else "scratch"
     resolved = {**config_to_dict(cfg), "text_model": text_name, "normalize": normalize, "encoder": enc_cfg.to_dict(), "init_from": init_from}
     if resume:
-        _resume_check(ckpt_dir / "last", resolved, FINETUNE_RESUME_KEYS, "pose-finetune")
+        check_resume(ckpt_dir / "last", resolved, FINETUNE_RESUME_KEYS, command="pose-finetune")
     keys = {"dataset": splits.cache_token} if splits.cache_token else {}
     inputs = [*splits.source_files, *([pre_dir / "encoder.safetensors"] if pre_dir is not None else [])]
     step = run.begin("pose-finetune", config={**resolved, "device": device}, inputs=inputs, input_keys=keys, outputs=[FINETUNE_REL],

@@ -36,8 +36,16 @@ from typing import Any
 
 import numpy as np
 
-from gesture_cli.core.errors import ArtifactError, UsageError, unknown_choice
-from gesture_cli.train.common import Splits, begin_training_step, check_data_fields, loop_config, make_splits, random_holdout
+from gesture_cli.core.errors import UsageError, unknown_choice
+from gesture_cli.train.common import (
+    Splits,
+    begin_training_step,
+    check_data_fields,
+    check_resume,
+    loop_config,
+    make_splits,
+    random_holdout,
+)
 
 COMMAND = "segment-train"
 DEFAULT_LR = {"linear": 1e-3, "mask2former": 1e-4}
@@ -268,20 +276,6 @@ def score_batches(model, batches, *, num_classes: int, batch_size: int) -> dict:
 # ---- checks -------------------------------------------------------------------------------------
 
 
-def _resume_check(last_dir: Path, resolved: dict) -> None:
-    from gesture_cli.train.checkpoint import find_checkpoint, read_checkpoint_state
-
-    found = find_checkpoint(last_dir)
-    if found is None:
-        raise ArtifactError(f"nothing to resume: no checkpoint at {last_dir}; run without --resume to start training")
-    saved = read_checkpoint_state(found).get("meta", {}).get("config", {})
-    diffs = [(k, saved.get(k), resolved[k]) for k in RESUME_KEYS if k in saved and k in resolved and saved.get(k) != resolved[k]]
-    if diffs:
-        key, old, new = diffs[0]
-        raise UsageError(f"cannot resume {found}: it was trained with {key}={old!r}, this run has {key}={new!r}; "
-                         "use the same settings or --force without --resume")
-
-
 def _load_init_head(head, source: str) -> list[str]:
     """Copy matching tensors of another head into `head`; returns the names that were skipped (other shapes,
     e.g. the class predictor of a head trained on another number of classes)."""
@@ -355,7 +349,7 @@ def train_segment(
     classes = list(splits.train.classes)
     resolved = {**config_to_dict(cfg), "image_size": size}
     if resume:
-        _resume_check(ckpt_dir / "last", resolved)
+        check_resume(ckpt_dir / "last", resolved, RESUME_KEYS)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
         head = build_seg_head(cfg.head, embed_dim=backbone.info.embed_dim, num_classes=len(classes), **cfg.head_args(size))
