@@ -368,21 +368,9 @@ def evaluate_probe(run, *, backbone: str | None, dataset: str | None = None, spl
 
 def require_lora(run, backbone: str | None) -> tuple[str, Path]:
     """(backbone folder name, lora/<backbone>/) of a trained LoRA classifier; None picks the only one."""
-    from gesture_cli.models.features import backbone_dirname
+    from gesture_cli.eval.trained import trained_dir
 
-    trained = sorted(p.parent.name for p in run.path("lora").glob("*/head.safetensors"))
-    if backbone is None:
-        if len(trained) == 1:
-            return trained[0], run.path("lora", trained[0])
-        if not trained:
-            raise ArtifactError(f"no LoRA classifier in {run.path('lora')}; run `gx lora-train -r {run.root}` first, or use --from probe")
-        raise UsageError(f"{len(trained)} LoRA-trained backbones in {run.root}: pass --backbone, one of {', '.join(trained)}")
-    name = backbone_dirname(backbone)
-    path = run.path("lora", name)
-    if not (path / "head.safetensors").is_file():
-        hint = f" (trained: {', '.join(trained)})" if trained else ""
-        raise ArtifactError(f"{path}: no LoRA classifier for backbone '{backbone}'{hint}; run `gx lora-train --backbone {backbone} -r {run.root}` first")
-    return name, path
+    return trained_dir(run, "lora", backbone, what="LoRA classifier", command="lora-train", none_hint=", or use --from probe")
 
 
 def lora_head_meta(path: Path) -> dict:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gesture_cli.core.errors import ArtifactError, DataError, UsageError
+from gesture_cli.core.errors import DataError, UsageError
 from gesture_cli.data.keypoints import MPII_JOINTS, NUM_JOINTS, SKELETON, side_of
 
 PCKH_THRESHOLD = 0.5
@@ -101,21 +101,9 @@ def masked_mse(pred: np.ndarray, gt: np.ndarray, visible: np.ndarray) -> float |
 
 def require_keypoint(run, backbone: str | None) -> tuple[str, Path]:
     """(backbone folder name, keypoint/<backbone>/) of a trained regressor; None picks the only one."""
-    from gesture_cli.models.features import backbone_dirname
+    from gesture_cli.eval.trained import trained_dir
 
-    trained = sorted(p.parent.name for p in run.path("keypoint").glob("*/head.safetensors"))
-    if backbone is None:
-        if len(trained) == 1:
-            return trained[0], run.path("keypoint", trained[0])
-        if not trained:
-            raise ArtifactError(f"no keypoint model in {run.path('keypoint')}; run `gx keypoint-train -r {run.root}` first")
-        raise UsageError(f"{len(trained)} keypoint models in {run.root}: pass --backbone, one of {', '.join(trained)}")
-    name = backbone_dirname(backbone)
-    path = run.path("keypoint", name)
-    if not (path / "head.safetensors").is_file():
-        hint = f" (trained: {', '.join(trained)})" if trained else ""
-        raise ArtifactError(f"{path}: no keypoint model for backbone '{backbone}'{hint}; run `gx keypoint-train --backbone {backbone} -r {run.root}` first")
-    return name, path
+    return trained_dir(run, "keypoint", backbone, what="keypoint model", command="keypoint-train")
 
 
 def predict_keypoints(model, dataset, *, size: int, batch_size: int = 64, on_progress=None):

@@ -159,21 +159,9 @@ def evaluate_dataset(model, ds, *, size: int, mode: str = "whole", aggregate=Non
 
 def segment_dir(run, backbone: str | None) -> tuple[str, Path]:
     """(backbone folder, segment/<backbone>/) of a trained head; None picks the only one."""
-    from gesture_cli.models.features import backbone_dirname
+    from gesture_cli.eval.trained import trained_dir
 
-    root = run.path("segment")
-    found = sorted(p.name for p in root.iterdir() if (p / "head.safetensors").is_file()) if root.is_dir() else []
-    if backbone is None:
-        if len(found) == 1:
-            return found[0], root / found[0]
-        if not found:
-            raise ArtifactError(f"no trained segmentation head in {root}: run `gx segment-train -r {run.root}` first")
-        raise UsageError(f"{root} has heads for several backbones ({', '.join(found)}); choose one with --backbone")
-    name = backbone_dirname(backbone)
-    if name not in found:
-        hint = f" (it has: {', '.join(found)})" if found else ""
-        raise ArtifactError(f"{root / name}: no trained segmentation head for backbone '{backbone}'{hint}; run `gx segment-train --backbone {backbone} -r {run.root}` first")
-    return name, root / name
+    return trained_dir(run, "segment", backbone, what="segmentation head", command="segment-train")
 
 
 def load_segmenter(path: Path, *, device="cpu"):
