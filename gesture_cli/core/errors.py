@@ -26,6 +26,10 @@ class DataError(GxError):
     """A dataset file or row that cannot be read; the message names file, row/field and reason."""
 
 
+class NonFiniteError(GxError):
+    """A model produced NaN or Inf (often an fp16/bf16 range problem): the message suggests --precision fp32."""
+
+
 class ArtifactError(GxError):
     """A missing, stale or mismatched artifact in the run directory."""
 

@@ -223,6 +223,8 @@ def build_seg_head(kind: str, *, embed_dim: int, num_classes: int, **args) -> nn
 class Segmenter(nn.Module):
     """A frozen backbone (or None when training on cached tokens) and a segmentation head."""
 
+    autocast_methods = ("scores",)  # entry points besides forward that Precision.wrap runs under autocast
+
     def __init__(self, backbone, head: nn.Module):
         super().__init__()
         self.backbone = backbone

@@ -32,6 +32,8 @@ MAX_LOGIT_SCALE = math.log(100.0)  # CLIP's cap on 1/temperature
 class PoseTextAligner(nn.Module):
     """Pose encoder + linear heads + learnable temperature (see the module docstring)."""
 
+    autocast_methods = ("embed_pose", "embed_text")  # entry points besides forward that Precision.wrap runs under autocast
+
     def __init__(self, encoder: nn.Module, *, text_dim: int, embed_dim: int = 256, temperature: float = 0.07):
         super().__init__()
         d = encoder.config.d_model
@@ -74,6 +76,8 @@ def info_nce(pose: torch.Tensor, text: torch.Tensor, scale: torch.Tensor) -> tor
 
 class PoseToText(nn.Module):
     """Pose encoder -> projection -> UMT5 encoder-decoder (see the module docstring)."""
+
+    autocast_methods = ("generate",)  # entry points besides forward that Precision.wrap runs under autocast
 
     def __init__(self, encoder: nn.Module, text_model: nn.Module, *, bridge: str = "encoder"):
         super().__init__()

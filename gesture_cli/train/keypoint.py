@@ -258,6 +258,7 @@ def train_keypoint(
     from gesture_cli.models.lora import count_parameters
     from gesture_cli.train.checkpoint import load_checkpoint, load_model_state, read_checkpoint_state
     from gesture_cli.train.common import link_tree, refuse_unfinished
+    from gesture_cli.core.device import make_precision
     from gesture_cli.train.loop import fit, make_accelerator
 
     cfg.validate()
@@ -275,7 +276,9 @@ def train_keypoint(
     if step.cached:
         return {**step.entry, "cached": True, "is_main": True}
 
-    acc = make_accelerator(device, cfg.precision)
+    acc = make_accelerator(device)
+    prec = make_precision(acc.device, cfg.precision)
+    # Built in fp32: fit() stores the frozen part in the compute dtype once the trained part is known.
     backbone = build_backbone(cfg.backbone, device=acc.device, dtype=torch.float32, image_size=cfg.image_size)
     model = build_keypoint_model(backbone, num_joints=NUM_JOINTS, method=cfg.method, head=cfg.head, hidden=cfg.hidden, pool=cfg.pool,
                                  targets=cfg.target_modules or None, rank=cfg.rank, alpha=cfg.alpha, dropout=cfg.dropout, seed=cfg.seed)
@@ -286,6 +289,7 @@ def train_keypoint(
 
     trainable, total = count_parameters(model)
     if acc.is_main_process:
+        say(f"precision: {prec.describe()}")
         say(f"trainable parameters: {trainable:,} of {total:,} ({100 * trainable / max(1, total):.2f}%), method {cfg.method}, head {cfg.head}"
             + (f", LoRA r={cfg.rank} alpha={cfg.alpha:g} on {', '.join(targets)}" if cfg.method == "lora" else ""))
         say(f"data: train {len(splits.train)} ({splits.names['train']}), val {len(splits.val) if splits.val else 0}"
@@ -312,7 +316,7 @@ def train_keypoint(
         result = fit(
             model, train_data=KeypointBatches(splits.train, size=size), loss_fn=make_loss_fn(augment=augment),
             eval_fn=eval_fn if splits.val is not None else None, cfg=cfg.train_config(), checkpoint_dir=ckpt_dir,
-            callbacks=callbacks, resume=resume, meta=meta, accelerator=acc,
+            callbacks=callbacks, resume=resume, meta=meta, accelerator=acc, precision=prec,
         )
         if not is_main:
             return {"is_main": False}
@@ -343,6 +347,8 @@ def train_keypoint(
             "train_samples_per_s": round(st.samples / max(1e-9, st.elapsed_s), 2),
             "weights": "best" if result.best_dir is not None else "last",
             "num_processes": st.num_processes,
+            "precision": st.precision,
+            "skipped_steps": st.skipped_steps,
         }
         out = step.stage(out_rel)
         _write_artifacts(out, model, cfg=cfg, resolved=resolved, splits=splits, summary=summary, metrics=metrics, log_path=result.log_path)
@@ -368,6 +374,7 @@ def _write_artifacts(out: Path, model, *, cfg: KeypointTrainConfig, resolved: di
     lora = {"targets": list(resolved.get("target_modules") or []), "rank": cfg.rank, "alpha": cfg.alpha, "dropout": cfg.dropout}
     save_keypoint_model(out, model, joints=MPII_JOINTS, extra={
         "lora": lora if cfg.method == "lora" else None, "dataset": cfg.dataset, "config": resolved, "splits": splits.names,
+        "precision": summary["precision"],
     })
     save_json(out / "joints.json", {"joints": list(MPII_JOINTS), "flip_pairs": [list(p) for p in FLIP_PAIRS],
                                     "skeleton": [list(e) for e in SKELETON], "units": "crop units: (0, 0) top-left, (1, 1) bottom-right"},

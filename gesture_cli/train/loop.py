@@ -14,8 +14,10 @@
 
 Tasks differ only in `loss_fn`, `eval_fn` and the data object; the loop owns everything else:
 AdamW (no decay on biases and norms) with linear warm-up and cosine decay, gradient accumulation and
-clipping, bf16 autocast where the hardware multiplies bf16 natively (`compute_dtype`: CUDA, AVX512-BF16
-/AMX CPUs; never fp16, and fp32 on other CPUs, where bf16 is emulated and hundreds of times slower),
+clipping, the precision policy of `core.device.Precision` (`--precision auto|fp32|bf16|fp16`: frozen
+parameters stored in the compute dtype, trained ones kept as fp32 master weights, the model's forward
+run under autocast with its inputs converted first, and a gradient scaler that skips overflowing steps
+in fp16),
 evaluation every epoch or every N steps, `best/` by `cfg.monitor`, early stopping after `cfg.patience`
 evaluations without improvement, `last/` every `cfg.checkpoint_every` steps, `train_log.csv`.
 
@@ -75,7 +77,7 @@ class TrainConfig:
     warmup_ratio: float = 0.05  # fraction of all optimizer steps used for warm-up when warmup_steps is None
     min_lr_ratio: float = 0.0  # cosine decay floor, as a fraction of lr
     max_grad_norm: float = 1.0  # gradient clipping (global L2 norm); 0 = off
-    precision: str = "auto"  # auto (bf16 only where the hardware multiplies it natively) | bf16 | fp32
+    precision: str = "auto"  # auto | fp32 | bf16 | fp16 (auto: core.device.resolve_precision)
     seed: int = 0  # data order, dropout and augmentation
     checkpoint_every: int = 100  # optimizer steps between saves of last/; 0 = only at the end and on stop
     eval_every: int = 0  # optimizer steps between evaluations; 0 = at the end of every epoch
@@ -108,8 +110,10 @@ class TrainConfig:
             raise UsageError(f"log_every must be at least 1; got {self.log_every}")
         if self.monitor_mode not in ("max", "min"):
             raise UsageError(f"monitor_mode must be max or min; got '{self.monitor_mode}'")
-        if self.precision not in ("auto", "bf16", "fp32"):
-            raise UsageError(f"--precision '{self.precision}' is not one of auto|bf16|fp32")
+        from gesture_cli.core.device import PRECISIONS
+
+        if self.precision not in PRECISIONS:
+            raise UsageError(f"--precision '{self.precision}' is not one of {'|'.join(PRECISIONS)}")
 
 
 class BatchSource(Protocol):
@@ -147,6 +151,8 @@ class FitState:
     best_step: int | None = None
     bad_evals: int = 0  # evaluations since the last improvement
     samples_per_s: float = 0.0
+    precision: str = "fp32"  # the resolved --precision the loop ran in (fp32 | bf16 | fp16)
+    skipped_steps: int = 0  # fp16 optimizer steps skipped by the gradient scaler (overflowing gradients)
     elapsed_s: float = 0.0  # training time so far, resumed runs included
     resumed_from: int | None = None  # step of the checkpoint this run resumed from
     stopped_early: bool = False
@@ -212,17 +218,11 @@ def micro_batches(order, *, batch_size: int, rank: int, world: int, drop_last: b
     return out
 
 
-def resolve_mixed_precision(device, precision: str = "auto") -> str:
-    """Accelerate's mixed_precision for a device: "bf16" where bf16 is fast (compute_dtype), else "no"."""
-    import torch
+def make_accelerator(device: str = "auto"):
+    """An Accelerator for `--device` (under `accelerate launch` / `torchrun` each process gets its own GPU).
 
-    from gesture_cli.core.device import compute_dtype
-
-    return "bf16" if compute_dtype(device, precision) == torch.bfloat16 else "no"
-
-
-def make_accelerator(device: str = "auto", precision: str = "auto"):
-    """An Accelerator for `--device` (under `accelerate launch` / `torchrun` each process gets its own GPU)."""
+    Its own mixed precision stays off: `core.device.Precision` applies gx's policy (Accelerate has no fp16
+    on CPU, so the fp16 path could not be tested without a GPU, and it would autocast data loading too)."""
     import os
 
     from accelerate import Accelerator
@@ -239,16 +239,15 @@ def make_accelerator(device: str = "auto", precision: str = "auto"):
         import torch
 
         torch.cuda.set_device(dev)
-    mixed = resolve_mixed_precision(dev, precision)
     try:
-        return Accelerator(cpu=dev.type == "cpu", mixed_precision=mixed)
+        return Accelerator(cpu=dev.type == "cpu", mixed_precision="no")
     except ValueError as exc:  # the process-wide AcceleratorState was set up with other settings
         if "already been initialized" not in str(exc):
             raise
         from accelerate.state import AcceleratorState
 
         AcceleratorState._reset_state(reset_partial_state=False)
-        return Accelerator(cpu=dev.type == "cpu", mixed_precision=mixed)
+        return Accelerator(cpu=dev.type == "cpu", mixed_precision="no")
 
 
 # ---- signals ------------------------------------------------------------------------------------
@@ -333,12 +332,16 @@ def fit(
     resume: bool = False,
     meta: dict[str, Any] | None = None,
     accelerator=None,
+    device: str = "auto",
+    precision=None,
 ) -> FitResult:
     """Train `model` in place (see the module docstring); returns the final state and checkpoint paths.
 
     On return the model holds the weights of the last step (load `best_dir` for the best ones).
     `params`: what the optimizer updates (default: every parameter with requires_grad); checkpoints
-    hold exactly these, by name. Raises TrainingInterrupted after saving last/ on SIGINT/SIGTERM or
+    hold exactly these, by name; every other parameter is stored in the compute dtype. `precision`: a
+    `core.device.Precision` (default: `cfg.precision` on the accelerator's device; tests pass fp16 on a
+    CPU this way). `device` is used only when no accelerator is given. Raises TrainingInterrupted after saving last/ on SIGINT/SIGTERM or
     `state.request_stop`, ArtifactError when `resume` finds no usable checkpoint.
     """
     import torch
@@ -349,7 +352,10 @@ def fit(
         if event not in EVENTS:
             raise ValueError(f"unknown callback event '{event}'; events: {', '.join(EVENTS)}")
     checkpoint_dir = Path(checkpoint_dir)
-    acc = accelerator or make_accelerator("auto", cfg.precision)
+    from gesture_cli.core.device import make_precision
+
+    acc = accelerator or make_accelerator(device)
+    prec = precision or make_precision(acc.device, cfg.precision)
     world, rank, is_main = acc.num_processes, acc.process_index, acc.is_main_process
 
     raw_model = model
@@ -370,6 +376,9 @@ def fit(
     total = cfg.max_steps if cfg.max_steps is not None else cfg.epochs * steps_per_epoch
     warmup = cfg.warmup_steps if cfg.warmup_steps is not None else int(round(cfg.warmup_ratio * total))
 
+    # Frozen parts in the compute dtype, trained ones fp32; forward under autocast (core.device.Precision).
+    prec.wrap(prec.store_frozen(raw_model, trainable=[p for _, p in trainable]))
+    scaler = prec.grad_scaler()
     decay = [p for _, p in trainable if p.ndim >= 2]
     no_decay = [p for _, p in trainable if p.ndim < 2]
     groups = [g for g in ({"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}) if g["params"]]
@@ -383,7 +392,7 @@ def fit(
     state = FitState(
         total_steps=total, steps_per_epoch=steps_per_epoch, micro_batches_per_epoch=micro_per_epoch,
         lr=cfg.lr * warmup_cosine(0, warmup=warmup, total=total, min_ratio=cfg.min_lr_ratio),
-        is_main=is_main, num_processes=world,
+        is_main=is_main, num_processes=world, precision=prec.name,
     )
     last_dir, best_dir, log_path = checkpoint_dir / "last", checkpoint_dir / "best", checkpoint_dir / "train_log.csv"
     cfg_dict = asdict(cfg)
@@ -391,6 +400,8 @@ def fit(
     saved = None  # state.json of the checkpoint resumed from, and its RNG tensors
     if resume:
         saved = _resume(state, raw_model, optimizer, scheduler, names=names, cfg=cfg_dict, last_dir=last_dir, device=acc.device)
+        if scaler is not None and saved[0].get("scaler"):
+            scaler.load_state_dict(saved[0]["scaler"])
         if is_main:
             _write_log(log_path, state.log)
     elif is_main:
@@ -410,7 +421,8 @@ def fit(
                 last_dir,
                 model_state={n: p.detach() for n, p in trainable},
                 optimizer_state=optimizer.state_dict(),
-                state={**_state_json(state, scheduler, cfg_dict, meta), "window": {"sums": sums, "samples": samples}},
+                state={**_state_json(state, scheduler, cfg_dict, meta), "window": {"sums": sums, "samples": samples},
+                       "scaler": scaler.state_dict() if scaler is not None else None},
             )
             fire("on_checkpoint")
 
@@ -419,7 +431,8 @@ def fit(
         if eval_fn is not None:
             if is_main:
                 model.eval()
-                with torch.no_grad(), acc.autocast():
+                # No autocast here: eval_fn loads its data, and the model's wrapped forward autocasts itself.
+                with torch.no_grad():
                     metrics = {k: float(v) for k, v in eval_fn(acc.unwrap_model(model)).items()}
                 model.train()
             if world > 1:
@@ -483,19 +496,31 @@ def fit(
                     torch.manual_seed(_mix(cfg.seed, state.step, j, rank))
                     sync = j == len(group) - 1 or world == 1
                     with contextlib.nullcontext() if sync else acc.no_sync(model):
-                        with acc.autocast():
-                            out = loss_fn(model, batch)
+                        out = loss_fn(model, batch)  # the forward autocasts itself (Precision.wrap)
                         loss = out["loss"] if isinstance(out, dict) else out
-                        acc.backward(loss / len(group))
+                        scaled = loss / len(group)
+                        acc.backward(scaler.scale(scaled) if scaler is not None else scaled)
                     window.add(out if isinstance(out, dict) else {"loss": loss}, len(idx))
                     # Drop the graph now: held into the next forward it keeps ~20% more memory resident
                     # (measured: peak RSS 1.6 vs 1.3 GB, dinov3-vits16 LoRA, batch 8 at 224 px, CPU).
                     del out, loss
                     state.samples += len(idx) * world
+                if scaler is not None:
+                    scaler.unscale_(acc_optimizer)  # clip the true gradients, not the scaled ones
                 if cfg.max_grad_norm:
                     acc.clip_grad_norm_(params_list, cfg.max_grad_norm)
-                acc_optimizer.step()
-                scheduler.step()
+                if scaler is not None:
+                    scale = scaler.get_scale()
+                    scaler.step(acc_optimizer)  # skipped when a gradient overflowed
+                    scaler.update()
+                    skipped = scaler.get_scale() < scale
+                else:
+                    acc_optimizer.step()
+                    skipped = False
+                if skipped:
+                    state.skipped_steps += 1
+                else:
+                    scheduler.step()
                 acc_optimizer.zero_grad(set_to_none=True)
 
                 state.step += 1
@@ -570,6 +595,7 @@ def _resume(state: FitState, model, optimizer, scheduler, *, names: list[str], c
     t = saved["trainer"]
     for key in ("step", "epoch", "batch_in_epoch", "samples", "best_metric", "best_step", "bad_evals", "elapsed_s", "stopped_early", "finished", "metrics"):
         setattr(state, key, t[key])
+    state.skipped_steps = int(t.get("skipped_steps", 0))
     state.log = list(saved.get("log", []))
     state.lr = scheduler.get_last_lr()[0]
     state.resumed_from = state.step
@@ -585,7 +611,7 @@ def _state_json(state: FitState, scheduler, cfg: dict, meta: dict | None) -> dic
     trainer = {
         k: getattr(state, k)
         for k in ("step", "epoch", "batch_in_epoch", "samples", "total_steps", "best_metric", "best_step", "bad_evals",
-                  "elapsed_s", "stopped_early", "finished", "metrics", "num_processes")
+                  "elapsed_s", "stopped_early", "finished", "metrics", "num_processes", "skipped_steps")
     }
     sched = scheduler.state_dict()  # JSON-able: LambdaLR keeps None for plain functions
     return {"trainer": trainer, "scheduler": sched, "config": cfg, "meta": meta or {}, "log": state.log}

@@ -252,6 +252,7 @@ def train_lora(
     from gesture_cli.models.features import backbone_dirname
     from gesture_cli.models.lora import build_classifier, count_parameters, lora_targets_of
     from gesture_cli.train.checkpoint import load_checkpoint, load_model_state, read_checkpoint_state
+    from gesture_cli.core.device import make_precision
     from gesture_cli.train.loop import fit, make_accelerator
 
     cfg.validate()
@@ -270,7 +271,9 @@ def train_lora(
     if step.cached:
         return {**step.entry, "cached": True, "is_main": True}
 
-    acc = make_accelerator(device, cfg.precision)
+    acc = make_accelerator(device)
+    prec = make_precision(acc.device, cfg.precision)
+    # Built in fp32: fit() stores the frozen part in the compute dtype once the trained part is known.
     backbone = build_backbone(cfg.backbone, device=acc.device, dtype=torch.float32, image_size=cfg.image_size)
     classes = list(splits.train.classes)
     model = build_classifier(
@@ -284,6 +287,7 @@ def train_lora(
 
     trainable, total = count_parameters(model)
     if acc.is_main_process:
+        say(f"precision: {prec.describe()}")
         say(f"trainable parameters: {trainable:,} of {total:,} ({100 * trainable / max(1, total):.2f}%), method {cfg.method}"
             + (f", LoRA r={cfg.rank} alpha={cfg.alpha:g} on {', '.join(targets)}" if cfg.method == "lora" else ""))
         say(f"data: train {len(splits.train)} ({splits.names['train']}), val {len(splits.val) if splits.val else 0}"
@@ -309,7 +313,7 @@ def train_lora(
         result = fit(
             model, train_data=train_data, loss_fn=make_loss_fn(augment=AugmentConfig(hflip=cfg.hflip)),
             eval_fn=eval_fn if val_data is not None else None, cfg=cfg.train_config(), checkpoint_dir=ckpt_dir,
-            callbacks=callbacks, resume=resume, meta=meta, accelerator=acc,
+            callbacks=callbacks, resume=resume, meta=meta, accelerator=acc, precision=prec,
         )
         if not is_main:
             return {"is_main": False}
@@ -339,6 +343,8 @@ def train_lora(
             "train_samples_per_s": round(st.samples / max(1e-9, st.elapsed_s), 2),
             "weights": "best" if result.best_dir is not None else "last",
             "num_processes": st.num_processes,
+            "precision": st.precision,
+            "skipped_steps": st.skipped_steps,
         }
         _write_artifacts(step.stage(out_rel), model, cfg=cfg, classes=classes, resolved=resolved, summary=summary, metrics=metrics,
                          log_path=result.log_path, checkpoint_dir=ckpt_dir)
@@ -364,7 +370,8 @@ def _write_artifacts(out: Path, model, *, cfg: LoraTrainConfig, classes: list[st
     save_backbone_weights(out, model)
     lora = {"targets": list(resolved.get("target_modules") or []), "rank": cfg.rank, "alpha": cfg.alpha, "dropout": cfg.dropout}
     save_head(out / "head.safetensors", model, classes=classes,
-              extra={"lora": lora if cfg.method == "lora" else None, "dataset": cfg.dataset, "config": resolved})
+              extra={"lora": lora if cfg.method == "lora" else None, "dataset": cfg.dataset, "config": resolved,
+                     "precision": summary["precision"]})
     save_json(out / "labels.json", {"classes": classes, "num_classes": len(classes), "dataset": cfg.dataset}, kind="labels")
     save_json(out / "metrics.json", {**summary, **metrics}, kind="lora-metrics")
     shutil.copy2(log_path, out / "train_log.csv")

@@ -323,6 +323,7 @@ def _summary_common(st, result) -> dict:
         "steps": st.step, "epochs": round(st.step / max(1, st.steps_per_epoch), 3), "best_step": st.best_step, "stopped_early": st.stopped_early,
         "resumed_from": st.resumed_from, "train_seconds": round(st.elapsed_s, 2),
         "train_samples_per_s": round(st.samples / max(1e-9, st.elapsed_s), 2), "weights": "best" if result.best_dir is not None else "last",
+        "precision": st.precision, "skipped_steps": st.skipped_steps,
     }
 
 
@@ -386,8 +387,9 @@ def pretrain_pose(cfg: PosePretrainConfig, run, *, device: str = "auto", force: 
     from gesture_cli.core.config import config_to_dict
     from gesture_cli.models.pose_encoder import PoseEncoder
     from gesture_cli.models.sign2text import PoseTextAligner, count_parameters, info_nce
-    from gesture_cli.models.text import build_text_model, embed_texts, resolve_text_model, text_model_dir
+    from gesture_cli.models.text import build_text_model, embed_texts, resolve_text_model, text_encoder, text_model_dir
     from gesture_cli.train.common import refuse_unfinished
+    from gesture_cli.core.device import make_precision
     from gesture_cli.train.loop import fit, make_accelerator
 
     cfg.validate()
@@ -410,13 +412,17 @@ def pretrain_pose(cfg: PosePretrainConfig, run, *, device: str = "auto", force: 
     if step.cached:
         return {**step.entry, "cached": True, "is_main": True}
 
-    acc = make_accelerator(device, cfg.precision)
+    acc = make_accelerator(device)
+    prec = make_precision(acc.device, cfg.precision)
     text = build_text_model(src, corpus=splits.train.texts, encoder_only=src.kind != "tiny", device=acc.device)
     text.model.requires_grad_(False).eval()  # frozen: never in the optimizer, no dropout in its embeddings
+    # Autocast only: its weights stay as they are, since a tiny text model is saved with the encoder.
+    prec.wrap(text_encoder(text.model))
     train_sentences, train_rows = _sentence_table(splits.train.texts)
     val_sentences, val_rows = _sentence_table(splits.val.texts)
     train_feats = embed_texts(text, train_sentences)  # [M, D_text], frozen: computed once
     val_feats = embed_texts(text, val_sentences)
+    prec.check_finite(train_feats, what="the frozen text encoder's sentence embeddings")
     text_params = sum(p.numel() for p in text.model.parameters())
     text_trainable = sum(p.numel() for p in text.model.parameters() if p.requires_grad)
     with torch.random.fork_rng(devices=[]):
@@ -426,6 +432,7 @@ def pretrain_pose(cfg: PosePretrainConfig, run, *, device: str = "auto", force: 
     trainable, total = count_parameters(model)
     is_main = acc.is_main_process
     if is_main:
+        say(f"precision: {prec.describe()}")
         say(f"trainable parameters: {trainable:,} (pose encoder {sum(p.numel() for p in model.encoder.parameters()):,} + heads + temperature); "
             f"text encoder {text.source.describe()} frozen: {text_params:,} parameters, embeddings of {len(train_sentences)} + "
             f"{len(val_sentences)} distinct sentences computed once")
@@ -458,7 +465,8 @@ def pretrain_pose(cfg: PosePretrainConfig, run, *, device: str = "auto", force: 
     ctx = step if is_main else contextlib.nullcontext()
     with ctx:
         result = fit(model, train_data=train_data, loss_fn=loss_fn, eval_fn=eval_fn, cfg=_train_config(cfg, monitor="val_r1"),
-                     checkpoint_dir=ckpt_dir, callbacks=callbacks, resume=resume, meta=meta, accelerator=acc)
+                     checkpoint_dir=ckpt_dir, callbacks=callbacks, resume=resume, meta=meta, accelerator=acc,
+                     precision=prec)
         if not is_main:
             return {"is_main": False}
         _load_best(model, result, acc.device)
@@ -548,6 +556,7 @@ def finetune_pose(cfg: PoseFinetuneConfig, run, *, device: str = "auto", force: 
     from gesture_cli.models.sign2text import PoseToText, count_parameters
     from gesture_cli.models.text import DEFAULT_TEXT_MODEL, build_text_model, load_text_model, resolve_text_model, text_model_dir
     from gesture_cli.train.common import refuse_unfinished
+    from gesture_cli.core.device import make_precision
     from gesture_cli.train.loop import fit, make_accelerator
 
     cfg.validate()
@@ -604,7 +613,8 @@ def finetune_pose(cfg: PoseFinetuneConfig, run, *, device: str = "auto", force: 
     if step.cached:
         return {**step.entry, "cached": True, "is_main": True}
 
-    acc = make_accelerator(device, cfg.precision)
+    acc = make_accelerator(device)
+    prec = make_precision(acc.device, cfg.precision)
     if pre_text is not None:
         text = load_text_model(pre_text, device=acc.device)
     else:
@@ -622,6 +632,7 @@ def finetune_pose(cfg: PoseFinetuneConfig, run, *, device: str = "auto", force: 
     trainable, total = count_parameters(model)
     is_main = acc.is_main_process
     if is_main:
+        say(f"precision: {prec.describe()}")
         if pre_dir is not None:
             say(f"pose encoder: pretrained, from {pre_dir}")
         elif cfg.init == "auto":
@@ -665,7 +676,8 @@ def finetune_pose(cfg: PoseFinetuneConfig, run, *, device: str = "auto", force: 
     ctx = step if is_main else contextlib.nullcontext()
     with ctx:
         result = fit(model, train_data=train_data, loss_fn=loss_fn, eval_fn=eval_fn, cfg=_train_config(cfg, monitor="val_bleu4"),
-                     checkpoint_dir=ckpt_dir, callbacks=callbacks, resume=resume, meta=meta, accelerator=acc)
+                     checkpoint_dir=ckpt_dir, callbacks=callbacks, resume=resume, meta=meta, accelerator=acc,
+                     precision=prec)
         if not is_main:
             return {"is_main": False}
         _load_best(model, result, acc.device)
@@ -724,6 +736,7 @@ def _write_finetune(out: Path, model, *, text, translator, resolved, summary, me
     save_pose_encoder(model.encoder, out, extra={"stage": "finetune"})
     save_tensors(out / "bridge.safetensors", {"weight": model.proj.weight, "bias": model.proj.bias}, kind=BRIDGE_KIND,
                  meta={"bridge": model.bridge, "pose_dim": model.proj.in_features, "text_dim": model.proj.out_features})
+    model.text.float()  # fp32 on disk: frozen parts (the skipped encoder of the direct bridge) were held in the compute dtype
     save_text_model(TextModel(tokenizer=text.tokenizer, model=model.text, source=text.source), out / "text_model", weights=True,
                     extra={"fine_tuned": True})
     save_json(out / "translator.json", {**translator, "text_model": text.describe(), "config": resolved}, kind=TRANSLATOR_KIND)

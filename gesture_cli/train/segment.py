@@ -176,9 +176,9 @@ class TokenBatches:
         for i in indices:
             f = self._files[int(i) // self.shard_size]
             j = int(i) % self.shard_size
-            tokens.append(f.get_slice("tokens")[j : j + 1])
+            tokens.append(f.get_slice("tokens")[j : j + 1].float())  # float16 on disk -> float32 before any autocast
             masks.append(f.get_slice("masks")[j : j + 1])
-        return {"tokens": torch.cat(tokens).float(), "grid": self.grid, "masks": torch.cat(masks)}
+        return {"tokens": torch.cat(tokens), "grid": self.grid, "masks": torch.cat(masks)}
 
 
 def cache_key(backbone_info: dict, ds, *, size: int) -> str:
@@ -322,7 +322,7 @@ def train_segment(
     import torch
 
     from gesture_cli.core.config import config_to_dict
-    from gesture_cli.core.device import compute_dtype
+    from gesture_cli.core.device import make_precision
     from gesture_cli.eval.segment import evaluate_dataset
     from gesture_cli.models.backbones import build_backbone
     from gesture_cli.models.features import backbone_dirname
@@ -342,9 +342,11 @@ def train_segment(
     if step.cached:
         return {**step.entry, "cached": True, "is_main": True}
 
-    acc = make_accelerator(device, cfg.precision)
+    acc = make_accelerator(device)
     dev = acc.device
-    backbone = build_backbone(cfg.backbone, device=dev, dtype=compute_dtype(dev, cfg.precision), image_size=cfg.image_size)
+    prec = make_precision(dev, cfg.precision)
+    # The backbone is frozen: stored in the compute dtype from the start (the token cache is made with it too).
+    backbone = build_backbone(cfg.backbone, device=dev, dtype=prec.dtype, image_size=cfg.image_size)
     size = backbone.image_size
     classes = list(splits.train.classes)
     resolved = {**config_to_dict(cfg), "image_size": size}
@@ -361,6 +363,7 @@ def train_segment(
     trainable, total = count_segmenter_parameters(full)
     is_main = acc.is_main_process
     if is_main:
+        say(f"precision: {prec.describe()}")
         say(f"trainable parameters: {trainable:,} of {total:,} ({100 * trainable / max(1, total):.4f}%): head {cfg.head}"
             + (f", only {cfg.train_only}" if cfg.train_only != "all" else "") + f"; backbone {backbone.info.name} frozen")
         say(f"data: train {len(splits.train)} ({splits.names['train']}), val {len(splits.val) if splits.val else 0}"
@@ -403,13 +406,14 @@ def train_segment(
         result = fit(
             model, train_data=train_data, loss_fn=make_loss_fn(hflip=cfg.hflip), eval_fn=eval_fn if val_data is not None else None,
             cfg=cfg.train_config(), checkpoint_dir=ckpt_dir, params=params, callbacks=callbacks, resume=resume, meta=meta, accelerator=acc,
+            precision=prec,
         )
         if not is_main:
             return {"is_main": False}
         if result.best_dir is not None:  # final artifacts carry the best validation weights
             tensors, _, _, _ = load_checkpoint(result.best_dir, device=dev)
             load_model_state(model, tensors, source=result.best_dir)
-        full = Segmenter(backbone, head.to(dev)).eval()
+        full = prec.wrap(Segmenter(backbone, head.to(dev)).eval())
         metrics: dict[str, Any] = {}
         for role, ds in (("val", splits.val), ("test", splits.test)):
             if ds is not None:
@@ -434,6 +438,8 @@ def train_segment(
             "train_seconds": round(st.elapsed_s, 2),
             "train_samples_per_s": round(st.samples / max(1e-9, st.elapsed_s), 2),
             "weights": "best" if result.best_dir is not None else "last",
+            "precision": st.precision,
+            "skipped_steps": st.skipped_steps,
         }
         out = step.stage(out_rel)
         _write_artifacts(out, head, cfg=cfg, classes=classes, resolved=resolved, backbone=backbone, splits=splits, summary=summary,
@@ -460,6 +466,7 @@ def _write_artifacts(out: Path, head, *, cfg: SegmentTrainConfig, classes: list[
     save_seg_head(out / "head.safetensors", head, meta={
         "embed_dim": backbone.info.embed_dim, "classes": classes, "backbone": backbone.describe(), "dataset": cfg.dataset,
         "class_map": cmap.to_json() if cmap else None, "source_classes": splits.train.source_classes, "config": resolved,
+        "precision": summary["precision"],
     })
     save_json(out / "class_map.json", {
         "classes": classes, "class_map": cmap.to_json() if cmap else None, "source_classes": splits.train.source_classes or classes,
