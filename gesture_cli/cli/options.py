@@ -13,6 +13,8 @@ from typing import Annotated
 
 import typer
 
+from gesture_cli.core.device import PRECISION_HELP
+
 RunDirOpt = Annotated[
     Path | None,
     typer.Option("--run-dir", "-r", help="Run directory [default: $GX_RUN_DIR, else runs/default].", show_default=False),
@@ -24,6 +26,7 @@ ConfigOpt = Annotated[
     typer.Option("--config", help="YAML or JSON file of options; flags given on the command line override it.", show_default=False),
 ]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Recompute even if a cached result exists.")]
+PrecisionOpt = Annotated[str | None, typer.Option("--precision", help=PRECISION_HELP + ".", show_default=False)]
 VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="Show tracebacks and library warnings.")]
 BackboneOpt = Annotated[
     str | None,

@@ -12,6 +12,7 @@ from gesture_cli.cli.options import (
     ConfigOpt,
     DeviceOpt,
     ForceOpt,
+    PrecisionOpt,
     RunDirOpt,
     SeedOpt,
     VerboseOpt,
@@ -36,7 +37,6 @@ PcaDatasetOpt = Annotated[
     ),
 ]
 BatchOpt = Annotated[int | None, typer.Option("--batch-size", help="Frames per forward pass; 0 = auto (halved on CUDA out-of-memory) [default: 0].", show_default=False)]
-PrecisionOpt = Annotated[str | None, typer.Option("--precision", help="auto | bf16 | fp32 [default: auto: bf16 only where fast].", show_default=False)]
 
 
 @gx_command

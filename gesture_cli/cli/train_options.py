@@ -14,6 +14,8 @@ from typing import Annotated
 
 import typer
 
+from gesture_cli.cli.options import PrecisionOpt  # noqa: F401  (re-exported: every trainer takes --precision)
+
 
 def opt(name: str, help: str, *extra: str):
     """A typer.Option whose default (None) is not shown; the help text says the real default."""
@@ -52,10 +54,6 @@ EvalEveryOpt = Annotated[int | None, opt("--eval-every", "Optimizer steps betwee
 CheckpointEveryOpt = Annotated[
     int | None,
     opt("--checkpoint-every", "Optimizer steps between saves of checkpoints/last/ [default: 100]."),
-]
-PrecisionOpt = Annotated[
-    str | None,
-    opt("--precision", "auto | bf16 | fp32 [default: auto: bf16 only where the hardware multiplies it natively]."),
 ]
 
 

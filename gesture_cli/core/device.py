@@ -109,6 +109,26 @@ def resolve_precision(device, precision: str | None = "auto") -> str:
     return name
 
 
+def inference_precision(device, requested: str | None, recorded: str | None) -> Precision:
+    """The precision `evaluate`/`infer`/`gradcam` run an artifact in.
+
+    `--precision` when given; else the one the artifact was made in (`recorded`) when this device runs
+    it at speed (an fp16 artifact on a CPU, or a bf16 one on a CPU without native bf16, falls back to
+    auto); else auto.
+    """
+    import torch
+
+    dev = device if isinstance(device, torch.device) else resolve_device(str(device))
+    if requested:
+        return make_precision(dev, requested)
+    if recorded in ("fp32", "bf16", "fp16"):
+        slow = dev.type == "cpu" and (recorded == "fp16" or (recorded == "bf16" and not cpu_has_native_bf16()))
+        cuda_lacks_bf16 = dev.type == "cuda" and recorded == "bf16" and not torch.cuda.is_bf16_supported()
+        if not slow and not cuda_lacks_bf16 and not (dev.type != "cuda" and recorded == "fp16"):
+            return Precision(recorded, dev)
+    return make_precision(dev, "auto")
+
+
 def compute_dtype(device, precision: str | None = "auto"):
     """The torch dtype that `--precision` means on `device` (see resolve_precision)."""
     return make_precision(device, precision).dtype
@@ -204,6 +224,11 @@ class Precision:
             return _cast_floating(out, _torch().float32) if policy.mixed else out
 
         return run
+
+    def for_inference(self, model):
+        """Eval mode, every parameter stored in the compute dtype, forward under this precision. Returns the model."""
+        model.eval()
+        return self.wrap(self.store_frozen(model, trainable=()))
 
     def grad_scaler(self):
         """torch.amp.GradScaler for fp16 (scales the loss, skips steps whose gradients overflow); None for fp32/bf16."""

@@ -251,6 +251,7 @@ def train_keypoint(
     import torch
 
     from gesture_cli.core.config import config_to_dict
+    from gesture_cli.core.device import make_precision
     from gesture_cli.data.keypoints import MPII_JOINTS, NUM_JOINTS
     from gesture_cli.models.backbones import build_backbone
     from gesture_cli.models.features import backbone_dirname
@@ -258,7 +259,6 @@ def train_keypoint(
     from gesture_cli.models.lora import count_parameters
     from gesture_cli.train.checkpoint import load_checkpoint, load_model_state, read_checkpoint_state
     from gesture_cli.train.common import link_tree, refuse_unfinished
-    from gesture_cli.core.device import make_precision
     from gesture_cli.train.loop import fit, make_accelerator
 
     cfg.validate()

@@ -247,12 +247,12 @@ def train_lora(
     import torch
 
     from gesture_cli.core.config import config_to_dict
+    from gesture_cli.core.device import make_precision
     from gesture_cli.models.augment import AugmentConfig
     from gesture_cli.models.backbones import build_backbone
     from gesture_cli.models.features import backbone_dirname
     from gesture_cli.models.lora import build_classifier, count_parameters, lora_targets_of
     from gesture_cli.train.checkpoint import load_checkpoint, load_model_state, read_checkpoint_state
-    from gesture_cli.core.device import make_precision
     from gesture_cli.train.loop import fit, make_accelerator
 
     cfg.validate()

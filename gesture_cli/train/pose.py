@@ -385,11 +385,11 @@ def pretrain_pose(cfg: PosePretrainConfig, run, *, device: str = "auto", force: 
     import torch
 
     from gesture_cli.core.config import config_to_dict
+    from gesture_cli.core.device import make_precision
     from gesture_cli.models.pose_encoder import PoseEncoder
     from gesture_cli.models.sign2text import PoseTextAligner, count_parameters, info_nce
     from gesture_cli.models.text import build_text_model, embed_texts, resolve_text_model, text_encoder, text_model_dir
     from gesture_cli.train.common import refuse_unfinished
-    from gesture_cli.core.device import make_precision
     from gesture_cli.train.loop import fit, make_accelerator
 
     cfg.validate()
@@ -552,11 +552,11 @@ def finetune_pose(cfg: PoseFinetuneConfig, run, *, device: str = "auto", force: 
     import torch
 
     from gesture_cli.core.config import config_to_dict
+    from gesture_cli.core.device import make_precision
     from gesture_cli.models.pose_encoder import PoseEncoder, load_pose_encoder, pose_encoder_config
     from gesture_cli.models.sign2text import PoseToText, count_parameters
     from gesture_cli.models.text import DEFAULT_TEXT_MODEL, build_text_model, load_text_model, resolve_text_model, text_model_dir
     from gesture_cli.train.common import refuse_unfinished
-    from gesture_cli.core.device import make_precision
     from gesture_cli.train.loop import fit, make_accelerator
 
     cfg.validate()
