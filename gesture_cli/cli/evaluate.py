@@ -16,6 +16,7 @@ from gesture_cli.cli.options import (
     DatasetOpt,
     DeviceOpt,
     ForceOpt,
+    PrecisionOpt,
     RunDirOpt,
     SeedOpt,
     VerboseOpt,
@@ -38,11 +39,16 @@ def _classify(cfg, *, run, device: str, force: bool, console) -> None:
     with Bars(console, unit="img") as bars:  # a bar only when features are extracted anew
         res = evaluate_fn(run, backbone=cfg.backbone, dataset=cfg.dataset, split=cfg.split, device=device, seed=cfg.seed,
                           max_samples=cfg.max_samples, batch_size=cfg.batch_size, argv=argv(), force=force,
-                          on_progress=bars.lazy(f"extract {cfg.split}"))
+                          on_progress=bars.lazy(f"extract {cfg.split}"), precision=cfg.precision, notify=precision_line(console))
     if res.get("cached"):
         console.print("[dim]evaluate: cached result (use --force to recompute)[/]")
     _classify_summary(console, res)
     _compare_sources(console, run, res)
+
+
+def precision_line(console):
+    """notify(line) for the one "precision: bf16 on cpu" line of an evaluate/infer/gradcam command: dim, like the other notes."""
+    return lambda line: console.print(f"[dim]{line}[/]", highlight=False)
 
 
 def _compare_sources(console, run, res: dict) -> None:
@@ -122,6 +128,7 @@ def evaluate(
     class_map: Annotated[str | None, typer.Option("--class-map", help="segment: fold the head's classes and the labels into groups (JSON class map).", show_default=False)] = None,
     num_beams: Annotated[int | None, typer.Option("--num-beams", help="translate: beam search width; 1 = greedy [default: the model's].", show_default=False)] = None,
     max_new_tokens: Annotated[int | None, typer.Option("--max-new-tokens", help="translate: tokens generated per sequence at most [default: the model's].", show_default=False)] = None,
+    precision: PrecisionOpt = None,
     run_dir: RunDirOpt = None,
     device: DeviceOpt = "auto",
     seed: SeedOpt = None,
@@ -140,6 +147,9 @@ def evaluate(
     segment: mIoU, per-class IoU and pixel accuracy (--inference whole|slide, --class-map).
     keypoint: PCKh@0.5 and PCK@0.2 per joint and mean. translate: BLEU-1..4, chrF, ROUGE-L and the
     SLT per-sentence ROUGE-L (beta 1.2), with per-sample references and hypotheses.
+
+    --precision: by default the one the artifact was made in (the features' for a probe) where this
+    device runs it at speed, else auto; the result records the precision used.
     """
     from gesture_cli.core.config import resolve_config
     from gesture_cli.core.errors import unknown_choice
@@ -155,7 +165,8 @@ def evaluate(
                                             "--max-new-tokens": (max_new_tokens, ("translate",))})
     cfg = resolve_config(
         EvaluateConfig, config,
-        flags(source=source, backbone=backbone, dataset=dataset, split=split, max_samples=max_samples, batch_size=batch_size, seed=seed),
+        flags(source=source, backbone=backbone, dataset=dataset, split=split, max_samples=max_samples, batch_size=batch_size, seed=seed,
+              precision=precision),
     )
     runner(cfg, run=RunDir(run_dir), device=device, force=force, console=make_console())
 

@@ -16,6 +16,7 @@ from gesture_cli.cli.options import (
     BackboneOpt,
     ConfigOpt,
     DeviceOpt,
+    PrecisionOpt,
     RunDirOpt,
     VerboseOpt,
     argv,
@@ -35,11 +36,18 @@ def _classify(cfg, *, run, device: str, as_json: bool, console) -> None:
     check_source(run, cfg.source, cfg.backbone)
     infer_fn = infer_lora if cfg.source == "lora" else infer_probe
     res = infer_fn(run, backbone=cfg.backbone, input_path=Path(cfg.input), top_k=cfg.top_k, device=device, batch_size=cfg.batch_size,
-                      argv=argv())
+                   argv=argv(), precision=cfg.precision, notify=precision_line(console, as_json))
     if as_json:
         typer.echo(json.dumps(res["predictions"], indent=1))
         return
     _classify_table(console, res)
+
+
+def precision_line(console, as_json: bool):
+    """notify(line) for the one "precision: ..." line: dim on the console, or on stderr with --json (stdout is the JSON)."""
+    from gesture_cli.cli.evaluate import precision_line as dim_line
+
+    return dim_line(make_console(stderr=True) if as_json else console)
 
 
 def _classify_table(console, res: dict) -> None:
@@ -106,6 +114,7 @@ def infer(
     sample_id: Annotated[str | None, typer.Option("--sample-id", help="translate: a sample of the training dataset by id, instead of --input.", show_default=False)] = None,
     num_beams: Annotated[int | None, typer.Option("--num-beams", help="translate: beam search width; 1 = greedy [default: the model's].", show_default=False)] = None,
     max_new_tokens: Annotated[int | None, typer.Option("--max-new-tokens", help="translate: tokens generated per sequence at most [default: the model's].", show_default=False)] = None,
+    precision: PrecisionOpt = None,
     run_dir: RunDirOpt = None,
     device: DeviceOpt = "auto",
     config: ConfigOpt = None,
@@ -118,6 +127,7 @@ def infer(
     segment: colour masks, overlays and features.csv of per-class (or --class-map group) area fractions;
     --detect DETECTOR adds per-class object counts. keypoint: the predicted skeleton drawn on each image
     and its coordinates. translate: the text of one pose sequence (--input FILE or --sample-id ID).
+    --precision: by default the one the artifact was made in, where this device runs it at speed.
     """
     from gesture_cli.core.config import resolve_config
     from gesture_cli.core.errors import unknown_choice
@@ -137,7 +147,8 @@ def infer(
         return runner(None, run=RunDir(run_dir), device=device, as_json=as_json, console=make_console())
     cfg = resolve_config(
         InferConfig, config,
-        flags(input=str(input_path) if input_path is not None else None, source=source, backbone=backbone, top_k=top_k, batch_size=batch_size),
+        flags(input=str(input_path) if input_path is not None else None, source=source, backbone=backbone, top_k=top_k, batch_size=batch_size,
+              precision=precision),
     )
     runner(cfg, run=RunDir(run_dir), device=device, as_json=as_json, console=make_console())
 

@@ -183,12 +183,15 @@ def _detect_options() -> dict:
 
 def run_evaluate(cfg, *, run, device: str, force: bool, console) -> None:
     """`gx evaluate segment`: mIoU, per-class IoU, pixel accuracy of segment/<backbone>/ on a split."""
+    from gesture_cli.cli.evaluate import precision_line
     from gesture_cli.cli.progress import Bars
     from gesture_cli.eval.segment import SegmentEvalOptions, evaluate_segment
 
-    opts = SegmentEvalOptions(backbone=cfg.backbone, dataset=cfg.dataset, split=cfg.split, max_samples=cfg.max_samples, **_task_options())
+    opts = SegmentEvalOptions(backbone=cfg.backbone, dataset=cfg.dataset, split=cfg.split, max_samples=cfg.max_samples,
+                              precision=cfg.precision, **_task_options())
     with Bars(console, unit="img") as bars:
-        res = evaluate_segment(run, opts, device=device, argv=argv(), force=force, on_progress=bars.lazy(f"evaluate segment ({opts.inference})"))
+        res = evaluate_segment(run, opts, device=device, argv=argv(), force=force, on_progress=bars.lazy(f"evaluate segment ({opts.inference})"),
+                               notify=precision_line(console))
     if res.get("cached"):
         console.print("[dim]evaluate: cached result (use --force to recompute)[/]")
     _eval_summary(console, res)
@@ -216,12 +219,13 @@ def run_infer(cfg, *, run, device: str, as_json: bool, console) -> None:
     """`gx infer segment --input IMG|DIR`: colour masks, overlays and features.csv under infer/segment-<backbone>/."""
     import json
 
+    from gesture_cli.cli.infer import precision_line
     from gesture_cli.cli.progress import Bars
     from gesture_cli.eval.segment import SegmentInferOptions, infer_segment
 
-    opts = SegmentInferOptions(input=cfg.input, backbone=cfg.backbone, **_task_options(), **_detect_options())
+    opts = SegmentInferOptions(input=cfg.input, backbone=cfg.backbone, precision=cfg.precision, **_task_options(), **_detect_options())
     with Bars(console, unit="img") as bars:
-        res = infer_segment(run, opts, device=device, argv=argv(),
+        res = infer_segment(run, opts, device=device, argv=argv(), notify=precision_line(console, as_json),
                             on_progress=(lambda done, total: None) if as_json else bars.lazy("infer segment"))
     det = res.get("detect")
     if as_json:

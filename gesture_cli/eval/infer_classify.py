@@ -33,10 +33,14 @@ class EvaluateConfig:
     max_samples: int | None = None  # score only the first N samples (features are then extracted anew)
     batch_size: int = 0  # images per forward pass when extracting; 0 = auto (64 on CPU, 256 on CUDA)
     seed: int | None = None  # dataset split seed; None = the seed the features were extracted with
+    precision: str | None = None  # auto | fp32 | bf16 | fp16; None = the artifact's own (core.device.inference_precision)
 
     def validate(self) -> None:
+        from gesture_cli.eval.trained import check_precision_option
+
         if self.source not in CLASSIFIER_SOURCES:
             raise unknown_choice("--from source", self.source, CLASSIFIER_SOURCES)
+        check_precision_option(self.precision)
         if self.max_samples is not None and self.max_samples < 1:
             raise UsageError("--max-samples must be at least 1")
         if self.batch_size < 0:
@@ -52,12 +56,16 @@ class InferConfig:
     backbone: str | None = None  # backbone folder of the artifact; None = the only one in the run dir
     top_k: int = 3  # classes shown per input
     batch_size: int = 0  # images per forward pass; 0 = auto
+    precision: str | None = None  # auto | fp32 | bf16 | fp16; None = the artifact's own (core.device.inference_precision)
 
     def validate(self) -> None:
+        from gesture_cli.eval.trained import check_precision_option
+
         if not self.input:
             raise UsageError("--input is required: an image file, a folder of images or a CSV")
         if self.source not in CLASSIFIER_SOURCES:
             raise unknown_choice("--from source", self.source, CLASSIFIER_SOURCES)
+        check_precision_option(self.precision)
         if self.top_k < 1:
             raise UsageError("--top-k must be at least 1")
         if self.batch_size < 0:
@@ -209,15 +217,35 @@ def _csv_label(path: Path, row: int, raw: int | None, classes: list[str]) -> str
 # ----------------------------------------------------------------------------------------------
 
 
-def build_classifier_backbone(meta: dict, *, device, path: Path):
-    """Rebuild the backbone a classifier was trained on, from the describe() in its header."""
-    from gesture_cli.core.device import compute_dtype
+def build_classifier_backbone(meta: dict, *, device, path: Path, precision):
+    """Rebuild the backbone a probe was trained on, from the describe() in its header, run in `precision`
+    (a core.device.Precision). It is frozen, so it is built straight in the compute dtype: a large
+    backbone never needs its fp32 copy in memory."""
     from gesture_cli.models.backbones import build_backbone
 
     desc = meta.get("backbone") or {}
     if not desc.get("name"):
         raise ArtifactError(f"{path}: the classifier does not record its backbone; rerun `gx probe --force`")
-    return build_backbone(desc["name"], device=device, dtype=compute_dtype(device, "auto"), image_size=desc.get("image_size"))
+    backbone = build_backbone(desc["name"], device=device, dtype=precision.dtype, image_size=desc.get("image_size"))
+    return precision.for_inference(backbone)
+
+
+DTYPE_PRECISIONS = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}  # features meta "dtype" -> precision name
+
+
+def features_precision(run, name: str) -> str | None:
+    """The precision features/<name>/ was extracted in (its meta.json), None when unknown: a probe's recorded precision."""
+    from gesture_cli.core.artifacts import load_json
+
+    path = run.path("features", name, "meta.json")
+    if not path.is_file():
+        return None
+    return _features_precision(load_json(path, kind="features-meta"))
+
+
+def _features_precision(fmeta: dict) -> str | None:
+    # Extractions before the precision key recorded only their torch dtype.
+    return fmeta.get("precision") or DTYPE_PRECISIONS.get(str(fmeta.get("dtype")))
 
 
 def extract_for_classifier(backbone, dataset, *, meta: dict, path: Path, device, batch_size: int = 0, max_samples=None, on_progress=None):
@@ -252,10 +280,15 @@ def check_feature_dim(features: np.ndarray, *, want: int, features_path: Path, c
 
 
 def infer_probe(run, *, backbone: str | None, input_path: Path | str, top_k: int = 3, device="auto", batch_size: int = 0,
-                argv=None) -> dict:
-    """Top-k classes of every input with a probe classifier; writes infer/classify-probe-<backbone>.json."""
+                argv=None, precision: str | None = None, notify=None) -> dict:
+    """Top-k classes of every input with a probe classifier; writes infer/classify-probe-<backbone>.json.
+
+    The backbone runs in `precision` (--precision), by default in the one its features were extracted in."""
+    import torch
+
     from gesture_cli.core.device import resolve_device
     from gesture_cli.eval.probe import load_classifier, require_classifier
+    from gesture_cli.eval.trained import run_precision
 
     if top_k < 1:
         raise UsageError("--top-k must be at least 1")
@@ -264,15 +297,18 @@ def infer_probe(run, *, backbone: str | None, input_path: Path | str, top_k: int
     classes = list(meta["classes"])
     inputs = load_inputs(input_path, classes=classes)
     dev = resolve_device(device)
+    prec = run_precision(dev, precision, features_precision(run, name), notify=notify)
     out_rel = f"infer/classify-probe-{name}.json"
-    step = run.begin("infer", config={"task": "classify", "from": "probe", "backbone": name, "input": str(input_path), "top_k": top_k},
+    step = run.begin("infer", config={"task": "classify", "from": "probe", "backbone": name, "input": str(input_path), "top_k": top_k,
+                                      "precision": prec.name},
                       outputs=[out_rel], inputs=[clf_path], argv=argv, force=True)
     with step:
         t0 = time.perf_counter()
-        bb = build_classifier_backbone(meta, device=dev, path=clf_path)
+        bb = build_classifier_backbone(meta, device=dev, path=clf_path, precision=prec)
         feats = extract_for_classifier(bb, inputs.dataset, meta=meta, path=clf_path, device=dev, batch_size=batch_size)
+        prec.check_finite(torch.from_numpy(feats), what=f"the features of backbone '{bb.info.name}'")
         probs = probe.predict_proba(feats)
-        result = _save_predictions(step, out_rel, probs, inputs, classes, top_k=top_k, t0=t0,
+        result = _save_predictions(step, out_rel, probs, inputs, classes, top_k=top_k, t0=t0, precision=prec.name,
                                    header={"from": "probe", "backbone": name, "classifier": str(clf_path), "input": str(input_path)})
     return {**result, "output": str(run.path(out_rel))}
 
@@ -296,17 +332,20 @@ def _map_labels(labels: np.ndarray, ds_classes: list[str], clf_classes: list[str
 
 def evaluate_probe(run, *, backbone: str | None, dataset: str | None = None, split: str = "test", device="auto",
                    seed: int | None = None, max_samples: int | None = None, batch_size: int = 0, argv=None, force: bool = False,
-                   on_progress=None) -> dict:
+                   on_progress=None, precision: str | None = None, notify=None) -> dict:
     """Score a saved probe classifier; writes eval/classify-probe-<backbone>.json.
 
     The extracted features are reused when they come from the same dataset (and split, seed, every
-    sample); otherwise the backbone is rebuilt from the classifier's header and the split's features
-    are extracted on the fly.
+    sample) in the precision asked for (`precision`, by default theirs); otherwise the backbone is
+    rebuilt from the classifier's header and the split's features are extracted on the fly.
     """
+    import torch
+
     from gesture_cli.core.artifacts import load_json, save_json
     from gesture_cli.core.device import resolve_device
     from gesture_cli.eval.classify import classification_metrics
     from gesture_cli.eval.probe import load_classifier, require_classifier
+    from gesture_cli.eval.trained import run_precision
     from gesture_cli.models.features import load_features
 
     name, clf_path = require_classifier(run, backbone)
@@ -319,13 +358,16 @@ def evaluate_probe(run, *, backbone: str | None, dataset: str | None = None, spl
     fmeta_path = run.path("features", name, "meta.json")
     fmeta = load_json(fmeta_path, kind="features-meta") if fmeta_path.is_file() else {}
     ds_seed = seed if seed is not None else (meta.get("dataset_seed") or 0)
+    dev = resolve_device(device)
+    prec = run_precision(dev, precision, _features_precision(fmeta), notify=notify)
     reuse = (
         feats_path.is_file() and fmeta.get("dataset") == spec and max_samples is None
         and (seed is None or seed == meta.get("dataset_seed"))
+        and _features_precision(fmeta) == prec.name  # --precision other than the features': extract anew in it
     )
     out_rel = f"eval/classify-probe-{name}.json"
     config = {"task": "classify", "from": "probe", "backbone": name, "dataset": spec, "split": split, "seed": ds_seed,
-              "max_samples": max_samples, "features": "reused" if reuse else "extracted"}
+              "max_samples": max_samples, "features": "reused" if reuse else "extracted", "precision": prec.name}
     if reuse:
         inputs, keys, ds = [clf_path, feats_path], {}, None
     else:
@@ -346,18 +388,21 @@ def evaluate_probe(run, *, backbone: str | None, dataset: str | None = None, spl
             check_feature_dim(x, want=probe.feature_dim, features_path=feats_path, classifier_path=clf_path)
             y = _map_labels(y_t.numpy(), list(smeta.get("classes") or classes), classes, where=str(feats_path))
         else:
-            bb = build_classifier_backbone(meta, device=resolve_device(device), path=clf_path)
+            bb = build_classifier_backbone(meta, device=dev, path=clf_path, precision=prec)
             x = extract_for_classifier(bb, ds, meta=meta, path=clf_path, device=bb.device, batch_size=batch_size,
                                        max_samples=max_samples, on_progress=on_progress)
             y = _map_labels(ds.labels[: len(x)], ds.classes, classes, where=spec)
+        prec.check_finite(torch.from_numpy(x), what=f"the features of {name}")
         pred = probe.predict(x)
         metrics = classification_metrics(y, pred, classes)
         result = {
             "task": "classify", "from": "probe", "backbone": name, "classifier": str(clf_path), "dataset": spec, "split": split,
-            "features": config["features"], "seconds": round(time.perf_counter() - t0, 3), "classes": classes, **metrics,
+            "features": config["features"], "precision": prec.name, "seconds": round(time.perf_counter() - t0, 3), "classes": classes,
+            **metrics,
         }
         save_json(step.stage(out_rel, is_dir=False), result, kind="eval-classify")
         step.metrics.update({k: metrics[k] for k in ("accuracy", "macro_f1", "weighted_f1", "n")})
+        step.metrics["precision"] = prec.name
     return {**result, "cached": False, "output": str(run.path(out_rel))}
 
 
@@ -402,16 +447,19 @@ def _lora_logits(model, preprocess, dataset, *, size: int, batch_size: int, on_p
 
 def evaluate_lora_classifier(run, *, backbone: str | None, dataset: str | None = None, split: str = "test", device="auto",
                              seed: int | None = None, max_samples: int | None = None, batch_size: int = 0, argv=None,
-                             force: bool = False, on_progress=None) -> dict:
+                             force: bool = False, on_progress=None, precision: str | None = None, notify=None) -> dict:
     """Score lora/<backbone>/ on a split; writes eval/classify-lora-<backbone>.json and eval/confusion-lora-<backbone>.png.
 
     The split is built as `gx lora-train` built its test split (same seed; `--max-samples` takes the same
-    seeded subset), so evaluating with the training's settings reproduces its test accuracy.
+    seeded subset), so evaluating with the training's settings (fp32 both: bf16 rounds differently in
+    training, with fp32 master weights, than in inference) reproduces its test accuracy. The model runs
+    in `precision` (--precision), by default the one it was trained in.
     """
     from gesture_cli.core.artifacts import load_json, save_json
     from gesture_cli.data import make_dataset
     from gesture_cli.data.registry import parse_dataset_opts
     from gesture_cli.eval.classify import classification_metrics
+    from gesture_cli.eval.trained import run_precision
     from gesture_cli.train.common import cap_samples
     from gesture_cli.train.lora import load_lora_classifier
     from gesture_cli.viz.plots import render_confusion
@@ -428,8 +476,10 @@ def evaluate_lora_classifier(run, *, backbone: str | None, dataset: str | None =
     if train_cfg.get("no_gesture") or (spec.startswith("hagrid") and "no_gesture" in classes):
         opts.setdefault("no_gesture", True)  # HaGRID trained with its no_gesture class
     ds = make_dataset(spec, split=split, seed=ds_seed, **opts)
+    prec = run_precision(device, precision, meta.get("precision"), notify=notify)
     out_rel, png_rel = f"eval/classify-lora-{name}.json", f"eval/confusion-lora-{name}.png"
-    config = {"task": "classify", "from": "lora", "backbone": name, "dataset": spec, "split": split, "seed": ds_seed, "max_samples": max_samples}
+    config = {"task": "classify", "from": "lora", "backbone": name, "dataset": spec, "split": split, "seed": ds_seed, "max_samples": max_samples,
+              "precision": prec.name}
     keys = {"dataset": ds.cache_token} if ds.cache_token else {}
     step = run.begin("evaluate", config=config, outputs=[out_rel, png_rel], inputs=[path / "head.safetensors", *[Path(p) for p in ds.source_files]],
                      input_keys=keys, argv=argv, force=force)
@@ -437,28 +487,33 @@ def evaluate_lora_classifier(run, *, backbone: str | None, dataset: str | None =
         return {**load_json(run.path(out_rel), kind="eval-classify"), "cached": True, "output": str(run.path(out_rel))}
     with step:
         t0 = time.perf_counter()
-        model, clf_classes, info, preprocess = load_lora_classifier(run, name, device)
+        model, clf_classes, info, preprocess = load_lora_classifier(run, name, prec.device, precision=prec)
         ds = cap_samples(ds, max_samples, ds_seed)
         y = _map_labels(ds.labels, ds.classes, clf_classes, where=spec)
         logits = _lora_logits(model, preprocess, ds, size=info["image_size"], batch_size=batch_size or 64, on_progress=on_progress)
+        prec.check_finite(logits, what="the classifier's logits")
         metrics = classification_metrics(y, logits.argmax(-1).numpy(), classes)
         result = {
             "task": "classify", "from": "lora", "backbone": name, "classifier": str(path), "method": meta.get("method"), "dataset": spec,
-            "split": split, "features": f"{meta.get('method', 'lora')} fine-tuned", "seconds": round(time.perf_counter() - t0, 3),
-            "classes": classes, **metrics,
+            "split": split, "features": f"{meta.get('method', 'lora')} fine-tuned", "precision": prec.name,
+            "seconds": round(time.perf_counter() - t0, 3), "classes": classes, **metrics,
         }
         save_json(step.stage(out_rel, is_dir=False), result, kind="eval-classify")
         render_confusion(np.asarray(metrics["confusion"]), classes, step.stage(png_rel, is_dir=False),
                          title=f"lora {name}: {spec} / {split}, accuracy {metrics['accuracy']:.3f}")
         step.metrics.update({k: metrics[k] for k in ("accuracy", "macro_f1", "weighted_f1", "n")})
+        step.metrics["precision"] = prec.name
     return {**result, "cached": False, "output": str(run.path(out_rel)), "confusion_png": str(run.path(png_rel))}
 
 
 def infer_lora(run, *, backbone: str | None, input_path: Path | str, top_k: int = 3, device="auto", batch_size: int = 0,
-               argv=None) -> dict:
-    """Top-k classes of every input with a LoRA classifier; writes infer/classify-lora-<backbone>.json."""
+               argv=None, precision: str | None = None, notify=None) -> dict:
+    """Top-k classes of every input with a LoRA classifier; writes infer/classify-lora-<backbone>.json.
+
+    The model runs in `precision` (--precision), by default the one it was trained in."""
     import torch
 
+    from gesture_cli.eval.trained import run_precision
     from gesture_cli.train.lora import load_lora_classifier
 
     if top_k < 1:
@@ -467,20 +522,23 @@ def infer_lora(run, *, backbone: str | None, input_path: Path | str, top_k: int 
     meta = lora_head_meta(path)
     classes = list(meta["classes"])
     inputs = load_inputs(input_path, classes=classes)
+    prec = run_precision(device, precision, meta.get("precision"), notify=notify)
     out_rel = f"infer/classify-lora-{name}.json"
-    step = run.begin("infer", config={"task": "classify", "from": "lora", "backbone": name, "input": str(input_path), "top_k": top_k},
+    step = run.begin("infer", config={"task": "classify", "from": "lora", "backbone": name, "input": str(input_path), "top_k": top_k,
+                                      "precision": prec.name},
                      outputs=[out_rel], inputs=[path / "head.safetensors"], argv=argv, force=True)
     with step:
         t0 = time.perf_counter()
-        model, classes, info, preprocess = load_lora_classifier(run, name, device)
+        model, classes, info, preprocess = load_lora_classifier(run, name, prec.device, precision=prec)
         logits = _lora_logits(model, preprocess, inputs.dataset, size=info["image_size"], batch_size=batch_size or 64)
+        prec.check_finite(logits, what="the classifier's logits")
         probs = torch.softmax(logits, dim=-1).numpy()
-        result = _save_predictions(step, out_rel, probs, inputs, classes, top_k=top_k, t0=t0,
+        result = _save_predictions(step, out_rel, probs, inputs, classes, top_k=top_k, t0=t0, precision=prec.name,
                                    header={"from": "lora", "backbone": name, "classifier": str(path), "input": str(input_path)})
     return {**result, "output": str(run.path(out_rel))}
 
 
-def _save_predictions(step, out_rel: str, probs, inputs, classes, *, top_k: int, t0: float, header: dict) -> dict:
+def _save_predictions(step, out_rel: str, probs, inputs, classes, *, top_k: int, t0: float, header: dict, precision: str) -> dict:
     """Top-k predictions per input (+ accuracy where labels are known) into the step's infer JSON."""
     from gesture_cli.core.artifacts import save_json
     from gesture_cli.eval.classify import top_k_indices
@@ -490,7 +548,7 @@ def _save_predictions(step, out_rel: str, probs, inputs, classes, *, top_k: int,
         {"input": n, "label": lab, "top_k": [{"class": classes[j], "prob": round(float(probs[i, j]), 6)} for j in top[i]]}
         for i, (n, lab) in enumerate(zip(inputs.names, inputs.labels, strict=True))
     ]
-    result = {"task": "classify", **header, "n": len(preds), "top_k": int(top.shape[1]),
+    result = {"task": "classify", **header, "precision": precision, "n": len(preds), "top_k": int(top.shape[1]),
               "seconds": round(time.perf_counter() - t0, 3), "predictions": preds}
     known = [(p["label"], p["top_k"][0]["class"]) for p in preds if p["label"] is not None]
     if known:
@@ -498,4 +556,5 @@ def _save_predictions(step, out_rel: str, probs, inputs, classes, *, top_k: int,
         step.metrics["accuracy"] = result["accuracy"]
     save_json(step.stage(out_rel, is_dir=False), result, kind="infer-classify")
     step.metrics["inputs"] = len(preds)
+    step.metrics["precision"] = precision
     return result

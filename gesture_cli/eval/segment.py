@@ -129,23 +129,27 @@ def image_scores(model, image: np.ndarray, *, size: int, mode: str, aggregate=No
     return scores.float()
 
 
-def predict_image(model, image: np.ndarray, *, size: int, mode: str, aggregate=None) -> np.ndarray:
-    """uint8 [H, W] predicted class (or group) ids."""
+def predict_image(model, image: np.ndarray, *, size: int, mode: str, aggregate=None, precision=None) -> np.ndarray:
+    """uint8 [H, W] predicted class (or group) ids. `precision` (the core.device.Precision the model runs in):
+    NaN/Inf scores stop with a one-line error instead of becoming an arbitrary argmax."""
     import torch
 
     with torch.inference_mode():
-        return image_scores(model, image, size=size, mode=mode, aggregate=aggregate).argmax(0).to(torch.uint8).cpu().numpy()
+        scores = image_scores(model, image, size=size, mode=mode, aggregate=aggregate)
+        if precision is not None:
+            precision.check_finite(scores, what="the segmentation scores")
+        return scores.argmax(0).to(torch.uint8).cpu().numpy()
 
 
 def evaluate_dataset(model, ds, *, size: int, mode: str = "whole", aggregate=None, max_samples: int | None = None,
-                     on_progress: Callable[[int, int], None] | None = None) -> dict:
-    """segmentation_metrics of `model` on a SegDataset at each image's own resolution."""
+                     on_progress: Callable[[int, int], None] | None = None, precision=None) -> dict:
+    """segmentation_metrics of `model` on a SegDataset at each image's own resolution (`precision`: see predict_image)."""
     n = len(ds) if max_samples is None else min(len(ds), max_samples)
     k = ds.num_classes
     cm = np.zeros((k, k), dtype=np.int64)
     for i in range(n):
         image, mask = ds.sample(i)
-        pred = predict_image(model, image, size=size, mode=mode, aggregate=aggregate)
+        pred = predict_image(model, image, size=size, mode=mode, aggregate=aggregate, precision=precision)
         if int(pred.max(initial=0)) >= k:
             raise ArtifactError(f"the head predicts {int(pred.max()) + 1}+ classes but dataset {ds.spec!r} has {k}; evaluate on its label set")
         cm += confusion_matrix(pred, mask, k)
@@ -164,21 +168,19 @@ def segment_dir(run, backbone: str | None) -> tuple[str, Path]:
     return trained_dir(run, "segment", backbone, what="segmentation head", command="segment-train")
 
 
-def load_segmenter(path: Path, *, device="cpu"):
-    """(Segmenter in eval mode, head header) from segment/<backbone>/head.safetensors; the backbone is
-    rebuilt from the header at the size it was trained at, in the fast dtype of the device."""
-    import torch
-
-    from gesture_cli.core.device import compute_dtype, resolve_device
+def load_segmenter(path: Path, *, precision):
+    """(Segmenter in eval mode, head header) from segment/<backbone>/head.safetensors, run in `precision` (a
+    core.device.Precision, on its device); the backbone is rebuilt from the header at the size it was trained at."""
     from gesture_cli.models.backbones import build_backbone
     from gesture_cli.models.seg_heads import Segmenter, load_seg_head
 
-    dev = resolve_device(device) if isinstance(device, str) else torch.device(device)
+    dev = precision.device
     head, meta = load_seg_head(path / "head.safetensors", device=dev)
     info = meta["backbone"]
-    backbone = build_backbone(info["name"], device=dev, dtype=compute_dtype(dev, meta.get("config", {}).get("precision", "auto")),
-                              image_size=int(info["image_size"]))
-    return Segmenter(backbone, head).eval(), meta
+    # The backbone is frozen and untouched by the head's weights: built straight in the compute dtype, so a
+    # large one never needs an fp32 copy in memory. for_inference then rounds the (small) head once.
+    backbone = build_backbone(info["name"], device=dev, dtype=precision.dtype, image_size=int(info["image_size"]))
+    return precision.for_inference(Segmenter(backbone, head)), meta
 
 
 def _head_class_map(meta: dict):
@@ -221,8 +223,12 @@ class SegmentEvalOptions:
     inference: str = "whole"  # whole | slide
     class_map: str | None = None  # fold a source-class head's predictions and the labels into groups
     max_samples: int | None = None  # score only the first N images
+    precision: str | None = None  # auto | fp32 | bf16 | fp16; None = the head's own (core.device.inference_precision)
 
     def validate(self) -> None:
+        from gesture_cli.eval.trained import check_precision_option
+
+        check_precision_option(self.precision)
         if self.inference not in INFERENCE_MODES:
             raise unknown_choice("--inference mode", self.inference, INFERENCE_MODES)
         if self.max_samples is not None and self.max_samples < 1:
@@ -230,11 +236,13 @@ class SegmentEvalOptions:
 
 
 def evaluate_segment(run, opts: SegmentEvalOptions, *, device: str = "auto", argv=None, force: bool = False,
-                     on_progress: Callable[[int, int], None] | None = None) -> dict:
-    """Score segment/<backbone>/ on a dataset split; writes eval/segment-<backbone>.json."""
+                     on_progress: Callable[[int, int], None] | None = None, notify=None) -> dict:
+    """Score segment/<backbone>/ on a dataset split; writes eval/segment-<backbone>.json. The model runs in
+    opts.precision, by default the one the head was trained in (`notify` gets the "precision: ..." line)."""
     from gesture_cli.core.artifacts import load_tensors, save_json
     from gesture_cli.data.registry import parse_dataset_opts
     from gesture_cli.data.segmentation import make_seg_dataset
+    from gesture_cli.eval.trained import run_precision
     from gesture_cli.models.seg_heads import SEG_HEAD_KIND
 
     opts.validate()
@@ -250,9 +258,10 @@ def evaluate_segment(run, opts: SegmentEvalOptions, *, device: str = "auto", arg
             f"dataset '{dataset}' has classes {ds.classes[:6]}... but the head predicts {classes[:6]}...; evaluate on the same label set "
             "(or pass the --class-map the head was trained with)"
         )
+    prec = run_precision(device, opts.precision, meta.get("precision"), notify=notify)
     out_rel = f"eval/segment-{name}.json"
     config = {"task": "segment", "backbone": name, "dataset": dataset, "split": opts.split, "inference": opts.inference,
-              "class_map": cmap.to_json() if cmap else None, "max_samples": opts.max_samples}
+              "class_map": cmap.to_json() if cmap else None, "max_samples": opts.max_samples, "precision": prec.name}
     step = run.begin("evaluate", config=config, outputs=[out_rel], inputs=[path / "head.safetensors", *ds.source_files],
                      input_keys={"dataset": ds.cache_token}, argv=argv, force=force)
     if step.cached:
@@ -261,13 +270,13 @@ def evaluate_segment(run, opts: SegmentEvalOptions, *, device: str = "auto", arg
         return {**load_json(run.path(out_rel)), "cached": True, "output": str(run.path(out_rel))}
     with step:
         t0 = time.perf_counter()
-        model, meta = load_segmenter(path, device=device)
+        model, meta = load_segmenter(path, precision=prec)
         res = evaluate_dataset(model, ds, size=int(meta["backbone"]["image_size"]), mode=opts.inference, aggregate=aggregate,
-                               max_samples=opts.max_samples, on_progress=on_progress)
+                               max_samples=opts.max_samples, on_progress=on_progress, precision=prec)
         result = {"task": "segment", "backbone": name, "dataset": dataset, "split": opts.split, "head": meta["head"],
-                  "class_map": cmap.name if cmap else None, "seconds": round(time.perf_counter() - t0, 3), **res}
+                  "class_map": cmap.name if cmap else None, "precision": prec.name, "seconds": round(time.perf_counter() - t0, 3), **res}
         save_json(step.stage(out_rel, is_dir=False), result, kind="eval-segment")
-        step.metrics.update({"mIoU": res["mIoU"], "pixel_acc": res["pixel_acc"], "images": res["images"]})
+        step.metrics.update({"mIoU": res["mIoU"], "pixel_acc": res["pixel_acc"], "images": res["images"], "precision": prec.name})
     return {**result, "cached": False, "output": str(run.path(out_rel))}
 
 
@@ -350,10 +359,13 @@ class SegmentInferOptions:
     detect: str | None = None  # object detector (hub id, folder, tiny-rtdetr/tiny-detr): adds det_count_<class> columns
     detect_classes: tuple[str, ...] | None = None  # classes to count; None = eval.scene.DEFAULT_DETECT_CLASSES
     detect_threshold: float | None = None  # minimum detection score; None = 0.5
+    precision: str | None = None  # auto | fp32 | bf16 | fp16; None = the head's own (core.device.inference_precision)
 
     def validate(self) -> None:
         from gesture_cli.eval.scene import check_threshold
+        from gesture_cli.eval.trained import check_precision_option
 
+        check_precision_option(self.precision)
         if not self.input:
             raise UsageError("--input is required: an image file or a folder of images")
         if self.inference not in INFERENCE_MODES:
@@ -402,12 +414,13 @@ def _write_png(path: Path, rgb: np.ndarray) -> None:
 
 
 def infer_segment(run, opts: SegmentInferOptions, *, device: str = "auto", argv=None,
-                  on_progress: Callable[[int, int], None] | None = None) -> dict:
+                  on_progress: Callable[[int, int], None] | None = None, notify=None) -> dict:
     """Segment every input image (and, with opts.detect, count objects); writes infer/segment-<backbone>/
-    (see the module docstring and eval/scene.py)."""
+    (see the module docstring and eval/scene.py). The segmenter runs in opts.precision, by default the head's."""
     from gesture_cli.core.artifacts import load_tensors, save_json
     from gesture_cli.data.images import decode_image, to_rgb
     from gesture_cli.data.segmentation import class_palette
+    from gesture_cli.eval.trained import run_precision
     from gesture_cli.models.seg_heads import SEG_HEAD_KIND
 
     opts.validate()
@@ -416,15 +429,16 @@ def infer_segment(run, opts: SegmentInferOptions, *, device: str = "auto", argv=
     cmap, aggregate, classes = _resolve_class_map(meta, opts.class_map, head_path=path)
     files, names = list_images(Path(opts.input))
     scene = _scene_detector(opts, device=device)  # before the step: an unknown class stops here, cleanly
+    prec = run_precision(device, opts.precision, meta.get("precision"), notify=notify)
     out_rel = f"infer/segment-{name}"
     config = {"task": "segment", "backbone": name, "input": str(opts.input), "inference": opts.inference,
               "class_map": cmap.to_json() if cmap else None,
-              "detect": scene.describe() if scene else None}
+              "detect": scene.describe() if scene else None, "precision": prec.name}
     step = run.begin("infer", config=config, outputs=[out_rel], inputs=[path / "head.safetensors"], argv=argv, force=True)
     palette = class_palette(classes)
     with step:
         t0 = time.perf_counter()
-        model, meta = load_segmenter(path, device=device)
+        model, meta = load_segmenter(path, precision=prec)
         size = int(meta["backbone"]["image_size"])
         out = step.stage(out_rel)
         (out / "masks").mkdir()
@@ -435,7 +449,7 @@ def infer_segment(run, opts: SegmentInferOptions, *, device: str = "auto", argv=
         stems = _unique_stems(names)
         for i, f in enumerate(files):
             image = to_rgb(decode_image(f))
-            pred = predict_image(model, image, size=size, mode=opts.inference, aggregate=aggregate)
+            pred = predict_image(model, image, size=size, mode=opts.inference, aggregate=aggregate, precision=prec)
             fractions[i] = np.bincount(pred.ravel(), minlength=len(classes))[: len(classes)] / pred.size
             colour = render_mask(pred, palette)
             overlay = render_overlay(image, colour)
@@ -461,10 +475,11 @@ def infer_segment(run, opts: SegmentInferOptions, *, device: str = "auto", argv=
                         **({"detections": records[i]} if scene else {})}
                        for i, (n, s) in enumerate(zip(names, stems, strict=True))]
         save_json(out / "predictions.json", {"backbone": name, "head": meta["head"], "classes": classes, "class_map": cmap.name if cmap else None,
-                                             "inference": opts.inference, "input": str(opts.input),
+                                             "inference": opts.inference, "input": str(opts.input), "precision": prec.name,
                                              "detector": scene.describe() if scene else None, "images": predictions}, kind="infer-segment")
-        step.metrics.update({"images": len(files), "features": len(columns) - 1, "seconds": round(time.perf_counter() - t0, 3)})
-    return {"backbone": name, "head": meta["head"], "classes": classes, "class_map": cmap.name if cmap else None, "names": names,
+        step.metrics.update({"images": len(files), "features": len(columns) - 1, "seconds": round(time.perf_counter() - t0, 3),
+                             "precision": prec.name})
+    return {"backbone": name, "head": meta["head"], "precision": prec.name, "classes": classes, "class_map": cmap.name if cmap else None, "names": names,
             "fractions": fractions, "columns": columns, "output": str(run.path(out_rel)), "input": str(opts.input),
             "detect": {"detector": scene.detector.name, "classes": scene.classes, "columns": scene.columns, "counts": counts,
                        "threshold": scene.threshold} if scene else None}

@@ -29,3 +29,26 @@ def trained_dir(run, folder: str, backbone: str | None, *, what: str, command: s
         hint = f" (trained: {', '.join(trained)})" if trained else ""
         raise ArtifactError(f"{path}: no {what} for backbone '{backbone}'{hint}; run `gx {command} --backbone {backbone} -r {run.root}` first")
     return name, path
+
+
+def run_precision(device, requested: str | None, recorded: str | None, *, notify=None):
+    """The `core.device.Precision` an evaluate/infer/gradcam command runs an artifact in, announced once.
+
+    `requested`: --precision (None = not given), which wins; else the artifact's `recorded` precision where
+    this device runs it at speed, else auto (`core.device.inference_precision`). `device`: a torch.device or
+    a --device string. `notify(line)` gets the one "precision: bf16 on cpu" line of the command.
+    """
+    from gesture_cli.core.device import inference_precision
+
+    prec = inference_precision(device, requested, recorded)
+    if notify is not None:
+        notify(f"precision: {prec.describe()}")
+    return prec
+
+
+def check_precision_option(precision: str | None) -> None:
+    """A clean UsageError for a --precision that is not auto|fp32|bf16|fp16, before anything is loaded."""
+    from gesture_cli.core.device import PRECISIONS
+
+    if precision is not None and precision.strip().lower() not in PRECISIONS:
+        raise UsageError(f"--precision '{precision}' is not one of {'|'.join(PRECISIONS)}")

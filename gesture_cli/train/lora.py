@@ -392,11 +392,12 @@ def lora_dir(run, backbone: str) -> Path:
     return path
 
 
-def load_lora_classifier(run, backbone: str, device="cpu"):
+def load_lora_classifier(run, backbone: str, device="cpu", *, precision=None):
     """(model: pixels [B, 3, S, S] -> logits [B, K], classes, backbone describe(), preprocess: images -> pixels).
 
     `preprocess` takes uint8 or [0, 1] float images in any layout `Backbone.preprocess` accepts; the model
-    is in eval mode with LoRA merged into the weights.
+    is in eval mode with LoRA merged into the weights. `precision` (a core.device.Precision, e.g. from
+    `inference_precision`): weights stored in its dtype and the forward run under it; None = plain fp32.
     """
     import torch
 
@@ -404,7 +405,10 @@ def load_lora_classifier(run, backbone: str, device="cpu"):
     from gesture_cli.models.lora import load_classifier
 
     dev = resolve_device(device) if isinstance(device, str) else torch.device(device)
+    # Loaded in fp32 whatever the precision: LoRA is merged into the weights before they are rounded once.
     model, meta = load_classifier(lora_dir(run, backbone), device=dev)
+    if precision is not None:
+        precision.for_inference(model)
     return model, list(meta["classes"]), meta["backbone"], model.backbone.preprocess
 
 
