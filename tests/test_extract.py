@@ -17,7 +17,7 @@ def _features(path):
 
 def test_extract_synthetic_hands_writes_features_and_manifest(runner, tmp_path):
     run = tmp_path / "run"
-    res = invoke(runner, "extract-features", "-b", "tiny-dinov2", "-d", "synthetic-hands", "-r", run, "--max-samples", "96", "--pool", "cls+mean")
+    res = invoke(runner, "extract-features", "-b", "tiny-dinov2", "-d", "synthetic-hands", "-r", run, "--max-samples", "96", "--pool", "cls+mean", "--precision", "fp32")
     assert res.exit_code == 0, res.output
     out = run / "features" / "tiny-dinov2"
     t, meta = _features(out / "train.safetensors")

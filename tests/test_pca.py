@@ -75,7 +75,7 @@ def synth_run(tmp_path_factory) -> Path:
     from typer.testing import CliRunner
 
     run = tmp_path_factory.mktemp("pca") / "all"
-    _ok(invoke(CliRunner(), "pca-compute", "-b", "tiny-dinov2", "-d", "synthetic-video", "-r", run))
+    _ok(invoke(CliRunner(), "pca-compute", "-b", "tiny-dinov2", "-d", "synthetic-video", "-r", run, "--precision", "fp32"))  # compared with an fp32 numpy reference
     return run
 
 
@@ -205,7 +205,7 @@ def test_second_run_is_cached_and_force_recomputes(runner, tmp_path):
 
 def test_merge_of_two_shards_equals_one_run_over_all(runner, tmp_path, synth_run):
     for i in (0, 1):
-        _ok(invoke(runner, "pca-compute", "-b", "tiny-dinov2", "-d", "synthetic-video", "--shard", f"{i}/2", "-r", tmp_path / f"m{i}"))
+        _ok(invoke(runner, "pca-compute", "-b", "tiny-dinov2", "-d", "synthetic-video", "--shard", f"{i}/2", "-r", tmp_path / f"m{i}", "--precision", "fp32"))  # same precision as synth_run
     a = json.loads((tmp_path / "m0" / "pca" / "tiny-dinov2" / "pca.json").read_text())
     b = json.loads((tmp_path / "m1" / "pca" / "tiny-dinov2" / "pca.json").read_text())
     assert (a["unique_clips"], b["unique_clips"]) == (2, 1) and a["total_frames"] + b["total_frames"] == 72

@@ -184,12 +184,16 @@ class Precision:
         """Cast every parameter not in `trainable` (default: those without requires_grad) to the compute dtype.
 
         Floating buffers move too when their module holds no trained parameter (BatchNorm statistics of a
-        trained head stay fp32). Returns the model.
+        trained head stay fp32). A module whose class sets `keep_fp32 = True` (one that turns autocast off
+        because its maths needs fp32) is left whole. Returns the model.
         """
         if not self.mixed:
             return model
         keep = {id(p) for p in trainable} if trainable is not None else {id(p) for p in model.parameters() if p.requires_grad}
+        pinned = {id(m) for top in model.modules() if getattr(top, "keep_fp32", False) for m in top.modules()}
         for module in model.modules():
+            if id(module) in pinned:
+                continue
             own = list(module.parameters(recurse=False))
             for p in own:
                 if id(p) not in keep and p.is_floating_point():

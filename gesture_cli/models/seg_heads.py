@@ -134,6 +134,7 @@ class Mask2FormerSegHead(nn.Module):
     """transformers' Mask2Former on the token map (see the module docstring)."""
 
     kind = "mask2former"
+    keep_fp32 = True  # runs with autocast off (see _fp32): Precision.store_frozen leaves its frozen parts fp32
 
     def __init__(self, embed_dim: int, num_classes: int, *, hidden_dim: int = 256, queries: int = 100, encoder_layers: int = 3,
                  decoder_layers: int = 6, points: int = 12544):

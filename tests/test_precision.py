@@ -1,0 +1,310 @@
+"""The precision policy (DESIGN section 8): what `auto` picks, how `Precision` stores and runs a model, the
+fp16 gradient-scaler path of `fit` on a CPU, and every model command in fp32 and bf16 whatever this CPU is.
+
+bf16 runs on any CPU (emulated where it is not native, so slowly but correctly); the tests force the
+native-bf16 answer with $GX_NATIVE_BF16 where `auto` matters, so their result does not depend on the machine.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+from conftest import invoke, one_line_error
+from torch import nn
+
+from gesture_cli.core.device import NATIVE_BF16_ENV, Precision, inference_precision, make_precision, resolve_precision
+from gesture_cli.core.errors import NonFiniteError, UsageError
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+CPU = torch.device("cpu")
+
+
+# ---- what auto picks ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("native", "want"), [("1", "bf16"), ("0", "fp32")])
+def test_auto_on_a_cpu_follows_native_bf16_and_the_env_var_forces_it(monkeypatch, native, want):
+    monkeypatch.setenv(NATIVE_BF16_ENV, native)
+    assert resolve_precision(CPU, "auto") == want
+    assert resolve_precision(CPU, None) == want
+    assert resolve_precision(CPU, "fp32") == "fp32" and resolve_precision(CPU, "bf16") == "bf16"
+
+
+def test_a_bad_env_value_and_a_bad_name_are_usage_errors(monkeypatch):
+    monkeypatch.setenv(NATIVE_BF16_ENV, "maybe")
+    with pytest.raises(UsageError, match="GX_NATIVE_BF16='maybe'"):
+        resolve_precision(CPU, "auto")
+    monkeypatch.delenv(NATIVE_BF16_ENV)
+    with pytest.raises(UsageError, match="'fp8' is not one of auto|fp32|bf16|fp16"):
+        resolve_precision(CPU, "fp8")
+
+
+def test_fp16_on_a_cpu_is_refused_with_the_alternatives():
+    with pytest.raises(UsageError) as err:
+        resolve_precision(CPU, "fp16")
+    assert "fp16" in str(err.value) and "bf16" in str(err.value) and "fp32" in str(err.value)
+
+
+@pytest.mark.parametrize(("bf16_ok", "want"), [(True, "bf16"), (False, "fp16")])
+def test_auto_on_cuda_is_bf16_where_supported_else_fp16(monkeypatch, bf16_ok, want):
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: bf16_ok)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a, **k: "Tesla T4")
+    cuda = torch.device("cuda", 0)
+    assert resolve_precision(cuda, "auto") == want
+    assert resolve_precision(cuda, "fp16") == "fp16"
+    if not bf16_ok:
+        with pytest.raises(UsageError, match="Tesla T4 has no bf16"):
+            resolve_precision(cuda, "bf16")
+
+
+def test_inference_follows_the_artifact_unless_told_or_too_slow_here(monkeypatch):
+    monkeypatch.setenv(NATIVE_BF16_ENV, "1")
+    assert inference_precision(CPU, None, "bf16").name == "bf16"
+    assert inference_precision(CPU, None, "fp32").name == "fp32"
+    assert inference_precision(CPU, "fp32", "bf16").name == "fp32"  # --precision overrides
+    assert inference_precision(CPU, None, "fp16").name == "bf16"  # a GPU's fp16 artifact: auto on this CPU
+    assert inference_precision(CPU, None, None).name == "bf16"  # an old artifact without a record: auto
+    monkeypatch.setenv(NATIVE_BF16_ENV, "0")
+    assert inference_precision(CPU, None, "bf16").name == "fp32"  # emulated bf16 would be hundreds of times slower
+
+
+# ---- how Precision stores and runs a model ----------------------------------------------------------
+
+
+class _Net(nn.Module):
+    """A frozen 'backbone', a trained head with BatchNorm, and a concatenation of its inputs (the op that bf16
+    autocast refuses for float16 inputs)."""
+
+    def __init__(self):
+        super().__init__()
+        self.backbone = nn.Sequential(nn.Linear(8, 8), nn.LayerNorm(8)).requires_grad_(False)
+        self.head = nn.Sequential(nn.Linear(16, 4), nn.BatchNorm1d(4))
+
+    def forward(self, a, b):
+        x = torch.cat([self.backbone(a), b], dim=-1)
+        return self.head(x)
+
+
+def test_store_frozen_keeps_trained_parameters_and_their_buffers_in_fp32():
+    net = Precision("bf16", CPU).store_frozen(_Net())
+    assert {p.dtype for p in net.backbone.parameters()} == {torch.bfloat16}
+    assert {p.dtype for p in net.head.parameters()} == {torch.float32}
+    assert net.head[1].running_mean.dtype == torch.float32
+    assert Precision("fp32", CPU).store_frozen(_Net()).backbone[0].weight.dtype == torch.float32
+
+
+def test_a_keep_fp32_module_is_left_whole():
+    class Pinned(nn.Module):
+        keep_fp32 = True
+
+        def __init__(self):
+            super().__init__()
+            self.inner = nn.Linear(4, 4).requires_grad_(False)
+
+    net = nn.Sequential(nn.Linear(4, 4).requires_grad_(False), Pinned())
+    Precision("bf16", CPU).store_frozen(net)
+    assert net[0].weight.dtype == torch.bfloat16 and net[1].inner.weight.dtype == torch.float32
+
+
+def test_wrap_converts_inputs_before_autocast_so_float16_data_is_safe():
+    a, b = torch.randn(3, 8), torch.randn(3, 8).half()  # cached float16 tokens, as segment-train stores them
+    bare = Precision("bf16", CPU).store_frozen(_Net()).eval()
+    with pytest.raises(RuntimeError), torch.autocast("cpu", dtype=torch.bfloat16):  # the bug of the issue
+        bare(a, b)
+    net = Precision("bf16", CPU).for_inference(_Net())
+    out = net(a, b)
+    assert out.dtype == torch.float32 and torch.isfinite(out).all()
+    assert Precision("bf16", CPU).wrap(net) is net  # idempotent: no second layer of wrapping
+    assert net.forward.__wrapped__ is net._gx_unwrapped_forward
+
+
+def test_check_finite_names_the_output_and_suggests_fp32():
+    with pytest.raises(NonFiniteError, match=r"in the features at --precision bf16; rerun with --precision fp32"):
+        Precision("bf16", CPU).check_finite(torch.tensor([1.0, float("nan")]), what="the features")
+    Precision("bf16", CPU).check_finite(torch.ones(3), what="x")
+
+
+# ---- fp16 through fit on a CPU: loss scaling and skipped overflow steps ----------------------------
+
+
+class _Pairs:
+    def __init__(self, n=64):
+        g = torch.Generator().manual_seed(0)
+        self.x = torch.randn(n, 8, generator=g)
+        self.y = (self.x[:, :4] * 2).sum(1, keepdim=True)
+
+    def __len__(self):
+        return len(self.x)
+
+    def get_batch(self, idx):
+        return self.x[idx], self.y[idx]
+
+
+def _fit_fp16(tmp_path, *, poison_step=None, max_steps=12, resume=False):
+    from gesture_cli.train.loop import TrainConfig, fit, make_accelerator
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 1))
+    calls = {"n": 0}
+
+    def loss_fn(m, batch):
+        x, y = batch
+        out = m(x)
+        calls["n"] += 1
+        loss = nn.functional.mse_loss(out, y)
+        if poison_step is not None and calls["n"] == poison_step:
+            out.register_hook(lambda g: g * float("inf"))  # an overflowing gradient, the loss itself stays finite
+        return loss
+
+    cfg = TrainConfig(max_steps=max_steps, batch_size=16, lr=3e-2, warmup_steps=0, checkpoint_every=4, log_every=1)
+    res = fit(model, train_data=_Pairs(), loss_fn=loss_fn, cfg=cfg, checkpoint_dir=tmp_path / "ckpt", accelerator=make_accelerator("cpu"),
+              precision=Precision("fp16", CPU), resume=resume)
+    return model, res
+
+
+def test_fp16_fit_scales_the_loss_and_learns(tmp_path):
+    model, res = _fit_fp16(tmp_path, max_steps=80)
+    losses = [r["loss"] for r in res.state.log]
+    assert res.state.precision == "fp16" and all(math.isfinite(v) for v in losses)
+    first, last = sum(losses[:8]) / 8, sum(losses[-8:]) / 8
+    assert last < 0.5 * first, (first, last)
+    state = json.loads((res.last_dir / "state.json").read_text())
+    assert state["scaler"]["scale"] > 0  # the scaler's state travels with the checkpoint
+    assert all(p.dtype == torch.float32 for p in model.parameters())  # fp32 master weights
+
+
+def test_fp16_fit_skips_a_step_whose_gradients_overflow(tmp_path):
+    _, clean = _fit_fp16(tmp_path / "clean", max_steps=30)  # the scaler's own early overflows (scale starts at 2^16)
+    model, res = _fit_fp16(tmp_path / "poisoned", poison_step=20, max_steps=30)
+    assert res.state.skipped_steps == clean.state.skipped_steps + 1
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+    state = json.loads((res.last_dir / "state.json").read_text())
+    assert state["trainer"]["skipped_steps"] == res.state.skipped_steps
+
+
+# ---- every model command in fp32 and bf16 -------------------------------------------------------------
+
+PRECISIONS = ["fp32", "bf16"]
+
+
+def _ok(res):
+    assert res.exit_code == 0, res.output
+    return res
+
+
+def _losses(path):
+    import csv
+
+    rows = list(csv.DictReader(path.open()))
+    return [float(r["loss"]) for r in rows if r.get("loss")]
+
+
+@pytest.fixture(scope="module")
+def extracted(tmp_path_factory):
+    """Features of one small split in each precision (the same images)."""
+    from typer.testing import CliRunner
+
+    from safetensors.torch import load_file
+
+    out = {}
+    for p in PRECISIONS:
+        run = tmp_path_factory.mktemp(f"x-{p}")
+        res = _ok(invoke(CliRunner(), "extract-features", "-b", "tiny-dinov2", "-d", "synthetic-hands", "--max-samples", "48",
+                         "--split", "train", "--pool", "cls+mean", "--precision", p, "-r", run))
+        tensors = load_file(run / "features" / "tiny-dinov2" / "train.safetensors")
+        meta = json.loads((run / "features" / "tiny-dinov2" / "meta.json").read_text())
+        out[p] = (tensors, meta, res.output)
+    return out
+
+
+def test_extract_features_in_bf16_agrees_with_fp32(extracted):
+    f32, meta32, _ = extracted["fp32"]
+    b16, meta16, output = extracted["bf16"]
+    assert meta32["dtype"] == "float32" and meta16["dtype"] == "bfloat16" and "bfloat16" in output
+    x, y = f32["features"].double(), b16["features"].double()
+    assert torch.isfinite(y).all() and x.shape == y.shape
+    cos = nn.functional.cosine_similarity(x, y, dim=1)
+    assert cos.min() >= 0.999, cos.min()
+    assert torch.equal(f32["labels"], b16["labels"])
+
+
+@pytest.mark.parametrize("precision", PRECISIONS)
+def test_pca_compute_and_visualize(runner, tmp_path, precision):
+    from gesture_cli.data.synthetic_video import generate_clip
+    from gesture_cli.viz.pca_render import write_video
+
+    _ok(invoke(runner, "pca-compute", "-b", "tiny-dinov2", "-d", "synthetic-video", "--max-samples", "12", "--precision", precision, "-r", tmp_path))
+    from safetensors.torch import load_file
+
+    t = load_file(tmp_path / "pca" / "tiny-dinov2" / "pca.safetensors")
+    assert all(torch.isfinite(v.double()).all() for v in t.values())
+    write_video(tmp_path / "clip.mp4", generate_clip(seed=1, clip=0, subject=0)[:6], fps=6.0)
+    _ok(invoke(runner, "pca-visualize", "-i", tmp_path / "clip.mp4", "--precision", precision, "-r", tmp_path))
+    assert list((tmp_path / "pca" / "tiny-dinov2" / "renders").glob("clip*.mp4"))
+
+
+def _check_trained(metrics_path, log_path, precision):
+    m = json.loads(metrics_path.read_text())
+    assert m["precision"] == precision
+    losses = _losses(log_path)
+    assert losses and all(math.isfinite(v) for v in losses)
+    assert losses[-1] < losses[0], losses  # it learned something
+    return m
+
+
+@pytest.mark.parametrize("precision", PRECISIONS)
+def test_lora_train(runner, tmp_path, precision):
+    res = _ok(invoke(runner, "lora-train", "--backbone", "tiny-dinov2", "--dataset", "synthetic-hands", "--image-size", "16", "--max-samples", "96",
+                     "--batch-size", "32", "--max-steps", "30", "--lr", "3e-3", "--precision", precision, "-r", tmp_path))
+    assert f"precision: {precision} on cpu" in res.output
+    out = tmp_path / "lora" / "tiny-dinov2"
+    _check_trained(out / "metrics.json", out / "train_log.csv", precision)
+    assert (out / "adapter" / "adapter_model.safetensors").is_file()
+
+
+@pytest.mark.parametrize("precision", PRECISIONS)
+def test_keypoint_train(runner, tmp_path, precision):
+    _ok(invoke(runner, "keypoint-train", "--backbone", "tiny-dinov2", "--method", "full", "--image-size", "32", "--dataset-opt", "train_samples=200",
+               "--dataset-opt", "eval_samples=32", "--dataset-opt", "side=32", "--dataset-opt", "clutter=false", "--rotate", "0",
+               "--scale-jitter", "0", "--batch-size", "32", "--max-steps", "25", "--lr", "3e-3", "--precision", precision, "-r", tmp_path))
+    out = tmp_path / "keypoint" / "tiny-dinov2"
+    _check_trained(out / "metrics.json", out / "train_log.csv", precision)
+
+
+@pytest.mark.parametrize("cache", [True, False], ids=["cached-tokens", "pixels"])
+@pytest.mark.parametrize("precision", PRECISIONS)
+def test_segment_train(runner, tmp_path, precision, cache):
+    _ok(invoke(runner, "segment-train", "--backbone", "tiny-dinov2", "--dataset", "synthetic-scenes", "--dataset-opt", "size=64",
+               "--dataset-opt", "train_images=32", "--dataset-opt", "val_images=8", "--dataset-opt", "test_images=8",
+               *(["--cache-features"] if cache else []), "--epochs", "4", "--lr", "1e-2", "--precision", precision, "-r", tmp_path))
+    out = tmp_path / "segment" / "tiny-dinov2"
+    m = _check_trained(out / "metrics.json", out / "train_log.csv", precision)
+    assert math.isfinite(m["test"]["mIoU"])
+
+
+@pytest.mark.parametrize("precision", PRECISIONS)
+def test_pose_pretrain_and_finetune(runner, tmp_path, precision):
+    data = [a for o in ("train_size=64", "val_size=16", "test_size=16", "signers=1", "max_glosses=3") for a in ("--dataset-opt", o)]
+    enc = [a for o in ("d_model=32", "n_layers=1", "n_heads=4", "gcn_dims=16") for a in ("--encoder-opt", o)]
+    _ok(invoke(runner, "pose-pretrain", *data, *enc, "--keypoints", "body,hands", "--max-frames", "12", "--text-model", "tiny-umt5",
+               "--embed-dim", "32", "--epochs", "4", "--batch-size", "16", "--lr", "2e-3", "--precision", precision, "-r", tmp_path))
+    pre = tmp_path / "pose" / "pretrain"
+    _check_trained(pre / "metrics.json", pre / "train_log.csv", precision)
+    _ok(invoke(runner, "pose-finetune", *data, "--bridge", "direct", "--max-frames", "12", "--epochs", "4", "--batch-size", "16",
+               "--lr", "5e-3", "--max-new-tokens", "8", "--precision", precision, "-r", tmp_path))
+    fin = tmp_path / "pose" / "finetune"
+    _check_trained(fin / "metrics.json", fin / "train_log.csv", precision)
+
+
+def test_fp16_on_a_cpu_is_a_one_line_usage_error(runner, tmp_path):
+    res = invoke(runner, "lora-train", "--backbone", "tiny-dinov2", "--dataset", "synthetic-hands", "--precision", "fp16", "--device", "cpu",
+                 "-r", tmp_path)
+    one_line_error(res, 2, "--precision fp16", "bf16", "fp32")
+    assert not (tmp_path / "lora").exists()
+
+
+def test_make_precision_takes_device_strings():
+    assert make_precision("cpu", "fp32") == Precision("fp32", CPU)
