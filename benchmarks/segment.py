@@ -70,7 +70,7 @@ def child(route: str, model_dir: Path, *, batch: int, size: int, steps: int, war
     from gesture_cli.train.loop import TrainConfig, fit, make_accelerator
     from gesture_cli.train.segment import PixelBatches, TokenBatches, build_token_cache, make_loss_fn
 
-    acc = make_accelerator(device, "auto")
+    acc = make_accelerator(device)
     dev = acc.device
     ds = make_seg_dataset("synthetic-scenes", split="train", size=size, train_images=images)
     backbone = build_backbone(str(model_dir), device=dev, dtype=compute_dtype(dev, "auto"), image_size=size)

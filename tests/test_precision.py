@@ -205,9 +205,8 @@ def _losses(path):
 @pytest.fixture(scope="module")
 def extracted(tmp_path_factory):
     """Features of one small split in each precision (the same images)."""
-    from typer.testing import CliRunner
-
     from safetensors.torch import load_file
+    from typer.testing import CliRunner
 
     out = {}
     for p in PRECISIONS:
