@@ -16,13 +16,15 @@ PYTEST_ARGS ?=
 TIMM_VENV ?= .venv-timm
 TORCH_TIMM ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: install test test-fast test-timm demo lint bench clean help
+.PHONY: install test test-fast test-timm demo lint bench gpu-check clean help
 
 help:
 	@echo "make demo     run every gx command on synthetic data with tiny backbones (offline) into runs/demo, with runs/demo/report.html"
-	@echo "make test     run the whole test suite (make test-fast skips tests marked slow)"
+	@echo "make test     run the whole test suite as a CPU without native bf16 (fp32 by default), then the fast tests and the demo"
+	@echo "              test as one with it (bf16 by default); make test-fast runs the fast tests once, as this CPU is"
 	@echo "make lint     ruff"
-	@echo "make bench    benchmarks/*.py"
+	@echo "make bench    benchmarks/*.py (CPU)"
+	@echo "make gpu-check  on a CUDA machine: every command in bf16 and fp16, plus the LoRA and extraction benchmarks -> gpu-check.json"
 
 install: $(STAMP)
 
@@ -36,8 +38,13 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m pip install -q -c constraints.txt -e ".[dev]"
 	@touch $(STAMP)
 
+# The suite's result must not depend on the CPU it runs on: `--precision auto` means bf16 where the CPU
+# multiplies bf16 natively and fp32 elsewhere, so the suite runs once as each kind of machine
+# (GX_NATIVE_BF16 forces the detection; DESIGN section 8).
 test: install
-	$(PY) -m pytest -q $(PYTEST_ARGS)
+	GX_NATIVE_BF16=0 $(PY) -m pytest -q $(PYTEST_ARGS)
+	GX_NATIVE_BF16=1 $(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS)
+	GX_NATIVE_BF16=1 $(PY) -m pytest -q tests/test_demo.py $(PYTEST_ARGS)
 
 test-fast: install
 	$(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS)
@@ -55,7 +62,10 @@ lint: install
 	$(VENV)/bin/ruff check gesture_cli tests benchmarks
 
 bench: install
-	@for b in benchmarks/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+	@for b in benchmarks/*.py; do [ "$$b" = benchmarks/gpu_check.py ] && continue; echo "== $$b"; $(PY) $$b || exit 1; done
+
+gpu-check: install
+	$(PY) benchmarks/gpu_check.py --out gpu-check.json
 
 clean:
 	rm -rf $(VENV) $(TIMM_VENV) runs/demo .pytest_cache

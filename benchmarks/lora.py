@@ -39,7 +39,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 NUM_CLASSES = 24
-TARGETS = {"fp32": (1.0, 1.0), "bf16": (1.3, 0.8)}  # precision -> (min speed ratio, max memory ratio)
+TARGETS = {"fp32": (1.0, 1.0), "bf16": (1.3, 0.8), "fp16": (1.3, 0.8)}  # precision -> (min speed ratio, max memory ratio); fp16: CUDA only
 
 
 def make_snapshot(root: Path, size: int) -> None:
@@ -58,6 +58,11 @@ def make_snapshot(root: Path, size: int) -> None:
 
 
 def _peak_rss_mb() -> float:
+    """Peak memory of this route: GPU memory allocated on CUDA, else the process's resident set."""
+    import torch
+
+    if torch.cuda.is_available() and torch.cuda.max_memory_allocated() > 0:
+        return torch.cuda.max_memory_allocated() / 2**20
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
@@ -71,7 +76,7 @@ def _result(times: list[float], *, batch: int, warmup: int) -> dict:
             "peak_rss_mb": _peak_rss_mb(), "threads": torch.get_num_threads()}
 
 
-def child_gx(model_dir: Path, *, batch: int, size: int, steps: int, warmup: int, precision: str) -> dict:
+def child_gx(model_dir: Path, *, batch: int, size: int, steps: int, warmup: int, precision: str, device: str) -> dict:
     import numpy as np
 
     from gesture_cli.data.images import ImageDataset
@@ -85,17 +90,19 @@ def child_gx(model_dir: Path, *, batch: int, size: int, steps: int, warmup: int,
     rng = np.random.default_rng(0)
     ds = ImageDataset(spec="bench", split="train", classes=[str(i) for i in range(NUM_CLASSES)],
                       labels=rng.integers(0, NUM_CLASSES, n), images=rng.integers(0, 256, (n, size, size, 3), dtype=np.uint8))
-    model = build_classifier(build_backbone(str(model_dir), image_size=size), num_classes=NUM_CLASSES, method="lora", pool="cls")
+    acc = make_accelerator(device)
+    model = build_classifier(build_backbone(str(model_dir), device=acc.device, image_size=size), num_classes=NUM_CLASSES, method="lora",
+                             pool="cls")
     times: list[float] = []
     cfg = TrainConfig(max_steps=steps + warmup, batch_size=batch, lr=5e-4, checkpoint_every=0, log_every=1000, precision=precision)
     with tempfile.TemporaryDirectory() as tmp:
         fit(model, train_data=ImageBatches(ds, size=size), loss_fn=make_loss_fn(augment=AugmentConfig()), cfg=cfg,
             checkpoint_dir=Path(tmp), callbacks={"on_step_end": [lambda s: times.append(time.perf_counter())]},
-            accelerator=make_accelerator("cpu"))
+            accelerator=acc)
     return _result(times, batch=batch, warmup=warmup)
 
 
-def child_hf(model_dir: Path, *, batch: int, size: int, steps: int, warmup: int, precision: str) -> dict:
+def child_hf(model_dir: Path, *, batch: int, size: int, steps: int, warmup: int, precision: str, device: str) -> dict:
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModel, Trainer, TrainerCallback, TrainingArguments
@@ -134,7 +141,8 @@ def child_hf(model_dir: Path, *, batch: int, size: int, steps: int, warmup: int,
         args = TrainingArguments(
             output_dir=tmp, per_device_train_batch_size=batch, max_steps=steps + warmup, learning_rate=5e-4, weight_decay=0.01,
             lr_scheduler_type="cosine", max_grad_norm=1.0, logging_strategy="no", save_strategy="no", eval_strategy="no",
-            report_to=[], use_cpu=True, dataloader_num_workers=0, remove_unused_columns=False, disable_tqdm=True, bf16=precision == "bf16",
+            report_to=[], use_cpu=device == "cpu", dataloader_num_workers=0, remove_unused_columns=False, disable_tqdm=True,
+            bf16=precision == "bf16", fp16=precision == "fp16",
         )
         Trainer(model=Classifier(), args=args, train_dataset=Pixels(batch * (steps + warmup)), callbacks=[Timer()]).train()
     return _result(times, batch=batch, warmup=warmup)
@@ -149,7 +157,9 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=224, help="input side in pixels")
     ap.add_argument("--steps", type=int, default=8, help="timed steps per route (after warm-up)")
     ap.add_argument("--warmup", type=int, default=1, help="untimed steps first")
-    ap.add_argument("--precision", choices=sorted(TARGETS), default="fp32", help="both routes in this precision")
+    ap.add_argument("--precision", choices=sorted(TARGETS), default="fp32", help="both routes in this precision (fp16: CUDA only)")
+    ap.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where both routes train")
+    ap.add_argument("--json", type=Path, help="also write the results and ratios to this JSON file")
     ap.add_argument("--child", choices=sorted(ROUTES), help=argparse.SUPPRESS)
     ap.add_argument("--model", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -157,7 +167,7 @@ def main() -> None:
         ap.error("--warmup must be >= 1 and --steps >= 2")
     if args.child:
         out = ROUTES[args.child](args.model, batch=args.batch, size=args.size, steps=args.steps, warmup=args.warmup,
-                                 precision=args.precision)
+                                 precision=args.precision, device=args.device)
         print("RESULT " + json.dumps(out), flush=True)
         return
 
@@ -171,7 +181,8 @@ def main() -> None:
         for route in ("hf", "gx"):
             t0 = time.perf_counter()
             cmd = [sys.executable, __file__, "--child", route, "--model", str(model_dir), "--batch", str(args.batch),
-                   "--size", str(args.size), "--steps", str(args.steps), "--warmup", str(args.warmup), "--precision", args.precision]
+                   "--size", str(args.size), "--steps", str(args.steps), "--warmup", str(args.warmup), "--precision", args.precision,
+                   "--device", args.device]
             res = subprocess.run(cmd, capture_output=True, text=True, env=env)
             line = next((ln for ln in res.stdout.splitlines() if ln.startswith("RESULT ")), None)
             if res.returncode != 0 or line is None:
@@ -184,6 +195,10 @@ def main() -> None:
     speed = results["gx"]["samples_per_s"] / results["hf"]["samples_per_s"]
     memory = results["gx"]["peak_rss_mb"] / results["hf"]["peak_rss_mb"]
     fast, small = TARGETS[args.precision]
+    if args.json:
+        args.json.write_text(json.dumps({"precision": args.precision, "device": args.device, "batch": args.batch, "size": args.size,
+                                         "routes": results, "speed_ratio": speed, "memory_ratio": memory,
+                                         "targets": {"speed": fast, "memory": small}}, indent=1))
     print(f"gx / Trainer ({args.precision}): speed {speed:.2f}x (target >= {fast}: {'ok' if speed >= fast else 'MISSED'}), "
           f"peak memory {memory:.2f}x (target <= {small}: {'ok' if memory <= small else 'MISSED'})")
 
