@@ -64,7 +64,7 @@ class PCAConfig:
     max_samples: int | None = None  # cap on frames (images) in total
     image_size: int | None = None  # square input side in pixels; None = the backbone's default
     batch_size: int = 0  # frames per forward pass; 0 = auto (32 on CPU, 256 on CUDA, halved on OOM)
-    precision: str = "auto"  # auto | bf16 | fp32 (auto: bf16 only where it is fast)
+    precision: str = "auto"  # auto | fp32 | bf16 | fp16 (core.device.resolve_precision: bf16 where fast, fp16 on older GPUs)
     foreground: bool = False  # two passes: threshold PC1 of pass 1, accumulate foreground patches only
     foreground_threshold: float | None = None  # PC1 score above which a patch is foreground; None = 0
     reservoir_size: int = RESERVOIR_SIZE  # raw patches sampled for colour ranges (0: no ranges)

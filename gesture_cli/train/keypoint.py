@@ -80,7 +80,7 @@ class KeypointTrainConfig:
     flip: bool = True  # mirror half the crops and swap left/right joints
     rotate: float = 15.0  # random rotation within +-rotate degrees
     scale_jitter: float = 0.15  # random zoom: the crop window side varies within 1 +- scale_jitter
-    precision: str = "auto"  # auto (bf16 only where the hardware multiplies it natively) | bf16 | fp32
+    precision: str = "auto"  # auto | fp32 | bf16 | fp16 (core.device.resolve_precision: bf16 where fast, fp16 on older GPUs)
     max_samples: int | None = None  # cap per split (seeded random subset), for quick runs
     seed: int = 0  # head init, split, data order, augmentation
 

@@ -83,7 +83,7 @@ class LoraTrainConfig:
     hflip: bool = False  # random horizontal flips (off: handedness carries meaning in sign languages)
     no_gesture: bool = False  # HaGRID: keep "no_gesture" boxes as a class
     merge: bool = False  # also write merged/: LoRA folded into a standalone transformers model
-    precision: str = "auto"  # auto (bf16 only where the hardware multiplies it natively) | bf16 | fp32
+    precision: str = "auto"  # auto | fp32 | bf16 | fp16 (core.device.resolve_precision: bf16 where fast, fp16 on older GPUs)
     max_samples: int | None = None  # cap per split (seeded random subset), for quick runs
     seed: int = 0  # head init, split, data order, dropout and augmentation
 

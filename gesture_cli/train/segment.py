@@ -85,7 +85,7 @@ class SegmentTrainConfig:
     eval_every: int = 0  # optimizer steps between evaluations; 0 = every epoch
     checkpoint_every: int = 100  # optimizer steps between saves of checkpoints/last/
     hflip: bool = False  # random horizontal flips of image and mask (not with --cache-features)
-    precision: str = "auto"  # auto (bf16 only where the hardware multiplies it natively) | bf16 | fp32
+    precision: str = "auto"  # auto | fp32 | bf16 | fp16 (core.device.resolve_precision: bf16 where fast, fp16 on older GPUs)
     max_samples: int | None = None  # cap on images per split (seeded subset), for quick runs
     seed: int = 0  # head init, split, data order and flips
 

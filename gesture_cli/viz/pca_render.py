@@ -48,7 +48,7 @@ class VisualizeConfig:
     frame_stride: int = 1  # render frames 0, s, 2s, ...
     max_frames: int | None = None  # cap on frames rendered per input
     batch_size: int = 0  # frames per forward pass; 0 = auto
-    precision: str = "auto"  # auto | bf16 | fp32
+    precision: str = "auto"  # auto | fp32 | bf16 | fp16 (core.device.resolve_precision: bf16 where fast, fp16 on older GPUs)
     mask_background: bool = True  # black out background patches when the PCA was computed with --foreground
 
     def validate(self) -> None:
