@@ -211,7 +211,7 @@ def test_without_a_class_map_the_seg_columns_are_the_heads_classes(ade_run, runn
     res = invoke(runner, "infer", "segment", "--input", scenes / "street1.png", "--detect", "tiny-detr", "--detect-classes", "person,stop sign",
                  "--detect-classes", "dog", "--detect-threshold", "0", "--json", "--device", "cpu", "-r", run)
     assert res.exit_code == 0, res.output
-    (row,) = json.loads(res.output)
+    (row,) = json.loads(res.stdout)
     assert len(row) == 1 + 150 + 3 and row["wall"] >= 0 and sum(row[k] for k in ("det_count_person", "det_count_stop_sign", "det_count_dog")) <= 20
     schema = json.loads((run / "infer" / "segment-tiny-dinov2" / "features.schema.json").read_text())
     assert schema["num_features"] == 153 and {c["source"] for c in schema["columns"][1:151]} == {"segmentation class"}

@@ -31,8 +31,9 @@ def trained(tmp_path_factory):
         mp.setenv("HF_HUB_OFFLINE", "1")
         mp.delenv("GX_RUN_DIR", raising=False)
         run = tmp_path_factory.mktemp("lora_eval") / "run"
+        # fp32: the evaluation below must reproduce the training's numbers, and infer is compared with an fp32 reload
         res = invoke(CliRunner(), "lora-train", "--backbone", "tiny-dinov2", *QUICK, "--epochs", "3", "--lr", "2e-2",
-                     "--pool", "mean", "--patience", "0", "-r", run)
+                     "--pool", "mean", "--patience", "0", "--precision", "fp32", "-r", run)
         assert res.exit_code == 0, res.output
         yield run, json.loads((run / "lora" / "tiny-dinov2" / "metrics.json").read_text())
 

@@ -178,7 +178,7 @@ def test_infer_csv_and_evaluate_on_the_fly_agree_with_the_probe(probed, runner, 
     _write_hands_csv(data, 40)
     res = invoke(runner, "infer", "classify", "--from", "probe", "--backbone", "tiny-vit", "--input", data, "--top-k", "3", "--json", "-r", run)
     assert res.exit_code == 0, res.output
-    preds = json.loads(res.output)
+    preds = json.loads(res.stdout)
     assert len(preds) == 40 and preds[0]["input"] == "hands.csv row 1"
     top1 = [p["top_k"][0]["class"] for p in preds]
     assert top1 == _probe_predictions(run, "tiny-vit", 40)
@@ -211,14 +211,14 @@ def test_infer_image_file_and_folder(probed, runner, tmp_path):
         cv2.imwrite(str(sub / f"img{i}.png"), ds.images[i])
     res = invoke(runner, "infer", "classify", "--backbone", "tiny-dinov2", "--input", folder, "--json", "-r", run)
     assert res.exit_code == 0, res.output
-    preds = json.loads(res.output)
+    preds = json.loads(res.stdout)
     assert [p["label"] for p in preds] == [ds.classes[ds.labels[i]] for i in range(5)]
     expected = _probe_predictions(run, "tiny-dinov2", 5)
     assert [p["top_k"][0]["class"] for p in preds] == expected
     one = next(folder.rglob("img0.png"))
     res = invoke(runner, "infer", "classify", "--backbone", "tiny-dinov2", "--input", one, "--json", "-r", run)
     assert res.exit_code == 0, res.output
-    assert [p["top_k"][0]["class"] for p in json.loads(res.output)] == expected[:1]
+    assert [p["top_k"][0]["class"] for p in json.loads(res.stdout)] == expected[:1]
 
 
 def test_infer_csv_row_of_wrong_width_names_file_and_row(probed, runner, tmp_path):

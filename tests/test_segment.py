@@ -185,8 +185,9 @@ def linear_run(tmp_path_factory):
     mp = pytest.MonkeyPatch()
     mp.setenv("GX_HOME", str(run.parent / "home"))
     mp.setenv("HF_HUB_OFFLINE", "1")
+    # fp32: evaluating without --precision follows the head's (fp32) and must reproduce the training's mIoU exactly
     res = invoke(CliRunner(), "segment-train", "--backbone", "tiny-dinov2", *SCENES, "--cache-features", "--epochs", "8", "--batch-size", "8",
-                 "--lr", "1e-2", "--device", "cpu", "-r", run)
+                 "--lr", "1e-2", "--precision", "fp32", "--device", "cpu", "-r", run)
     mp.undo()
     assert res.exit_code == 0, res.output
     return run, res.output
@@ -262,7 +263,7 @@ def test_infer_writes_masks_overlays_and_the_feature_table(linear_run, runner, t
     groups.write_text(json.dumps({"groups": {"ground": ["road", "sidewalk", "grass"], "rest": ["sky", "building", "tree", "person", "car"]}}))
     res = invoke(runner, "infer", "segment", "--input", inputs / "street.png", "--class-map", groups, "--json", "--device", "cpu", "-r", run)
     assert res.exit_code == 0, res.output
-    (row,) = json.loads(res.output)
+    (row,) = json.loads(res.stdout)
     assert set(row) == {"image", "ground", "rest"} and row["ground"] + row["rest"] == pytest.approx(1.0, abs=1e-4)
 
 

@@ -12,6 +12,7 @@ from gesture_cli.cli.options import (
     ConfigOpt,
     DatasetOpt,
     DeviceOpt,
+    PrecisionOpt,
     RunDirOpt,
     VerboseOpt,
     argv,
@@ -36,6 +37,7 @@ def gradcam(
     target: Annotated[str | None, typer.Option("--target", metavar="CLASS|pred|true", help="Class the Grad-CAM explains: pred (the predicted class), true (each image's label) or a class name such as B [default: pred].", show_default=False)] = None,
     compare: Annotated[bool, typer.Option("--compare", help="Render the probe's and the LoRA classifier's maps of one backbone side by side.")] = False,
     max_images: Annotated[int | None, typer.Option("--max-images", help="At most this many images [default: 48].", show_default=False)] = None,
+    precision: PrecisionOpt = None,
     run_dir: RunDirOpt = None,
     device: DeviceOpt = "auto",
     config: ConfigOpt = None,
@@ -48,8 +50,10 @@ def gradcam(
     without CLS (I-JEPA) the mean attention each patch receives. maps.npz holds every map, including
     the last layer's per-head CLS attention; gradcam.json lists the images, predictions and the class
     each map explains (--target), and a deletion check of the maps: how much greying out the top 10%
-    of patches by Grad-CAM lowers log p(class), against as many random patches.
+    of patches by Grad-CAM lowers log p(class), against as many random patches. --precision: by default
+    each artifact's own (the LoRA training's, the probe features'); the map itself is computed in fp32.
     """
+    from gesture_cli.cli.evaluate import precision_line
     from gesture_cli.core.config import resolve_config
     from gesture_cli.core.rundir import RunDir
     from gesture_cli.viz.gradcam import GradcamConfig, render_gradcam_run
@@ -57,10 +61,11 @@ def gradcam(
     cfg = resolve_config(
         GradcamConfig, config,
         flags(source=source, backbone=backbone, input=str(input_path) if input_path is not None else None, samples_per_class=samples_per_class,
-              dataset=dataset, split=split, method=method, compare=compare or None, max_images=max_images, target=target),
+              dataset=dataset, split=split, method=method, compare=compare or None, max_images=max_images, target=target,
+              precision=precision),
     )
     console = make_console()
-    res = render_gradcam_run(cfg, RunDir(run_dir), device=device, argv=argv())
+    res = render_gradcam_run(cfg, RunDir(run_dir), device=device, argv=argv(), notify=precision_line(console))
     preds = [r for r in res["images"] if r["label"] is not None]
     for src in res["from"]:
         if preds:

@@ -146,13 +146,14 @@ def run_evaluate(cfg, *, run, device: str, force: bool, console) -> None:
     from rich.markup import escape
     from rich.table import Table
 
+    from gesture_cli.cli.evaluate import precision_line
     from gesture_cli.cli.progress import Bars
     from gesture_cli.eval.keypoint import evaluate_keypoint, summary_rows
 
     with Bars(console, unit="img") as bars:
         res = evaluate_keypoint(run, backbone=cfg.backbone, dataset=cfg.dataset, split=cfg.split, device=device, seed=cfg.seed,
                                 max_samples=cfg.max_samples, batch_size=cfg.batch_size, argv=argv(), force=force,
-                                on_progress=bars.lazy("evaluate keypoint"))
+                                on_progress=bars.lazy("evaluate keypoint"), precision=cfg.precision, notify=precision_line(console))
     if res.get("note"):
         console.print(escape(f"note: {res['note']}"), highlight=False)
     if res.get("cached"):
@@ -176,12 +177,14 @@ def run_infer(cfg, *, run, device: str, as_json: bool, console) -> None:
     from rich.markup import escape
     from rich.table import Table
 
+    from gesture_cli.cli.infer import precision_line
     from gesture_cli.core.errors import UsageError
     from gesture_cli.eval.keypoint import infer_keypoint
 
     if not cfg.input:
         raise UsageError("--input is required: an image file or a folder of images (person crops)")
-    res = infer_keypoint(run, backbone=cfg.backbone, input_path=Path(cfg.input), device=device, batch_size=cfg.batch_size, argv=argv())
+    res = infer_keypoint(run, backbone=cfg.backbone, input_path=Path(cfg.input), device=device, batch_size=cfg.batch_size, argv=argv(),
+                         precision=cfg.precision, notify=precision_line(console, as_json))
     if as_json:
         typer.echo(json.dumps(res["predictions"], indent=1))
         return

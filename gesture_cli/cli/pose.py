@@ -298,15 +298,18 @@ def run_evaluate_translate(cfg, *, run, device: str, force: bool, console) -> No
     from rich.markup import escape
     from rich.table import Table
 
+    from gesture_cli.cli.evaluate import precision_line
     from gesture_cli.cli.progress import Bars
     from gesture_cli.eval.translate import EvaluateTranslateConfig, evaluate_translation
 
     params = _command_params()
     cfg = EvaluateTranslateConfig(dataset=cfg.dataset, split=cfg.split, max_samples=cfg.max_samples, batch_size=cfg.batch_size,
-                                  seed=cfg.seed, num_beams=params.get("num_beams"), max_new_tokens=params.get("max_new_tokens"))
+                                  seed=cfg.seed, num_beams=params.get("num_beams"), max_new_tokens=params.get("max_new_tokens"),
+                                  precision=cfg.precision)
 
     with Bars(console, unit="seq") as bars:
-        res = evaluate_translation(run, cfg, device=device, argv=argv(), force=force, on_progress=bars.lazy(f"translate {cfg.split}"))
+        res = evaluate_translation(run, cfg, device=device, argv=argv(), force=force, on_progress=bars.lazy(f"translate {cfg.split}"),
+                                   notify=precision_line(console))
     if res.get("cached"):
         console.print("[dim]evaluate: cached result (use --force to recompute)[/]")
     table = Table(title=f"translate on {res['dataset']} / {res['split']}: {res['n']} sequences, {res['decoding']}")
@@ -333,14 +336,16 @@ def run_infer_translate(cfg, *, run, device: str, as_json: bool, console) -> Non
 
     from rich.markup import escape
 
+    from gesture_cli.cli.infer import precision_line
     from gesture_cli.core.config import resolve_config
     from gesture_cli.eval.translate import InferTranslateConfig, infer_translation
 
     p = _command_params()
     cfg = resolve_config(InferTranslateConfig, p.get("config"), flags(
         input=str(p["input_path"]) if p.get("input_path") is not None else None, sample_id=p.get("sample_id"), dataset=p.get("dataset"),
-        batch_size=p.get("batch_size"), num_beams=p.get("num_beams"), max_new_tokens=p.get("max_new_tokens")))
-    res = infer_translation(run, cfg, device=device, argv=argv())
+        batch_size=p.get("batch_size"), num_beams=p.get("num_beams"), max_new_tokens=p.get("max_new_tokens"), precision=p.get("precision")))
+    # stdout carries only the translations (for scripts): the precision line goes to stderr
+    res = infer_translation(run, cfg, device=device, argv=argv(), notify=precision_line(console, True))
     if as_json:  # one object for --sample-id, a list for --input (a file or a folder of them)
         typer.echo(json.dumps(res["predictions"][0] if cfg.sample_id else res["predictions"], indent=1))
         return

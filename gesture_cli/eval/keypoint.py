@@ -180,15 +180,18 @@ def resolve_eval_data(meta: dict, *, dataset: str | None, split: str, seed: int 
 
 def evaluate_keypoint(run, *, backbone: str | None, dataset: str | None = None, split: str = "test", device="auto",
                       seed: int | None = None, max_samples: int | None = None, batch_size: int = 0, argv=None,
-                      force: bool = False, on_progress=None) -> dict:
+                      force: bool = False, on_progress=None, precision: str | None = None, notify=None) -> dict:
     """Score keypoint/<backbone>/ on a split; writes eval/keypoint.json and eval/keypoint-predictions.csv.
 
     Without --dataset the training dataset is used. A split the dataset lacks falls back to its only
     split (mpii: has one, `all`), and when that is the split training drew from, only the samples
     training held out for validation are scored, so a model is never scored on its training data.
+    The model runs in `precision` (--precision), by default the one it was trained in.
     """
+    import torch
+
     from gesture_cli.core.artifacts import load_json, save_json
-    from gesture_cli.core.device import resolve_device
+    from gesture_cli.eval.trained import run_precision
     from gesture_cli.models.keypoint_head import load_keypoint_model, read_keypoint_meta
 
     name, path = require_keypoint(run, backbone)
@@ -197,9 +200,10 @@ def evaluate_keypoint(run, *, backbone: str | None, dataset: str | None = None, 
     ds = data.dataset
     if len(ds) == 0:
         raise DataError(f"dataset '{ds.spec}' split '{data.split}' has no samples to score")
+    prec = run_precision(device, precision, meta.get("precision"), notify=notify)
     out_rel, csv_rel = "eval/keypoint.json", "eval/keypoint-predictions.csv"
     config = {"task": "keypoint", "backbone": name, "dataset": ds.spec, "split": data.split, "seed": seed, "max_samples": max_samples,
-              "n": len(ds)}
+              "n": len(ds), "precision": prec.name}
     keys = {"dataset": ds.cache_token} if ds.cache_token else {}
     step = run.begin("evaluate", config=config, outputs=[out_rel, csv_rel], inputs=[path / "head.safetensors", *[Path(p) for p in ds.source_files]],
                      input_keys=keys, argv=argv, force=force)
@@ -207,17 +211,18 @@ def evaluate_keypoint(run, *, backbone: str | None, dataset: str | None = None, 
         return {**load_json(run.path(out_rel), kind="eval-keypoint"), "cached": True, "output": str(run.path(out_rel)), "note": data.note}
     with step:
         t0 = time.perf_counter()
-        model, meta = load_keypoint_model(path, device=resolve_device(device))
+        model, meta = load_keypoint_model(path, device=prec.device, precision=prec)
         pred, truth = predict_keypoints(model, ds, size=meta["backbone"]["image_size"], batch_size=batch_size or 64, on_progress=on_progress)
+        prec.check_finite(torch.from_numpy(pred), what="the predicted joints")
         metrics = keypoint_metrics(pred, truth["keypoints"], truth["visible"], head_size=truth["head_size"], torso_size=truth["torso_size"])
         result = {
             "task": "keypoint", "backbone": name, "model": str(path), "method": meta.get("method"), "head": meta["head"]["type"],
             "dataset": ds.spec, "split": data.split, "head_size_from": ds.head_source, "joints": list(MPII_JOINTS),
-            "seconds": round(time.perf_counter() - t0, 3), **metrics,
+            "precision": prec.name, "seconds": round(time.perf_counter() - t0, 3), **metrics,
         }
         save_json(step.stage(out_rel, is_dir=False), result, kind="eval-keypoint")
         _write_predictions_csv(step.stage(csv_rel, is_dir=False), ds, pred, truth)
-        step.metrics.update({"pck": metrics["pck"], "pck_kind": metrics["pck_kind"], "n": metrics["n"]})
+        step.metrics.update({"pck": metrics["pck"], "pck_kind": metrics["pck_kind"], "n": metrics["n"], "precision": prec.name})
     return {**result, "cached": False, "output": str(run.path(out_rel)), "predictions_csv": str(run.path(csv_rel)), "note": data.note}
 
 
@@ -290,27 +295,30 @@ def render_skeleton(img: np.ndarray, joints: np.ndarray) -> np.ndarray:
     return out
 
 
-def infer_keypoint(run, *, backbone: str | None, input_path: Path | str, device="auto", batch_size: int = 0, argv=None) -> dict:
+def infer_keypoint(run, *, backbone: str | None, input_path: Path | str, device="auto", batch_size: int = 0, argv=None,
+                   precision: str | None = None, notify=None) -> dict:
     """Predict the 16 joints of the person in each input image; draws infer/keypoint-<backbone>/<name>.png
     and writes infer/keypoint-<backbone>.json. Each image is taken as one person crop: padded to a
-    square around its centre, as training crops are square around the person."""
+    square around its centre, as training crops are square around the person. The model runs in
+    `precision` (--precision), by default the one it was trained in."""
     import cv2
     import torch
 
     from gesture_cli.core.artifacts import save_json
-    from gesture_cli.core.device import resolve_device
     from gesture_cli.data.images import decode_image, resize_image, to_rgb
+    from gesture_cli.eval.trained import run_precision
     from gesture_cli.models.augment import to_float_images
-    from gesture_cli.models.keypoint_head import load_keypoint_model
+    from gesture_cli.models.keypoint_head import load_keypoint_model, read_keypoint_meta
 
     name, path = require_keypoint(run, backbone)
     files, names = image_inputs(input_path)
+    prec = run_precision(device, precision, read_keypoint_meta(path).get("precision"), notify=notify)
     out_rel, png_rel = f"infer/keypoint-{name}.json", f"infer/keypoint-{name}"
-    step = run.begin("infer", config={"task": "keypoint", "backbone": name, "input": str(input_path)}, outputs=[out_rel, png_rel],
-                     inputs=[path / "head.safetensors"], argv=argv, force=True)
+    step = run.begin("infer", config={"task": "keypoint", "backbone": name, "input": str(input_path), "precision": prec.name},
+                     outputs=[out_rel, png_rel], inputs=[path / "head.safetensors"], argv=argv, force=True)
     with step:
         t0 = time.perf_counter()
-        model, meta = load_keypoint_model(path, device=resolve_device(device))
+        model, meta = load_keypoint_model(path, device=prec.device, precision=prec)
         size = meta["backbone"]["image_size"]
         png_dir = step.stage(png_rel)
         preds = []
@@ -321,7 +329,9 @@ def infer_keypoint(run, *, backbone: str | None, input_path: Path | str, device=
             squares = [square_crop(im) for im in images]
             x = torch.from_numpy(np.stack([resize_image(sq, size) for sq, _ in squares]))
             with torch.no_grad():
-                xy = model(model.backbone.preprocess(to_float_images(x.to(model.backbone.device)))).float().cpu().numpy()
+                out = model(model.backbone.preprocess(to_float_images(x.to(model.backbone.device))))
+            prec.check_finite(out, what="the predicted joints")
+            xy = out.float().cpu().numpy()
             for i, im, (_, (x0, y0, side)), uv in zip(chunk, images, squares, xy, strict=True):
                 pixels = uv * side + (x0, y0) - 0.5  # crop units -> source pixels (inverse of KeypointDataset.normalised)
                 flat = names[i].replace("/", "__")  # a.jpg -> a.jpg.png: a.jpg and a.png never collide
@@ -332,11 +342,11 @@ def infer_keypoint(run, *, backbone: str | None, input_path: Path | str, device=
                     "image": str(run.path(png_rel, png.name)),
                     "joints": {MPII_JOINTS[j]: [round(float(pixels[j, 0]), 2), round(float(pixels[j, 1]), 2)] for j in range(len(pixels))},
                 })
-        result = {"task": "keypoint", "backbone": name, "model": str(path), "input": str(input_path), "n": len(preds),
+        result = {"task": "keypoint", "backbone": name, "model": str(path), "input": str(input_path), "precision": prec.name, "n": len(preds),
                   "units": "pixels of the input image, (0, 0) = centre of the top-left pixel", "seconds": round(time.perf_counter() - t0, 3),
                   "predictions": preds}
         save_json(step.stage(out_rel, is_dir=False), result, kind="infer-keypoint")
-        step.metrics["inputs"] = len(preds)
+        step.metrics.update({"inputs": len(preds), "precision": prec.name})
     return {**result, "output": str(run.path(out_rel)), "images_dir": str(run.path(png_rel))}
 
 

@@ -131,8 +131,12 @@ class EvaluateTranslateConfig:
     num_beams: int | None = None  # beam search width; None = the model's (pose-finetune --num-beams)
     max_new_tokens: int | None = None  # tokens generated per sequence at most; None = the model's
     seed: int | None = None  # split seed; None = the training seed
+    precision: str | None = None  # auto | fp32 | bf16 | fp16; None = the model's own (core.device.inference_precision)
 
     def validate(self) -> None:
+        from gesture_cli.eval.trained import check_precision_option
+
+        check_precision_option(self.precision)
         if self.max_samples is not None and self.max_samples < 1:
             raise UsageError("--max-samples must be at least 1")
         if self.batch_size < 0:
@@ -151,8 +155,12 @@ class InferTranslateConfig:
     batch_size: int = 0  # sequences per generate call; 0 = 32
     num_beams: int | None = None  # None = the model's
     max_new_tokens: int | None = None  # None = the model's
+    precision: str | None = None  # auto | fp32 | bf16 | fp16; None = the model's own (core.device.inference_precision)
 
     def validate(self) -> None:
+        from gesture_cli.eval.trained import check_precision_option
+
+        check_precision_option(self.precision)
         if bool(self.input) == bool(self.sample_id):
             raise UsageError("give one of --input FILE (a .pose file or other keypoint file/folder) or --sample-id ID")
         if self.batch_size < 0:
@@ -176,13 +184,31 @@ def _check_layout(samples, info: dict, where: str) -> None:
             raise DataError(f"{s.source or where}: sample '{s.id}' has {s.dims}D keypoints; this model reads {info['dims']}D")
 
 
+def _checked_generate(tr, prec, samples, **kwargs) -> list[str]:
+    """generate_texts, stopping with a one-line error when the source tokens handed to the text model hold
+    NaN/Inf: generated token ids cannot show it, they would just be arbitrary words."""
+    from gesture_cli.train.pose import generate_texts
+
+    def check(_module, _inputs, output):
+        prec.check_finite(output, what="the pose encoder's tokens for the text model")
+
+    handle = tr.model.proj.register_forward_hook(check)
+    try:
+        return generate_texts(tr.model, tr.tokenizer, tr.batches(samples), **kwargs)
+    finally:
+        handle.remove()
+
+
 def evaluate_translation(run, cfg: EvaluateTranslateConfig, *, device="auto", argv=None, force: bool = False,
-                         on_progress: Callable[[int, int], None] | None = None) -> dict:
-    """Translate one split with pose/finetune/ and score it; writes eval/translate.json, evaluation_results.txt, predictions.csv."""
+                         on_progress: Callable[[int, int], None] | None = None, notify=None) -> dict:
+    """Translate one split with pose/finetune/ and score it; writes eval/translate.json, evaluation_results.txt, predictions.csv.
+
+    The model runs in cfg.precision, by default the one pose-finetune trained it in (`notify` gets the "precision: ..." line)."""
     from gesture_cli.core.artifacts import atomic_write_text, load_json, save_json
     from gesture_cli.core.artifacts import load_json as _load
     from gesture_cli.data.pose import POSE_SPLITS, normalize_split
-    from gesture_cli.train.pose import TRANSLATOR_KIND, finetune_dir, generate_texts, load_translator, make_pose_splits
+    from gesture_cli.eval.trained import run_precision
+    from gesture_cli.train.pose import TRANSLATOR_KIND, finetune_dir, load_translator, make_pose_splits
 
     cfg.validate()
     path = finetune_dir(run)
@@ -204,8 +230,9 @@ def evaluate_translation(run, cfg: EvaluateTranslateConfig, *, device="auto", ar
     _check_layout(samples, info, spec)
     num_beams = cfg.num_beams or int(info.get("num_beams", 1))
     max_new = cfg.max_new_tokens or int(info.get("max_new_tokens", 64))
+    prec = run_precision(device, cfg.precision, info.get("precision"), notify=notify)
     config = {"task": "translate", "dataset": spec, "dataset_opts": list(opts), "split": split, "seed": seed, "max_samples": cfg.max_samples,
-              "num_beams": num_beams, "max_new_tokens": max_new}
+              "num_beams": num_beams, "max_new_tokens": max_new, "precision": prec.name}
     files = [path / "encoder.safetensors", path / "bridge.safetensors", path / "text_model"]
     step = run.begin("evaluate", config=config, outputs=[EVAL_JSON, EVAL_TXT, EVAL_CSV], inputs=[*files, *splits.source_files],
                      input_keys={"dataset": splits.cache_token} if splits.cache_token else {}, argv=argv, force=force)
@@ -213,21 +240,22 @@ def evaluate_translation(run, cfg: EvaluateTranslateConfig, *, device="auto", ar
         return {**load_json(run.path(EVAL_JSON), kind="eval-translate"), "cached": True, "output": str(run.path(EVAL_JSON))}
     with step:
         t0 = time.perf_counter()
-        tr = load_translator(run, device)
-        hyps = generate_texts(tr.model, tr.tokenizer, tr.batches(samples), batch_size=cfg.batch_size or 32, num_beams=num_beams,
-                              max_new_tokens=max_new, on_progress=on_progress)
+        tr = load_translator(run, prec.device, precision=prec)
+        hyps = _checked_generate(tr, prec, samples, batch_size=cfg.batch_size or 32, num_beams=num_beams, max_new_tokens=max_new,
+                                 on_progress=on_progress)
         refs = [s.text for s in samples]
         metrics = translation_metrics(hyps, refs)
         variants = metric_variants(metrics.pop("signatures"))
         rows = [{"id": s.id, "reference": s.text, "hypothesis": h, "gloss": s.gloss, **sentence_scores(h, s.text)}
                 for s, h in zip(samples, hyps, strict=True)]
         result = {"task": "translate", "model": str(path), "dataset": spec, "split": split, "num_beams": num_beams,
-                  "decoding": "greedy" if num_beams == 1 else f"beam search ({num_beams} beams)", **metrics,
+                  "decoding": "greedy" if num_beams == 1 else f"beam search ({num_beams} beams)", "precision": prec.name, **metrics,
                   "variants": variants, "seconds": round(time.perf_counter() - t0, 3)}
         save_json(step.stage(EVAL_JSON, is_dir=False), result, kind="eval-translate")
         atomic_write_text(step.stage(EVAL_TXT, is_dir=False), _results_text(result, rows))
         atomic_write_text(step.stage(EVAL_CSV, is_dir=False), _predictions_csv(rows))
         step.metrics.update({k: metrics[k] for k in ("bleu4", "chrf", "rouge_l", "rouge_l_slt", "n")})
+        step.metrics["precision"] = prec.name
     return {**result, "cached": False, "output": str(run.path(EVAL_JSON)), "results_txt": str(run.path(EVAL_TXT)),
             "predictions_csv": str(run.path(EVAL_CSV)), "examples": rows[:5]}
 
@@ -252,12 +280,14 @@ def _predictions_csv(rows: list[dict]) -> str:
     return buf.getvalue()
 
 
-def infer_translation(run, cfg: InferTranslateConfig, *, device="auto", argv=None) -> dict:
-    """Translate a keypoint file/folder or one dataset sample; writes infer/translate.json."""
+def infer_translation(run, cfg: InferTranslateConfig, *, device="auto", argv=None, notify=None) -> dict:
+    """Translate a keypoint file/folder or one dataset sample; writes infer/translate.json. The model runs in
+    cfg.precision, by default the one pose-finetune trained it in."""
     from gesture_cli.core.artifacts import load_json, save_json
     from gesture_cli.data.pose import make_pose_dataset
     from gesture_cli.data.registry import parse_dataset_opts
-    from gesture_cli.train.pose import TRANSLATOR_KIND, finetune_dir, generate_texts, load_translator
+    from gesture_cli.eval.trained import run_precision
+    from gesture_cli.train.pose import TRANSLATOR_KIND, finetune_dir, load_translator
 
     cfg.validate()
     path = finetune_dir(run)
@@ -284,19 +314,20 @@ def infer_translation(run, cfg: InferTranslateConfig, *, device="auto", argv=Non
     _check_layout(samples, info, where)
     num_beams = cfg.num_beams or int(info.get("num_beams", 1))
     max_new = cfg.max_new_tokens or int(info.get("max_new_tokens", 64))
+    prec = run_precision(device, cfg.precision, info.get("precision"), notify=notify)
     step = run.begin("infer", config={"task": "translate", "input": cfg.input, "sample_id": cfg.sample_id, "dataset": cfg.dataset,
-                                      "num_beams": num_beams}, outputs=[INFER_JSON], inputs=[path / "encoder.safetensors"], argv=argv, force=True)
+                                      "num_beams": num_beams, "precision": prec.name},
+                     outputs=[INFER_JSON], inputs=[path / "encoder.safetensors"], argv=argv, force=True)
     with step:
         t0 = time.perf_counter()
-        tr = load_translator(run, device)
-        hyps = generate_texts(tr.model, tr.tokenizer, tr.batches(samples), batch_size=cfg.batch_size or 32, num_beams=num_beams,
-                              max_new_tokens=max_new)
+        tr = load_translator(run, prec.device, precision=prec)
+        hyps = _checked_generate(tr, prec, samples, batch_size=cfg.batch_size or 32, num_beams=num_beams, max_new_tokens=max_new)
         preds = [{"id": s.id, "source": s.source, "frames": s.num_frames, "text": h, **({"reference": s.text} if s.text else {})}
                  for s, h in zip(samples, hyps, strict=True)]
-        result = {"task": "translate", "model": str(path), "input": where, "num_beams": num_beams, "n": len(preds),
+        result = {"task": "translate", "model": str(path), "input": where, "num_beams": num_beams, "precision": prec.name, "n": len(preds),
                   "seconds": round(time.perf_counter() - t0, 3), "predictions": preds}
         save_json(step.stage(INFER_JSON, is_dir=False), result, kind="infer-translate")
-        step.metrics["inputs"] = len(preds)
+        step.metrics.update({"inputs": len(preds), "precision": prec.name})
     return {**result, "output": str(run.path(INFER_JSON))}
 
 

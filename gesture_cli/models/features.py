@@ -152,7 +152,7 @@ def extract_features(
     import torch
 
     from gesture_cli.core.artifacts import save_json, save_tensors
-    from gesture_cli.core.device import compute_dtype, resolve_device
+    from gesture_cli.core.device import compute_dtype, resolve_device, resolve_precision
     from gesture_cli.models.backbones import build_backbone
 
     dev = resolve_device(device)
@@ -194,6 +194,7 @@ def extract_features(
             "feature_dim": backbone.feature_dim(cfg.pool),
             "image_size": backbone.image_size,
             "dtype": str(dtype).replace("torch.", ""),
+            "precision": resolve_precision(dev, cfg.precision),  # the default of evaluate/infer --from probe and gradcam
             "device": str(dev),
             "batch_size": batch_size,
             "splits": per_split,

@@ -164,8 +164,11 @@ def read_keypoint_meta(directory: Path) -> dict:
     return meta
 
 
-def load_keypoint_model(directory: Path, *, device="cpu", dtype=torch.float32) -> tuple[KeypointRegressor, dict]:
-    """Rebuild a trained regressor from keypoint/<backbone>/ files alone: (model in eval mode, head meta)."""
+def load_keypoint_model(directory: Path, *, device="cpu", dtype=torch.float32, precision=None) -> tuple[KeypointRegressor, dict]:
+    """Rebuild a trained regressor from keypoint/<backbone>/ files alone: (model in eval mode, head meta).
+
+    `precision` (a core.device.Precision, e.g. from `inference_precision`): once built (in `dtype`, with
+    LoRA merged), its weights are stored in the precision's dtype and the forward runs under it."""
     from gesture_cli.core.artifacts import load_tensors
     from gesture_cli.models.backbones import build_backbone
 
@@ -204,5 +207,7 @@ def load_keypoint_model(directory: Path, *, device="cpu", dtype=torch.float32) -
     model = KeypointRegressor(backbone, head.to(device=device, dtype=dtype), head_type=h["type"], pool=meta["pool"], method=method).eval()
     for p in model.parameters():
         p.requires_grad_(False)
+    if precision is not None:
+        precision.for_inference(model)
     return model, meta
 

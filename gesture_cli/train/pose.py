@@ -110,7 +110,7 @@ class PosePretrainConfig:
     patience: int = 5  # evaluations without a better val R@1 before stopping; 0 = never
     eval_every: int = 0  # optimizer steps between evaluations; 0 = every epoch
     checkpoint_every: int = 100  # optimizer steps between saves of checkpoints/last/
-    precision: str = "auto"  # auto (bf16 only where the hardware multiplies it natively) | bf16 | fp32
+    precision: str = "auto"  # auto | fp32 | bf16 | fp16 (core.device.resolve_precision: bf16 where fast, fp16 on older GPUs)
     max_samples: int | None = None  # cap per split (seeded random subset), for quick runs
     val_fraction: float = 0.1  # share of train held out when the dataset has no val samples
     seed: int = 0  # weights, split, data order, frame sampling, dropout
@@ -153,7 +153,7 @@ class PoseFinetuneConfig:
     checkpoint_every: int = 100  # optimizer steps between saves of checkpoints/last/
     num_beams: int = 1  # beams when decoding for validation and the final scores (1 = greedy); evaluate/infer default to it
     max_new_tokens: int = 64  # tokens generated per sequence at most
-    precision: str = "auto"  # auto | bf16 | fp32
+    precision: str = "auto"  # auto | fp32 | bf16 | fp16 (core.device.resolve_precision)
     max_samples: int | None = None  # cap per split (seeded random subset), for quick runs
     val_fraction: float = 0.1  # share of train held out when the dataset has no val samples
     seed: int = 0  # weights, split, data order, frame sampling, dropout
@@ -739,7 +739,8 @@ def _write_finetune(out: Path, model, *, text, translator, resolved, summary, me
     model.text.float()  # fp32 on disk: frozen parts (the skipped encoder of the direct bridge) were held in the compute dtype
     save_text_model(TextModel(tokenizer=text.tokenizer, model=model.text, source=text.source), out / "text_model", weights=True,
                     extra={"fine_tuned": True})
-    save_json(out / "translator.json", {**translator, "text_model": text.describe(), "config": resolved}, kind=TRANSLATOR_KIND)
+    save_json(out / "translator.json", {**translator, "text_model": text.describe(), "config": resolved, "precision": summary["precision"]},
+              kind=TRANSLATOR_KIND)  # precision: what `gx evaluate/infer translate` run it in by default
     save_json(out / "metrics.json", {**summary, **metrics}, kind="pose-finetune-metrics")
     _finish_dir(out, log_path=result.log_path, checkpoint_dir=checkpoint_dir)
 
@@ -766,8 +767,10 @@ def finetune_dir(run) -> Path:
     return path
 
 
-def load_translator(run, device="cpu") -> Translator:
-    """Rebuild the fine-tuned PoseToText of a run dir from its files alone."""
+def load_translator(run, device="cpu", *, precision=None) -> Translator:
+    """Rebuild the fine-tuned PoseToText of a run dir from its files alone (in fp32). `precision` (a
+    core.device.Precision, e.g. from `inference_precision`): weights then stored in its dtype and the
+    forward and `generate` run under it."""
     import torch
 
     from gesture_cli.core.artifacts import load_json, load_tensors
@@ -788,6 +791,8 @@ def load_translator(run, device="cpu") -> Translator:
     except RuntimeError as exc:
         raise ArtifactError(f"{path / 'bridge.safetensors'}: does not fit the encoder and text model ({str(exc).splitlines()[0]})") from None
     model.to(dev).eval()
+    if precision is not None:
+        precision.for_inference(model)
     return Translator(model=model, tokenizer=text.tokenizer, info=info, path=path)
 
 

@@ -48,8 +48,12 @@ class GradcamConfig:
     compare: bool = False  # probe and lora maps of the same backbone side by side
     max_images: int = 48  # at most this many strips (one PNG each)
     target: str = "pred"  # which class the Grad-CAM explains: pred | true | a class name of the classifier
+    precision: str | None = None  # auto | fp32 | bf16 | fp16; None = each artifact's own (core.device.inference_precision)
 
     def validate(self) -> None:
+        from gesture_cli.eval.trained import check_precision_option
+
+        check_precision_option(self.precision)
         if self.source not in SOURCES:
             raise unknown_choice("--from source", self.source, SOURCES)
         if self.method not in METHODS:
@@ -66,7 +70,11 @@ class GradcamConfig:
 
 
 class ProbeClassifier(torch.nn.Module):
-    """A `gx probe` classifier in torch: backbone -> pooled features -> standardise -> Linear -> logits."""
+    """A `gx probe` classifier in torch: backbone -> pooled features -> standardise -> Linear -> logits.
+
+    The backbone runs in the dtype it was built in, as feature extraction runs it; the standardisation and
+    the head stay fp32 (features minus a mean in bf16 would lose most of their digits), so this module is
+    never wrapped by a Precision."""
 
     def __init__(self, backbone, probe, *, pool: str):
         super().__init__()
@@ -97,30 +105,43 @@ class Explained:
     image_size: int
     dataset: str | None  # the dataset spec it was trained on
     seed: int
+    precision: object  # the core.device.Precision it runs in
 
 
-def load_explained(run, source: str, backbone: str | None, *, device) -> Explained:
-    """The lora or probe classifier of a run dir, as one torch module (errors say what to run)."""
+def load_explained(run, source: str, backbone: str | None, *, device, precision: str | None = None) -> Explained:
+    """The lora or probe classifier of a run dir, as one torch module (errors say what to run), run in
+    `precision` (--precision), by default the artifact's own: the LoRA training's, the probe features'."""
+    from gesture_cli.core.device import inference_precision
+
     if source == "lora":
         from gesture_cli.eval.infer_classify import lora_head_meta, require_lora
         from gesture_cli.train.lora import load_lora_classifier
 
         name, path = require_lora(run, backbone)
         meta = lora_head_meta(path)
-        model, classes, info, _ = load_lora_classifier(run, name, device)
+        prec = inference_precision(device, precision, meta.get("precision"))
+        model, classes, info, _ = load_lora_classifier(run, name, prec.device, precision=prec)
         return Explained("lora", name, model, classes, int(info["image_size"]), meta.get("dataset"),
-                         int((meta.get("config") or {}).get("seed") or 0))
+                         int((meta.get("config") or {}).get("seed") or 0), prec)
     if source == "probe":
-        from gesture_cli.eval.infer_classify import build_classifier_backbone
+        from gesture_cli.eval.infer_classify import build_classifier_backbone, features_precision
         from gesture_cli.eval.probe import load_classifier, require_classifier
 
         name, path = require_classifier(run, backbone)
         probe, meta = load_classifier(path)
-        bb = build_classifier_backbone(meta, device=device, path=path)
+        prec = inference_precision(device, precision, features_precision(run, name))
+        bb = build_classifier_backbone(meta, device=prec.device, path=path, precision=prec)
         model = ProbeClassifier(bb, probe, pool=meta.get("pool") or "cls").eval()
         return Explained("probe", name, model, list(meta["classes"]), int(bb.image_size), meta.get("dataset"),
-                         int(meta.get("dataset_seed") or 0))
+                         int(meta.get("dataset_seed") or 0), prec)
     raise unknown_choice("--from source", source, SOURCES)
+
+
+def precision_names(explained: list[Explained]) -> str:
+    """"bf16", or with --compare and artifacts made in different precisions "lora bf16, probe fp32"."""
+    if len({ex.precision.name for ex in explained}) == 1:
+        return explained[0].precision.name
+    return ", ".join(f"{ex.source} {ex.precision.name}" for ex in explained)
 
 
 # ---- maps ---------------------------------------------------------------------------------------
@@ -153,7 +174,8 @@ def _normalise(maps, size: tuple[int, int]):
 def gradcam_maps(model, pixels, *, targets=None, method: str = "gradcam"):
     """(maps float32 [B, H, W] in [0, 1], logits [B, K]) of pixels [B, 3, H, W] for classes `targets` [B] (None = predicted).
 
-    Any H, W that are multiples of the patch size: the grid is (H / patch, W / patch)."""
+    Any H, W that are multiples of the patch size: the grid is (H / patch, W / patch). In bf16/fp16 the hooked
+    tokens and their gradients are in that dtype; the weights and the map are computed in fp32."""
     if method not in METHODS:
         raise unknown_choice("--method", method, METHODS)
     backbone = model.backbone
@@ -280,6 +302,8 @@ def explain_images(explained: Explained, images, *, method: str = "gradcam", tar
     model = explained.model
     pixels = model.backbone.preprocess(to_float_images(torch.from_numpy(np.ascontiguousarray(images)).to(model.backbone.device)))
     cam, logits = gradcam_maps(model, pixels, targets=targets, method=method)
+    explained.precision.check_finite(logits, what=f"the {explained.source} classifier's logits")
+    explained.precision.check_finite(cam, what=f"the {explained.source} Grad-CAM maps")
     att = attention_maps(model.backbone, pixels)
     probs = torch.softmax(logits, -1)
     pred = probs.argmax(-1)
@@ -389,22 +413,26 @@ def _resized_maps(res: dict, size: int) -> dict:
     return {k: fit(v) if k in ("gradcam", "cls_heads", "cls_mean", "rollout") else v for k, v in res.items()}
 
 
-def render_gradcam_run(cfg: GradcamConfig, run, *, device="auto", argv=None) -> dict:
-    """Maps and PNG strips of every image into gradcam/<from>-<backbone>/ (compare-<backbone>/ with --compare)."""
+def render_gradcam_run(cfg: GradcamConfig, run, *, device="auto", argv=None, notify=None) -> dict:
+    """Maps and PNG strips of every image into gradcam/<from>-<backbone>/ (compare-<backbone>/ with --compare).
+    `notify(line)` gets the one "precision: ..." line."""
     from gesture_cli.core.artifacts import save_json
     from gesture_cli.core.device import resolve_device
 
     cfg.validate()
     dev = resolve_device(device)
     sources = SOURCES if cfg.compare else (cfg.source,)
-    explained = [load_explained(run, s, cfg.backbone, device=dev) for s in sources]
+    explained = [load_explained(run, s, cfg.backbone, device=dev, precision=cfg.precision) for s in sources]
+    if notify is not None:
+        notify(f"precision: {precision_names(explained)} on {explained[0].precision.device}")
     if cfg.compare and explained[0].name != explained[1].name:
         raise UsageError(f"--compare needs one backbone with both artifacts; lora has '{explained[0].name}', probe '{explained[1].name}': pass --backbone")
     first = explained[0]
     imgs = make_images(cfg, first)
     targets = [target_indices(cfg.target, ex, imgs) for ex in explained]  # before the step: a bad --target leaves no trace
     out_rel = f"gradcam/{'compare' if cfg.compare else first.source}-{first.name}"
-    step = run.begin("gradcam", config={**cfg.__dict__, "backbone": first.name}, outputs=[out_rel], argv=argv, force=True)
+    used = {ex.source: ex.precision.name for ex in explained}
+    step = run.begin("gradcam", config={**cfg.__dict__, "backbone": first.name, "precision": used}, outputs=[out_rel], argv=argv, force=True)
     with step:
         out = step.stage(out_rel)
         rows_per_source = []
@@ -428,10 +456,11 @@ def render_gradcam_run(cfg: GradcamConfig, run, *, device="auto", argv=None) -> 
                             **{f"{ex.source}_deletion_drop": round(float(r["deletion"]["drop_top"][i]), 4) for ex, r in zip(explained, rows_per_source, strict=True)}})
         np.savez_compressed(out / "maps.npz", **arrays)
         result = {"from": [ex.source for ex in explained], "backbone": first.name, "method": cfg.method, "target": cfg.target,
+                  "precision": used,  # per source, like "deletion": with --compare each artifact defaults to its own
                   "attention": rows_per_source[0]["kind"], "n": len(records),
                   "deletion": {ex.source: {k: r["deletion"][k] for k in ("patches", "of", "mean_drop_top", "mean_drop_random")}
                                for ex, r in zip(explained, rows_per_source, strict=True)},
                   "images": records}
         save_json(out / "gradcam.json", result, kind="gradcam")
-        step.metrics["images"] = len(records)
+        step.metrics.update({"images": len(records), "precision": precision_names(explained)})
     return {**result, "output": str(run.path(out_rel))}
