@@ -110,8 +110,9 @@ def test_lora_train_end_to_end(runner, tmp_path):
     from gesture_cli.train.lora import ImageBatches, LoraTrainConfig, evaluate_lora, load_lora_classifier, make_splits, predict
 
     run_dir = tmp_path / "run"
+    # fp32: the reloaded, merged and re-evaluated models below are compared with fp32 references
     args = ["lora-train", "--backbone", "tiny-dinov2", *QUICK, "--epochs", "20", "--lr", "2e-2", "--pool", "mean",
-            "--patience", "0", "--checkpoint-every", "10", "--merge", "-r", run_dir]
+            "--patience", "0", "--checkpoint-every", "10", "--merge", "--precision", "fp32", "-r", run_dir]
     res = invoke(runner, *args)
     assert res.exit_code == 0, res.output
     _no_traceback(res)

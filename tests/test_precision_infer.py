@@ -57,7 +57,7 @@ def bf16_run(tmp_path_factory):
         mp.setenv("HF_HUB_OFFLINE", "1")
         mp.delenv("GX_RUN_DIR", raising=False)
         runner = CliRunner()
-        _train(runner, run, LORA, ["extract-features", "--backbone", "tiny-dinov2", "--dataset", "synthetic-hands", "--max-samples", "48"],
+        _train(runner, run, [*LORA, "--merge"], ["extract-features", "--backbone", "tiny-dinov2", "--dataset", "synthetic-hands", "--max-samples", "48"],
                SEGMENT, KEYPOINT, TRANSLATE, precision="bf16")
         res = invoke(runner, "probe", *CPU, "-r", run)  # a probe has no precision of its own: its features have
         assert res.exit_code == 0, res.output
@@ -157,6 +157,23 @@ def test_gradcam_compare_runs_both_classifiers_in_one_precision(bf16_run, runner
     res = invoke(runner, "gradcam", "--compare", "--max-images", "2", "--precision", "fp32", *CPU, "-r", run)
     out = _ran_in(run, res, "gradcam/compare-tiny-dinov2/gradcam.json", "gradcam", "fp32")
     assert out["precision"] == {"lora": "fp32", "probe": "fp32"}
+
+
+def test_a_bf16_training_still_merges_into_an_fp32_model(bf16_run):
+    """The frozen base weights are held in bf16 while training; merged/ is written in fp32 all the same, so
+    AutoModel users can feed it fp32 pixels."""
+    import torch
+    from safetensors import safe_open
+    from transformers import AutoModel
+
+    run, _ = bf16_run
+    merged = run / "lora" / "tiny-dinov2" / "merged"
+    with safe_open(str(merged / "model.safetensors"), framework="pt") as f:
+        assert {f.get_slice(k).get_dtype() for k in f.keys()} == {"F32"}
+    model = AutoModel.from_pretrained(merged).eval()
+    with torch.no_grad():
+        out = model(pixel_values=torch.rand(2, 3, 32, 32)).last_hidden_state
+    assert out.dtype == torch.float32 and bool(torch.isfinite(out).all())
 
 
 def test_without_precision_an_fp32_artifact_runs_in_fp32_even_where_auto_is_bf16(runner, tmp_path, monkeypatch):

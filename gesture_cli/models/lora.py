@@ -219,7 +219,9 @@ def save_merged(directory: Path, model: ImageClassifier) -> None:
 
     if model.method != "lora":
         raise UsageError("--merge applies to --method lora (full fine-tuning already saves a standalone backbone/)")
-    peft_model = copy.deepcopy(model.backbone.model).to("cpu")
+    # fp32 on disk whatever the training precision: frozen base weights were held in the compute dtype, and
+    # a bf16 merged model would refuse the fp32 pixels that AutoModel users feed it.
+    peft_model = copy.deepcopy(model.backbone.model).to("cpu", dtype=torch.float32)
     merged = peft_model.merge_and_unload()
     merged.config.image_size = model.backbone.image_size
     merged.save_pretrained(directory)
