@@ -16,7 +16,6 @@ from gesture_cli.cli.options import (
     DatasetOpt,
     DeviceOpt,
     ForceOpt,
-    PrecisionOpt,
     RunDirOpt,
     SeedOpt,
     VerboseOpt,
@@ -28,6 +27,13 @@ from gesture_cli.cli.options import (
 )
 
 EXAMPLE = "Example: gx evaluate classify --from lora --backbone tiny-dinov2 -r runs/demo"
+# --precision of the commands that run a saved artifact (evaluate, infer, gradcam): same choices as training's
+# PrecisionOpt, but the default is the artifact's own (core.device.inference_precision), not plain auto.
+ArtifactPrecisionOpt = Annotated[
+    str | None,
+    typer.Option("--precision", help="auto | fp32 | bf16 | fp16 [default: the one the artifact was made in (a probe: its features'), "
+                                     "where this device runs it at speed; else auto]. The results record it.", show_default=False),
+]
 
 
 def _classify(cfg, *, run, device: str, force: bool, console) -> None:
@@ -128,7 +134,7 @@ def evaluate(
     class_map: Annotated[str | None, typer.Option("--class-map", help="segment: fold the head's classes and the labels into groups (JSON class map).", show_default=False)] = None,
     num_beams: Annotated[int | None, typer.Option("--num-beams", help="translate: beam search width; 1 = greedy [default: the model's].", show_default=False)] = None,
     max_new_tokens: Annotated[int | None, typer.Option("--max-new-tokens", help="translate: tokens generated per sequence at most [default: the model's].", show_default=False)] = None,
-    precision: PrecisionOpt = None,
+    precision: ArtifactPrecisionOpt = None,
     run_dir: RunDirOpt = None,
     device: DeviceOpt = "auto",
     seed: SeedOpt = None,
@@ -147,9 +153,6 @@ def evaluate(
     segment: mIoU, per-class IoU and pixel accuracy (--inference whole|slide, --class-map).
     keypoint: PCKh@0.5 and PCK@0.2 per joint and mean. translate: BLEU-1..4, chrF, ROUGE-L and the
     SLT per-sentence ROUGE-L (beta 1.2), with per-sample references and hypotheses.
-
-    --precision: by default the one the artifact was made in (the features' for a probe) where this
-    device runs it at speed, else auto; the result records the precision used.
     """
     from gesture_cli.core.config import resolve_config
     from gesture_cli.core.errors import unknown_choice

@@ -7,12 +7,12 @@ from typing import Annotated
 
 import typer
 
+from gesture_cli.cli.evaluate import ArtifactPrecisionOpt
 from gesture_cli.cli.options import (
     BackboneOpt,
     ConfigOpt,
     DatasetOpt,
     DeviceOpt,
-    PrecisionOpt,
     RunDirOpt,
     VerboseOpt,
     argv,
@@ -37,7 +37,7 @@ def gradcam(
     target: Annotated[str | None, typer.Option("--target", metavar="CLASS|pred|true", help="Class the Grad-CAM explains: pred (the predicted class), true (each image's label) or a class name such as B [default: pred].", show_default=False)] = None,
     compare: Annotated[bool, typer.Option("--compare", help="Render the probe's and the LoRA classifier's maps of one backbone side by side.")] = False,
     max_images: Annotated[int | None, typer.Option("--max-images", help="At most this many images [default: 48].", show_default=False)] = None,
-    precision: PrecisionOpt = None,
+    precision: ArtifactPrecisionOpt = None,
     run_dir: RunDirOpt = None,
     device: DeviceOpt = "auto",
     config: ConfigOpt = None,
@@ -50,8 +50,8 @@ def gradcam(
     without CLS (I-JEPA) the mean attention each patch receives. maps.npz holds every map, including
     the last layer's per-head CLS attention; gradcam.json lists the images, predictions and the class
     each map explains (--target), and a deletion check of the maps: how much greying out the top 10%
-    of patches by Grad-CAM lowers log p(class), against as many random patches. --precision: by default
-    each artifact's own (the LoRA training's, the probe features'); the map itself is computed in fp32.
+    of patches by Grad-CAM lowers log p(class), against as many random patches. Whatever --precision the
+    models run in, the maps are computed in fp32.
     """
     from gesture_cli.cli.evaluate import precision_line
     from gesture_cli.core.config import resolve_config

@@ -12,11 +12,11 @@ from typing import Annotated
 
 import typer
 
+from gesture_cli.cli.evaluate import ArtifactPrecisionOpt
 from gesture_cli.cli.options import (
     BackboneOpt,
     ConfigOpt,
     DeviceOpt,
-    PrecisionOpt,
     RunDirOpt,
     VerboseOpt,
     argv,
@@ -114,7 +114,7 @@ def infer(
     sample_id: Annotated[str | None, typer.Option("--sample-id", help="translate: a sample of the training dataset by id, instead of --input.", show_default=False)] = None,
     num_beams: Annotated[int | None, typer.Option("--num-beams", help="translate: beam search width; 1 = greedy [default: the model's].", show_default=False)] = None,
     max_new_tokens: Annotated[int | None, typer.Option("--max-new-tokens", help="translate: tokens generated per sequence at most [default: the model's].", show_default=False)] = None,
-    precision: PrecisionOpt = None,
+    precision: ArtifactPrecisionOpt = None,
     run_dir: RunDirOpt = None,
     device: DeviceOpt = "auto",
     config: ConfigOpt = None,
@@ -127,7 +127,6 @@ def infer(
     segment: colour masks, overlays and features.csv of per-class (or --class-map group) area fractions;
     --detect DETECTOR adds per-class object counts. keypoint: the predicted skeleton drawn on each image
     and its coordinates. translate: the text of one pose sequence (--input FILE or --sample-id ID).
-    --precision: by default the one the artifact was made in, where this device runs it at speed.
     """
     from gesture_cli.core.config import resolve_config
     from gesture_cli.core.errors import unknown_choice
