@@ -150,6 +150,8 @@ def gx_command(fn):
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
+        from rich.markup import escape
+
         from gesture_cli.core.errors import GxError
 
         debug = _debug_requested(kwargs)
@@ -161,7 +163,8 @@ def gx_command(fn):
         except GxError as exc:
             if debug:
                 make_console(stderr=True).print_exception(show_locals=False)
-            make_console(stderr=True).print(f"[bold red]Error:[/] {exc}", markup=True, highlight=False)
+            # escape: messages quote "[x, y]" and "[x, y, z]", which Rich would read as markup tags and drop
+            make_console(stderr=True).print(f"[bold red]Error:[/] {escape(str(exc))}", markup=True, highlight=False)
             raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt:
             make_console(stderr=True).print("[yellow]Interrupted.[/] Finished steps are kept; unfinished outputs were removed.")
@@ -175,7 +178,7 @@ def gx_command(fn):
             else:
                 first = str(exc).splitlines()[0] if str(exc) else ""
                 make_console(stderr=True).print(
-                    f"[bold red]Error:[/] {type(exc).__name__}: {first} (rerun with --verbose for the traceback)",
+                    f"[bold red]Error:[/] {type(exc).__name__}: {escape(first)} (rerun with --verbose for the traceback)",
                     markup=True,
                     highlight=False,
                 )
