@@ -40,3 +40,51 @@ def test_segmentation_means_against_torchmetrics():
     # torchmetrics averages class d in as 0: (2/3 + 2/3 + 0) / 3, below gx's (2/3 + 2/3) / 2
     tm_acc = float(MulticlassAccuracy(num_classes=4, average="macro", ignore_index=255)(p, t))
     assert tm_acc == pytest.approx(4 / 9, abs=1e-5) and m["mean_acc"] == pytest.approx(2 / 3, abs=1e-6)
+
+
+# ---- PCKh per body part: MPII's mean of left and right, and its <= test ------------------------------
+
+
+def _mpii_reference(pred: np.ndarray, gt: np.ndarray, visible: np.ndarray, head: np.ndarray, threshold: float = 0.5) -> dict:
+    """The MPII summary as the Python port of MPII's evaluation computes it (HRNet / mmpose `_report_metric`):
+    arrays in its [K, N] layout, `scaled_uv_err <= threshold`, a part = 0.5 * (PCKh[left] + PCKh[right])."""
+    uv_err = np.linalg.norm(pred - gt, axis=-1).T  # [K, N]
+    jnt_visible = visible.T
+    scaled = uv_err / head[None, :] * jnt_visible
+    less = (scaled <= threshold) * jnt_visible
+    pckh = less.sum(1) / jnt_visible.sum(1)
+    lsho, lelb, lwri, lhip, lkne, lank = 13, 14, 15, 3, 4, 5
+    rsho, relb, rwri, rhip, rkne, rank = 12, 11, 10, 2, 1, 0
+    return {"head": pckh[9], "shoulder": 0.5 * (pckh[lsho] + pckh[rsho]), "elbow": 0.5 * (pckh[lelb] + pckh[relb]),
+            "wrist": 0.5 * (pckh[lwri] + pckh[rwri]), "hip": 0.5 * (pckh[lhip] + pckh[rhip]), "knee": 0.5 * (pckh[lkne] + pckh[rkne]),
+            "ankle": 0.5 * (pckh[lank] + pckh[rank])}
+
+
+def test_pckh_parts_average_left_and_right_as_mpii_does():
+    from gesture_cli.eval.keypoint import pck_table
+
+    rng = np.random.default_rng(0)
+    n = 4
+    gt = rng.uniform(0, 10, (n, 16, 2))
+    pred = gt.copy()
+    visible = np.ones((n, 16))
+    visible[1:, 10] = 0  # right wrist annotated once only, and that prediction is wrong
+    pred[0, 10] += [3.0, 0.0]
+    head = np.full(n, 2.0)  # threshold 0.5 x 2 = 1 pixel
+    t = pck_table(pred, gt, visible, head, threshold=0.5)
+    assert t["per_joint"]["r_wrist"] == 0.0 and t["per_joint"]["l_wrist"] == 1.0
+    assert t["groups"]["wrist"] == 0.5  # pooled hits over counts would say 4/5
+    ref = _mpii_reference(pred, gt, visible, head)
+    assert t["groups"] == pytest.approx(ref)
+    assert "mean of its left and right" in t["conventions"]["groups"]
+
+
+def test_pckh_threshold_is_inclusive_as_in_mpii():
+    from gesture_cli.eval.keypoint import keypoint_metrics
+
+    gt = np.zeros((1, 16, 2))
+    pred = gt.copy()
+    pred[0, :, 0] = 1.0  # every error is exactly 0.5 x the head size of 2
+    m = keypoint_metrics(pred, gt, np.ones((1, 16)), head_size=np.array([2.0]), torso_size=np.array([np.nan]))
+    assert m["pckh@0.5"]["mean"] == 1.0 == _mpii_reference(pred, gt, np.ones((1, 16)), np.array([2.0]))["head"]
+    assert m["pckh@0.5"]["conventions"]["threshold_test"].startswith("a joint is correct when error <= threshold")
