@@ -88,3 +88,88 @@ def test_pckh_threshold_is_inclusive_as_in_mpii():
     m = keypoint_metrics(pred, gt, np.ones((1, 16)), head_size=np.array([2.0]), torso_size=np.array([np.nan]))
     assert m["pckh@0.5"]["mean"] == 1.0 == _mpii_reference(pred, gt, np.ones((1, 16)), np.array([2.0]))["head"]
     assert m["pckh@0.5"]["conventions"]["threshold_test"].startswith("a joint is correct when error <= threshold")
+
+
+# ---- BLEU: sacreBLEU's default and the SLT convention; whitespace-normalised hypotheses -----------------
+
+HYPS = ["Am Tag scheint die Sonne, im Norden regnet es.", "Morgen wird es kälter!", "Im Süden bleibt es trocken", "Der Wind weht stark."]
+REFS = ["Am Tag scheint die Sonne, im Norden gibt es Regen.", "morgen wird es kälter.", "Im Süden bleibt es trocken.", "Der Wind weht mäßig."]
+
+
+def _signjoey_bleu(hyps: list[str], refs: list[str]) -> dict[str, float]:
+    """BLEU-1..4 as SignJoey's vendored sacrebleu 1.4 computes them (raw_corpus_bleu): whitespace tokens, n-grams
+    of orders 1..4 counted once, floor smoothing with value 0, BLEU-n = BP * exp(mean log p_1..p_n)."""
+    import math
+    from collections import Counter
+
+    def ngrams(tokens):
+        return Counter(tuple(tokens[i:i + n]) for n in range(1, 5) for i in range(len(tokens) - n + 1))
+
+    correct, total, sys_len, ref_len = [0] * 4, [0] * 4, 0, 0
+    for h, r in zip(hyps, refs, strict=True):
+        ht, rt = h.rstrip().split(), r.rstrip().split()
+        sys_len, ref_len = sys_len + len(ht), ref_len + len(rt)
+        hc, rc = ngrams(ht), ngrams(rt)
+        for g, c in hc.items():
+            correct[len(g) - 1] += min(c, rc.get(g, 0))
+            total[len(g) - 1] += c
+    precisions = [100.0 * c / t if t and c else 0.0 for c, t in zip(correct, total, strict=True)]
+    bp = math.exp(1 - ref_len / sys_len) if sys_len < ref_len else 1.0
+    log = [math.log(p) if p else -9999999999 for p in precisions]
+    return {f"bleu{n}_slt": bp * math.exp(sum(log[:n]) / n) for n in range(1, 5)}
+
+
+def test_bleu_slt_reproduces_signjoeys_bleu_and_differs_from_sacrebleus_default():
+    from sacrebleu.metrics import BLEU
+
+    from gesture_cli.eval.translate import metric_variants, translation_metrics
+
+    m = translation_metrics(HYPS, REFS)
+    for key, value in _signjoey_bleu(HYPS, REFS).items():
+        assert m[key] == pytest.approx(value, abs=1e-3), key
+    direct = BLEU(tokenize="none", smooth_method="floor", smooth_value=0).corpus_score(HYPS, [REFS]).score
+    assert m["bleu4_slt"] == pytest.approx(direct, abs=1e-3)
+    assert m["bleu4"] == pytest.approx(BLEU().corpus_score(HYPS, [REFS]).score, abs=1e-3)  # sacrebleu's default: 13a, exp
+    assert m["bleu4"] - m["bleu4_slt"] > 1  # punctuation glued to words and case cost the SLT convention matches
+    one = translation_metrics(["Heute, am Montag, regnet es im Norden."], ["Heute, am Dienstag, regnet es im Norden."])
+    assert one["bleu4"] - one["bleu4_slt"] > 10  # on one punctuated sentence the two conventions are far apart
+    variants = metric_variants(m["signatures"])
+    for n in range(1, 5):
+        assert "tok:13a" in variants[f"bleu{n}"] and "smooth:exp" in variants[f"bleu{n}"]
+        assert "tok:none" in variants[f"bleu{n}_slt"] and "smooth:floor[0.00]" in variants[f"bleu{n}_slt"] and "SignJoey" in variants[f"bleu{n}_slt"]
+
+
+def test_no_smoothing_in_the_slt_convention():
+    from gesture_cli.eval.translate import translation_metrics
+
+    m = translation_metrics(["a b c d e"], ["a b x d e"])  # no 3-gram matches: BLEU-3 and BLEU-4 are 0 without smoothing
+    assert m["bleu2_slt"] > 0 and m["bleu3_slt"] == 0 and m["bleu4_slt"] == 0
+    assert m["bleu4"] > 0  # sacrebleu's exponential smoothing gives credit
+
+
+def _signjoey_rouge(hyp: str, ref: str, beta: float = 1.2) -> float:
+    """SignJoey's mscoco_rouge.calc_score: tokens split on single spaces, ROUGE-L F with beta 1.2."""
+    h, r = hyp.split(" "), ref.split(" ")
+    prev = [0] * (len(h) + 1)
+    for x in r:
+        cur = [0]
+        for j, y in enumerate(h):
+            cur.append(prev[j] + 1 if x == y else max(prev[j + 1], cur[j]))
+        prev = cur
+    lcs = prev[-1]
+    p, rec = lcs / len(h), lcs / len(r)
+    return (1 + beta**2) * p * rec / (rec + beta**2 * p) if p and rec else 0.0
+
+
+def test_decoder_output_is_whitespace_normalised_before_scoring_and_writing():
+    from gesture_cli.eval.translate import score_translations, translation_metrics
+
+    raw = ["  Am Tag  scheint die Sonne,\tim Norden regnet es. ", *HYPS[1:]]
+    metrics, rows = score_translations(["a", "b", "c", "d"], raw, REFS)
+    assert rows[0]["hypothesis"] == HYPS[0]  # the written text is what was scored
+    clean = translation_metrics(HYPS, REFS)
+    assert {k: v for k, v in metrics.items() if k != "signatures"} == {k: v for k, v in clean.items() if k != "signatures"}
+    # SignJoey's ROUGE on the raw output would see empty tokens; on gx's rows it agrees with rouge_l_slt
+    assert _signjoey_rouge(raw[0], REFS[0]) != pytest.approx(_signjoey_rouge(HYPS[0], REFS[0]))
+    mean = sum(_signjoey_rouge(r["hypothesis"], r["reference"]) for r in rows) / len(rows)
+    assert metrics["rouge_l_slt"] == pytest.approx(100 * mean, abs=1e-3)
