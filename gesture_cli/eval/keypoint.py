@@ -3,7 +3,8 @@
 Metrics (pure functions on numpy arrays in crop units; the ratios do not depend on the unit):
 
   PCKh@0.5   a joint is correct when its error is at most 0.5 x the person's head size (error <= 0.5 h,
-             as MPII's official evaluation, computePCK.m, and mmpose's MPII metric test it); per joint,
+             as MPII's official evaluation, computePCK.m, and the HRNet / mmpose 0.x port test it;
+             mmpose 1.x's MpiiPCKAccuracy tests <, which differs only exactly at the threshold); per joint,
              and a mean over the annotated joints of every person with a known head size. As in the
              MPII benchmark, pelvis and thorax are left out of the mean (they sit on the torso, where
              every method is near-perfect) and "head" in the summary table is the head top. A body
@@ -37,7 +38,8 @@ GROUPS = {  # the MPII summary table: head top and the left/right pairs
     "hip": (2, 3), "knee": (1, 4), "ankle": (0, 5),
 }
 PCK_CONVENTIONS = {  # written into every PCK table, so a number says how it was made
-    "threshold_test": "a joint is correct when error <= threshold x norm size (<=, as MPII's computePCK.m and mmpose's MPII metric)",
+    "threshold_test": "a joint is correct when error <= threshold x norm size (<=, as MPII's computePCK.m and the HRNet / mmpose 0.x "
+                      "MPII evaluation; mmpose 1.x tests <)",
     "groups": "a body part is the mean of its left and right joints' PCK (MPII summary, mmpose); a side never annotated is left out",
     "mean": "annotated joints pooled over all people, pelvis and thorax left out (MPII's PCKh total)",
 }
