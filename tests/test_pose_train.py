@@ -282,15 +282,23 @@ def test_evaluate_translate_writes_metrics_results_and_predictions(pose_run, run
     run = pose_run["run"]
     ev = json.loads((run / "eval" / "translate.json").read_text())
     assert ev["n"] == 40 and ev["split"] == "test" and ev["decoding"] == "greedy"
-    for key in ("bleu1", "bleu2", "bleu3", "bleu4", "chrf", "rouge_l", "rouge_l_slt"):
+    for key in ("bleu1", "bleu2", "bleu3", "bleu4", "bleu1_slt", "bleu2_slt", "bleu3_slt", "bleu4_slt", "chrf", "rouge_l", "rouge_l_slt"):
         assert 0 <= ev[key] <= 100 and key in ev["variants"]
     assert "tok:13a" in ev["variants"]["bleu4"] and "beta=1.2" in ev["variants"]["rouge_l_slt"]
+    assert "tok:none" in ev["variants"]["bleu4_slt"] and "smooth:floor[0.00]" in ev["variants"]["bleu4_slt"]
     rows = list(csv.DictReader((run / "eval" / "predictions.csv").open()))
     assert len(rows) == 40 and set(rows[0]) >= {"id", "reference", "hypothesis", "bleu4", "rouge_l_slt"}
     text = (run / "eval" / "evaluation_results.txt").read_text()
     assert text.count("reference:  ") == 40 and text.count("hypothesis: ") == 40
     assert f"reference:  {rows[0]['reference']}\nhypothesis: {rows[0]['hypothesis']}" in text
-    assert "bleu4" in res.output and "Wrote" in res.output
+    assert all(f"# bleu{n}_slt " in text for n in range(1, 5)) and "tok:none" in text
+    assert all(r["hypothesis"] == " ".join(r["hypothesis"].split()) for r in rows)  # whitespace-normalised decoder output
+    assert "bleu4" in res.output and "bleu4_slt" in res.output and "Wrote" in res.output
+    from gesture_cli.viz.report import write_report
+
+    page, _ = write_report(run, pose_run["run"].parent / "report-slt.html")
+    html = page.read_text()
+    assert all(f"bleu{n}_slt" in html for n in range(1, 5))  # the report's tables of translate.json show both conventions
     again = invoke(runner, "evaluate", "translate", "-r", run, "--device", "cpu")
     assert again.exit_code == 0 and "cached" in again.output
     beams = invoke(runner, "evaluate", "translate", "-r", run, "--device", "cpu", "--num-beams", "3", "--max-samples", "8")

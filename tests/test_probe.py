@@ -251,9 +251,9 @@ def test_features_of_another_dimension_than_the_classifier(probed, runner, tmp_p
 def test_evaluate_and_infer_usage_errors(probed, runner, tmp_path):
     run, _ = probed
     res = invoke(runner, "evaluate", "classify", "--from", "lora", "--backbone", "tiny-vit", "-r", run)
-    _clean_error(res, 2, "no LoRA artifact in", "lora/tiny-vit", "run `gx lora-train --backbone tiny-vit")
+    _clean_error(res, 1, "no LoRA artifact in", "lora/tiny-vit", "run `gx lora-train --backbone tiny-vit")  # a missing artifact: exit 1
     res = invoke(runner, "infer", "classify", "--from", "lora", "--backbone", "tiny-vit", "--input", run, "-r", run)
-    _clean_error(res, 2, "no LoRA artifact in")
+    _clean_error(res, 1, "no LoRA artifact in")
     res = invoke(runner, "evaluate", "clasify", "-r", run)
     _clean_error(res, 2, "unknown task 'clasify' (did you mean 'classify'?)")
     res = invoke(runner, "evaluate", "classify", "-r", run)  # two probed backbones: which one?

@@ -208,7 +208,7 @@ def _member(name: str, data: bytes = b"evil", *, kind=tarfile.REGTYPE, link: str
         (_member("mnist/link", kind=tarfile.SYMTYPE, link="../../outside"), "a symbolic link (to ../../outside)"),
         (_member("mnist/etc", kind=tarfile.SYMTYPE, link="/etc"), "a symbolic link (to /etc)"),
         (_member("mnist/hard", kind=tarfile.LNKTYPE, link="/etc/passwd"), "a hard link (to /etc/passwd)"),
-        (_member("mnist/fifo", kind=tarfile.FIFOTYPE), "a device file"),
+        (_member("mnist/fifo", kind=tarfile.FIFOTYPE), "is a FIFO (a named pipe)"),
         (_member("other/run.json", b"{}"), "is outside its top folder 'mnist/'"),
     ],
     ids=["dotdot", "absolute", "symlink-relative", "symlink-absolute", "hardlink", "fifo", "second-top"],

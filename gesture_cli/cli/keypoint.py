@@ -119,7 +119,7 @@ def keypoint_train(
 def _summary(console, out: dict) -> None:
     from rich.table import Table
 
-    from gesture_cli.eval.keypoint import summary_rows
+    from gesture_cli.eval.keypoint import PCK_NOTE, summary_rows
 
     s = out["summary"]
     console.print(f"{out['outputs'][0]}: {s['method']}, head {s['head']}, {s['trainable_params']:,} trainable "
@@ -127,7 +127,7 @@ def _summary(console, out: dict) -> None:
                   highlight=False)
     for role, m in out["metrics"].items():
         table = Table(title=f"{role} ({m['split']}): {m['n']} people, headline {m['pck_kind']} {m['pck']:.4f}" if m["pck"] is not None
-                      else f"{role} ({m['split']}): {m['n']} people")
+                      else f"{role} ({m['split']}): {m['n']} people", caption=PCK_NOTE)
         for col in ("joints", "PCKh@0.5", "PCK@0.2 torso"):
             table.add_column(col, justify="left" if col == "joints" else "right")
         for row in summary_rows(m):
@@ -148,7 +148,7 @@ def run_evaluate(cfg, *, run, device: str, force: bool, console) -> None:
 
     from gesture_cli.cli.evaluate import precision_line
     from gesture_cli.cli.progress import Bars
-    from gesture_cli.eval.keypoint import evaluate_keypoint, summary_rows
+    from gesture_cli.eval.keypoint import PCK_NOTE, evaluate_keypoint, summary_rows
 
     with Bars(console, unit="img") as bars:
         res = evaluate_keypoint(run, backbone=cfg.backbone, dataset=cfg.dataset, split=cfg.split, device=device, seed=cfg.seed,
@@ -159,7 +159,7 @@ def run_evaluate(cfg, *, run, device: str, force: bool, console) -> None:
     if res.get("cached"):
         console.print("[dim]evaluate: cached result (use --force to recompute)[/]")
     table = Table(title=escape(f"keypoint ({res['method']}, {res['backbone']}) on {res['dataset']} / {res['split']}: {res['n']} people, "
-                               f"head sizes from {res['head_size_from']}"))
+                               f"head sizes from {res['head_size_from']}"), caption=PCK_NOTE)
     for col in ("joints", "PCKh@0.5", "PCK@0.2 torso"):
         table.add_column(col, justify="left" if col == "joints" else "right")
     for row in summary_rows(res):

@@ -5,6 +5,7 @@ No torch or transformers import here or in any cli module: `gx --help` must stay
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import sys
@@ -145,23 +146,54 @@ def _unquiet() -> None:
         hf_logging.enable_progress_bar()
 
 
+@contextlib.contextmanager
+def show_gx_warnings():
+    """Print each distinct GxWarning raised inside (files a dataset skipped, ...) once, as a yellow line on
+    stderr, when it happens; other warnings keep their filters (quiet_libraries)."""
+    import warnings
+
+    from rich.markup import escape
+
+    from gesture_cli.core.errors import GxWarning
+
+    shown: set[str] = set()
+    with warnings.catch_warnings():  # restores the filters and showwarning afterwards
+        warnings.simplefilter("always", GxWarning)  # "default" would hide a repeat from another call site only by location
+        original = warnings.showwarning
+
+        def show(message, category, filename, lineno, file=None, line=None):
+            if not issubclass(category, GxWarning):
+                return original(message, category, filename, lineno, file, line)
+            text = str(message)
+            if text not in shown:  # the flat folder: layout scans one folder for both splits
+                shown.add(text)
+                make_console(stderr=True).print(f"[yellow]warning:[/] {escape(text)}", highlight=False)
+
+        warnings.showwarning = show
+        yield
+
+
 def gx_command(fn):
     """Wrap a command: GxError -> one red line on stderr and its exit code; tracebacks only when verbose."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
+        from rich.markup import escape
+
         from gesture_cli.core.errors import GxError
 
         debug = _debug_requested(kwargs)
         quiet_libraries(debug)
         try:
-            return fn(*args, **kwargs)
+            with show_gx_warnings():
+                return fn(*args, **kwargs)
         except _PASS_THROUGH:
             raise
         except GxError as exc:
             if debug:
                 make_console(stderr=True).print_exception(show_locals=False)
-            make_console(stderr=True).print(f"[bold red]Error:[/] {exc}", markup=True, highlight=False)
+            # escape: messages quote "[x, y]" and "[x, y, z]", which Rich would read as markup tags and drop
+            make_console(stderr=True).print(f"[bold red]Error:[/] {escape(str(exc))}", markup=True, highlight=False)
             raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt:
             make_console(stderr=True).print("[yellow]Interrupted.[/] Finished steps are kept; unfinished outputs were removed.")
@@ -175,7 +207,7 @@ def gx_command(fn):
             else:
                 first = str(exc).splitlines()[0] if str(exc) else ""
                 make_console(stderr=True).print(
-                    f"[bold red]Error:[/] {type(exc).__name__}: {first} (rerun with --verbose for the traceback)",
+                    f"[bold red]Error:[/] {type(exc).__name__}: {escape(first)} (rerun with --verbose for the traceback)",
                     markup=True,
                     highlight=False,
                 )

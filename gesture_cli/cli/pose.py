@@ -262,10 +262,11 @@ def _finetune_summary(console, out: dict) -> None:
     s = out["summary"]
     table = Table(title=f"{out['outputs'][0]}  ({s['trainable_params']:,} trainable, {s['steps']} steps, bridge {s['bridge']}, "
                         f"{'greedy' if s['num_beams'] == 1 else str(s['num_beams']) + ' beams'}, {s['weights']} weights)")
-    for col in ("split", "n", "BLEU-1", "BLEU-4", "chrF", "ROUGE-L", "ROUGE-L b1.2"):
+    for col in ("split", "n", "BLEU-1", "BLEU-4", "BLEU-4 SLT", "chrF", "ROUGE-L", "ROUGE-L b1.2"):
         table.add_column(col, justify="left" if col == "split" else "right")
     for role, m in out["metrics"].items():
-        table.add_row(f"{role} ({m['split']})", str(m["n"]), *(f"{m[k]:.2f}" for k in ("bleu1", "bleu4", "chrf", "rouge_l", "rouge_l_slt")))
+        table.add_row(f"{role} ({m['split']})", str(m["n"]),
+                      *(f"{m[k]:.2f}" for k in ("bleu1", "bleu4", "bleu4_slt", "chrf", "rouge_l", "rouge_l_slt")))
     console.print(table)
     for ex in out.get("examples", [])[:3]:
         console.print(f"  {escape(ex['id'])}: {escape(ex['hypothesis'])!r}  (reference {escape(ex['reference'])!r})", highlight=False)
@@ -288,6 +289,7 @@ def _command_params() -> dict:
 
 SHORT_VARIANTS = {  # the summary table's names; translate.json has the full descriptions and signatures
     "bleu1": "sacrebleu BLEU-1", "bleu2": "sacrebleu BLEU-2", "bleu3": "sacrebleu BLEU-3", "bleu4": "sacrebleu BLEU-4",
+    **{f"bleu{n}_slt": f"BLEU-{n}, SLT convention (SignJoey: whitespace tokens, no smoothing)" for n in range(1, 5)},
     "chrf": "sacrebleu chrF", "rouge_l": "rouge-score ROUGE-L F1, sentence mean",
     "rouge_l_slt": "ROUGE-L beta 1.2, sentence mean (SLT papers)",
 }
@@ -319,8 +321,9 @@ def run_evaluate_translate(cfg, *, run, device: str, force: bool, console) -> No
     for key, variant in SHORT_VARIANTS.items():
         table.add_row(key, f"{res[key]:.2f}", variant)
     console.print(table)
-    sig = res["variants"]["bleu4"].rsplit(": ", 1)[-1]
-    console.print(f"sacrebleu BLEU signature {escape(sig)}; every variant in full in translate.json", highlight=False)
+    sig, slt = (res["variants"][k].rsplit(": ", 1)[-1] for k in ("bleu4", "bleu4_slt"))
+    console.print(f"sacrebleu BLEU signature {escape(sig)}; SLT convention {escape(slt)}; every variant in full in translate.json",
+                  highlight=False)
     for ex in res.get("examples", [])[:3]:
         console.print(f"  {escape(ex['id'])}: {escape(ex['hypothesis'])!r}  (reference {escape(ex['reference'])!r})", highlight=False)
     console.print(f"Wrote {res['output']}", highlight=False)

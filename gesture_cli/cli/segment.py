@@ -39,6 +39,8 @@ from gesture_cli.cli.train_options import (
 
 EXAMPLE = "Example: gx segment-train --backbone tiny-dinov2 --dataset synthetic-scenes --head linear --epochs 5 -r runs/demo"
 PER_CLASS_SHOWN = 30  # rows of the per-class IoU table; metrics.json has all
+# The averaging conventions in one line (eval/segment.py MEAN_CONVENTIONS has them in full)
+MEAN_NOTE = "mIoU: mean over classes in the labels or predictions; mean acc: mean over classes in the labels (absent ones left out)"
 
 
 @gx_command
@@ -128,7 +130,7 @@ def _summary(console, out: dict) -> None:
         console.print(f"{title}\nNothing scored: the dataset has no val or test split and --val-fraction held out no image; "
                       f"score with `gx evaluate segment --split SPLIT`.\nWrote {out['out']}", highlight=False)
         return
-    table = Table(title=title)
+    table = Table(title=title, caption=MEAN_NOTE)
     for col in ("split", "images", "mIoU", "pixel acc", "mean acc", "majority mIoU"):
         table.add_column(col, justify="left" if col == "split" else "right")
     for role, m in out["metrics"].items():
@@ -213,6 +215,7 @@ def _eval_summary(console, res: dict) -> None:
         console.print(f"... {len(res['per_class']) - PER_CLASS_SHOWN} more classes in {res['output']}")
     console.print(f"[bold]mIoU {_f(res['mIoU'])}[/]  pixel accuracy {_f(res['pixel_acc'])}  mean class accuracy {_f(res['mean_acc'])}  "
                   f"(most-frequent-class mIoU {_f(res['majority_mIoU'])})   wrote {res['output']}")
+    console.print(f"{MEAN_NOTE}; every convention in full in the JSON", highlight=False)
 
 
 def run_infer(cfg, *, run, device: str, as_json: bool, console) -> None:

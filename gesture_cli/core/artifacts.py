@@ -40,6 +40,26 @@ def _umask() -> int:
     return mask
 
 
+def follow_umask(root: Path) -> None:
+    """Give every regular file at or under `root` the mode a plain open() would: 0666 & ~umask (0777 &
+    ~umask where the owner may execute). Some writers ignore the umask: safetensors' save_file, which
+    transformers' and PEFT's save_pretrained call, creates 0600 files. Symbolic links are left alone."""
+    root = Path(root)
+    mask = _umask()
+    if root.is_symlink():
+        return
+    if root.is_file():
+        files = [root]
+    else:
+        files = [Path(d) / f for d, _dirs, names in os.walk(root) for f in names]  # os.walk does not follow links
+    for f in files:
+        if f.is_symlink() or not f.is_file():
+            continue
+        mode = (0o777 if f.stat().st_mode & 0o100 else 0o666) & ~mask
+        if f.stat().st_mode & 0o777 != mode:
+            os.chmod(f, mode)
+
+
 def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 

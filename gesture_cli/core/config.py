@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import types
 import typing
 from pathlib import Path
@@ -23,6 +24,8 @@ C = TypeVar("C")
 def read_config_file(path: Path | str) -> dict[str, Any]:
     """Read a YAML or JSON mapping; the file's top level must be a mapping of option names."""
     path = Path(path)
+    if path.is_dir():
+        raise UsageError(f"--config {path}: is a directory; pass a YAML or JSON file of options")
     if not path.is_file():
         raise UsageError(f"--config {path}: file not found")
     text = path.read_text(encoding="utf-8")
@@ -73,7 +76,10 @@ def _coerce(name: str, value: Any, tp: Any, source: str) -> Any:
         if tp is float:
             if isinstance(value, bool):
                 raise ValueError
-            return float(value)
+            number = float(value)
+            if not math.isfinite(number):  # inf and nan pass most range checks (`not lr > 0` misses inf) and fail mid-run
+                raise UsageError(f"{source}: '{name}' must be a finite number, got {value!r}")
+            return number
         if tp is str:
             if isinstance(value, (dict, list)):
                 raise ValueError

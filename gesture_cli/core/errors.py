@@ -42,6 +42,11 @@ class DownloadError(GxError):
     """A download that failed, did not verify, or would be unsafe to unpack."""
 
 
+class GxWarning(Warning):
+    """Something gx worked around and the user should hear about (files it skipped); core code emits it
+    with `warnings.warn`, never prints, and the CLI shows each distinct message once as a yellow line."""
+
+
 def did_you_mean(name: str, choices: Iterable[str]) -> str:
     """Return " (did you mean 'x'?)" for the closest choice, or "" when nothing is close."""
     close = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.5)

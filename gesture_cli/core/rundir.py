@@ -35,7 +35,7 @@ from typing import Any
 from filelock import FileLock
 
 from gesture_cli import __version__
-from gesture_cli.core.artifacts import atomic_write_text
+from gesture_cli.core.artifacts import atomic_write_text, follow_umask
 from gesture_cli.core.errors import ArtifactError
 
 MANIFEST_SCHEMA = 1
@@ -301,6 +301,7 @@ class Step:
 
     def _commit(self) -> None:
         for rel, tmp in self._staged.items():
+            follow_umask(tmp)  # third-party writers (save_pretrained) leave 0600 files; artifacts read like any file
             target = self.run.path(rel)
             old = None
             if target.exists() or target.is_symlink():

@@ -260,7 +260,9 @@ def _member_problem(member: tarfile.TarInfo) -> str | None:
         return f"a symbolic link (to {member.linkname}); run archives hold regular files only"
     if member.islnk():
         return f"a hard link (to {member.linkname}); run archives hold regular files only"
-    if member.ischr() or member.isblk() or member.isfifo():
+    if member.isfifo():
+        return "a FIFO (a named pipe); run archives hold regular files only"
+    if member.ischr() or member.isblk():
         return "a device file"
     if not (member.isfile() or member.isdir()):
         return "an unsupported member type"

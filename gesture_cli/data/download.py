@@ -373,7 +373,9 @@ def _check_zip(zf: zipfile.ZipFile, label: str) -> None:
         mode = info.external_attr >> 16
         if problem is None and stat.S_ISLNK(mode):
             problem = _link_problem(info.filename, zf.read(info).decode("utf-8", "replace"), hard=False)
-        if problem is None and (stat.S_ISCHR(mode) or stat.S_ISBLK(mode) or stat.S_ISFIFO(mode)):
+        if problem is None and stat.S_ISFIFO(mode):
+            problem = "the type FIFO (a named pipe)"
+        elif problem is None and (stat.S_ISCHR(mode) or stat.S_ISBLK(mode)):
             problem = "a device file"
         if problem:
             raise DownloadError(f"refusing to unpack {label}: member '{info.filename}' has {problem}")
@@ -386,7 +388,9 @@ def _check_tar(tf: tarfile.TarFile, label: str) -> None:
             problem = _link_problem(m.name, m.linkname, hard=False)
         elif problem is None and m.islnk():
             problem = _name_problem(m.linkname) and f"a hard link to {m.linkname}"
-        if problem is None and (m.ischr() or m.isblk() or m.isfifo()):
+        if problem is None and m.isfifo():
+            problem = "the type FIFO (a named pipe)"
+        elif problem is None and (m.ischr() or m.isblk()):
             problem = "a device file"
         if problem is None and not (m.isfile() or m.isdir() or m.issym() or m.islnk()):
             problem = "an unsupported type"

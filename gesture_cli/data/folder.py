@@ -8,10 +8,11 @@ Two layouts:
 
 Classes are the sorted subfolder names (the union over all splits, so label ids agree between splits);
 images may sit in nested folders below their class folder. Every file that is not used is counted in
-`skipped` by reason: files with a non-image suffix, files outside a class folder, and images whose
-header cannot be read (checked with Pillow, header only; `verify=True` decodes every image instead,
-which also catches truncated files but costs a full read). In the flat layout the counts are the
-whole folder's, reported on both splits (a skipped file belongs to neither).
+`skipped` by reason: files with a non-image suffix, files outside a class folder, empty (0-byte) files
+and images whose header cannot be read (checked with Pillow, header only; `verify=True` decodes every
+image instead, which also catches truncated files but costs a full read). In the flat layout the counts
+are the whole folder's, reported on both splits (a skipped file belongs to neither). Skipped files are
+also named (the first few) in a GxWarning, which the CLI prints; `strict=True` makes them a DataError.
 """
 
 from __future__ import annotations
@@ -21,7 +22,15 @@ from pathlib import Path
 import numpy as np
 
 from gesture_cli.core.errors import DataError, UsageError
-from gesture_cli.data.images import IMAGE_EXTENSIONS, ImageDataset, decode_image, probe_image, stratified_split
+from gesture_cli.data.images import (
+    IMAGE_EXTENSIONS,
+    NAMED_SKIPS,
+    ImageDataset,
+    decode_image,
+    probe_image,
+    report_skipped,
+    stratified_split,
+)
 from gesture_cli.data.registry import register_dataset
 
 SPLIT_DIRS = {"train": ("train",), "val": ("val", "valid", "validation"), "test": ("test",)}
@@ -60,26 +69,33 @@ def _class_dirs(split_dir: Path) -> list[Path]:
     return sorted((p for p in split_dir.iterdir() if p.is_dir() and not p.name.startswith(".")), key=lambda p: p.name)
 
 
-def _scan(split_dir: Path, classes: list[str], *, verify: bool) -> tuple[list[Path], list[int], dict[str, int], bool]:
-    """(image paths, label ids, skipped reason -> count, any colour image) under split_dir/<class>/."""
+def _scan(split_dir: Path, classes: list[str], *, verify: bool) -> tuple[list[Path], list[int], dict[str, int], bool, list[str]]:
+    """(image paths, label ids, skipped reason -> count, any colour image, "name (reason)" of the first
+    skipped files) under split_dir/<class>/."""
     paths: list[Path] = []
     labels: list[int] = []
     skipped: dict[str, int] = {}
+    named: list[str] = []
     color = False
 
-    def skip(reason: str) -> None:
+    def skip(f: Path, reason: str) -> None:
         skipped[reason] = skipped.get(reason, 0) + 1
+        if len(named) < NAMED_SKIPS:
+            named.append(f"{f.relative_to(split_dir).as_posix()} ({reason})")
 
-    for entry in split_dir.iterdir():
+    for entry in sorted(split_dir.iterdir()):
         if entry.is_file():
-            skip("file outside a class folder")
+            skip(entry, "file outside a class folder")
     for label, name in enumerate(classes):
         class_dir = split_dir / name
         if not class_dir.is_dir():
             continue  # a class this split lacks (e.g. only in train/)
         for f in sorted(p for p in class_dir.rglob("*") if p.is_file()):
             if f.suffix.lower() not in IMAGE_EXTENSIONS:
-                skip("not an image file (suffix)")
+                skip(f, "not an image file (suffix)")
+                continue
+            if f.stat().st_size == 0:
+                skip(f, "empty file (0 bytes)")
                 continue
             if verify:
                 try:
@@ -89,12 +105,13 @@ def _scan(split_dir: Path, classes: list[str], *, verify: bool) -> tuple[list[Pa
             else:
                 is_color = probe_image(f)
             if is_color is None:
-                skip("unreadable image")
+                skip(f, "unreadable image")
                 continue
             color = color or is_color
             paths.append(f)
             labels.append(label)
-    return paths, labels, skipped, color
+    return paths, labels, skipped, color, named
+
 
 
 @register_dataset(
@@ -104,7 +121,8 @@ def _scan(split_dir: Path, classes: list[str], *, verify: bool) -> tuple[list[Pa
     arg="DIR",
     arg_required=True,
 )
-def make_folder(arg: str, *, spec: str, split: str, seed: int, verify: bool = False, test_fraction: float = 0.2) -> ImageDataset:
+def make_folder(arg: str, *, spec: str, split: str, seed: int, verify: bool = False, test_fraction: float = 0.2,
+                strict: bool = False) -> ImageDataset:
     if not 0.0 < float(test_fraction) < 1.0:
         raise UsageError(f"test_fraction must be between 0 and 1 (exclusive); got {test_fraction}")
     root = _root(arg)
@@ -119,7 +137,8 @@ def make_folder(arg: str, *, spec: str, split: str, seed: int, verify: bool = Fa
         token = "" if split == "all" else f"split=stratified,test_fraction={test_fraction},seed={seed}"
     if not classes:
         raise DataError(f"{split_dir}: no class subfolders; folder:DIR {_LAYOUT_HELP}")
-    paths, labels, skipped, color = _scan(split_dir, classes, verify=bool(verify))
+    paths, labels, skipped, color, named = _scan(split_dir, classes, verify=bool(verify))
+    report_skipped(split_dir, skipped, named, what="file(s)", strict=bool(strict))
     if not paths:
         detail = f" (skipped: {', '.join(f'{k}: {v}' for k, v in skipped.items())})" if skipped else ""
         raise DataError(f"{split_dir}: no readable images in its class folders{detail}; {_LAYOUT_HELP}")

@@ -7,16 +7,19 @@ cv2 is imported inside the functions that need it so that importing this module 
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
-from gesture_cli.core.errors import DataError, UsageError
+from gesture_cli.core.errors import DataError, GxWarning, UsageError
 
 # File suffixes read as images by `folder:` (lower case); anything else is counted as skipped.
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".pgm", ".ppm", ".pbm", ".jp2"})
+
+NAMED_SKIPS = 3  # skipped files named in a warning or error (`report_skipped`); the counts cover all of them
 
 # PIL modes that decode to one channel; every other mode (RGB, RGBA, P, CMYK, ...) decodes to colour.
 _GREY_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"})
@@ -198,3 +201,16 @@ def stratified_split(labels: np.ndarray, *, test_fraction: float = 0.2, seed: in
         empty = np.zeros(0, dtype=np.int64)
         return empty, empty
     return np.sort(np.concatenate(train)), np.sort(np.concatenate(test))
+
+
+def report_skipped(where: Path, skipped: dict[str, int], named: list[str], *, what: str, strict: bool) -> None:
+    """Name the first skipped files: a GxWarning, or with `strict` a DataError (nothing is dropped silently)."""
+    total = sum(skipped.values())
+    if not total:
+        return
+    counts = ", ".join(f"{reason}: {n}" for reason, n in skipped.items())
+    shown = ", ".join(named) + (f" and {total - len(named)} more" if total > len(named) else "")
+    if strict:
+        raise DataError(f"{where}: {total} {what} not read ({counts}): {shown}; fix or remove them, or leave out strict=true to skip them with a warning")
+    warnings.warn(GxWarning(f"{where}: skipped {total} {what} ({counts}): {shown}; the dataset option strict=true makes this an error"),
+                  stacklevel=3)

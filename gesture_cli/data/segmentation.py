@@ -18,8 +18,9 @@ Specs:
 
 Masks hold class ids (PNG, 8 or 16 bit, greyscale or palette); 255 is ignore everywhere. A mask
 whose size differs from its image, or that holds an id that is no class of the dataset (or that the
-class map leaves out) is a DataError naming the file. Options, for every source: `class_map=FILE`
-(data/class_map.py); for `seg:` also `classes=FILE` and `reduce_zero_label=true|false`.
+class map leaves out) is a DataError naming the file. An image without a mask is skipped, counted
+and named in a warning (`strict=true`: an error). Options, for every source: `class_map=FILE`
+(data/class_map.py); for `seg:` also `classes=FILE`, `reduce_zero_label=true|false` and `strict=true|false`.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ import numpy as np
 
 from gesture_cli.core.errors import DataError, UsageError, did_you_mean, unknown_choice
 from gesture_cli.data.class_map import IGNORE_INDEX, ClassMap, load_class_map
-from gesture_cli.data.images import IMAGE_EXTENSIONS, decode_image, resize_image, to_rgb
+from gesture_cli.data.images import IMAGE_EXTENSIONS, NAMED_SKIPS, decode_image, report_skipped, resize_image, to_rgb
 
 UNKNOWN = -1  # lookup value of a raw mask value that is no class of the dataset
 LUT_SIZE = 1 << 16  # masks may be 16-bit PNGs
@@ -341,8 +342,9 @@ def _split_dirs(root: Path, layout: str, split: str) -> tuple[Path, Path]:
     return root / "images" / folder, mask_root / folder
 
 
-def _pairs(layout: str, image_dir: Path, mask_dir: Path) -> tuple[list[Path], list[Path], dict[str, int]]:
-    images, masks, skipped = [], [], {}
+def _pairs(layout: str, image_dir: Path, mask_dir: Path) -> tuple[list[Path], list[Path], dict[str, int], list[str]]:
+    """(images, their masks, skipped reason -> count, "image (no mask/at/path)" of the first images without a mask)."""
+    images, masks, skipped, named = [], [], {}, []
     if layout == "cityscapes":
         candidates = sorted(image_dir.rglob("*_leftImg8bit.png"))
     else:
@@ -356,10 +358,12 @@ def _pairs(layout: str, image_dir: Path, mask_dir: Path) -> tuple[list[Path], li
             mask = mask_dir / rel.with_suffix(".png")
         if not mask.is_file():
             skipped["image without a mask"] = skipped.get("image without a mask", 0) + 1
+            if len(named) < NAMED_SKIPS:
+                named.append(f"{rel.as_posix()} (expected {mask_dir.name}/{mask.relative_to(mask_dir).as_posix()})")
             continue
         images.append(img)
         masks.append(mask)
-    return images, masks, skipped
+    return images, masks, skipped, named
 
 
 def read_class_names(path: Path) -> list[str]:
@@ -393,8 +397,9 @@ def read_class_names(path: Path) -> list[str]:
 
 
 def make_folder_seg(arg: str | None, *, spec: str, split: str, seed: int, classes: str | None = None,
-                    reduce_zero_label: bool | None = None) -> SegDataset:
-    """`seg:DIR` (see the module docstring)."""
+                    reduce_zero_label: bool | None = None, strict: bool = False) -> SegDataset:
+    """`seg:DIR` (see the module docstring). An image without a mask is skipped with a GxWarning naming
+    it; `strict=True` makes it a DataError."""
     root = Path(arg or "").expanduser()
     layout = detect_layout(root)
     image_dir, mask_dir = _split_dirs(root, layout, split)
@@ -424,7 +429,8 @@ def make_folder_seg(arg: str | None, *, spec: str, split: str, seed: int, classe
             class_file = found[0]
         names = read_class_names(class_file)
         lut = identity_lut(len(names), reduce_zero_label=bool(reduce_zero_label))
-    images, masks, skipped = _pairs(layout, image_dir, mask_dir)
+    images, masks, skipped, named = _pairs(layout, image_dir, mask_dir)
+    report_skipped(image_dir, skipped, named, what="image(s)", strict=bool(strict))
     if not images:
         raise DataError(f"{image_dir}: no image with a matching mask in {mask_dir}" + (f" (skipped: {skipped})" if skipped else ""))
     token = json.dumps({"layout": layout, "classes": names, "reduce": bool(reduce_zero_label), "n": len(images)}, sort_keys=True)

@@ -89,7 +89,7 @@ def check_source(run, source: str, backbone: str | None) -> None:
         found = sorted(p.name for p in run.path("lora").iterdir() if p.is_dir()) if run.path("lora").is_dir() else []
         where = run.path("lora", backbone_dirname(backbone)) if backbone else run.path("lora")
         if (backbone and not where.is_dir()) or not found:
-            raise UsageError(
+            raise ArtifactError(  # a missing artifact, like every other task's: exit 1, not a usage error
                 f"no LoRA artifact in {where}: run `gx lora-train --backbone {backbone or 'NAME'} -r {run.root}` first, or use --from probe"
             )
 

@@ -2,10 +2,15 @@
 
 Metrics (pure functions on numpy arrays in crop units; the ratios do not depend on the unit):
 
-  PCKh@0.5   a joint is correct when its error is at most 0.5 x the person's head size; per joint,
+  PCKh@0.5   a joint is correct when its error is at most 0.5 x the person's head size (error <= 0.5 h,
+             as MPII's official evaluation, computePCK.m, and the HRNet / mmpose 0.x port test it;
+             mmpose 1.x's MpiiPCKAccuracy tests <, which differs only exactly at the threshold); per joint,
              and a mean over the annotated joints of every person with a known head size. As in the
              MPII benchmark, pelvis and thorax are left out of the mean (they sit on the torso, where
-             every method is near-perfect) and "head" in the summary table is the head top.
+             every method is near-perfect) and "head" in the summary table is the head top. A body
+             part of the summary table (shoulder, elbow, ...) is the mean of its left and right joints'
+             PCKh, as in MPII's summary and mmpose, not hits over counts pooled over both sides: the
+             two differ whenever the sides are annotated a different number of times.
   PCK@0.2    the same with 0.2 x the torso diameter (left shoulder to right hip, else right shoulder
              to left hip): the protocol for data without head sizes. Always computed where the torso
              is annotated, so two datasets can be compared on it.
@@ -32,6 +37,13 @@ GROUPS = {  # the MPII summary table: head top and the left/right pairs
     "head": (9,), "shoulder": (12, 13), "elbow": (11, 14), "wrist": (10, 15),
     "hip": (2, 3), "knee": (1, 4), "ankle": (0, 5),
 }
+PCK_CONVENTIONS = {  # written into every PCK table, so a number says how it was made
+    "threshold_test": "a joint is correct when error <= threshold x norm size (<=, as MPII's computePCK.m and the HRNet / mmpose 0.x "
+                      "MPII evaluation; mmpose 1.x tests <)",
+    "groups": "a body part is the mean of its left and right joints' PCK (MPII summary, mmpose); a side never annotated is left out",
+    "mean": "annotated joints pooled over all people, pelvis and thorax left out (MPII's PCKh total)",
+}
+PCK_NOTE = "correct: error <= threshold (MPII); a part = mean of its left and right joints' PCK (MPII summary, mmpose)"
 
 
 def _round(x: float | None, nd: int = 6) -> float | None:
@@ -56,8 +68,8 @@ def pck_table(pred: np.ndarray, gt: np.ndarray, visible: np.ndarray, norm: np.nd
     groups = {}
     if pred.shape[1] == NUM_JOINTS:
         for name, joints in GROUPS.items():
-            c = counts[list(joints)].sum()
-            groups[name] = _round(hits[list(joints)].sum() / c) if c else None
+            sides = [hits[j] / counts[j] for j in joints if counts[j]]  # per-joint PCK of each annotated side
+            groups[name] = _round(sum(sides) / len(sides)) if sides else None
     return {
         "threshold": threshold,
         "mean": _round(hits[keep].sum() / max(1, counts[keep].sum())),
@@ -67,6 +79,7 @@ def pck_table(pred: np.ndarray, gt: np.ndarray, visible: np.ndarray, norm: np.nd
         "people": int(has_norm.sum()),
         "joints_counted": int(counts.sum()),
         "skipped_people": int((~has_norm).sum()),
+        "conventions": dict(PCK_CONVENTIONS),
     }
 
 

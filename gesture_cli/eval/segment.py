@@ -2,8 +2,11 @@
 
 Metrics come from one confusion matrix over every labelled pixel (ignore 255 excluded): IoU per class
 = TP / (TP + FP + FN), mIoU = mean over classes that occur in the labels or the predictions, pixel
-accuracy = TP / labelled pixels, and, as a yardstick, the mIoU of always predicting the split's most
-frequent class.
+accuracy = TP / labelled pixels, mean class accuracy = mean of TP / (TP + FN) over the classes that
+occur in the labels, and, as a yardstick, the mIoU of always predicting the split's most frequent
+class. The averaging conventions differ between libraries, so every result names its own under
+"conventions" (MEAN_CONVENTIONS): torchmetrics' macro accuracy (1.x) also averages in a class that is
+predicted but absent from the labels, as 0, and gives a lower number whenever that happens.
 
 Inference modes, both scored at each image's own resolution:
   whole   the image is resized to S x S (the backbone's input side), scores are upsampled to H x W.
@@ -37,6 +40,11 @@ import numpy as np
 from gesture_cli.core.errors import ArtifactError, DataError, UsageError, unknown_choice
 
 IGNORE_INDEX = 255
+MEAN_CONVENTIONS = {  # written beside the numbers: which classes each mean runs over
+    "mIoU": "mean IoU over the classes present in the labels or the predictions (pixels labelled 255 ignored)",
+    "mean_acc": "mean per-class accuracy TP/(TP+FN) over the classes present in the labels; a class absent from the labels is "
+                "left out, not counted as 0 (torchmetrics' macro accuracy counts a class predicted but absent from the labels as 0)",
+}
 INFERENCE_MODES = ("whole", "slide")
 SLIDE_OVERLAP = 1 / 3  # windows overlap by a third of their side: stride = 2S/3
 OVERLAY_ALPHA = 0.5  # weight of the colour mask in overlays/*.png
@@ -77,6 +85,7 @@ def segmentation_metrics(cm: np.ndarray, classes: Sequence[str]) -> dict:
         "majority_mIoU": _num(majority),
         "labelled_pixels": int(total),
         "classes_present": int(present.sum()),
+        "conventions": dict(MEAN_CONVENTIONS),
         "per_class": rows,
     }
 

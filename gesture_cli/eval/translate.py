@@ -2,8 +2,14 @@
 
 Metrics (`translation_metrics`), all on a 0-100 scale; the output names each variant:
   bleu1..bleu4   sacrebleu corpus BLEU with n-gram orders 1..n and uniform weights (BLEU-n as SLT papers
-                 report it), brevity penalty, tokenizer 13a, mixed case, exponential smoothing; the exact
-                 sacrebleu signature is written beside the numbers
+                 report it), brevity penalty, sacrebleu's defaults: tokenizer 13a, mixed case, exponential
+                 smoothing; the exact sacrebleu signature is written beside the numbers
+  bleu1_slt..    the same BLEU-n in the SLT convention of SignJoey (Camgoz et al., 2020) and the papers
+  bleu4_slt      that compare with it: SignJoey scores with sacrebleu 1.x's raw_corpus_bleu, i.e. no
+                 tokenization (tokens are the whitespace-separated words: "Hello," stays one token),
+                 mixed case and 'floor' smoothing with value 0, which is no smoothing (an order without
+                 a match gives 0). Reproduced with sacrebleu's BLEU(tokenize="none", smooth_method="floor",
+                 smooth_value=0); on cased or punctuated text it differs from bleu1..4 by several points
   chrf           sacrebleu chrF (character 6-grams, beta 2)
   rouge_l        rouge-score ROUGE-L F1 per sentence (its default tokenizer: lower-cased alphanumeric
                  tokens, no stemming), mean over sentences
@@ -11,6 +17,10 @@ Metrics (`translation_metrics`), all on a 0-100 scale; the output names each var
                  whitespace tokens, F = (1 + b^2) P R / (R + b^2 P) from the longest common subsequence,
                  mean over sentences (as in the SignJoey code of Camgoz et al., 2020), so numbers compare
                  with the literature
+
+Hypotheses and references are whitespace-normalised (runs of whitespace -> one space, no space at
+either end) before every metric, and the hypotheses are written that way: SignJoey's ROUGE splits on
+single spaces, so a stray space would change its ROUGE-L on the files gx writes.
 
 Files of `gx evaluate translate` under eval/: translate.json (metrics, variants, settings),
 evaluation_results.txt (per sample: id, reference, hypothesis, sentence BLEU-4 and ROUGE-L), and
@@ -29,6 +39,9 @@ from pathlib import Path
 from gesture_cli.core.errors import DataError, UsageError
 
 SLT_ROUGE_BETA = 1.2
+# SignJoey's BLEU (sacrebleu 1.x raw_corpus_bleu): no tokenization, mixed case, floor smoothing with value 0 = none
+SLT_BLEU = {"tokenize": "none", "smooth_method": "floor", "smooth_value": 0.0}
+METRIC_KEYS = ("bleu1", "bleu2", "bleu3", "bleu4", "bleu1_slt", "bleu2_slt", "bleu3_slt", "bleu4_slt", "chrf", "rouge_l", "rouge_l_slt")
 EVAL_JSON, EVAL_TXT, EVAL_CSV = "eval/translate.json", "eval/evaluation_results.txt", "eval/predictions.csv"
 INFER_JSON = "infer/translate.json"
 
@@ -45,6 +58,11 @@ def _lcs(a: list[str], b: list[str]) -> int:
             cur.append(prev[j] + 1 if x == y else max(prev[j + 1], cur[j]))
         prev = cur
     return prev[-1]
+
+
+def normalize_whitespace(text: str) -> str:
+    """Runs of whitespace -> one space, none at either end: the token layout SLT scorers assume."""
+    return " ".join(str(text).split())
 
 
 def rouge_l_slt(hypothesis: str, reference: str, *, beta: float = SLT_ROUGE_BETA) -> float:
@@ -65,6 +83,9 @@ def metric_variants(signatures: dict[str, str] | None = None) -> dict[str, str]:
     return {
         **{f"bleu{n}": f"sacrebleu corpus BLEU-{n} (n-gram orders 1..{n}, uniform weights, brevity penalty)"
                        + (f": {sig[f'bleu{n}']}" if f"bleu{n}" in sig else "") for n in range(1, 5)},
+        **{f"bleu{n}_slt": f"SLT-convention corpus BLEU-{n} as in SignJoey (sacrebleu raw_corpus_bleu): tokenize='none' (whitespace "
+                           f"tokens), mixed case, floor smoothing with value 0 (no smoothing), n-gram orders 1..{n}, brevity penalty"
+                           + (f": {sig[f'bleu{n}_slt']}" if f"bleu{n}_slt" in sig else "") for n in range(1, 5)},
         "chrf": "sacrebleu chrF (character 6-grams, beta 2)" + (f": {sig['chrf']}" if "chrf" in sig else ""),
         "rouge_l": f"rouge-score {version('rouge-score')} ROUGE-L F1 (default tokenizer: lower-cased alphanumerics, no stemming), "
                    "mean over sentences",
@@ -84,15 +105,18 @@ def translation_metrics(hypotheses: list[str], references: list[str]) -> dict:
 
     if len(hypotheses) != len(references):
         raise ValueError(f"{len(hypotheses)} hypotheses for {len(references)} references")
+    hypotheses = [normalize_whitespace(h) for h in hypotheses]
+    references = [normalize_whitespace(r) for r in references]
     n = len(references)
     out: dict = {"n": n}
     if n == 0:
-        return {**out, **{k: None for k in ("bleu1", "bleu2", "bleu3", "bleu4", "chrf", "rouge_l", "rouge_l_slt")}, "signatures": {}}
+        return {**out, **dict.fromkeys(METRIC_KEYS), "signatures": {}}
     signatures = {}
-    for order in range(1, 5):
-        bleu = BLEU(max_ngram_order=order)
-        out[f"bleu{order}"] = round(bleu.corpus_score(hypotheses, [references]).score, 4)
-        signatures[f"bleu{order}"] = str(bleu.get_signature())
+    for suffix, settings in (("", {}), ("_slt", SLT_BLEU)):
+        for order in range(1, 5):
+            bleu = BLEU(max_ngram_order=order, **settings)
+            out[f"bleu{order}{suffix}"] = round(bleu.corpus_score(hypotheses, [references]).score, 4)
+            signatures[f"bleu{order}{suffix}"] = str(bleu.get_signature())
     chrf = CHRF()
     out["chrf"] = round(chrf.corpus_score(hypotheses, [references]).score, 4)
     signatures["chrf"] = str(chrf.get_signature())
@@ -107,6 +131,7 @@ def sentence_scores(hypothesis: str, reference: str) -> dict[str, float]:
     """Per-sample BLEU-4 (sacrebleu sentence BLEU, effective order) and ROUGE-L (beta 1.2), 0-100."""
     from sacrebleu.metrics import BLEU
 
+    hypothesis, reference = normalize_whitespace(hypothesis), normalize_whitespace(reference)
     return {"bleu4": round(BLEU(effective_order=True).sentence_score(hypothesis, [reference]).score, 2),
             "rouge_l_slt": round(100 * rouge_l_slt(hypothesis, reference), 2)}
 
@@ -243,26 +268,33 @@ def evaluate_translation(run, cfg: EvaluateTranslateConfig, *, device="auto", ar
         tr = load_translator(run, prec.device, precision=prec)
         hyps = _checked_generate(tr, prec, samples, batch_size=cfg.batch_size or 32, num_beams=num_beams, max_new_tokens=max_new,
                                  on_progress=on_progress)
-        refs = [s.text for s in samples]
-        metrics = translation_metrics(hyps, refs)
+        metrics, rows = score_translations([s.id for s in samples], hyps, [s.text for s in samples], glosses=[s.gloss for s in samples])
         variants = metric_variants(metrics.pop("signatures"))
-        rows = [{"id": s.id, "reference": s.text, "hypothesis": h, "gloss": s.gloss, **sentence_scores(h, s.text)}
-                for s, h in zip(samples, hyps, strict=True)]
         result = {"task": "translate", "model": str(path), "dataset": spec, "split": split, "num_beams": num_beams,
                   "decoding": "greedy" if num_beams == 1 else f"beam search ({num_beams} beams)", "precision": prec.name, **metrics,
                   "variants": variants, "seconds": round(time.perf_counter() - t0, 3)}
         save_json(step.stage(EVAL_JSON, is_dir=False), result, kind="eval-translate")
         atomic_write_text(step.stage(EVAL_TXT, is_dir=False), _results_text(result, rows))
         atomic_write_text(step.stage(EVAL_CSV, is_dir=False), _predictions_csv(rows))
-        step.metrics.update({k: metrics[k] for k in ("bleu4", "chrf", "rouge_l", "rouge_l_slt", "n")})
+        step.metrics.update({k: metrics[k] for k in ("bleu4", "bleu4_slt", "chrf", "rouge_l", "rouge_l_slt", "n")})
         step.metrics["precision"] = prec.name
     return {**result, "cached": False, "output": str(run.path(EVAL_JSON)), "results_txt": str(run.path(EVAL_TXT)),
             "predictions_csv": str(run.path(EVAL_CSV)), "examples": rows[:5]}
 
 
+def score_translations(ids: list[str], hypotheses: list[str], references: list[str], *, glosses: list | None = None) -> tuple[dict, list[dict]]:
+    """(corpus metrics with "signatures", one row per sample) of decoder outputs; the rows hold the
+    whitespace-normalised hypotheses, the text every metric scored and the output files show."""
+    hyps = [normalize_whitespace(h) for h in hypotheses]
+    metrics = translation_metrics(hyps, references)
+    rows = [{"id": i, "reference": r, "hypothesis": h, "gloss": g, **sentence_scores(h, r)}
+            for i, h, r, g in zip(ids, hyps, references, glosses or [None] * len(hyps), strict=True)]
+    return metrics, rows
+
+
 def _results_text(result: dict, rows: list[dict]) -> str:
     lines = [f"# gx evaluate translate: {result['dataset']} / {result['split']}, {result['n']} samples, {result['decoding']}", "#"]
-    for key in ("bleu1", "bleu2", "bleu3", "bleu4", "chrf", "rouge_l", "rouge_l_slt"):
+    for key in METRIC_KEYS:
         lines.append(f"# {key:<12} {result[key]:8.2f}   {result['variants'][key]}")
     lines.append("")
     for r in rows:
@@ -322,7 +354,7 @@ def infer_translation(run, cfg: InferTranslateConfig, *, device="auto", argv=Non
         t0 = time.perf_counter()
         tr = load_translator(run, prec.device, precision=prec)
         hyps = _checked_generate(tr, prec, samples, batch_size=cfg.batch_size or 32, num_beams=num_beams, max_new_tokens=max_new)
-        preds = [{"id": s.id, "source": s.source, "frames": s.num_frames, "text": h, **({"reference": s.text} if s.text else {})}
+        preds = [{"id": s.id, "source": s.source, "frames": s.num_frames, "text": normalize_whitespace(h), **({"reference": s.text} if s.text else {})}
                  for s, h in zip(samples, hyps, strict=True)]
         result = {"task": "translate", "model": str(path), "input": where, "num_beams": num_beams, "precision": prec.name, "n": len(preds),
                   "seconds": round(time.perf_counter() - t0, 3), "predictions": preds}
@@ -332,6 +364,6 @@ def infer_translation(run, cfg: InferTranslateConfig, *, device="auto", argv=Non
 
 
 __all__ = [
-    "EvaluateTranslateConfig", "InferTranslateConfig", "evaluate_translation", "infer_translation", "metric_variants",
-    "most_frequent_baseline", "rouge_l_slt", "sentence_scores", "translation_metrics",
+    "METRIC_KEYS", "SLT_BLEU", "EvaluateTranslateConfig", "InferTranslateConfig", "evaluate_translation", "infer_translation", "metric_variants",
+    "most_frequent_baseline", "normalize_whitespace", "rouge_l_slt", "score_translations", "sentence_scores", "translation_metrics",
 ]

@@ -75,7 +75,7 @@ SECTION_HELP = {
 }
 # Scalar metrics shown first in the overview, when a step recorded them.
 HEADLINE = ("test_accuracy", "accuracy", "macro_f1", "test_mIoU", "mIoU", "pixel_acc", "test_pck", "pck", "pck_kind", "val_r1", "chance_r1",
-            "val_r5", "test_bleu4", "bleu4", "chrf", "rouge_l", "explained_variance_top3", "images_per_s", "images", "feature_dim",
+            "val_r5", "test_bleu4", "bleu4", "bleu4_slt", "chrf", "rouge_l", "explained_variance_top3", "images_per_s", "images", "feature_dim",
             "trainable_params")
 
 CSS = """
