@@ -16,12 +16,13 @@ PYTEST_ARGS ?=
 TIMM_VENV ?= .venv-timm
 TORCH_TIMM ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: install test test-fast test-timm demo lint bench gpu-check clean help
+.PHONY: install install-holistic test test-fast test-timm demo lint bench gpu-check clean help
 
 help:
 	@echo "make demo     run every gx command on synthetic data with tiny backbones (offline) into runs/demo, with runs/demo/report.html"
 	@echo "make test     run the whole test suite as a CPU without native bf16 (fp32 by default), then the fast tests and the demo"
 	@echo "              test as one with it (bf16 by default); make test-fast runs the fast tests once, as this CPU is"
+	@echo "make install-holistic  MediaPipe Holistic for gx pose-extract (make install already adds it)"
 	@echo "make lint     ruff"
 	@echo "make bench    benchmarks/*.py (CPU)"
 	@echo "make gpu-check  on a CUDA machine: every command in bf16 and fp16, plus the LoRA and extraction benchmarks -> gpu-check.json"
@@ -35,8 +36,12 @@ $(STAMP): pyproject.toml constraints.txt
 	else \
 	  echo "no NVIDIA GPU: installing $(TORCH_CPU)"; $(PY) -m pip install -q "$(TORCH_CPU)"; \
 	fi
-	$(PY) -m pip install -q -c constraints.txt -e ".[dev]"
+	$(PY) -m pip install -q -c constraints.txt -e ".[dev,holistic]"
 	@touch $(STAMP)
+
+# MediaPipe Holistic for gx pose-extract (make install already includes it; this adds it to an older .venv)
+install-holistic: install
+	$(PY) -m pip install -q -c constraints.txt -e ".[holistic]"
 
 # The suite's result must not depend on the CPU it runs on: `--precision auto` means bf16 where the CPU
 # multiplies bf16 natively and fp32 elsewhere, so the suite runs once as each kind of machine
