@@ -159,5 +159,52 @@ def _summary(console, report) -> None:
         raise DataError(f"{len(lines)} of {len(report.results)} videos failed (listed above); first: {lines[0]}")
 
 
+@gx_command
+def pose_view(
+    source: Annotated[str, typer.Argument(metavar="FILE|DATASET", help="A .pose file, a folder of them (e.g. a pose-extract OUTDIR), a gx pose folder, or a pose spec: pose:PATH, synthetic-signs.", show_default=False)],
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="HTML file to write [default: <name>.html here].", show_default=False)] = None,
+    split: Annotated[str | None, typer.Option("--split", help="Only this split: train | val | test [default: all samples].", show_default=False)] = None,
+    sample_id: Annotated[list[str] | None, typer.Option("--sample-id", "-s", help="Show these samples (repeatable) [default: the first --max-samples].", show_default=False)] = None,
+    max_samples: Annotated[int, typer.Option("--max-samples", help="Samples in the page at most (a menu picks one).")] = 50,
+    max_frames: Annotated[int, typer.Option("--max-frames", help="Frames per sample at most; longer ones are shown at evenly spaced frames.")] = 600,
+    keypoints: Annotated[str | None, typer.Option("--keypoints", help="Parts to draw: body, legs, hands, face, face-lite, all [default: body,hands,face].", show_default=False)] = None,
+    allow_pickle: Annotated[bool, typer.Option("--allow-pickle", help="Read pickle files (they can run arbitrary code: only for files you trust).")] = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Write one self-contained HTML page that plays pose sequences: play/pause, frame slider, speed, part toggles, confidence shading, text and gloss.
+
+    The page has its data and its script inline and fetches nothing, so it can be mailed or opened
+    offline. gx report shows the same player for the pose datasets and translation samples of a run.
+    """
+    from gesture_cli.cli.pose_render import input_spec
+    from gesture_cli.core.artifacts import atomic_write_text
+    from gesture_cli.core.errors import UsageError
+    from gesture_cli.data.pose import make_pose_dataset
+    from gesture_cli.data.pose_extract import read_pose_confidence
+    from gesture_cli.viz.pose_render import pick_sample, safe_name
+    from gesture_cli.viz.pose_view import render_pose_viewer
+
+    if max_samples < 1 or max_frames < 2:
+        raise UsageError("--max-samples must be at least 1 and --max-frames at least 2")
+    ds = make_pose_dataset(input_spec(source), split=split, **({"allow_pickle": True} if allow_pickle else {}))
+    samples = [pick_sample(ds, sid) for sid in sample_id] if sample_id else ds.samples[:max_samples]
+    if not samples:
+        raise UsageError(f"{source}: no samples{f' in split {split}' if split else ''}")
+    confidences = {s.id: c for s in samples if (c := read_pose_confidence(s)) is not None}
+    name = Path(source.split(":", 1)[-1]).expanduser()
+    out = output or Path(f"{safe_name(name.stem if name.suffix else name.name) or 'poses'}.html")
+    if out.is_dir():
+        out = out / f"{safe_name(name.stem if name.suffix else name.name) or 'poses'}.html"
+    page = render_pose_viewer(samples, title=f"{source}: {len(samples)} of {len(ds)} sample(s)", parts=keypoints, max_frames=max_frames,
+                              confidences=confidences)
+    atomic_write_text(out, page)
+    console = make_console()
+    more = f" (the first {len(samples)}; --max-samples shows more)" if not sample_id and len(ds) > len(samples) else ""
+    console.print(f"{len(samples)} sample(s){more}, {ds.layout}, {sum(s.num_frames for s in samples):,} frames, "
+                  f"{len(page) / 1e6:.1f} MB", highlight=False)
+    console.print(f"Wrote {out}", highlight=False, markup=False)
+
+
 def register(app: typer.Typer) -> None:
     app.command("pose-extract", epilog=EXAMPLE)(pose_extract)
+    app.command("pose-view", epilog=VIEW_EXAMPLE)(pose_view)

@@ -639,3 +639,29 @@ def _write_labels(out_dir: Path, jobs: list[VideoJob], results: dict[str, VideoR
         w.writerow((p, *(rows[p][c] for c in cols)))
     atomic_write_text(path, buf.getvalue())
     return path
+
+
+# ---- confidences for the viewer ------------------------------------------------------------------
+def read_pose_confidence(sample) -> np.ndarray | None:
+    """Confidence [T, K] on the sample's layout for a sample read from a .pose file (body: MediaPipe's
+    visibility; hands and face: 1 where found), None for other sources. PoseSample keeps only the mask."""
+    from pose_format.pose_header import PoseHeader
+    from pose_format.utils.reader import BufferReader
+
+    from gesture_cli.data.pose_readers import _pose_point_map
+    from gesture_cli.models.skeletons import LAYOUT_SIZES
+
+    path = Path(sample.source or "")
+    if sample.meta.get("format") != "pose" or path.suffix.lower() != ".pose" or not path.is_file():
+        return None
+    from pose_format import Pose
+
+    data = path.read_bytes()
+    header = PoseHeader.read(BufferReader(data))
+    layout, src, dst = _pose_point_map(path, header)  # the same point map read_pose_file used
+    if layout != sample.layout:
+        return None
+    conf = np.asarray(Pose.read(data).body.confidence, dtype=np.float32)[:, 0]  # [T, N]
+    out = np.zeros((conf.shape[0], LAYOUT_SIZES[layout]), dtype=np.float32)
+    out[:, dst] = conf[:, src]
+    return np.where(sample.mask, out, 0.0) if out.shape[0] == sample.num_frames else None

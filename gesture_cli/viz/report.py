@@ -5,7 +5,8 @@ command beyond a few presentation hints: for the newest successful step of every
 step's metrics, the pictures it wrote (embedded as data URIs, so the file can be mailed or opened
 offline), tables for its CSV and JSON results, curves for any `train_log.csv`, and the provenance of
 the step (command line, resolved config, inputs with hashes, versions, git commit, host, times).
-Nothing is fetched from the network when the page is viewed; it has no scripts.
+Nothing is fetched from the network when the page is viewed. The page itself has no scripts; the pose
+player of pose datasets and translation samples runs inside an <iframe srcdoc> (viz/pose_view.py).
 """
 
 from __future__ import annotations
@@ -387,6 +388,9 @@ def render_step(run: RunDir, entry: dict, others: tuple[str, ...] = ()) -> str:
     if videos:
         links = ", ".join(f"<a href='{esc(v.relative_to(run.root).as_posix())}'>{esc(v.relative_to(run.root).as_posix())}</a>" for v in videos)
         parts.append(f"<p class='muted'>Videos (next to this report in the run directory): {links}</p>")
+    from gesture_cli.viz.pose_view import report_pose_viewer
+
+    parts.append(report_pose_viewer(run.root, entry))  # '' unless a pose dataset or translation step
     parts.append(render_provenance(entry))
     parts.append("</section>")
     return "".join(parts)
