@@ -110,13 +110,17 @@ def test_the_output_is_a_pose_dataset_with_texts(extracted):
 
 
 @pytest.mark.slow
-def test_pose_pretrain_trains_on_the_extracted_folder(extracted, runner, tmp_path):
+def test_pose_pretrain_and_finetune_train_on_the_extracted_folder(extracted, runner, tmp_path):
     res = invoke(runner, "pose-pretrain", "--dataset", f"pose:{extracted['out']}", "--text-model", "tiny-umt5", "--encoder-opt", "d_model=32",
                  "--encoder-opt", "n_layers=1", "--encoder-opt", "n_heads=2", "--encoder-opt", "gcn_dims=16", "--keypoints", "body,hands",
                  "--embed-dim", "16", "--max-steps", "2", "--batch-size", "2", "--max-frames", "8", "--precision", "fp32", "--device", "cpu",
                  "-r", tmp_path / "run")
     assert res.exit_code == 0, res.output
     assert (tmp_path / "run" / "pose" / "pretrain" / "encoder.safetensors").is_file()
+    res = invoke(runner, "pose-finetune", "--dataset", f"pose:{extracted['out']}", "--bridge", "direct", "--max-steps", "2", "--batch-size", "2",
+                 "--max-frames", "8", "--max-new-tokens", "4", "--precision", "fp32", "--device", "cpu", "-r", tmp_path / "run")
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "run" / "pose" / "finetune" / "translator.json").is_file()
 
 
 def test_a_rerun_skips_finished_videos_by_content_key(extracted, runner, tmp_path):
