@@ -148,11 +148,11 @@ def test_an_interrupted_run_leaves_no_half_file_and_the_rerun_continues(runner, 
     real = pose_extract.extract_video
     calls = []
 
-    def killed_on_the_second(video, out_path, cfg, progress=None, quiet=True):
+    def killed_on_the_second(video, out_path, cfg, **kw):
         calls.append(video)
         if len(calls) == 2:
             raise KeyboardInterrupt
-        return real(video, out_path, cfg, progress, quiet)
+        return real(video, out_path, cfg, **kw)
 
     monkeypatch.setattr(pose_extract, "extract_video", killed_on_the_second)
     res = invoke(runner, "pose-extract", videos, "-o", out, "--max-frames", "4", "--workers", "1")
@@ -170,6 +170,40 @@ def test_an_interrupted_run_leaves_no_half_file_and_the_rerun_continues(runner, 
     _no_temporaries(out)
     records = [json.loads(line) for line in (out / ".gx-extract.jsonl").read_text().splitlines()]
     assert sorted(r["id"] for r in records) == ["a", "b", "c"] and len({r["sha256"] for r in records}) == 1
+
+
+@pytest.mark.slow
+def test_a_sigkilled_run_leaves_only_whole_files_and_the_rerun_continues(real_data, tmp_path):
+    """A real kill -9 of `gx pose-extract` in the middle of a folder: every .pose left opens, the rerun does the rest."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    for i in range(4):
+        shutil.copy(real_data / PF_VIDEO, videos / f"v{i}.mp4")
+    out = tmp_path / "poses"
+    cmd = [sys.executable, "-m", "gesture_cli", "pose-extract", str(videos), "-o", str(out), "--workers", "1", "--max-frames", "12"]
+    env = {**os.environ, "GX_HOME": str(tmp_path / "home")}
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    records = out / ".gx-extract.jsonl"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not (records.is_file() and records.read_text().strip()):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    left = sorted(out.glob("*.pose"))
+    assert left and len(left) < 4, "the kill came too late to test anything"
+    for p in left:
+        assert _read_pose(p).body.data.shape[0] == 12  # whole files only
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    finished = len(records.read_text().splitlines())
+    assert sorted(p.name for p in out.glob("*.pose")) == [f"v{i}.pose" for i in range(4)]
+    assert finished == 4 and "already extracted by an earlier run" in done.stdout
+    _no_temporaries(out)
 
 
 def _blank_video(path: Path, frames: int = 5) -> Path:

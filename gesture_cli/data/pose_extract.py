@@ -325,7 +325,7 @@ def detection_counts(pose) -> dict[str, int]:
     return out
 
 
-def extract_video(video: str, out_path: str, cfg: ExtractConfig, progress=None, quiet: bool = True) -> dict:
+def extract_video(video: str, out_path: str, cfg: ExtractConfig, *, progress=None, quiet: bool = True) -> dict:
     """Extract one video to `out_path` (atomically). Runs in a worker process; returns its record or {"error": reason}.
 
     progress: an object with put(frames) (a multiprocessing queue) told about decoded frames about twice a second.
@@ -429,7 +429,7 @@ class ExtractReport:
         return sum(r.frames for r in self.results if r.status == "done")
 
 
-def content_key(video: Path, cfg: ExtractConfig, versions: dict[str, str], known: dict | None = None) -> tuple[str, str]:
+def content_key(video: Path, cfg: ExtractConfig, versions: dict[str, str], *, known: dict | None = None) -> tuple[str, str]:
     """(key, video sha256): the video's content hash with the settings and versions that shape the output.
 
     The sha256 of `known` (an earlier record of this video) is reused when size and mtime are unchanged."""
@@ -512,7 +512,7 @@ def extract_poses(
                 results[job.id] = VideoResult(job.id, job.origin, "failed", error=job.error)
                 continue
             try:
-                key, sha = content_key(job.video, cfg, versions, records.get(job.id))
+                key, sha = content_key(job.video, cfg, versions, known=records.get(job.id))
             except OSError as exc:
                 results[job.id] = VideoResult(job.id, str(job.video), "failed", error=f"cannot read the file ({exc.strerror or exc})")
                 continue
@@ -547,7 +547,7 @@ def extract_poses(
         if workers == 1 or len(todo) <= 1:
             sink = _CallbackSink(on_frames)
             for job, key, sha, _ in todo:
-                finish(job, key, sha, extract_video(str(job.video), str(pose_path(out_dir, job.id)), cfg, sink, quiet))
+                finish(job, key, sha, extract_video(str(job.video), str(pose_path(out_dir, job.id)), cfg, progress=sink, quiet=quiet))
         else:
             _run_pool(todo, out_dir, cfg, workers=workers, finish=finish, on_frames=on_frames, quiet=quiet)
         labels = _write_labels(out_dir, jobs, results)
@@ -593,7 +593,7 @@ def _run_pool(todo, out_dir: Path, cfg: ExtractConfig, *, workers: int, finish, 
                     on_frames(n)
 
         with ProcessPoolExecutor(max_workers=min(workers, len(todo)), mp_context=ctx) as pool:
-            futures = {pool.submit(extract_video, str(job.video), str(pose_path(out_dir, job.id)), cfg, frames_q, quiet): (job, key, sha)
+            futures = {pool.submit(extract_video, str(job.video), str(pose_path(out_dir, job.id)), cfg, progress=frames_q, quiet=quiet): (job, key, sha)
                        for job, key, sha, _ in todo}
             pending = set(futures)
             try:
