@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import io
 import os
+import resource
 import shutil
 import sys
 import tempfile
@@ -65,6 +66,12 @@ def gx_route(videos_dir: Path, out: Path, workers: int) -> tuple[float, int]:
     return dt, report.frames_done
 
 
+def cpu_seconds() -> float:
+    """User + system CPU time of this process and its finished children (the pool's workers)."""
+    a, b = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return a.ru_utime + a.ru_stime + b.ru_utime + b.ru_stime
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--copies", type=int, default=6, help="copies of each real clip (2 clips)")
@@ -87,14 +94,15 @@ def main() -> None:
         for name, fn in (("pose-format load_holistic, sequential", lambda: baseline(videos, Path(tmp) / "base")),
                          ("gx pose-extract, 1 worker", lambda: gx_route(vdir, Path(tmp) / "gx1", 1)),
                          ("gx pose-extract, 2 workers", lambda: gx_route(vdir, Path(tmp) / "gx2", 2))):
-            load0 = os.getloadavg()[0]
+            load0, cpu0 = os.getloadavg()[0], cpu_seconds()
             dt, frames = fn()
-            rows.append((name, dt, frames, load0, os.getloadavg()[0]))
+            rows.append((name, dt, frames, load0, os.getloadavg()[0], cpu_seconds() - cpu0))
     base = rows[0][2] / rows[0][1]
     print(f"{len(videos)} videos, {rows[0][2]} frames; {os.cpu_count()} cores")
-    print(f"{'route':40s} {'seconds':>8s} {'frames/s':>9s} {'ratio':>6s}  load avg before/after")
-    for name, dt, frames, l0, l1 in rows:
-        print(f"{name:40s} {dt:8.1f} {frames / dt:9.1f} {frames / dt / base:6.2f}  {l0:.1f}/{l1:.1f}")
+    # CPU seconds do not depend on how busy the machine is: the work each route does per frame
+    print(f"{'route':40s} {'seconds':>8s} {'frames/s':>9s} {'ratio':>6s} {'cpu s':>7s} {'cpu ms/frame':>12s}  load avg before/after")
+    for name, dt, frames, l0, l1, cpu in rows:
+        print(f"{name:40s} {dt:8.1f} {frames / dt:9.1f} {frames / dt / base:6.2f} {cpu:7.1f} {1000 * cpu / frames:12.1f}  {l0:.1f}/{l1:.1f}")
     one, two = rows[1][2] / rows[1][1] / base, rows[2][2] / rows[2][1] / base
     print(f"1 worker: {one:.2f}x (target >= {TARGET_ONE}x) {'ok' if one >= TARGET_ONE else 'MISSED'}; "
           f"2 workers: {two:.2f}x (target >= {TARGET_TWO}x) {'ok' if two >= TARGET_TWO else 'MISSED'}")
