@@ -85,6 +85,27 @@ def test_real_videos_equal_pose_formats_load_holistic(extracted):
     assert (np.asarray(autsl.body.confidence)[:, 0, :33] > 0).any(axis=1).all()  # the body is found in every frame
 
 
+@pytest.mark.slow
+def test_whole_real_clips_and_subsampled_ones_equal_load_holistic(runner, real_data, tmp_path):
+    """Whole clips (tracking over every frame) and --fps subsampling, two workers: still equal to the anchor."""
+    out = tmp_path / "out"
+    res = invoke(runner, "pose-extract", real_data / AUTSL, real_data / PF_VIDEO, "-o", out, "--workers", "2")
+    assert res.exit_code == 0, res.output
+    res = invoke(runner, "pose-extract", real_data / AUTSL, "-o", tmp_path / "fps15", "--fps", "15")
+    assert res.exit_code == 0, res.output
+    for path, video, fps, frames in ((out / "signer0_sample1000_color.pose", AUTSL, None, 43), (out / "pose_format_test_video.pose", PF_VIDEO, None, 58),
+                                     (tmp_path / "fps15" / "signer0_sample1000_color.pose", AUTSL, 15.0, None)):
+        ours, ref = _read_pose(path), _anchor(real_data / video, max_frames=10_000, fps=fps)
+        a, b = np.ma.getdata(ours.body.data), np.asarray(np.ma.getdata(ref.body.data), dtype=np.float32)
+        assert a.shape == b.shape and (frames is None or a.shape[0] == frames)
+        assert np.abs(a - b).max() <= 1e-4 * max(1.0, np.abs(b).max())
+        assert np.array_equal(np.asarray(ours.body.confidence), np.asarray(ref.body.confidence, dtype=np.float32))
+        assert ours.body.fps == pytest.approx(fps or ref.body.fps)
+    detected = (np.asarray(_read_pose(out / "signer0_sample1000_color.pose").body.confidence)[:, 0] > 0)
+    # the issue's measurement on this clip: body 43/43, right hand 43, left hand 36, face 43
+    assert [int(detected[:, a:b].any(axis=1).sum()) for a, b in ((0, 33), (522, 543), (501, 522), (33, 501))] == [43, 43, 36, 43]
+
+
 def test_summary_table_lists_frames_detection_rates_and_time(extracted):
     out = extracted["output"]
     assert "2 extracted, 0 already done, 0 failed; 2 worker(s)" in out
