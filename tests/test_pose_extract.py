@@ -227,6 +227,44 @@ def test_a_sigkilled_run_leaves_only_whole_files_and_the_rerun_continues(real_da
     _no_temporaries(out)
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGKILL"])
+def test_stopping_a_pooled_run_leaves_no_worker_processes(real_data, tmp_path, sig):
+    """kill (SIGTERM) ends the run like Ctrl-C; even kill -9 of gx takes its workers and queue manager down with it."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    for i in range(4):
+        shutil.copy(real_data / PF_VIDEO, videos / f"v{i}.mp4")
+    cmd = [sys.executable, "-m", "gesture_cli", "pose-extract", str(videos), "-o", str(tmp_path / "out"), "--workers", "2"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+                            env={**os.environ, "GX_HOME": str(tmp_path / "home")})
+
+    def group() -> list[str]:
+        ps = subprocess.run(["ps", "-eo", "pid=,pgid="], capture_output=True, text=True).stdout.split("\n")
+        return [line.split()[0] for line in ps if line.split() and line.split()[1] == str(proc.pid)]
+
+    deadline = time.monotonic() + 60
+    while len(group()) < 4 and time.monotonic() < deadline:  # gx, the queue manager and two workers are up
+        time.sleep(0.2)
+    assert len(group()) >= 4
+    os.kill(proc.pid, getattr(signal, sig))
+    out, _ = proc.communicate(timeout=60)
+    deadline = time.monotonic() + 20
+    while group() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    left = group()
+    for pid in left:  # never leave processes behind, even when the assertion below fails
+        os.kill(int(pid), signal.SIGKILL)
+    assert left == []
+    if sig == "SIGTERM":
+        assert proc.returncode == 130 and "Interrupted." in out
+
+
 def _blank_video(path: Path, frames: int = 5) -> Path:
     import cv2
 

@@ -549,7 +549,8 @@ def extract_poses(
             for job, key, sha, _ in todo:
                 finish(job, key, sha, extract_video(str(job.video), str(pose_path(out_dir, job.id)), cfg, progress=sink, quiet=quiet))
         else:
-            _run_pool(todo, out_dir, cfg, workers=workers, finish=finish, on_frames=on_frames, quiet=quiet)
+            with _sigterm_as_interrupt():
+                _run_pool(todo, out_dir, cfg, workers=workers, finish=finish, on_frames=on_frames, quiet=quiet)
         labels = _write_labels(out_dir, jobs, results)
     finally:
         lock.release()
@@ -577,10 +578,13 @@ def _run_pool(todo, out_dir: Path, cfg: ExtractConfig, *, workers: int, finish, 
     import queue as queue_mod
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
     from concurrent.futures.process import BrokenProcessPool
+    from multiprocessing.managers import SyncManager
 
     # spawn, not fork: a forked copy of a process that already started threads (PyAV, OpenMP) can deadlock
     ctx = mp.get_context("spawn")
-    with ctx.Manager() as manager:
+    manager = SyncManager(ctx=ctx)
+    manager.start(_die_with_parent)
+    with manager:
         frames_q = manager.Queue()
 
         def drain() -> None:
@@ -592,7 +596,7 @@ def _run_pool(todo, out_dir: Path, cfg: ExtractConfig, *, workers: int, finish, 
                 if on_frames:
                     on_frames(n)
 
-        with ProcessPoolExecutor(max_workers=min(workers, len(todo)), mp_context=ctx) as pool:
+        with ProcessPoolExecutor(max_workers=min(workers, len(todo)), mp_context=ctx, initializer=_die_with_parent) as pool:
             futures = {pool.submit(extract_video, str(job.video), str(pose_path(out_dir, job.id)), cfg, progress=frames_q, quiet=quiet): (job, key, sha)
                        for job, key, sha, _ in todo}
             pending = set(futures)
@@ -610,8 +614,51 @@ def _run_pool(todo, out_dir: Path, cfg: ExtractConfig, *, workers: int, finish, 
             except BaseException:
                 for fut in pending:
                     fut.cancel()
+                # stop the videos in progress now (their temporary files go at the next run) instead of
+                # waiting for them; Python >= 3.14 has terminate_workers(), older ones only the private map
+                terminate = getattr(pool, "terminate_workers", None)
+                if terminate is not None:
+                    terminate()
+                else:
+                    for proc in list(getattr(pool, "_processes", {}).values()):
+                        proc.terminate()
                 raise
             drain()
+
+
+def _die_with_parent() -> None:
+    """Worker and queue-manager processes end when gx does, even when it is killed with SIGKILL (Linux):
+    otherwise they would go on, orphaned, with nobody to read their results."""
+    import signal
+    import sys
+
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
+        if os.getppid() == 1:  # the parent died before prctl took effect
+            os._exit(1)
+
+
+@contextmanager
+def _sigterm_as_interrupt():
+    """SIGTERM (a scheduler's stop, `kill`) ends the run like Ctrl-C: workers stopped, finished files kept."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+
+    old = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
 
 
 def _write_labels(out_dir: Path, jobs: list[VideoJob], results: dict[str, VideoResult]) -> Path | None:
