@@ -342,6 +342,23 @@ def test_a_table_row_naming_a_missing_video(runner, real_data, tmp_path):
     assert "gone" not in (out / "labels.csv").read_text()
 
 
+def test_a_folder_and_a_label_table_kept_elsewhere_make_one_dataset(runner, real_data, tmp_path):
+    """The table names videos by name only; they are found among the folder's videos and take the table's texts."""
+    videos = tmp_path / "videos" / "batch1"
+    videos.mkdir(parents=True)
+    for name in ("a", "b"):
+        shutil.copy(real_data / AUTSL, videos / f"{name}.mp4")
+    table = tmp_path / "meta" / "texts.csv"
+    table.parent.mkdir()
+    table.write_text("name,text,split\na,hello,train\nb,good morning,val\nc,never filmed,test\n")
+    out = tmp_path / "out"
+    res = invoke(runner, "pose-extract", tmp_path / "videos", table, "-o", out, "--max-frames", "2", "--workers", "1")
+    one_line_error(res, 1, f"{table} row 4: video 'c' not found", "and by name in the folder inputs", "(2 other video(s) extracted)")
+    assert "2 extracted, 0 already done, 1 failed" in res.output  # each video once, not once per input
+    assert sorted(p.name for p in out.glob("*.pose")) == ["a.pose", "b.pose"]
+    assert list(csv.reader(open(out / "labels.csv")))[1:] == [["a.pose", "hello", "", "train", ""], ["b.pose", "good morning", "", "val", ""]]
+
+
 def test_an_autsl_label_table_names_its_color_videos_and_class_texts(runner, real_data, tmp_path):
     """AUTSL's header-less name,class_id table: `<name>_color.mp4` beside it, texts from SignList_ClassId_TR_EN.csv."""
     out = tmp_path / "out"

@@ -186,6 +186,12 @@ def _table_rows(table: Path) -> list[tuple[int, str, dict]]:
     return out
 
 
+def _clean_keys(name: str) -> list[str]:
+    from gesture_cli.data.pose_readers import label_keys
+
+    return label_keys(name.replace("\\", "/"))
+
+
 def _find_video(table_dir: Path, name: str) -> Path | None:
     """The video a table row names: the path itself, with a video suffix added, or AUTSL's `<name>_color.<ext>`."""
     base = (table_dir / name).expanduser() if not Path(name).is_absolute() else Path(name)
@@ -201,14 +207,25 @@ def _find_video(table_dir: Path, name: str) -> Path | None:
 def collect_videos(inputs: list[Path]) -> list[VideoJob]:
     """Every video of the inputs (files, folders searched recursively, CSV/TSV tables), in order, without duplicates.
 
-    A missing INPUT is a UsageError; a table row naming a missing video becomes a job with an error
+    A table row names its video relative to the table, with or without a video suffix (or AUTSL's
+    `<name>_color`); failing that, by name among the videos of the folder inputs, which then take the
+    row's labels and id. A missing INPUT is a UsageError; a table row naming a missing video becomes a job with an error
     (reported with the others, not fatal). Two different videos that would write the same .pose are a UsageError.
     """
     jobs: list[VideoJob] = []
-    for raw in inputs:
-        path = Path(raw).expanduser()
+    paths = [Path(raw).expanduser() for raw in inputs]
+    for raw, path in zip(inputs, paths, strict=True):
         if not path.exists():
             raise UsageError(f"INPUT '{raw}': no such file or folder")
+    # videos of the folder inputs by name: a table given with them may name its videos without their folder
+    by_name: dict[str, Path] = {}
+    for path in paths:
+        if path.is_dir():
+            for v in sorted(path.rglob("*")):
+                if v.is_file() and _is_video(v) and not any(x.startswith(".") for x in v.relative_to(path).parts):
+                    for key in {v.stem, v.stem.removesuffix("_color"), _clean_id(v.relative_to(path).as_posix())}:
+                        by_name.setdefault(key, v)
+    for path in paths:
         if path.is_dir():
             videos = sorted(p for p in path.rglob("*") if p.is_file() and _is_video(p)
                             and not any(x.startswith(".") for x in p.relative_to(path).parts))
@@ -220,14 +237,15 @@ def collect_videos(inputs: list[Path]) -> list[VideoJob]:
             if not rows:
                 raise DataError(f"{path}: the table lists no videos")
             for n, name, labels in rows:
-                video = _find_video(path.parent, name)
+                video = _find_video(path.parent, name) or next((by_name[k] for k in _clean_keys(name) if k in by_name), None)
                 rel = name.replace("\\", "/")
                 safe = not Path(rel).is_absolute() and ".." not in Path(rel).parts
                 sid = _clean_id(rel) if safe else _clean_id(Path(rel).name)
                 origin = f"{path} row {n}"
                 if video is None:
                     jobs.append(VideoJob(id=sid, video=None, origin=origin, labels=labels,
-                                         error=f"{origin}: video '{name}' not found (looked for {path.parent / name} with and without a video suffix)"))
+                                         error=f"{origin}: video '{name}' not found (looked for {path.parent / name} with and without a video suffix"
+                                               f"{', and by name in the folder inputs' if by_name else ''})"))
                 else:
                     jobs.append(VideoJob(id=sid, video=video, origin=origin, labels=labels))
         else:
