@@ -165,7 +165,7 @@ def pose_view(
     output: Annotated[Path | None, typer.Option("--output", "-o", help="HTML file to write [default: <name>.html here].", show_default=False)] = None,
     split: Annotated[str | None, typer.Option("--split", help="Only this split: train | val | test [default: all samples].", show_default=False)] = None,
     sample_id: Annotated[list[str] | None, typer.Option("--sample-id", "-s", help="Show these samples (repeatable) [default: the first --max-samples].", show_default=False)] = None,
-    max_samples: Annotated[int, typer.Option("--max-samples", help="Samples in the page at most (a menu picks one).")] = 50,
+    max_samples: Annotated[int, typer.Option("--max-samples", help="Samples in the page at most (a menu picks one); each adds ~0.1-1 MB.")] = 20,
     max_frames: Annotated[int, typer.Option("--max-frames", help="Frames per sample at most; longer ones are shown at evenly spaced frames.")] = 600,
     keypoints: Annotated[str | None, typer.Option("--keypoints", help="Parts to draw: body, legs, hands, face, face-lite, all [default: body,hands,face].", show_default=False)] = None,
     allow_pickle: Annotated[bool, typer.Option("--allow-pickle", help="Read pickle files (they can run arbitrary code: only for files you trust).")] = False,

@@ -73,10 +73,16 @@ def viewer_payload(samples: Sequence, *, parts: str | None = None, max_frames: i
 
     if not samples:
         raise ValueError("no samples to view")
+    from dataclasses import replace
+
     drawing = make_drawing(samples[0].layout, parts)
-    local = {int(p): i for i, p in enumerate(drawing.points)}
     sel = select_parts(samples[0].layout, parts or DEFAULT_RENDER_PARTS)  # the selection make_drawing made: part of each point
-    part_of = [sel.parts[i] for i in sel.part_of]
+    # only points that are drawn (a dot, or the end of an edge): the face mesh has 468 points, its contours ~130
+    used = set(map(int, drawing.edges.ravel()))
+    keep = np.array([bool(d) or int(p) in used for p, d in zip(drawing.points, drawing.dots, strict=True)], dtype=bool)
+    drawing = replace(drawing, points=drawing.points[keep], point_colors=drawing.point_colors[keep], dots=drawing.dots[keep])
+    part_of = [sel.parts[i] for i, k in zip(sel.part_of, keep, strict=True) if k]
+    local = {int(p): i for i, p in enumerate(drawing.points)}
     return {
         "layout": drawing.layout, "parts": list(drawing.parts), "pointPart": part_of,
         "edges": [[local[int(a)], local[int(b)]] for a, b in drawing.edges],
