@@ -79,6 +79,24 @@ def fingerprint(path: Path) -> str:
     return "missing"
 
 
+def output_fingerprint(path: Path, *, skip: tuple[Path, ...] = ()) -> str:
+    """`fingerprint` of a step's output, as the step left it: hidden entries (staging `.x.tmp-*` of a nested
+    output, checkpoint swaps) and the nested outputs of other steps in `skip` (pca-visualize's renders/ inside
+    pca-compute's folder) are left out, so that only a rewrite of the step's own files changes it."""
+    path = Path(path)
+    if not path.is_dir():
+        return fingerprint(path)
+    h = hashlib.sha256()
+    for p in sorted(path.rglob("*")):
+        rel = p.relative_to(path)
+        if any(part.startswith(".") for part in rel.parts) or any(p == s or s in p.parents for s in skip):
+            continue
+        if p.is_file():
+            st = p.stat()
+            h.update(f"{rel.as_posix()}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return "tree:" + h.hexdigest()
+
+
 def _jsonable(obj: Any) -> Any:
     if is_dataclass(obj) and not isinstance(obj, type):
         obj = asdict(obj)
@@ -111,6 +129,44 @@ def _git_sha() -> str | None:
     except (OSError, subprocess.SubprocessError):
         return None
     return res.stdout.strip() or None if res.returncode == 0 else None
+
+
+def _process_start(pid: int) -> int | None:
+    """When process `pid` started, in clock ticks since boot (Linux /proc), to tell a reused pid apart; None elsewhere."""
+    fields = _proc_stat(pid)
+    return int(fields[19]) if fields else None  # field 22 of proc(5); the list starts at field 3
+
+
+def _proc_stat(pid: int) -> list[str] | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat[stat.rindex(")") + 2 :].split()  # after "pid (comm) ": the name may hold spaces
+
+
+def _process_gone(entry: dict) -> bool:
+    """Whether the process of a `running` entry has certainly ended: it ran on this host, and its pid is
+    free, a zombie, or taken by a process that started at another time. A step of another host (a shared
+    disk) is never judged from here."""
+    pid = entry.get("pid")
+    if entry.get("host") != platform.node() or not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        pass  # alive, another user's
+    except OSError:
+        return False
+    fields = _proc_stat(pid)
+    if fields is None:
+        return False
+    if fields[0] in ("Z", "X"):
+        return True
+    start = entry.get("pid_start")
+    return start is not None and int(fields[19]) != start
 
 
 class RunDir:
@@ -166,11 +222,84 @@ class RunDir:
         return [s for s in self.read_manifest()["steps"] if command is None or s.get("command") == command]
 
     def last_ok(self, command: str, output: str | None = None) -> dict | None:
-        """The latest finished step of `command` (optionally the one that wrote `output`)."""
-        for s in reversed(self.steps(command)):
-            if s.get("status") == "ok" and (output is None or output in s.get("outputs", [])):
+        """The latest finished step of `command` (optionally the one whose files are at `output` now)."""
+        steps = self.read_manifest()["steps"]
+        memo: dict[str, str] = {}
+        for s in reversed(steps):
+            if s.get("command") != command or s.get("status") != "ok":
+                continue
+            if output is None or (output in s.get("outputs", []) and self.holds_output(s, output, steps, memo=memo)):
                 return s
         return None
+
+    def holds_output(self, entry: dict, rel: str, steps: list[dict] | None = None, *, memo: dict[str, str] | None = None) -> bool:
+        """Whether run_dir/rel still holds the files that the finished step `entry` wrote there.
+
+        A step records the fingerprint of each output it commits (`output_hashes`); the files belong to
+        it while the fingerprint on disk is that one. This holds under any interleaving of writers: two
+        steps on one output commit in either order, and only the one whose files are in place matches.
+        An entry from before output hashes (or an output it declared but never wrote) falls back to the
+        order of the manifest: it holds rel unless a later finished step wrote rel too.
+        `memo` (rel -> fingerprint) saves hashing an output twice within one look at the run.
+        """
+        steps = self.read_manifest()["steps"] if steps is None else steps
+        if entry.get("status") != "ok":
+            return False
+        recorded = (entry.get("output_hashes") or {}).get(rel)
+        if recorded is None:
+            idx = next((i for i, s in enumerate(steps) if s.get("id") == entry.get("id")), len(steps))
+            return not any(t.get("status") == "ok" and rel in t.get("outputs", []) for t in steps[idx + 1 :])
+        if memo is None:
+            memo = {}
+        if rel not in memo:
+            prefix = rel.rstrip("/") + "/"
+            nested = tuple(self.path(o) for s in steps for o in s.get("outputs", []) if o.startswith(prefix))
+            memo[rel] = output_fingerprint(self.path(rel), skip=nested)
+        return memo[rel] == recorded
+
+    def recover_dead_steps(self) -> list[dict]:
+        """Close the steps whose process died without finishing (SIGKILL, OOM killer, power loss).
+
+        A `running` entry whose process is gone on this host becomes `interrupted`, and what it left is
+        cleaned up: its staging `.<name>.tmp-<id>` folders are removed, an output it was swapping in
+        gets its previous files back, and a folder it set aside is put back unless it wrote something
+        in its place (a checkpoint to --resume from). Only files named by the dead step's id are
+        touched, so a live gx on the same run dir keeps working. Returns the entries it closed.
+        """
+        if not self.manifest_path.is_file():
+            return []
+        if not any(s.get("status") == "running" and _process_gone(s) for s in self.read_manifest()["steps"]):
+            return []  # the common case, without taking the lock
+        closed: list[dict] = []
+
+        def close(m: dict) -> None:
+            for s in m["steps"]:
+                if s.get("status") == "running" and _process_gone(s):
+                    self._clean_after(s)  # under the lock: a crash here leaves the entry running, to redo
+                    s["status"] = "interrupted"
+                    s["end"] = _now()
+                    s["error"] = (f"process {s.get('pid')} on {s.get('host')} ended without finishing the step "
+                                  "(killed?); its unfinished files were removed")
+                    closed.append(dict(s))
+
+        self.update_manifest(close)
+        return closed
+
+    def _clean_after(self, entry: dict) -> None:
+        sid = entry.get("id")
+        if not sid:
+            return
+        for rel in entry.get("outputs", []):
+            target = self.path(rel)
+            _remove(target.parent / f".{target.name}.tmp-{sid}")
+            old = target.parent / f".{target.name}.old-{sid}"
+            if old.exists() or old.is_symlink():
+                if target.exists() or target.is_symlink():
+                    _remove(old)
+                else:  # killed between the two renames of its commit: the previous files come back
+                    os.replace(old, target)
+        for rel, backup in (entry.get("set_aside") or {}).items():
+            _restore_aside(self.path(rel), self.path(backup), keep_new=True)
 
     # ---- steps ----------------------------------------------------------------------------
     def begin(
@@ -189,6 +318,7 @@ class RunDir:
         `inputs` are files or directories whose content goes into the cache key; `input_keys` are
         extra (name -> hash) entries, e.g. a dataset spec that is generated rather than read.
         """
+        self.recover_dead_steps()
         hashes: dict[str, str] = {}
         for p in inputs or []:
             p = Path(p)
@@ -204,23 +334,20 @@ class RunDir:
         return step
 
     def _find_cached(self, command: str, key: str, outputs: list[str]) -> dict | None:
-        """The finished step with this key, if its outputs are still the ones it wrote.
+        """The finished step with this key whose files are still the ones on disk (`holds_output`).
 
-        A later finished step that wrote any of the same outputs (another dataset or config into
-        the same folder) makes the earlier one stale, even though its paths still exist.
+        Another step that wrote the same output since (another dataset or config into the same folder,
+        or a concurrent writer that committed after this one) makes it stale, even though its paths exist.
         """
         steps = self.read_manifest()["steps"]
-        for i in range(len(steps) - 1, -1, -1):
-            s = steps[i]
+        if not all(self.path(o).exists() for o in outputs):
+            return None
+        memo: dict[str, str] = {}
+        for s in reversed(steps):
             if s.get("command") != command or s.get("cache_key") != key or s.get("status") != "ok":
                 continue
-            later = steps[i + 1 :]
-            overwritten = any(
-                t.get("status") == "ok" and set(t.get("outputs", [])) & set(s.get("outputs", [])) for t in later
-            )
-            if overwritten or not all(self.path(o).exists() for o in outputs):
-                return None
-            return s
+            if all(self.holds_output(s, o, steps, memo=memo) for o in outputs):
+                return s
         return None
 
 
@@ -240,6 +367,8 @@ class Step:
         self.metrics: dict[str, Any] = {}
         self.id = uuid.uuid4().hex[:12]
         self._staged: dict[str, Path] = {}
+        self._set_aside: dict[str, Path] = {}  # rel -> hidden backup of what was there (see set_aside)
+        self.output_hashes: dict[str, str] = {}  # rel -> output_fingerprint of what this step committed
         self._t0 = 0.0
 
     def stage(self, rel: str, *, is_dir: bool = True) -> Path:
@@ -265,8 +394,10 @@ class Step:
             "config": self.config,
             "versions": _versions(),
             "git_sha": _git_sha(),
+            # who runs the step: a later gx on this host tells a dead step from a live one by these
             "host": platform.node(),
             "pid": os.getpid(),
+            "pid_start": _process_start(os.getpid()),
             "start": _now(),
             "end": None,
             "duration_s": None,
@@ -282,25 +413,56 @@ class Step:
 
     def __exit__(self, exc_type, exc, tb) -> bool:
         ok = exc_type is None
+        interrupted = exc_type is not None and issubclass(exc_type, KeyboardInterrupt)
         try:
             if ok:
                 self._commit()
             else:
-                self._rollback()
+                self._rollback(interrupted=interrupted)
         except BaseException:
             self._rollback()
             self._finish("failed")
             raise
         if ok:
             self._finish("ok")
-        elif exc_type is not None and issubclass(exc_type, KeyboardInterrupt):
+        elif interrupted:
             self._finish("interrupted", error="interrupted")
         else:
             self._finish("failed", error=str(exc).splitlines()[0][:500] if str(exc) else exc_type.__name__)
         return False
 
+    def set_aside(self, rel: str) -> None:
+        """Move run_dir/rel (inside a declared output) out of the way until the step ends.
+
+        For a live directory that a step rewrites in place before its outputs are staged (a trainer's
+        checkpoints/, which must outlive a crash for --resume). A failed step puts the old one back;
+        a finished step drops it with the output it belonged to. An interrupted or killed step keeps
+        what it wrote when that is anything (its checkpoint, for --resume), else the old one comes back.
+        """
+        if self.entry is None:
+            raise RuntimeError("set_aside needs a started step (inside `with step:`)")
+        if not any(rel == o or rel.startswith(o.rstrip("/") + "/") for o in self.outputs):
+            raise ValueError(f"{rel!r} is not inside a declared output of this step ({self.outputs})")
+        target = self.run.path(rel)
+        if not (target.exists() or target.is_symlink()):
+            return
+        backup = target.parent / f".{target.name}.aside-{self.id}"
+        step_id, entry_rel = self.id, backup.relative_to(self.run.root).as_posix()
+
+        def record(m: dict) -> None:  # first in the manifest: a killed step's backup is found and put back
+            for s in m["steps"]:
+                if s.get("id") == step_id:
+                    s.setdefault("set_aside", {})[rel] = entry_rel
+
+        self.run.update_manifest(record)
+        os.replace(target, backup)
+        self._set_aside[rel] = backup
+
     def _commit(self) -> None:
         for rel, tmp in self._staged.items():
+            # Fingerprint the staged files before they move (a rename keeps sizes and mtimes): a step
+            # that commits to the same output a moment later cannot slip its files under this record.
+            self.output_hashes[rel] = output_fingerprint(tmp)
             target = self.run.path(rel)
             old = None
             if target.exists() or target.is_symlink():
@@ -309,18 +471,20 @@ class Step:
             os.replace(tmp, target)
             if old is not None:
                 shutil.rmtree(old) if old.is_dir() and not old.is_symlink() else old.unlink()
+        for backup in self._set_aside.values():  # still there when its output was not restaged
+            _remove(backup)
 
-    def _rollback(self) -> None:
+    def _rollback(self, *, interrupted: bool = False) -> None:
         for tmp in self._staged.values():
-            if tmp.is_dir():
-                shutil.rmtree(tmp, ignore_errors=True)
-            else:
-                tmp.unlink(missing_ok=True)
+            _remove(tmp)
+        for rel, backup in self._set_aside.items():
+            _restore_aside(self.run.path(rel), backup, keep_new=interrupted)
 
     def _finish(self, status: str, error: str | None = None) -> None:
         end = time.time()
         metrics = _jsonable(self.metrics)
         step_id = self.id
+        hashes = dict(self.output_hashes) if status == "ok" else {}
 
         def update(m: dict) -> None:
             for s in m["steps"]:
@@ -331,7 +495,28 @@ class Step:
                     s["metrics"] = metrics
                     if error:
                         s["error"] = error
+                    if hashes:
+                        s["output_hashes"] = hashes
                     if self.entry is not None:
                         self.entry.update(s)
 
         self.run.update_manifest(update)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def _restore_aside(target: Path, backup: Path, *, keep_new: bool) -> None:
+    """Put a set-aside backup back over target, or (keep_new, and target holds something) drop it."""
+    if not (backup.exists() or backup.is_symlink()):
+        return
+    holds_new = target.is_dir() and any(target.iterdir()) or target.is_file()
+    if keep_new and holds_new:
+        _remove(backup)
+        return
+    _remove(target)
+    os.replace(backup, target)
