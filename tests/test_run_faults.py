@@ -71,3 +71,122 @@ def test_racing_extracts_rerun_the_loser_and_report_the_winner(tmp_path, runner)
     meta = json.loads((run.root / "features" / "tiny-dinov2" / "meta.json").read_text())
     assert meta["pool"] == "mean" and meta["splits"]["train"]["images"] == 24
     assert "cached" in invoke(runner, *mean_args).output
+
+
+# ---- 3. a killed step: recognised as dead, its staging removed; SIGTERM exits 143 ------------------------------
+# Runs `gx extract-features` in a child process that stops after the first split is saved into the staging
+# folder, so the test can kill it at a known point (no sleeps racing the work).
+PAUSED_EXTRACT = """
+import pathlib, sys, time
+import gesture_cli.models.features as features
+ready, calls, extract_split = pathlib.Path(sys.argv[1]), [], features.extract_split
+def paused(*args, **kwargs):
+    calls.append(1)
+    if len(calls) == 2:  # split 1 is in the staging folder now
+        ready.write_text("ready")
+        time.sleep(300)
+    return extract_split(*args, **kwargs)
+features.extract_split = paused
+from gesture_cli.cli.app import app
+app(sys.argv[2:], prog_name="gx")
+"""
+
+
+def _start_paused_extract(tmp_path, run):
+    import subprocess
+    import sys
+    import time
+
+    from tests.conftest import REPO
+
+    ready = tmp_path / "ready"
+    proc = subprocess.Popen([sys.executable, "-c", PAUSED_EXTRACT, str(ready), *EXTRACT, "-r", str(run)], cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 120
+    while not ready.exists():
+        assert proc.poll() is None, proc.communicate()[0]
+        assert time.monotonic() < deadline, "the child never reached the pause"
+        time.sleep(0.05)
+    return proc
+
+
+def _debris(run) -> list[str]:
+    return sorted(p.name for p in (run / "features").iterdir() if ".tmp-" in p.name or ".old-" in p.name)
+
+
+def test_a_killed_step_is_closed_and_cleaned_by_the_next_look_at_the_run(tmp_path, runner):
+    run = tmp_path / "run"
+    proc = _start_paused_extract(tmp_path, run)
+    proc.kill()  # SIGKILL: no handler runs, the step stays "running" with its staging folder
+    proc.communicate()
+    (debris,) = _debris(run)
+    assert (run / "features" / debris / "train.safetensors").is_file()
+    assert RunDir(run).steps()[-1]["status"] == "running"
+
+    res = invoke(runner, "runs", "--root", run, "--json")  # listing the run closes the dead step
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.output)[0]["status"] == {"interrupted": 1}
+    (entry,) = RunDir(run).steps()
+    assert entry["status"] == "interrupted" and f"process {proc.pid}" in entry["error"]
+    assert _debris(run) == [] and not (run / "features" / "tiny-dinov2").exists()
+
+    res = invoke(runner, *EXTRACT, "-r", run)  # and the run dir is usable as if the kill never happened
+    assert res.exit_code == 0 and "cached" not in res.output, res.output
+
+
+def test_a_later_step_cleans_up_after_a_killed_one_but_never_after_a_live_one(tmp_path, runner):
+    run = tmp_path / "run"
+    proc = _start_paused_extract(tmp_path, run)
+    proc.kill()
+    proc.communicate()
+    live = RunDir(run).begin("other-step", config={}, outputs=["other"])
+    with live:  # a step of this (live) process, open while the next one starts
+        (live.stage("other") / "f").write_text("x")
+        res = invoke(runner, *EXTRACT, "--split", "train", "-r", run)
+        assert res.exit_code == 0, res.output
+        assert (run / f".other.tmp-{live.id}" / "f").is_file()  # untouched
+        assert [s["status"] for s in RunDir(run).steps()] == ["interrupted", "running", "ok"]
+    assert _debris(run) == [] and (run / "other" / "f").read_text() == "x"
+
+
+def test_sigterm_rolls_the_step_back_and_exits_143(tmp_path):
+    import signal
+
+    run = tmp_path / "run"
+    proc = _start_paused_extract(tmp_path, run)
+    proc.send_signal(signal.SIGTERM)
+    out = proc.communicate(timeout=60)[0]
+    assert proc.returncode == 143, out  # before: -15, killed by the signal with the step left running
+    assert "Terminated (SIGTERM)" in out and "Traceback" not in out
+    assert RunDir(run).steps()[-1]["status"] == "interrupted"
+    assert _debris(run) == []
+
+
+@pytest.mark.parametrize(("sig", "code"), [("SIGTERM", 143), ("SIGINT", 130)])
+def test_a_trainer_stopped_by_a_signal_exits_with_that_signals_code(tmp_path, sig, code):
+    import os
+    import signal
+
+    import torch
+
+    from gesture_cli.train.loop import TrainConfig, TrainingInterrupted, fit
+
+    class Toy:
+        x, y = torch.randn(32, 4), torch.randint(0, 2, (32,))
+
+        def __len__(self):
+            return 32
+
+        def get_batch(self, idx):
+            return self.x[idx], self.y[idx]
+
+    def kill_at_2(state):
+        if state.step == 2:
+            os.kill(os.getpid(), getattr(signal, sig))
+
+    model = torch.nn.Linear(4, 2)
+    with pytest.raises(TrainingInterrupted, match=sig) as err:
+        fit(model, train_data=Toy(), loss_fn=lambda m, b: torch.nn.functional.cross_entropy(m(b[0]), b[1]),
+            cfg=TrainConfig(epochs=2, batch_size=8, precision="fp32"), checkpoint_dir=tmp_path / "ck",
+            callbacks={"on_step_end": [kill_at_2]})
+    assert err.value.exit_code == code

@@ -7,7 +7,9 @@ or exits. `exit_code` follows DESIGN §2: 1 for runtime/data errors, 2 for usage
 from __future__ import annotations
 
 import difflib
+import errno
 from collections.abc import Iterable
+from pathlib import Path
 
 
 class GxError(Exception):
@@ -36,6 +38,33 @@ class ModelError(GxError):
 
 class DownloadError(GxError):
     """A download that failed, did not verify, or would be unsafe to unpack."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised as an exception by the CLI boundary so that an open step rolls back its staged
+    files and records `interrupted` instead of dying with them. Exit 143 (128 + 15), as the shell reports
+    a process that SIGTERM killed; Ctrl-C stays 130."""
+
+    exit_code = 143
+
+
+# errno values of a write the file system refused: no space or quota left, a file-size limit (ulimit -f),
+# no permission, a read-only mount
+_FULL = frozenset({errno.ENOSPC, errno.EFBIG, errno.EDQUOT})
+_REFUSED = frozenset({errno.EACCES, errno.EPERM, errno.EROFS})
+
+
+def write_error(exc: OSError, path: Path | str | None = None) -> GxError | None:
+    """A one-line GxError for a write the file system refused, naming the path (`path`, else the one the
+    OSError carries) and the cause; None for any other OSError."""
+    where = path if path is not None else exc.filename
+    at = f" {where}" if where else ""
+    why = exc.strerror or str(exc)
+    if exc.errno in _FULL:
+        return GxError(f"disk full or file-size limit while writing{at} ({why}); free space (or raise `ulimit -f`) and rerun")
+    if exc.errno in _REFUSED:
+        return GxError(f"cannot write{at} ({why}); make it writable or write somewhere else (--run-dir, --output)")
+    return None
 
 
 def did_you_mean(name: str, choices: Iterable[str]) -> str:

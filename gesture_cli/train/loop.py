@@ -123,10 +123,17 @@ class BatchSource(Protocol):
 class TrainingInterrupted(GxError, KeyboardInterrupt):
     """Training stopped by a signal or a stop request after saving last/; rerun with --resume.
 
-    A KeyboardInterrupt too, so that a RunDir step records it as `interrupted`, not `failed`.
+    A KeyboardInterrupt too, so that a RunDir step records it as `interrupted`, not `failed`. The exit
+    code follows the shell's 128 + signal: 143 after SIGTERM (a scheduler's or a cloud's stop), 130
+    after Ctrl-C or a stop request.
     """
 
     exit_code = 130
+
+    def __init__(self, message: str, *, signum: int | None = None):
+        super().__init__(message)
+        if signum is not None:
+            self.exit_code = 128 + int(signum)
 
 
 @dataclass
@@ -151,6 +158,7 @@ class FitState:
     resumed_from: int | None = None  # step of the checkpoint this run resumed from
     stopped_early: bool = False
     stop_reason: str | None = None
+    stop_signal: int | None = None  # the signal that asked for the stop (sets the exit code), if any
     finished: bool = False
     log: list[dict[str, Any]] = field(default_factory=list)
     is_main: bool = True
@@ -266,6 +274,8 @@ def _stop_on_signals(state: FitState):
         name = signal.Signals(signum).name
         if signum == signal.SIGINT and state.stop_reason is not None:
             raise KeyboardInterrupt
+        if state.stop_reason is None:
+            state.stop_signal = signum
         state.request_stop(f"{name} received")
 
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -534,7 +544,8 @@ def fit(
                     acc.wait_for_everyone()
                     raise TrainingInterrupted(
                         f"training stopped at step {state.step}/{total} ({state.stop_reason}); "
-                        f"checkpoint saved to {last_dir}; rerun the same command with --resume to continue"
+                        f"checkpoint saved to {last_dir}; rerun the same command with --resume to continue",
+                        signum=state.stop_signal,
                     )
                 if done or state.stopped_early:
                     break
