@@ -190,3 +190,96 @@ def test_a_trainer_stopped_by_a_signal_exits_with_that_signals_code(tmp_path, si
             cfg=TrainConfig(epochs=2, batch_size=8, precision="fp32"), checkpoint_dir=tmp_path / "ck",
             callbacks={"on_step_end": [kill_at_2]})
     assert err.value.exit_code == code
+
+
+# ---- 4. a full disk during `--force`: the old run survives, the error names the file ------------------------
+LORA = ["lora-train", "--backbone", "tiny-dinov3", "--dataset", "synthetic-hands", "--image-size", "32", "--max-samples", "48",
+        "--batch-size", "8", "--epochs", "1", "--precision", "fp32", "--device", "cpu"]
+
+
+def _tree(root) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_a_full_disk_during_force_keeps_the_old_run_and_names_the_file(tmp_path, runner):
+    import resource
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    run = tmp_path / "run"
+    res = invoke(runner, *LORA, "-r", run)
+    assert res.exit_code == 0, res.output
+    before = _tree(run / "lora")
+    assert {"tiny-dinov3/checkpoints/last/optimizer.safetensors", "tiny-dinov3/checkpoints/best/model.safetensors",
+            "tiny-dinov3/checkpoints/train_log.csv", "tiny-dinov3/head.safetensors"} <= set(before)
+
+    def file_size_limit():  # as `ulimit -f 40`: the 57 kB optimizer state of checkpoints/last cannot be written
+        resource.setrlimit(resource.RLIMIT_FSIZE, (40_000, resource.RLIM_INFINITY))
+
+    proc = subprocess.run([sys.executable, "-m", "gesture_cli", *LORA, "--force", "-r", str(run)], cwd=REPO, capture_output=True,
+                          text=True, timeout=300, preexec_fn=file_size_limit)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr
+    (err,) = [line for line in proc.stderr.splitlines() if line.startswith("Error:")]
+    assert err.startswith(f"Error: disk full or file-size limit while writing {run}/lora/tiny-dinov3/checkpoints/"), err
+    assert "optimizer.safetensors (File too large)" in err
+    assert _tree(run / "lora") == before  # before the fix: checkpoints/last was gone and best/ + the log were the new run's
+    assert [s["status"] for s in RunDir(run).steps()] == ["ok", "failed"]
+    assert not [p for p in run.rglob(".*") if p.name != ".run.json.lock"]  # nothing half-written left behind
+
+
+def _aside_step(run: RunDir, outcome: str, *, write_new: bool = True):
+    step = run.begin("t", config={"n": outcome}, outputs=["o"], force=True)
+    with step:
+        step.set_aside("o/ck")
+        (run.path("o", "ck")).mkdir()
+        if write_new:
+            (run.path("o", "ck", "new")).write_text(outcome)
+        if outcome == "fail":
+            raise OSError(28, "No space left on device")
+        if outcome == "interrupt":
+            raise KeyboardInterrupt
+        (step.stage("o") / "ck").mkdir()
+
+
+@pytest.mark.parametrize(("outcome", "write_new", "left"), [
+    ("fail", True, ["old"]),  # a failed run: the old folder comes back
+    ("interrupt", True, ["new"]),  # an interrupted run keeps what it wrote (a checkpoint to --resume from)
+    ("interrupt", False, ["old"]),  # ... unless it wrote nothing
+])
+def test_set_aside_folder_comes_back_unless_the_step_finished_or_left_something(tmp_path, outcome, write_new, left):
+    run = RunDir(tmp_path / "r")
+    first = run.begin("t", config={}, outputs=["o"])
+    with first:
+        staged = first.stage("o")
+        (staged / "ck").mkdir()
+        (staged / "ck" / "old").write_text("old")
+    with pytest.raises((OSError, KeyboardInterrupt)):
+        _aside_step(run, outcome, write_new=write_new)
+    assert sorted(p.name for p in run.path("o", "ck").iterdir()) == left
+    assert sorted(p.name for p in run.path("o").iterdir()) == ["ck"]  # no .ck.aside-* left
+
+
+def test_a_killed_step_gets_its_set_aside_folder_back(tmp_path):
+    run = RunDir(tmp_path / "r")
+    first = run.begin("t", config={}, outputs=["o"])
+    with first:
+        (first.stage("o") / "ck").mkdir()
+    (run.path("o", "ck", "old")).write_text("old")
+    dead = run.begin("t", config={"n": 2}, outputs=["o"])
+    dead.__enter__()
+    dead.set_aside("o/ck")  # and then the process "dies": its entry names another, finished process
+    run.update_manifest(lambda m: m["steps"][-1].update(pid=_finished_pid(), pid_start=None))
+    (closed,) = run.recover_dead_steps()
+    assert closed["id"] == dead.id and run.steps()[-1]["status"] == "interrupted"
+    assert sorted(p.name for p in run.path("o").iterdir()) == ["ck"] and run.path("o", "ck", "old").read_text() == "old"
+
+
+def _finished_pid() -> int:
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True)
+    return int(proc.stdout)

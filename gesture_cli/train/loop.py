@@ -628,7 +628,10 @@ def _write_log(path: Path, rows: list[dict[str, Any]]) -> None:
 
 
 def _clear_dir(directory: Path) -> None:
-    """A fresh run starts from an empty checkpoint dir (old best/ or log rows would mislead)."""
+    """A fresh run starts from an empty checkpoint dir (old best/ or log rows would mislead).
+
+    The gx trainers set the previous run's checkpoints aside first (train.common.set_aside_checkpoints),
+    so that a run that fails keeps them; what is removed here is only what a caller left in place."""
     import shutil
 
     if directory.exists():
