@@ -8,7 +8,7 @@ import json
 import pytest
 
 from gesture_cli.core.rundir import RunDir
-from tests.conftest import invoke
+from tests.conftest import invoke, one_line_error
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -283,3 +283,55 @@ def _finished_pid() -> int:
 
     proc = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True)
     return int(proc.stdout)
+
+
+# ---- 5. guidance instead of raw exception text -----------------------------------------------------------------
+def test_a_run_dir_that_is_a_file_or_inside_one_is_a_usage_error(tmp_path, runner):
+    f = tmp_path / "f"
+    f.write_text("not a folder")
+    res = invoke(runner, *EXTRACT, "-r", f)  # before: FileExistsError
+    one_line_error(res, 2, f"run dir {f} is a file, not a folder; pass a folder to -r/--run-dir")
+    res = invoke(runner, *EXTRACT, "-r", f / "run")  # before: NotADirectoryError
+    one_line_error(res, 2, f"run dir {f / 'run'} is inside {f}, which is a file, not a folder")
+    assert f.read_text() == "not a folder"
+
+
+def test_a_read_only_run_dir_says_so(tmp_path, runner, monkeypatch):
+    import errno
+    import os
+
+    from filelock import FileLock
+
+    run = tmp_path / "run"
+    run.mkdir()
+    if os.geteuid() == 0:  # root writes anywhere: make the lock file fail as it does for a user in a 0555 folder
+        def refuse(self, *args, **kwargs):
+            raise PermissionError(errno.EACCES, "Permission denied", self.lock_file)
+
+        monkeypatch.setattr(FileLock, "acquire", refuse)
+    else:
+        run.chmod(0o555)
+    try:
+        res = invoke(runner, *EXTRACT, "--max-samples", "4", "-r", run)  # before: PermissionError ... .run.json.lock
+    finally:
+        run.chmod(0o755)
+    one_line_error(res, 1, f"run dir {run} is not writable (Permission denied); make it writable (chmod u+w) or pass another -r/--run-dir")
+
+
+def test_a_local_backbone_with_a_pickled_checkpoint_names_the_file(tmp_path, runner):
+    import pickle
+
+    from gesture_cli.models.backbones import _tiny_vit
+
+    model_dir = tmp_path / "my-vit"
+    _tiny_vit().config.save_pretrained(model_dir)
+
+    class RunsCode:  # what torch's weights-only loader refuses: a pickle that would call a function
+        def __reduce__(self):
+            return (print, ("unpickled",))
+
+    (model_dir / "pytorch_model.bin").write_bytes(pickle.dumps({"w": RunsCode()}))
+    res = invoke(runner, "extract-features", "--backbone", model_dir, "--dataset", "synthetic-hands", "--image-size", "32",
+                 "--max-samples", "4", "-r", tmp_path / "run")
+    one_line_error(res, 1, f"{model_dir / 'pytorch_model.bin'}: pickled PyTorch weights that hold more than tensors; gx does not unpickle them")
+    assert "unpickled" not in res.output and "In PyTorch 2.6" not in res.output  # no code ran, no torch text

@@ -19,6 +19,7 @@ under a file lock and written atomically, so parallel `gx` processes never lose 
 from __future__ import annotations
 
 import datetime as _dt
+import errno
 import hashlib
 import json
 import os
@@ -36,7 +37,7 @@ from filelock import FileLock
 
 from gesture_cli import __version__
 from gesture_cli.core.artifacts import atomic_write_text
-from gesture_cli.core.errors import ArtifactError
+from gesture_cli.core.errors import ArtifactError, GxError, UsageError, write_error
 
 MANIFEST_SCHEMA = 1
 DEFAULT_RUN_DIR = "runs/default"
@@ -188,8 +189,27 @@ class RunDir:
         return self.root.joinpath(*parts)
 
     def ensure(self) -> RunDir:
-        self.root.mkdir(parents=True, exist_ok=True)
+        self._refuse_a_file()
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise self._unwritable(exc) from None
         return self
+
+    def _refuse_a_file(self) -> None:
+        """--run-dir must be a folder, or a path whose nearest existing part is one."""
+        for p in (self.root, *self.root.parents):
+            if p.exists():
+                if not p.is_dir():
+                    what = "is a file" if p == self.root else f"is inside {p}, which is a file"
+                    raise UsageError(f"run dir {self.root} {what}, not a folder; pass a folder to -r/--run-dir")
+                return
+
+    def _unwritable(self, exc: OSError) -> GxError:
+        refused = write_error(exc)
+        if refused is None or exc.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
+            return refused or GxError(f"run dir {self.root}: {exc.strerror or exc}; pass another -r/--run-dir")
+        return GxError(f"run dir {self.root} is not writable ({exc.strerror}); make it writable (chmod u+w) or pass another -r/--run-dir")
 
     # ---- manifest -------------------------------------------------------------------------
     def read_manifest(self) -> dict:
@@ -209,7 +229,11 @@ class RunDir:
     def update_manifest(self, fn) -> dict:
         """Apply fn(manifest) -> None under the lock and write the result atomically."""
         self.ensure()
-        with self._lock:
+        try:
+            self._lock.acquire()
+        except OSError as exc:  # a read-only run dir: the lock file cannot be created
+            raise self._unwritable(exc) from None
+        try:
             data = self.read_manifest()
             if not data.get("created"):
                 data["created"] = _now()
@@ -217,6 +241,8 @@ class RunDir:
             fn(data)
             atomic_write_text(self.manifest_path, json.dumps(data, indent=2, default=str) + "\n")
             return data
+        finally:
+            self._lock.release()
 
     def steps(self, command: str | None = None) -> list[dict]:
         return [s for s in self.read_manifest()["steps"] if command is None or s.get("command") == command]
@@ -318,6 +344,7 @@ class RunDir:
         `inputs` are files or directories whose content goes into the cache key; `input_keys` are
         extra (name -> hash) entries, e.g. a dataset spec that is generated rather than read.
         """
+        self._refuse_a_file()  # before any work: a step cannot record itself in a file
         self.recover_dead_steps()
         hashes: dict[str, str] = {}
         for p in inputs or []:
