@@ -335,3 +335,46 @@ def test_a_local_backbone_with_a_pickled_checkpoint_names_the_file(tmp_path, run
                  "--max-samples", "4", "-r", tmp_path / "run")
     one_line_error(res, 1, f"{model_dir / 'pytorch_model.bin'}: pickled PyTorch weights that hold more than tensors; gx does not unpickle them")
     assert "unpickled" not in res.output and "In PyTorch 2.6" not in res.output  # no code ran, no torch text
+
+
+# ---- 2. an unreadable table next to a .pose file, or one folder up, is skipped with a note ---------------------
+def _pose_with_bad_neighbours(tmp_path):
+    from pose_format.utils.generic import fake_openpose_pose
+
+    clip = tmp_path / "data" / "signs" / "clip.pose"
+    clip.parent.mkdir(parents=True)
+    with clip.open("wb") as f:
+        fake_openpose_pose(10).write(f)
+    (clip.parent.parent / "other.tsv").write_bytes(b"id\ttext\n\xff\xfe binary junk\n")  # one folder up, not UTF-8
+    (clip.parent / "big.csv").write_text("name,text\nx," + "y" * 200_000 + "\n")  # beside it, a field over csv's limit
+    (clip.parent / "labels.csv").write_text("name,text\nclip,hello world\n")  # the table that names the file
+    (clip.parent / "named.csv").write_bytes(b"name,text\nclip,\xff\n")  # names the file, cannot be read: the note
+    return clip
+
+
+def test_unrelated_unreadable_tables_beside_a_pose_file_are_skipped(tmp_path, runner):
+    from gesture_cli.data.pose import make_pose_dataset
+
+    clip = _pose_with_bad_neighbours(tmp_path)
+    ds = make_pose_dataset(f"pose:{clip}")  # what pose-render, pose-convert and infer translate --input read
+    (sample,) = ds.samples
+    assert sample.text == "hello world"  # before: DataError on other.tsv (undecodable) or csv.Error on big.csv
+    (note,) = ds.skipped
+    assert note.startswith(f"label table not read: {clip.parent / 'named.csv'}: cannot read the label table")
+
+    res = invoke(runner, "pose-render", clip, "--png", tmp_path / "sheet.png")
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "sheet.png").is_file() and f"Skipped: label table not read: {clip.parent / 'named.csv'}" in res.output
+    res = invoke(runner, "pose-convert", clip, "-o", tmp_path / "converted")
+    assert res.exit_code == 0, res.output
+    assert "hello world" in (tmp_path / "converted" / "index.jsonl").read_text()
+
+
+def test_an_unreadable_table_in_a_pose_folder_is_a_note_not_the_end(tmp_path):
+    from gesture_cli.data.pose import make_pose_dataset
+
+    clip = _pose_with_bad_neighbours(tmp_path)
+    ds = make_pose_dataset(f"pose:{clip.parent}")
+    assert [s.text for s in ds.samples] == ["hello world"]
+    assert sorted(k.split(": cannot")[0] for k in ds.skipped) == [  # each one that cannot be read is named
+        f"label table not read: {clip.parent / 'big.csv'}", f"label table not read: {clip.parent / 'named.csv'}"]
