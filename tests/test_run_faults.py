@@ -378,3 +378,18 @@ def test_an_unreadable_table_in_a_pose_folder_is_a_note_not_the_end(tmp_path):
     assert [s.text for s in ds.samples] == ["hello world"]
     assert sorted(k.split(": cannot")[0] for k in ds.skipped) == [  # each one that cannot be read is named
         f"label table not read: {clip.parent / 'big.csv'}", f"label table not read: {clip.parent / 'named.csv'}"]
+
+
+def test_a_nested_output_of_another_step_keeps_the_outer_step_cached(tmp_path):
+    """pca-visualize writes pca/<backbone>/renders/*.mp4 inside pca-compute's folder: that is no rewrite of
+    pca-compute's own files, so its cache (and its credit in the report) stays."""
+    run = RunDir(tmp_path / "r")
+    outer = run.begin("compute", config={}, outputs=["pca/b"])
+    with outer:
+        (outer.stage("pca/b") / "pca.json").write_text("{}")
+    inner = run.begin("visualize", config={}, outputs=["pca/b/renders/v.mp4"])
+    with inner:
+        inner.stage("pca/b/renders/v.mp4", is_dir=False).write_bytes(b"mp4")
+    assert run.begin("compute", config={}, outputs=["pca/b"]).cached
+    (tmp_path / "r" / "pca" / "b" / "pca.json").write_text('{"edited": 1}')  # a rewrite of its own file does count
+    assert not run.begin("compute", config={}, outputs=["pca/b"]).cached
