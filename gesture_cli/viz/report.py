@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from gesture_cli.core.artifacts import atomic_write_text
-from gesture_cli.core.errors import UsageError
+from gesture_cli.core.errors import GxError, UsageError
 from gesture_cli.core.rundir import RunDir
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".gif", ".webp")
@@ -464,7 +464,10 @@ def write_report(run_dir: Path | None, output: Path | None = None) -> tuple[Path
     run = RunDir(run_dir)
     if not run.manifest_path.is_file():
         raise UsageError(f"{run.root}: not a run directory (no run.json); run a gx command with -r {run.root} first")
-    run.recover_dead_steps()  # a killed step is shown as interrupted, not as running forever
+    try:
+        run.recover_dead_steps()  # a killed step is shown as interrupted, not as running forever
+    except (OSError, GxError):
+        pass  # a run dir this user cannot write is still reported (with -o elsewhere), as it is
     page = build_report(run)
     out = Path(output) if output else run.root / "report.html"
     out.parent.mkdir(parents=True, exist_ok=True)
