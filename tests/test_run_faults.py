@@ -393,3 +393,24 @@ def test_a_nested_output_of_another_step_keeps_the_outer_step_cached(tmp_path):
     assert run.begin("compute", config={}, outputs=["pca/b"]).cached
     (tmp_path / "r" / "pca" / "b" / "pca.json").write_text('{"edited": 1}')  # a rewrite of its own file does count
     assert not run.begin("compute", config={}, outputs=["pca/b"]).cached
+
+
+def test_a_refused_write_deep_in_a_library_is_still_one_line(tmp_path, runner, monkeypatch):
+    """The CLI boundary maps what atomic writes do not see (a library's own writes): the path when the OSError
+    carries one, the cause always."""
+    import errno
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "lib.bin"))
+
+    monkeypatch.setattr("gesture_cli.core.artifacts.save_tensors", full)  # extract imports it when it runs
+    res = invoke(runner, *EXTRACT, "--max-samples", "4", "-r", tmp_path / "run")
+    one_line_error(res, 1, f"Error: disk full or file-size limit while writing {tmp_path / 'lib.bin'} (No space left on device); "
+                           "free space (or raise `ulimit -f`) and rerun")
+    assert not [p for p in (tmp_path / "run").rglob("*") if ".tmp-" in p.name]
+
+    from gesture_cli.core.errors import write_error
+
+    assert str(write_error(OSError(errno.EFBIG, "File too large"))).startswith("disk full or file-size limit while writing a file (File too large)")
+    assert str(write_error(OSError(errno.EROFS, "Read-only file system", "/mnt/x"))).startswith("cannot write /mnt/x (Read-only file system)")
+    assert write_error(OSError(errno.ENOENT, "No such file or directory")) is None

@@ -58,7 +58,7 @@ def write_error(exc: OSError, path: Path | str | None = None) -> GxError | None:
     """A one-line GxError for a write the file system refused, naming the path (`path`, else the one the
     OSError carries) and the cause; None for any other OSError."""
     where = path if path is not None else exc.filename
-    at = f" {where}" if where else ""
+    at = f" {where}" if where else " a file"
     why = exc.strerror or str(exc)
     if exc.errno in _FULL:
         return GxError(f"disk full or file-size limit while writing{at} ({why}); free space (or raise `ulimit -f`) and rerun")
