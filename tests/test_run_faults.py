@@ -414,3 +414,27 @@ def test_a_refused_write_deep_in_a_library_is_still_one_line(tmp_path, runner, m
     assert str(write_error(OSError(errno.EFBIG, "File too large"))).startswith("disk full or file-size limit while writing a file (File too large)")
     assert str(write_error(OSError(errno.EROFS, "Read-only file system", "/mnt/x"))).startswith("cannot write /mnt/x (Read-only file system)")
     assert write_error(OSError(errno.ENOENT, "No such file or directory")) is None
+
+
+@pytest.mark.slow
+def test_infer_translate_input_reads_past_an_unreadable_table(tmp_path, runner, real_data):
+    """The third command of the issue, end to end: a translator trained from scratch in seconds (what it says does
+    not matter) reads a real MediaPipe .pose file whose folder and parent hold tables that cannot be read."""
+    import shutil
+
+    enc = [a for o in ("d_model=32", "n_layers=1", "n_heads=2", "gcn_dims=16") for a in ("--encoder-opt", o)]
+    data = [a for o in ("train_size=16", "val_size=4", "test_size=4") for a in ("--dataset-opt", o)]
+    run = tmp_path / "run"
+    res = invoke(runner, "pose-finetune", "--dataset", "synthetic-signs", *data, *enc, "--text-model", "tiny-umt5", "--epochs", "1",
+                 "--batch-size", "8", "--max-frames", "16", "--precision", "fp32", "--device", "cpu", "-r", run)
+    assert res.exit_code == 0, res.output
+    clip = tmp_path / "data" / "signs" / "pizza.pose"
+    clip.parent.mkdir(parents=True)
+    shutil.copy(real_data / "sign_pose" / "sgg_lexicon" / "sgg" / "pizza.pose", clip)
+    (clip.parent.parent / "other.tsv").write_bytes(b"id\ttext\n\xff\xfe junk\n")  # before: the whole command failed on it
+    (clip.parent / "named.csv").write_bytes(b"name,text\npizza,\xff\n")
+    res = invoke(runner, "infer", "translate", "--input", clip, "-r", run, "--device", "cpu")
+    assert res.exit_code == 0, res.output
+    assert f"Skipped: label table not read: {clip.parent / 'named.csv'}: cannot read the label table" in res.output
+    assert "other.tsv" not in res.output  # it does not name the file: never read
+    assert json.loads((run / "infer" / "translate.json").read_text())["n"] == 1
