@@ -14,6 +14,14 @@ On success every staged output is renamed into place (replacing an older one) an
 entry becomes `ok`; on an exception (Ctrl-C included) the staged files are deleted, what was in place
 before is untouched, and the entry becomes `failed` or `interrupted`. `run.json` is only changed
 under a file lock and written atomically, so parallel `gx` processes never lose an entry.
+
+The cache follows the files: a finished entry records the fingerprint of each output it committed
+(`output_hashes`), and a cache hit, `last_ok` and the report accept it only while that output on disk
+still has that fingerprint (`holds_output`), whatever order racing writers started or finished in.
+A running entry records its pid, host and process start time; the next `begin()` (and `gx runs`,
+`gx report`) closes entries whose process died on this host and removes their staging
+(`recover_dead_steps`). `step.set_aside(rel)` moves a live folder (a trainer's checkpoints/) out of the
+way until the step ends, so that a failed step leaves the old one in place.
 """
 
 from __future__ import annotations
