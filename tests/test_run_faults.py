@@ -73,6 +73,23 @@ def test_racing_extracts_rerun_the_loser_and_report_the_winner(tmp_path, runner)
     assert "cached" in invoke(runner, *mean_args).output
 
 
+def test_a_copied_run_keeps_its_cache_and_report(tmp_path, runner):
+    """Outputs are recorded by content: a copy that does not keep mtimes (cp, an archive with whole-second
+    times) is still the same result, a cache hit, and credited in the report."""
+    import shutil
+
+    from gesture_cli.viz.report import current_steps
+
+    res = invoke(runner, *EXTRACT, "--max-samples", "8", "-r", tmp_path / "a")
+    assert res.exit_code == 0, res.output
+    shutil.copytree(tmp_path / "a", tmp_path / "b", copy_function=shutil.copy)  # new mtimes
+    a, b = (tmp_path / x / "features" / "tiny-dinov2" / "meta.json" for x in "ab")
+    assert a.stat().st_mtime_ns != b.stat().st_mtime_ns
+    assert [s["command"] for s in current_steps(RunDir(tmp_path / "b"))] == ["extract-features"]
+    res = invoke(runner, *EXTRACT, "--max-samples", "8", "-r", tmp_path / "b")
+    assert res.exit_code == 0 and "cached" in res.output, res.output
+
+
 # ---- 3. a killed step: recognised as dead, its staging removed; SIGTERM exits 143 ------------------------------
 # Runs `gx extract-features` in a child process that stops after the first split is saved into the staging
 # folder, so the test can kill it at a known point (no sleeps racing the work).

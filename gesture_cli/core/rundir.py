@@ -15,9 +15,9 @@ entry becomes `ok`; on an exception (Ctrl-C included) the staged files are delet
 before is untouched, and the entry becomes `failed` or `interrupted`. `run.json` is only changed
 under a file lock and written atomically, so parallel `gx` processes never lose an entry.
 
-The cache follows the files: a finished entry records the fingerprint of each output it committed
+The cache follows the files: a finished entry records the content hash of each output it committed
 (`output_hashes`), and a cache hit, `last_ok` and the report accept it only while that output on disk
-still has that fingerprint (`holds_output`), whatever order racing writers started or finished in.
+still has that content (`holds_output`), whatever order racing writers started or finished in.
 A running entry records its pid, host and process start time; the next `begin()` (and `gx runs`,
 `gx report`) closes entries whose process died on this host and removes their staging
 (`recover_dead_steps`). `step.set_aside(rel)` moves a live folder (a trainer's checkpoints/) out of the
@@ -88,22 +88,41 @@ def fingerprint(path: Path) -> str:
     return "missing"
 
 
-def output_fingerprint(path: Path, *, skip: tuple[Path, ...] = ()) -> str:
-    """`fingerprint` of a step's output, as the step left it: hidden entries (staging `.x.tmp-*` of a nested
-    output, checkpoint swaps) and the nested outputs of other steps in `skip` (pca-visualize's renders/ inside
-    pca-compute's folder) are left out, so that only a rewrite of the step's own files changes it."""
-    path = Path(path)
+def _output_files(path: Path, skip: tuple[Path, ...]) -> list[tuple[str, Path]]:
+    """(relative name, path) of the files that make up a step's output, sorted. Hidden entries (staging
+    `.x.tmp-*` of a nested output, a folder set aside) and the nested outputs of other steps in `skip`
+    (pca-visualize's renders inside pca-compute's folder) are left out: they are not this step's files."""
+    if path.is_file():
+        return [("", path)]
     if not path.is_dir():
-        return fingerprint(path)
-    h = hashlib.sha256()
+        return []
+    out = []
     for p in sorted(path.rglob("*")):
         rel = p.relative_to(path)
         if any(part.startswith(".") for part in rel.parts) or any(p == s or s in p.parents for s in skip):
             continue
         if p.is_file():
-            st = p.stat()
-            h.update(f"{rel.as_posix()}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
-    return "tree:" + h.hexdigest()
+            out.append((rel.as_posix(), p))
+    return out
+
+
+def output_hash(path: Path, *, skip: tuple[Path, ...] = ()) -> str:
+    """The content hash of a step's output (a file, or a folder's files by name): what a step records of
+    each output it commits. A copy of the run (`gx runs export`/`import`, cp, rsync) keeps it."""
+    h = hashlib.sha256()
+    for rel, p in _output_files(Path(path), skip):
+        h.update(f"{rel}\0{hash_file(p)}\n".encode())
+    return "sha256:" + h.hexdigest() if Path(path).exists() else "missing"
+
+
+def output_stat(path: Path, *, skip: tuple[Path, ...] = ()) -> str:
+    """Names, sizes and mtimes of a step's output: a cheap check that the files are still the very ones a
+    step committed (a rename keeps them), so that `output_hash` is only computed when they are not."""
+    h = hashlib.sha256()
+    for rel, p in _output_files(Path(path), skip):
+        st = p.stat()
+        h.update(f"{rel}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return "stat:" + h.hexdigest()
 
 
 def _jsonable(obj: Any) -> Any:
@@ -258,7 +277,7 @@ class RunDir:
     def last_ok(self, command: str, output: str | None = None) -> dict | None:
         """The latest finished step of `command` (optionally the one whose files are at `output` now)."""
         steps = self.read_manifest()["steps"]
-        memo: dict[str, str] = {}
+        memo: dict[str, dict] = {}
         for s in reversed(steps):
             if s.get("command") != command or s.get("status") != "ok":
                 continue
@@ -266,15 +285,15 @@ class RunDir:
                 return s
         return None
 
-    def holds_output(self, entry: dict, rel: str, steps: list[dict] | None = None, *, memo: dict[str, str] | None = None) -> bool:
+    def holds_output(self, entry: dict, rel: str, steps: list[dict] | None = None, *, memo: dict[str, dict] | None = None) -> bool:
         """Whether run_dir/rel still holds the files that the finished step `entry` wrote there.
 
-        A step records the fingerprint of each output it commits (`output_hashes`); the files belong to
-        it while the fingerprint on disk is that one. This holds under any interleaving of writers: two
-        steps on one output commit in either order, and only the one whose files are in place matches.
-        An entry from before output hashes (or an output it declared but never wrote) falls back to the
-        order of the manifest: it holds rel unless a later finished step wrote rel too.
-        `memo` (rel -> fingerprint) saves hashing an output twice within one look at the run.
+        A step records the content hash of each output it commits (`output_hashes`, with `output_stats`
+        as a fast path); the files belong to it while the output on disk has that content. This holds
+        under any interleaving of writers: two steps on one output commit in either order, and only
+        the one whose files are in place matches. An entry from before output hashes (or an output it
+        declared but never wrote) falls back to the order of the manifest: it holds rel unless a later
+        finished step wrote rel too. `memo` saves looking at an output twice within one look at the run.
         """
         steps = self.read_manifest()["steps"] if steps is None else steps
         if entry.get("status") != "ok":
@@ -283,13 +302,16 @@ class RunDir:
         if recorded is None:
             idx = next((i for i, s in enumerate(steps) if s.get("id") == entry.get("id")), len(steps))
             return not any(t.get("status") == "ok" and rel in t.get("outputs", []) for t in steps[idx + 1 :])
-        if memo is None:
-            memo = {}
-        if rel not in memo:
+        seen = (memo if memo is not None else {}).setdefault(rel, {})
+        if "skip" not in seen:
             prefix = rel.rstrip("/") + "/"
-            nested = tuple(self.path(o) for s in steps for o in s.get("outputs", []) if o.startswith(prefix))
-            memo[rel] = output_fingerprint(self.path(rel), skip=nested)
-        return memo[rel] == recorded
+            seen["skip"] = tuple(self.path(o) for s in steps for o in s.get("outputs", []) if o.startswith(prefix))
+            seen["stat"] = output_stat(self.path(rel), skip=seen["skip"])
+        if seen["stat"] == (entry.get("output_stats") or {}).get(rel):
+            return True  # the very files the step committed: no need to read them
+        if "hash" not in seen:
+            seen["hash"] = output_hash(self.path(rel), skip=seen["skip"])
+        return seen["hash"] == recorded
 
     def recover_dead_steps(self) -> list[dict]:
         """Close the steps whose process died without finishing (SIGKILL, OOM killer, power loss).
@@ -377,7 +399,7 @@ class RunDir:
         steps = self.read_manifest()["steps"]
         if not all(self.path(o).exists() for o in outputs):
             return None
-        memo: dict[str, str] = {}
+        memo: dict[str, dict] = {}
         for s in reversed(steps):
             if s.get("command") != command or s.get("cache_key") != key or s.get("status") != "ok":
                 continue
@@ -403,7 +425,8 @@ class Step:
         self.id = uuid.uuid4().hex[:12]
         self._staged: dict[str, Path] = {}
         self._set_aside: dict[str, Path] = {}  # rel -> hidden backup of what was there (see set_aside)
-        self.output_hashes: dict[str, str] = {}  # rel -> output_fingerprint of what this step committed
+        self.output_hashes: dict[str, str] = {}  # rel -> output_hash of what this step committed
+        self.output_stats: dict[str, str] = {}  # rel -> output_stat of the same files (holds_output's fast path)
         self._t0 = 0.0
 
     def stage(self, rel: str, *, is_dir: bool = True) -> Path:
@@ -495,9 +518,10 @@ class Step:
 
     def _commit(self) -> None:
         for rel, tmp in self._staged.items():
-            # Fingerprint the staged files before they move (a rename keeps sizes and mtimes): a step
+            # Hash the staged files before they move (a rename keeps contents, sizes and mtimes): a step
             # that commits to the same output a moment later cannot slip its files under this record.
-            self.output_hashes[rel] = output_fingerprint(tmp)
+            self.output_hashes[rel] = output_hash(tmp)
+            self.output_stats[rel] = output_stat(tmp)
             target = self.run.path(rel)
             old = None
             if target.exists() or target.is_symlink():
@@ -520,6 +544,7 @@ class Step:
         metrics = _jsonable(self.metrics)
         step_id = self.id
         hashes = dict(self.output_hashes) if status == "ok" else {}
+        stats = dict(self.output_stats) if status == "ok" else {}
 
         def update(m: dict) -> None:
             for s in m["steps"]:
@@ -532,6 +557,7 @@ class Step:
                         s["error"] = error
                     if hashes:
                         s["output_hashes"] = hashes
+                        s["output_stats"] = stats
                     if self.entry is not None:
                         self.entry.update(s)
 

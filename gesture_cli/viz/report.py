@@ -313,7 +313,7 @@ def current_steps(run: RunDir) -> list[dict]:
     committed, not by the order they started); plus failures."""
     steps = run.read_manifest().get("steps", [])
     writer: dict[str, int] = {}  # output -> index of the step whose files are there
-    memo: dict[str, str] = {}
+    memo: dict[str, dict] = {}
     for i in range(len(steps) - 1, -1, -1):
         s = steps[i]
         if s.get("status") == "ok":
