@@ -8,7 +8,9 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import signal
 import sys
+import threading
 from pathlib import Path
 from typing import Annotated
 
@@ -173,6 +175,27 @@ def show_gx_warnings():
         yield
 
 
+@contextlib.contextmanager
+def _sigterm_raises():
+    """While a command runs, SIGTERM raises Terminated (a KeyboardInterrupt) instead of killing the process
+    outright, so the open step removes its staged files and records `interrupted`. Trainers put their own
+    handler over this one (stop at the next step boundary, save checkpoints/last)."""
+    from gesture_cli.core.errors import Terminated
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        raise Terminated("SIGTERM received")
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def gx_command(fn):
     """Wrap a command: GxError -> one red line on stderr and its exit code; tracebacks only when verbose."""
 
@@ -180,12 +203,12 @@ def gx_command(fn):
     def wrapper(*args, **kwargs):
         from rich.markup import escape
 
-        from gesture_cli.core.errors import GxError
+        from gesture_cli.core.errors import GxError, write_error
 
         debug = _debug_requested(kwargs)
         quiet_libraries(debug)
         try:
-            with show_gx_warnings():
+            with show_gx_warnings(), _sigterm_raises():
                 return fn(*args, **kwargs)
         except _PASS_THROUGH:
             raise
@@ -195,13 +218,21 @@ def gx_command(fn):
             # escape: messages quote "[x, y]" and "[x, y, z]", which Rich would read as markup tags and drop
             make_console(stderr=True).print(f"[bold red]Error:[/] {escape(str(exc))}", markup=True, highlight=False)
             raise typer.Exit(exc.exit_code) from None
-        except KeyboardInterrupt:
-            make_console(stderr=True).print("[yellow]Interrupted.[/] Finished steps are kept; unfinished outputs were removed.")
-            raise typer.Exit(130) from None
+        except KeyboardInterrupt as exc:
+            code = getattr(exc, "exit_code", 130)  # 143 after SIGTERM, 130 after Ctrl-C
+            what = "Terminated (SIGTERM)." if code == 143 else "Interrupted."
+            make_console(stderr=True).print(f"[yellow]{what}[/] Finished steps are kept; unfinished outputs were removed.")
+            raise typer.Exit(code) from None
         except MemoryError:
             make_console(stderr=True).print("[bold red]Error:[/] out of memory; lower --batch-size or --max-samples")
             raise typer.Exit(1) from None
         except Exception as exc:
+            refused = write_error(exc) if isinstance(exc, OSError) else None
+            if refused is not None:  # a full disk or a read-only folder deep in a library: still one line
+                if debug:
+                    make_console(stderr=True).print_exception(show_locals=False)
+                make_console(stderr=True).print(f"[bold red]Error:[/] {escape(str(refused))}", markup=True, highlight=False)
+                raise typer.Exit(refused.exit_code) from None
             if debug:
                 make_console(stderr=True).print_exception(show_locals=False)
             else:

@@ -359,6 +359,8 @@ def run_infer_translate(cfg, *, run, device: str, as_json: bool, console) -> Non
         for p in preds:
             typer.echo(f"{p['id']}\t{p['text']}")
     notes = make_console(stderr=True)  # stdout carries only the translations, for scripts
+    if res.get("skipped"):  # what --input held that was not read (a label table that cannot be read, ...)
+        notes.print("Skipped: " + "; ".join(f"{k}: {v}" for k, v in res["skipped"].items()), markup=False, highlight=False)
     for p in [p for p in preds if p.get("reference")][:3]:
         notes.print(f"[dim]reference ({escape(p['id'])}): {escape(p['reference'])}[/]", highlight=False)
 

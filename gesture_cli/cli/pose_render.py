@@ -62,6 +62,8 @@ def pose_render(
     res = render_pose(sample, mp4=output, png=png, video=video, parts=keypoints, size=size, fps=fps, sheet_frames=sheet_frames,
                       allow_mismatch=allow_mismatch)
     console, err = make_console(), make_console(stderr=True)
+    if ds.skipped:  # what INPUT held that was not read (a label table that cannot be read, ...)
+        err.print("Skipped: " + "; ".join(f"{k}: {v}" for k, v in ds.skipped.items()), markup=False, highlight=False)
     for w in res["warnings"]:
         err.print(f"[yellow]warning:[/] {w}")
     w, h = res["size"]

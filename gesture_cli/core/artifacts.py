@@ -12,7 +12,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from gesture_cli.core.errors import ArtifactError
+from gesture_cli.core.errors import ArtifactError, write_error
 
 SCHEMA_VERSION = 1
 
@@ -20,8 +20,11 @@ SCHEMA_VERSION = 1
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write a file so that readers see the old content or the new one, never a torn file."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise write_error(exc, path) or exc from None
     try:
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; artifacts should be readable like any file
         with os.fdopen(fd, "wb") as f:
@@ -29,8 +32,12 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
+        # a full disk or a file-size limit: the OSError of write() names no file; this one names it
+        refused = write_error(exc, path) if isinstance(exc, OSError) else None
+        if refused is not None:
+            raise refused from None
         raise
 
 

@@ -7,7 +7,9 @@ or exits. `exit_code` follows DESIGN §2: 1 for runtime/data errors, 2 for usage
 from __future__ import annotations
 
 import difflib
+import errno
 from collections.abc import Iterable
+from pathlib import Path
 
 
 class GxError(Exception):
@@ -45,6 +47,33 @@ class DownloadError(GxError):
 class GxWarning(Warning):
     """Something gx worked around and the user should hear about (files it skipped); core code emits it
     with `warnings.warn`, never prints, and the CLI shows each distinct message once as a yellow line."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised as an exception by the CLI boundary so that an open step rolls back its staged
+    files and records `interrupted` instead of dying with them. Exit 143 (128 + 15), as the shell reports
+    a process that SIGTERM killed; Ctrl-C stays 130."""
+
+    exit_code = 143
+
+
+# errno values of a write the file system refused: no space or quota left, a file-size limit (ulimit -f),
+# no permission, a read-only mount
+_FULL = frozenset({errno.ENOSPC, errno.EFBIG, errno.EDQUOT})
+_REFUSED = frozenset({errno.EACCES, errno.EPERM, errno.EROFS})
+
+
+def write_error(exc: OSError, path: Path | str | None = None) -> GxError | None:
+    """A one-line GxError for a write the file system refused, naming the path (`path`, else the one the
+    OSError carries) and the cause; None for any other OSError."""
+    where = path if path is not None else exc.filename
+    at = f" {where}" if where else " a file"
+    why = exc.strerror or str(exc)
+    if exc.errno in _FULL:
+        return GxError(f"disk full or file-size limit while writing{at} ({why}); free space (or raise `ulimit -f`) and rerun")
+    if exc.errno in _REFUSED:
+        return GxError(f"cannot write{at} ({why}); make it writable or write somewhere else (--run-dir, --output)")
+    return None
 
 
 def did_you_mean(name: str, choices: Iterable[str]) -> str:

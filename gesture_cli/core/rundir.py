@@ -14,11 +14,20 @@ On success every staged output is renamed into place (replacing an older one) an
 entry becomes `ok`; on an exception (Ctrl-C included) the staged files are deleted, what was in place
 before is untouched, and the entry becomes `failed` or `interrupted`. `run.json` is only changed
 under a file lock and written atomically, so parallel `gx` processes never lose an entry.
+
+The cache follows the files: a finished entry records the content hash of each output it committed
+(`output_hashes`), and a cache hit, `last_ok` and the report accept it only while that output on disk
+still has that content (`holds_output`), whatever order racing writers started or finished in.
+A running entry records its pid, host and process start time; the next `begin()` (and `gx runs`,
+`gx report`) closes entries whose process died on this host and removes their staging
+(`recover_dead_steps`). `step.set_aside(rel)` moves a live folder (a trainer's checkpoints/) out of the
+way until the step ends, so that a failed step leaves the old one in place.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
+import errno
 import hashlib
 import json
 import os
@@ -36,7 +45,7 @@ from filelock import FileLock
 
 from gesture_cli import __version__
 from gesture_cli.core.artifacts import atomic_write_text, follow_umask
-from gesture_cli.core.errors import ArtifactError
+from gesture_cli.core.errors import ArtifactError, GxError, UsageError, write_error
 
 MANIFEST_SCHEMA = 1
 DEFAULT_RUN_DIR = "runs/default"
@@ -79,6 +88,43 @@ def fingerprint(path: Path) -> str:
     return "missing"
 
 
+def _output_files(path: Path, skip: tuple[Path, ...]) -> list[tuple[str, Path]]:
+    """(relative name, path) of the files that make up a step's output, sorted. Hidden entries (staging
+    `.x.tmp-*` of a nested output, a folder set aside) and the nested outputs of other steps in `skip`
+    (pca-visualize's renders inside pca-compute's folder) are left out: they are not this step's files."""
+    if path.is_file():
+        return [("", path)]
+    if not path.is_dir():
+        return []
+    out = []
+    for p in sorted(path.rglob("*")):
+        rel = p.relative_to(path)
+        if any(part.startswith(".") for part in rel.parts) or any(p == s or s in p.parents for s in skip):
+            continue
+        if p.is_file():
+            out.append((rel.as_posix(), p))
+    return out
+
+
+def output_hash(path: Path, *, skip: tuple[Path, ...] = ()) -> str:
+    """The content hash of a step's output (a file, or a folder's files by name): what a step records of
+    each output it commits. A copy of the run (`gx runs export`/`import`, cp, rsync) keeps it."""
+    h = hashlib.sha256()
+    for rel, p in _output_files(Path(path), skip):
+        h.update(f"{rel}\0{hash_file(p)}\n".encode())
+    return "sha256:" + h.hexdigest() if Path(path).exists() else "missing"
+
+
+def output_stat(path: Path, *, skip: tuple[Path, ...] = ()) -> str:
+    """Names, sizes and mtimes of a step's output: a cheap check that the files are still the very ones a
+    step committed (a rename keeps them), so that `output_hash` is only computed when they are not."""
+    h = hashlib.sha256()
+    for rel, p in _output_files(Path(path), skip):
+        st = p.stat()
+        h.update(f"{rel}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return "stat:" + h.hexdigest()
+
+
 def _jsonable(obj: Any) -> Any:
     if is_dataclass(obj) and not isinstance(obj, type):
         obj = asdict(obj)
@@ -113,6 +159,44 @@ def _git_sha() -> str | None:
     return res.stdout.strip() or None if res.returncode == 0 else None
 
 
+def _process_start(pid: int) -> int | None:
+    """When process `pid` started, in clock ticks since boot (Linux /proc), to tell a reused pid apart; None elsewhere."""
+    fields = _proc_stat(pid)
+    return int(fields[19]) if fields else None  # field 22 of proc(5); the list starts at field 3
+
+
+def _proc_stat(pid: int) -> list[str] | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat[stat.rindex(")") + 2 :].split()  # after "pid (comm) ": the name may hold spaces
+
+
+def _process_gone(entry: dict) -> bool:
+    """Whether the process of a `running` entry has certainly ended: it ran on this host, and its pid is
+    free, a zombie, or taken by a process that started at another time. A step of another host (a shared
+    disk) is never judged from here."""
+    pid = entry.get("pid")
+    if entry.get("host") != platform.node() or not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        pass  # alive, another user's
+    except OSError:
+        return False
+    fields = _proc_stat(pid)
+    if fields is None:
+        return False
+    if fields[0] in ("Z", "X"):
+        return True
+    start = entry.get("pid_start")
+    return start is not None and int(fields[19]) != start
+
+
 class RunDir:
     """One run directory and its manifest."""
 
@@ -132,8 +216,27 @@ class RunDir:
         return self.root.joinpath(*parts)
 
     def ensure(self) -> RunDir:
-        self.root.mkdir(parents=True, exist_ok=True)
+        self._refuse_a_file()
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise self._unwritable(exc) from None
         return self
+
+    def _refuse_a_file(self) -> None:
+        """--run-dir must be a folder, or a path whose nearest existing part is one."""
+        for p in (self.root, *self.root.parents):
+            if p.exists():
+                if not p.is_dir():
+                    what = "is a file" if p == self.root else f"is inside {p}, which is a file"
+                    raise UsageError(f"run dir {self.root} {what}, not a folder; pass a folder to -r/--run-dir")
+                return
+
+    def _unwritable(self, exc: OSError) -> GxError:
+        refused = write_error(exc)
+        if refused is None or exc.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
+            return refused or GxError(f"run dir {self.root}: {exc.strerror or exc}; pass another -r/--run-dir")
+        return GxError(f"run dir {self.root} is not writable ({exc.strerror}); make it writable (chmod u+w) or pass another -r/--run-dir")
 
     # ---- manifest -------------------------------------------------------------------------
     def read_manifest(self) -> dict:
@@ -153,7 +256,11 @@ class RunDir:
     def update_manifest(self, fn) -> dict:
         """Apply fn(manifest) -> None under the lock and write the result atomically."""
         self.ensure()
-        with self._lock:
+        try:
+            self._lock.acquire()
+        except OSError as exc:  # a read-only run dir: the lock file cannot be created
+            raise self._unwritable(exc) from None
+        try:
             data = self.read_manifest()
             if not data.get("created"):
                 data["created"] = _now()
@@ -161,16 +268,94 @@ class RunDir:
             fn(data)
             atomic_write_text(self.manifest_path, json.dumps(data, indent=2, default=str) + "\n")
             return data
+        finally:
+            self._lock.release()
 
     def steps(self, command: str | None = None) -> list[dict]:
         return [s for s in self.read_manifest()["steps"] if command is None or s.get("command") == command]
 
     def last_ok(self, command: str, output: str | None = None) -> dict | None:
-        """The latest finished step of `command` (optionally the one that wrote `output`)."""
-        for s in reversed(self.steps(command)):
-            if s.get("status") == "ok" and (output is None or output in s.get("outputs", [])):
+        """The latest finished step of `command` (optionally the one whose files are at `output` now)."""
+        steps = self.read_manifest()["steps"]
+        memo: dict[str, dict] = {}
+        for s in reversed(steps):
+            if s.get("command") != command or s.get("status") != "ok":
+                continue
+            if output is None or (output in s.get("outputs", []) and self.holds_output(s, output, steps, memo=memo)):
                 return s
         return None
+
+    def holds_output(self, entry: dict, rel: str, steps: list[dict] | None = None, *, memo: dict[str, dict] | None = None) -> bool:
+        """Whether run_dir/rel still holds the files that the finished step `entry` wrote there.
+
+        A step records the content hash of each output it commits (`output_hashes`, with `output_stats`
+        as a fast path); the files belong to it while the output on disk has that content. This holds
+        under any interleaving of writers: two steps on one output commit in either order, and only
+        the one whose files are in place matches. An entry from before output hashes (or an output it
+        declared but never wrote) falls back to the order of the manifest: it holds rel unless a later
+        finished step wrote rel too. `memo` saves looking at an output twice within one look at the run.
+        """
+        steps = self.read_manifest()["steps"] if steps is None else steps
+        if entry.get("status") != "ok":
+            return False
+        recorded = (entry.get("output_hashes") or {}).get(rel)
+        if recorded is None:
+            idx = next((i for i, s in enumerate(steps) if s.get("id") == entry.get("id")), len(steps))
+            return not any(t.get("status") == "ok" and rel in t.get("outputs", []) for t in steps[idx + 1 :])
+        seen = (memo if memo is not None else {}).setdefault(rel, {})
+        if "skip" not in seen:
+            prefix = rel.rstrip("/") + "/"
+            seen["skip"] = tuple(self.path(o) for s in steps for o in s.get("outputs", []) if o.startswith(prefix))
+            seen["stat"] = output_stat(self.path(rel), skip=seen["skip"])
+        if seen["stat"] == (entry.get("output_stats") or {}).get(rel):
+            return True  # the very files the step committed: no need to read them
+        if "hash" not in seen:
+            seen["hash"] = output_hash(self.path(rel), skip=seen["skip"])
+        return seen["hash"] == recorded
+
+    def recover_dead_steps(self) -> list[dict]:
+        """Close the steps whose process died without finishing (SIGKILL, OOM killer, power loss).
+
+        A `running` entry whose process is gone on this host becomes `interrupted`, and what it left is
+        cleaned up: its staging `.<name>.tmp-<id>` folders are removed, an output it was swapping in
+        gets its previous files back, and a folder it set aside is put back unless it wrote something
+        in its place (a checkpoint to --resume from). Only files named by the dead step's id are
+        touched, so a live gx on the same run dir keeps working. Returns the entries it closed.
+        """
+        if not self.manifest_path.is_file():
+            return []
+        if not any(s.get("status") == "running" and _process_gone(s) for s in self.read_manifest()["steps"]):
+            return []  # the common case, without taking the lock
+        closed: list[dict] = []
+
+        def close(m: dict) -> None:
+            for s in m["steps"]:
+                if s.get("status") == "running" and _process_gone(s):
+                    self._clean_after(s)  # under the lock: a crash here leaves the entry running, to redo
+                    s["status"] = "interrupted"
+                    s["end"] = _now()
+                    s["error"] = (f"process {s.get('pid')} on {s.get('host')} ended without finishing the step "
+                                  "(killed?); its unfinished files were removed")
+                    closed.append(dict(s))
+
+        self.update_manifest(close)
+        return closed
+
+    def _clean_after(self, entry: dict) -> None:
+        sid = entry.get("id")
+        if not sid:
+            return
+        for rel in entry.get("outputs", []):
+            target = self.path(rel)
+            _remove(target.parent / f".{target.name}.tmp-{sid}")
+            old = target.parent / f".{target.name}.old-{sid}"
+            if old.exists() or old.is_symlink():
+                if target.exists() or target.is_symlink():
+                    _remove(old)
+                else:  # killed between the two renames of its commit: the previous files come back
+                    os.replace(old, target)
+        for rel, backup in (entry.get("set_aside") or {}).items():
+            _restore_aside(self.path(rel), self.path(backup), keep_new=True)
 
     # ---- steps ----------------------------------------------------------------------------
     def begin(
@@ -189,6 +374,8 @@ class RunDir:
         `inputs` are files or directories whose content goes into the cache key; `input_keys` are
         extra (name -> hash) entries, e.g. a dataset spec that is generated rather than read.
         """
+        self._refuse_a_file()  # before any work: a step cannot record itself in a file
+        self.recover_dead_steps()
         hashes: dict[str, str] = {}
         for p in inputs or []:
             p = Path(p)
@@ -204,23 +391,20 @@ class RunDir:
         return step
 
     def _find_cached(self, command: str, key: str, outputs: list[str]) -> dict | None:
-        """The finished step with this key, if its outputs are still the ones it wrote.
+        """The finished step with this key whose files are still the ones on disk (`holds_output`).
 
-        A later finished step that wrote any of the same outputs (another dataset or config into
-        the same folder) makes the earlier one stale, even though its paths still exist.
+        Another step that wrote the same output since (another dataset or config into the same folder,
+        or a concurrent writer that committed after this one) makes it stale, even though its paths exist.
         """
         steps = self.read_manifest()["steps"]
-        for i in range(len(steps) - 1, -1, -1):
-            s = steps[i]
+        if not all(self.path(o).exists() for o in outputs):
+            return None
+        memo: dict[str, dict] = {}
+        for s in reversed(steps):
             if s.get("command") != command or s.get("cache_key") != key or s.get("status") != "ok":
                 continue
-            later = steps[i + 1 :]
-            overwritten = any(
-                t.get("status") == "ok" and set(t.get("outputs", [])) & set(s.get("outputs", [])) for t in later
-            )
-            if overwritten or not all(self.path(o).exists() for o in outputs):
-                return None
-            return s
+            if all(self.holds_output(s, o, steps, memo=memo) for o in outputs):
+                return s
         return None
 
 
@@ -240,6 +424,9 @@ class Step:
         self.metrics: dict[str, Any] = {}
         self.id = uuid.uuid4().hex[:12]
         self._staged: dict[str, Path] = {}
+        self._set_aside: dict[str, Path] = {}  # rel -> hidden backup of what was there (see set_aside)
+        self.output_hashes: dict[str, str] = {}  # rel -> output_hash of what this step committed
+        self.output_stats: dict[str, str] = {}  # rel -> output_stat of the same files (holds_output's fast path)
         self._t0 = 0.0
 
     def stage(self, rel: str, *, is_dir: bool = True) -> Path:
@@ -265,8 +452,10 @@ class Step:
             "config": self.config,
             "versions": _versions(),
             "git_sha": _git_sha(),
+            # who runs the step: a later gx on this host tells a dead step from a live one by these
             "host": platform.node(),
             "pid": os.getpid(),
+            "pid_start": _process_start(os.getpid()),
             "start": _now(),
             "end": None,
             "duration_s": None,
@@ -282,26 +471,58 @@ class Step:
 
     def __exit__(self, exc_type, exc, tb) -> bool:
         ok = exc_type is None
+        interrupted = exc_type is not None and issubclass(exc_type, KeyboardInterrupt)
         try:
             if ok:
                 self._commit()
             else:
-                self._rollback()
+                self._rollback(interrupted=interrupted)
         except BaseException:
             self._rollback()
             self._finish("failed")
             raise
         if ok:
             self._finish("ok")
-        elif exc_type is not None and issubclass(exc_type, KeyboardInterrupt):
+        elif interrupted:
             self._finish("interrupted", error="interrupted")
         else:
             self._finish("failed", error=str(exc).splitlines()[0][:500] if str(exc) else exc_type.__name__)
         return False
 
+    def set_aside(self, rel: str) -> None:
+        """Move run_dir/rel (inside a declared output) out of the way until the step ends.
+
+        For a live directory that a step rewrites in place before its outputs are staged (a trainer's
+        checkpoints/, which must outlive a crash for --resume). A failed step puts the old one back;
+        a finished step drops it with the output it belonged to. An interrupted or killed step keeps
+        what it wrote when that is anything (its checkpoint, for --resume), else the old one comes back.
+        """
+        if self.entry is None:
+            raise RuntimeError("set_aside needs a started step (inside `with step:`)")
+        if not any(rel == o or rel.startswith(o.rstrip("/") + "/") for o in self.outputs):
+            raise ValueError(f"{rel!r} is not inside a declared output of this step ({self.outputs})")
+        target = self.run.path(rel)
+        if not (target.exists() or target.is_symlink()):
+            return
+        backup = target.parent / f".{target.name}.aside-{self.id}"
+        step_id, entry_rel = self.id, backup.relative_to(self.run.root).as_posix()
+
+        def record(m: dict) -> None:  # first in the manifest: a killed step's backup is found and put back
+            for s in m["steps"]:
+                if s.get("id") == step_id:
+                    s.setdefault("set_aside", {})[rel] = entry_rel
+
+        self.run.update_manifest(record)
+        os.replace(target, backup)
+        self._set_aside[rel] = backup
+
     def _commit(self) -> None:
         for rel, tmp in self._staged.items():
             follow_umask(tmp)  # third-party writers (save_pretrained) leave 0600 files; artifacts read like any file
+            # Hash the staged files before they move (a rename keeps contents, sizes and mtimes): a step
+            # that commits to the same output a moment later cannot slip its files under this record.
+            self.output_hashes[rel] = output_hash(tmp)
+            self.output_stats[rel] = output_stat(tmp)
             target = self.run.path(rel)
             old = None
             if target.exists() or target.is_symlink():
@@ -310,18 +531,21 @@ class Step:
             os.replace(tmp, target)
             if old is not None:
                 shutil.rmtree(old) if old.is_dir() and not old.is_symlink() else old.unlink()
+        for backup in self._set_aside.values():  # still there when its output was not restaged
+            _remove(backup)
 
-    def _rollback(self) -> None:
+    def _rollback(self, *, interrupted: bool = False) -> None:
         for tmp in self._staged.values():
-            if tmp.is_dir():
-                shutil.rmtree(tmp, ignore_errors=True)
-            else:
-                tmp.unlink(missing_ok=True)
+            _remove(tmp)
+        for rel, backup in self._set_aside.items():
+            _restore_aside(self.run.path(rel), backup, keep_new=interrupted)
 
     def _finish(self, status: str, error: str | None = None) -> None:
         end = time.time()
         metrics = _jsonable(self.metrics)
         step_id = self.id
+        hashes = dict(self.output_hashes) if status == "ok" else {}
+        stats = dict(self.output_stats) if status == "ok" else {}
 
         def update(m: dict) -> None:
             for s in m["steps"]:
@@ -332,7 +556,29 @@ class Step:
                     s["metrics"] = metrics
                     if error:
                         s["error"] = error
+                    if hashes:
+                        s["output_hashes"] = hashes
+                        s["output_stats"] = stats
                     if self.entry is not None:
                         self.entry.update(s)
 
         self.run.update_manifest(update)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def _restore_aside(target: Path, backup: Path, *, keep_new: bool) -> None:
+    """Put a set-aside backup back over target, or (keep_new, and target holds something) drop it."""
+    if not (backup.exists() or backup.is_symlink()):
+        return
+    holds_new = target.is_dir() and any(target.iterdir()) or target.is_file()
+    if keep_new and holds_new:
+        _remove(backup)
+        return
+    _remove(target)
+    os.replace(backup, target)

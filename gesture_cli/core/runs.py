@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as _dt
 from pathlib import Path
 
+from gesture_cli.core.errors import GxError
 from gesture_cli.core.rundir import RunDir
 
 # Metrics worth a column in the overview, in display order (whichever a step recorded).
@@ -28,7 +29,17 @@ def _parse(ts: str | None) -> _dt.datetime | None:
         return None
 
 
+def _recover(run: RunDir) -> None:
+    """Close steps whose process was killed (RunDir.recover_dead_steps) before showing them; a run dir
+    this user cannot write is still listed, as it is."""
+    try:
+        run.recover_dead_steps()
+    except (OSError, GxError):
+        pass
+
+
 def summarize_run(run: RunDir) -> dict:
+    _recover(run)
     m = run.read_manifest()
     steps = m.get("steps", [])
     status_counts: dict[str, int] = {}
@@ -63,6 +74,7 @@ def key_metrics(metrics: dict, limit: int = 4) -> list[tuple[str, object]]:
 
 
 def step_rows(run: RunDir) -> list[dict]:
+    _recover(run)
     rows = []
     for s in run.read_manifest().get("steps", []):
         rows.append(

@@ -616,11 +616,11 @@ def _add_labels(table: dict[str, Labels], name: str, labels: Labels) -> None:
 def _sniff_rows(path: Path) -> list[list[str]]:
     try:
         text = path.read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as exc:
+        first = text.split("\n", 1)[0]
+        delim = max(("\t", "|", ",", ";"), key=first.count)
+        return [r for r in csv.reader(io.StringIO(text), delimiter=delim) if any(c.strip() for c in r)]
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:  # csv.Error: a field over the csv module's size limit
         raise DataError(f"{path}: cannot read the label table ({_first_line(exc)})") from None
-    first = text.split("\n", 1)[0]
-    delim = max(("\t", "|", ",", ";"), key=first.count)
-    return [r for r in csv.reader(io.StringIO(text), delimiter=delim) if any(c.strip() for c in r)]
 
 
 def _column(header: list[str], names: tuple[str, ...]) -> int | None:
@@ -662,7 +662,10 @@ def read_label_table(path: Path | str, *, class_lists: Iterable[Path] = ()) -> d
     if all(len(r) == 2 and r[1].strip().isdigit() for r in rows):  # AUTSL-style name,class_id
         classes = {}
         for cl in class_lists:
-            classes.update(_read_class_list(cl) or {})
+            try:
+                classes.update(_read_class_list(cl) or {})
+            except DataError:
+                continue  # a sibling that cannot be read is no class list (its name is only a guess)
         if not classes:
             return None
         for name, cid in rows:
@@ -799,6 +802,9 @@ def read_pose_path(
         label_files = sorted(p for d in (root, root.parent) for p in d.iterdir() if p.is_file() and p.suffix.lower() in _LABEL_SUFFIXES)
         if path.suffix.lower() == ".parquet":  # Kaggle keeps train.csv at <root>/train_landmark_files/<pid>/<seq>.parquet
             label_files += [a / "train.csv" for a in path.parents[2:4] if (a / "train.csv").is_file()]
+        # Only a table that names this file (or its clip) can label it: the others are not parsed at all
+        names = {label_keys(path.name)[-1]} | ({m["clip"]} if m else set())
+        label_files = [lf for lf in label_files if _table_names(lf, names, skipped)]
         metas = [root / "metadata.json", root.parent / "metadata.json"]
     else:
         root = path
@@ -858,6 +864,17 @@ def read_pose_path(
     return _finish(path, found, skipped, files, wanted, texts, label_files, allow_pickle)
 
 
+def _table_names(table: Path, names: set[str], skipped: dict[str, int]) -> bool:
+    """Whether the bytes of a label table hold any of `names` (a table lists samples by path or name, so
+    one that can label a file holds its base name). One that cannot be opened is noted in `skipped`."""
+    try:
+        data = table.read_bytes()
+    except OSError as exc:
+        _bump(skipped, f"label table not read: {table}: {_first_line(exc)}")
+        return False
+    return any(n and n.encode("utf-8") in data for n in names)
+
+
 def glob_escape(text: str) -> str:
     return re.sub(r"([*?\[])", r"[\1]", text)
 
@@ -868,7 +885,11 @@ def _finish(
 ) -> tuple[list[PoseSample], dict[str, int], list[Path]]:
     tables: list[tuple[Path, dict[str, Labels]]] = []
     for lf in label_files:
-        table = read_label_table(lf, class_lists=[p for p in lf.parent.glob("*.csv") if p != lf])
+        try:
+            table = read_label_table(lf, class_lists=[p for p in lf.parent.glob("*.csv") if p != lf])
+        except DataError as exc:  # one bad table among many is a note, not the end of the whole read
+            _bump(skipped, f"label table not read: {exc}")
+            continue
         if table:
             tables.append((lf.parent, table))
     explicit = read_labels(texts, allow_pickle=allow_pickle) if texts else None

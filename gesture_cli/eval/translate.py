@@ -329,7 +329,7 @@ def infer_translation(run, cfg: InferTranslateConfig, *, device="auto", argv=Non
         if not src.exists():
             raise UsageError(f"--input {src}: no such file or folder")
         ds = make_pose_dataset(f"pose:{src}")
-        samples, where = ds.samples, str(src)
+        samples, where, skipped = ds.samples, str(src), dict(ds.skipped)
         if not samples:
             raise DataError(f"{src}: no keypoint sequences found")
     else:
@@ -342,7 +342,7 @@ def infer_translation(run, cfg: InferTranslateConfig, *, device="auto", argv=Non
 
             raise DataError(f"--sample-id '{cfg.sample_id}' is not in dataset '{spec}' ({len(ids)} samples, "
                             f"ids like {', '.join(ids[:3])}){did_you_mean(cfg.sample_id, ids)}")
-        samples, where = hit, f"{spec} sample {cfg.sample_id}"
+        samples, where, skipped = hit, f"{spec} sample {cfg.sample_id}", {}
     _check_layout(samples, info, where)
     num_beams = cfg.num_beams or int(info.get("num_beams", 1))
     max_new = cfg.max_new_tokens or int(info.get("max_new_tokens", 64))
@@ -360,7 +360,7 @@ def infer_translation(run, cfg: InferTranslateConfig, *, device="auto", argv=Non
                   "seconds": round(time.perf_counter() - t0, 3), "predictions": preds}
         save_json(step.stage(INFER_JSON, is_dir=False), result, kind="infer-translate")
         step.metrics.update({"inputs": len(preds), "precision": prec.name})
-    return {**result, "output": str(run.path(INFER_JSON))}
+    return {**result, "output": str(run.path(INFER_JSON)), "skipped": skipped}
 
 
 __all__ = [

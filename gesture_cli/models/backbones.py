@@ -599,11 +599,23 @@ def _build_hf(
     if len(mean) != 3 or len(std) != 3:
         raise ModelError(f"{proc_path}: image_mean/image_std must have 3 values, got {mean} / {std}")
 
+    import pickle
+
     from transformers import AutoModel
 
     try:
         # Load straight into the target dtype: a 7B model in fp32 would need twice the memory.
         model = AutoModel.from_pretrained(directory, attn_implementation="sdpa", dtype=dtype)
+    except pickle.UnpicklingError:
+        # torch loads .bin weights with weights_only=True and refuses a pickle that holds more than tensors;
+        # its text names neither the file nor a way out.
+        found = sorted(directory.glob("*.bin"))
+        weights = next((p for p in found if p.name == "pytorch_model.bin"), found[0] if found else directory)
+        raise ModelError(
+            f"{weights}: pickled PyTorch weights that hold more than tensors; gx does not unpickle them (that can run code). "
+            "If you trust the file, convert it: torch.load(it, weights_only=False), then safetensors.torch.save_file(state_dict, "
+            "'model.safetensors') in the same folder; or use another backbone"
+        ) from None
     except (OSError, ValueError, RuntimeError) as exc:
         raise ModelError(
             f"cannot load backbone '{name}' from {directory}: {exc}. If this is a partial download, run `gx download {name}` again"

@@ -167,6 +167,14 @@ def refuse_unfinished(last_dir: Path, *, force: bool) -> None:
         )
 
 
+def set_aside_checkpoints(step, ckpt_dir: Path, *, resume: bool, is_main: bool) -> None:
+    """A fresh run (no --resume) trains into an empty checkpoints/. The previous run's one is set aside by
+    the step, not deleted, so a run that fails (a full disk, a bad batch) leaves the old results whole
+    until the new ones are committed (Step.set_aside). Call inside `with step:`, before fit()."""
+    if is_main and not resume:
+        step.set_aside(Path(ckpt_dir).relative_to(step.run.root).as_posix())
+
+
 def link_tree(src: Path, dst: Path) -> None:
     """Hard-link every file of src into dst (copy where links are impossible)."""
     for path in sorted(src.rglob("*")):

@@ -38,6 +38,7 @@ from gesture_cli.train.common import (
     check_resume,
     loop_config,
     random_holdout,
+    set_aside_checkpoints,
 )
 from gesture_cli.train.common import make_splits as shared_splits
 
@@ -313,6 +314,7 @@ def train_keypoint(
     augment = KeypointAugment(flip=cfg.flip, rotate=cfg.rotate, scale_jitter=cfg.scale_jitter)
     is_main = acc.is_main_process
     with step if is_main else contextlib.nullcontext():
+        set_aside_checkpoints(step, ckpt_dir, resume=resume, is_main=is_main)
         result = fit(
             model, train_data=KeypointBatches(splits.train, size=size), loss_fn=make_loss_fn(augment=augment),
             eval_fn=eval_fn if splits.val is not None else None, cfg=cfg.train_config(), checkpoint_dir=ckpt_dir,

@@ -127,10 +127,17 @@ class BatchSource(Protocol):
 class TrainingInterrupted(GxError, KeyboardInterrupt):
     """Training stopped by a signal or a stop request after saving last/; rerun with --resume.
 
-    A KeyboardInterrupt too, so that a RunDir step records it as `interrupted`, not `failed`.
+    A KeyboardInterrupt too, so that a RunDir step records it as `interrupted`, not `failed`. The exit
+    code follows the shell's 128 + signal: 143 after SIGTERM (a scheduler's or a cloud's stop), 130
+    after Ctrl-C or a stop request.
     """
 
     exit_code = 130
+
+    def __init__(self, message: str, *, signum: int | None = None):
+        super().__init__(message)
+        if signum is not None:
+            self.exit_code = 128 + int(signum)
 
 
 @dataclass
@@ -157,6 +164,7 @@ class FitState:
     resumed_from: int | None = None  # step of the checkpoint this run resumed from
     stopped_early: bool = False
     stop_reason: str | None = None
+    stop_signal: int | None = None  # the signal that asked for the stop (sets the exit code), if any
     finished: bool = False
     log: list[dict[str, Any]] = field(default_factory=list)
     is_main: bool = True
@@ -265,6 +273,8 @@ def _stop_on_signals(state: FitState):
         name = signal.Signals(signum).name
         if signum == signal.SIGINT and state.stop_reason is not None:
             raise KeyboardInterrupt
+        if state.stop_reason is None:
+            state.stop_signal = signum
         state.request_stop(f"{name} received")
 
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -559,7 +569,8 @@ def fit(
                     acc.wait_for_everyone()
                     raise TrainingInterrupted(
                         f"training stopped at step {state.step}/{total} ({state.stop_reason}); "
-                        f"checkpoint saved to {last_dir}; rerun the same command with --resume to continue"
+                        f"checkpoint saved to {last_dir}; rerun the same command with --resume to continue",
+                        signum=state.stop_signal,
                     )
                 if done or state.stopped_early:
                     break
@@ -643,7 +654,10 @@ def _write_log(path: Path, rows: list[dict[str, Any]]) -> None:
 
 
 def _clear_dir(directory: Path) -> None:
-    """A fresh run starts from an empty checkpoint dir (old best/ or log rows would mislead)."""
+    """A fresh run starts from an empty checkpoint dir (old best/ or log rows would mislead).
+
+    The gx trainers set the previous run's checkpoints aside first (train.common.set_aside_checkpoints),
+    so that a run that fails keeps them; what is removed here is only what a caller left in place."""
     import shutil
 
     if directory.exists():

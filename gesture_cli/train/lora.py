@@ -43,6 +43,7 @@ from gesture_cli.train.common import (
     link_tree,
     loop_config,
     refuse_unfinished,
+    set_aside_checkpoints,
 )
 from gesture_cli.train.common import make_splits as shared_splits
 
@@ -310,6 +311,7 @@ def train_lora(
     is_main = acc.is_main_process
     ctx = step if is_main else contextlib.nullcontext()
     with ctx:
+        set_aside_checkpoints(step, ckpt_dir, resume=resume, is_main=is_main)
         result = fit(
             model, train_data=train_data, loss_fn=make_loss_fn(augment=AugmentConfig(hflip=cfg.hflip)),
             eval_fn=eval_fn if val_data is not None else None, cfg=cfg.train_config(), checkpoint_dir=ckpt_dir,

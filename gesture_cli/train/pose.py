@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 
 from gesture_cli.core.errors import ArtifactError, DataError, UsageError, unknown_choice
-from gesture_cli.train.common import capped_indices, check_data_fields, check_resume, loop_config
+from gesture_cli.train.common import capped_indices, check_data_fields, check_resume, loop_config, set_aside_checkpoints
 
 PRETRAIN_REL = "pose/pretrain"
 FINETUNE_REL = "pose/finetune"
@@ -464,6 +464,7 @@ def pretrain_pose(cfg: PosePretrainConfig, run, *, device: str = "auto", force: 
     meta = {"config": resolved, "text_model": text.describe()}
     ctx = step if is_main else contextlib.nullcontext()
     with ctx:
+        set_aside_checkpoints(step, ckpt_dir, resume=resume, is_main=is_main)
         result = fit(model, train_data=train_data, loss_fn=loss_fn, eval_fn=eval_fn, cfg=_train_config(cfg, monitor="val_r1"),
                      checkpoint_dir=ckpt_dir, callbacks=callbacks, resume=resume, meta=meta, accelerator=acc,
                      precision=prec)
@@ -675,6 +676,7 @@ def finetune_pose(cfg: PoseFinetuneConfig, run, *, device: str = "auto", force: 
     meta = {"config": resolved, "text_model": text.describe()}
     ctx = step if is_main else contextlib.nullcontext()
     with ctx:
+        set_aside_checkpoints(step, ckpt_dir, resume=resume, is_main=is_main)
         result = fit(model, train_data=train_data, loss_fn=loss_fn, eval_fn=eval_fn, cfg=_train_config(cfg, monitor="val_bleu4"),
                      checkpoint_dir=ckpt_dir, callbacks=callbacks, resume=resume, meta=meta, accelerator=acc,
                      precision=prec)

@@ -45,6 +45,7 @@ from gesture_cli.train.common import (
     loop_config,
     make_splits,
     random_holdout,
+    set_aside_checkpoints,
 )
 
 COMMAND = "segment-train"
@@ -403,6 +404,7 @@ def train_segment(
     cmap = splits.train.class_map
     meta = {"config": resolved, "classes": classes, "backbone": backbone.describe(), "head": cfg.head}
     with step if is_main else contextlib.nullcontext():
+        set_aside_checkpoints(step, ckpt_dir, resume=resume, is_main=is_main)
         result = fit(
             model, train_data=train_data, loss_fn=make_loss_fn(hflip=cfg.hflip), eval_fn=eval_fn if val_data is not None else None,
             cfg=cfg.train_config(), checkpoint_dir=ckpt_dir, params=params, callbacks=callbacks, resume=resume, meta=meta, accelerator=acc,

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from gesture_cli.core.artifacts import atomic_write_text
-from gesture_cli.core.errors import UsageError
+from gesture_cli.core.errors import GxError, UsageError
 from gesture_cli.core.rundir import RunDir
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".gif", ".webp")
@@ -309,17 +309,22 @@ class StepView:
 
 
 def current_steps(run: RunDir) -> list[dict]:
-    """The steps whose results are in place: for each output, its newest successful writer; plus failures."""
+    """The steps whose results are in place: for each output, the newest finished step whose files are
+    on disk now (`RunDir.holds_output`: two writers of one output are told apart by what each
+    committed, not by the order they started); plus failures."""
     steps = run.read_manifest().get("steps", [])
-    latest_ok: dict[str, int] = {}
-    for i, s in enumerate(steps):
+    writer: dict[str, int] = {}  # output -> index of the step whose files are there
+    memo: dict[str, dict] = {}
+    for i in range(len(steps) - 1, -1, -1):
+        s = steps[i]
         if s.get("status") == "ok":
             for o in s.get("outputs", []):
-                latest_ok[o] = i
+                if o not in writer and run.holds_output(s, o, steps, memo=memo):
+                    writer[o] = i
     keep = []
     for i, s in enumerate(steps):
         if s.get("status") == "ok":
-            if any(latest_ok.get(o) == i for o in s.get("outputs", [])) or not s.get("outputs"):
+            if any(writer.get(o) == i for o in s.get("outputs", [])) or not s.get("outputs"):
                 keep.append(s)
         elif s.get("status") in ("failed", "interrupted") and i == max(
             (j for j, t in enumerate(steps) if t.get("command") == s.get("command")), default=i
@@ -463,6 +468,10 @@ def write_report(run_dir: Path | None, output: Path | None = None) -> tuple[Path
     run = RunDir(run_dir)
     if not run.manifest_path.is_file():
         raise UsageError(f"{run.root}: not a run directory (no run.json); run a gx command with -r {run.root} first")
+    try:
+        run.recover_dead_steps()  # a killed step is shown as interrupted, not as running forever
+    except (OSError, GxError):
+        pass  # a run dir this user cannot write is still reported (with -o elsewhere), as it is
     page = build_report(run)
     out = Path(output) if output else run.root / "report.html"
     out.parent.mkdir(parents=True, exist_ok=True)
