@@ -36,6 +36,9 @@ def extract_features(
     batch_size: Annotated[int | None, typer.Option("--batch-size", help="Images per batch; 0 = auto [default: 0].", show_default=False)] = None,
     precision: PrecisionOpt = None,
     max_samples: Annotated[int | None, typer.Option("--max-samples", help="Cap on images per split.", show_default=False)] = None,
+    workers: Annotated[int | None, typer.Option("--workers", help="Processes decoding and resizing images, per GPU/process [default: 0 for in-memory data, else cores - 1, at most 8].", show_default=False)] = None,
+    shard_size: Annotated[int | None, typer.Option("--shard-size", help="Samples per shard file; a killed run resumes from the last whole shard [default: 2048].", show_default=False)] = None,
+    compile_: Annotated[bool | None, typer.Option("--compile/--no-compile", help="torch.compile the backbone (tens of seconds of compiling first) [default: no].", show_default=False)] = None,
     run_dir: RunDirOpt = None,
     device: DeviceOpt = "auto",
     seed: SeedOpt = None,
@@ -43,7 +46,11 @@ def extract_features(
     force: ForceOpt = False,
     verbose: VerboseOpt = False,
 ) -> None:
-    """Extract frozen-backbone features of a dataset into features/<backbone>/<split>.safetensors."""
+    """Extract frozen-backbone features of a dataset into features/<backbone>/<split>.safetensors.
+
+    Runs unchanged under `torchrun` or `accelerate launch`: each process extracts its share, rank 0
+    writes the result. Finished shards survive a kill; rerunning the same command resumes.
+    """
     from gesture_cli.cli.progress import Bars
     from gesture_cli.core.config import resolve_config
     from gesture_cli.core.rundir import RunDir
@@ -54,7 +61,8 @@ def extract_features(
         ExtractConfig,
         config,
         flags(backbone=backbone, dataset=dataset, dataset_opts=dataset_opt or None, splits=split or None, pool=pool, image_size=image_size,
-              batch_size=batch_size, precision=precision, max_samples=max_samples, seed=seed),
+              batch_size=batch_size, precision=precision, max_samples=max_samples, seed=seed, workers=workers, shard_size=shard_size,
+              compile=compile_),
     )
     run = RunDir(run_dir)
     console = make_console()
@@ -64,7 +72,11 @@ def extract_features(
             cfg, run, device=device, force=force, argv=argv(), on_split=lambda name, n: bars.start(f"{cfg.backbone} {name}", n),
             on_progress=lambda done, total: bars.update(done),
             on_backoff=lambda bs: err.print(f"CUDA out of memory: batch size lowered to {bs}"),
+            on_resume=lambda name, found, count, images: console.print(
+                f"extract-features: resumed {name} from {found} of {count} finished shards ({images} images); extracting the rest"),
         )
+    if entry.get("rank"):  # another process of a torchrun / accelerate launch: rank 0 reports
+        return
     if entry.get("cached"):
         console.print(f"[dim]extract-features: cached result for {cfg.backbone} on {cfg.dataset} (use --force to recompute)[/]")
         return
@@ -76,12 +88,19 @@ def _summary(console, run, meta: dict, out_rel: str) -> None:
 
     bb = meta["backbone"]
     table = Table(title=f"{out_rel}  ({bb['family']}, {meta['feature_dim']}-d {meta['pool']}, {meta['image_size']}px, {meta['dtype']} on {meta['device']})")
-    for col in ("split", "images", "seconds", "images/s", "skipped"):
+    for col in ("split", "images", "seconds", "images/s", "resumed", "skipped"):
         table.add_column(col, justify="right" if col != "split" else "left")
     for split, s in meta["splits"].items():
         skipped = ", ".join(f"{k}: {v}" for k, v in (s.get("skipped") or {}).items()) or "0"
-        table.add_row(split, str(s["images"]), f"{s['seconds']:.2f}", f"{s['images_per_s']:.1f}", skipped)
+        speed = f"{s['images_per_s']:.1f}" if s.get("images_per_s") else "-"
+        if s.get("assembled_from"):  # 'all' of a dataset cut into train/test: stored as their rows
+            resumed = "rows of " + " + ".join(s["assembled_from"])
+        else:
+            resumed = f"{s.get('resumed_shards', 0)}/{s.get('shards', 0)} shards"
+        table.add_row(split, str(s["images"]), f"{s['seconds']:.2f}", speed, resumed, skipped)
     console.print(table)
+    if meta.get("world_size", 1) > 1:
+        console.print(f"{meta['world_size']} processes extracted the shards; rank 0 assembled them")
     console.print(f"Wrote {run.root / out_rel}")
 
 

@@ -17,6 +17,7 @@ also named (the first few) in a GxWarning, which the CLI prints; `strict=True` m
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -147,4 +148,5 @@ def make_folder(arg: str, *, spec: str, split: str, seed: int, verify: bool = Fa
     if dirs or split == "all":
         return ds
     train_idx, test_idx = stratified_split(ds.labels, test_fraction=float(test_fraction), seed=seed)
-    return ds.subset(train_idx if split == "train" else test_idx)
+    rows = train_idx if split == "train" else test_idx
+    return replace(ds.subset(rows), all_rows=rows)

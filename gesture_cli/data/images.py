@@ -39,6 +39,10 @@ class ImageDataset:
     # Lazily read files only: True when any file of the dataset is colour (from a header scan), so
     # grey files come back as RGB too; None = unknown, decided per batch.
     color: bool | None = None
+    # For a split cut from the source's 'all' split (a CSV or flat folder without split files): its
+    # rows in 'all', int64 [N]. Feature extraction uses it to store 'all' as train + test rows
+    # instead of a second copy of their features.
+    all_rows: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         self.labels = np.asarray(self.labels, dtype=np.int64).reshape(-1)
@@ -114,6 +118,7 @@ class ImageDataset:
             paths=[self.paths[i] for i in idx] if self.paths is not None else None,
             skipped=dict(self.skipped),
             source_files=list(self.source_files),
+            all_rows=self.all_rows[idx] if self.all_rows is not None else None,
         )
 
     def class_counts(self) -> np.ndarray:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import csv
 import io
 import warnings
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -255,4 +256,5 @@ def make_csv(arg: str, *, spec: str, split: str, seed: int, label_map: str = "si
     if split == "all":
         return ds
     train_idx, test_idx = stratified_split(ds.labels, test_fraction=float(test_fraction), seed=seed)
-    return ds.subset(train_idx if split == "train" else test_idx)
+    rows = train_idx if split == "train" else test_idx
+    return replace(ds.subset(rows), all_rows=rows)

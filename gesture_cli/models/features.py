@@ -2,16 +2,30 @@
 
 Speed levers, measured (DESIGN §7): weights cast to bf16 where the hardware multiplies bf16 natively
 (CUDA, AVX512-BF16/AMX CPUs; never on other CPUs, where bf16 is emulated and hundreds of times
-slower), batched preprocessing as tensor ops, SDPA attention, `torch.inference_mode`. Decoding the
-next batch runs in a worker thread while the model runs on the current one (OpenCV releases the GIL).
+slower), batched preprocessing as tensor ops, SDPA attention, `torch.inference_mode`. Images are
+decoded and resized in DataLoader worker processes (`--workers`) while the model runs; with no
+workers, a thread prefetches the next batch (OpenCV releases the GIL).
+
+Scale. A split is cut into shards of `shard_size` samples; each shard's features go to
+`features/.<backbone>.partial/<split>/shard-XXXXX.safetensors` the moment it completes. That folder
+outlives a killed run (it is not the step's staging folder, which a crash deletes), so the next run
+of the same command (same cache key) skips the finished shards and says so. Under `torchrun` /
+`accelerate launch` the pending shards are dealt out to the ranks; rank 0 then collects every
+shard (from its disk, or over the process group from ranks on other machines), writes the same
+files as a one-process run, records the step and deletes the partial folder. Batches never straddle
+shards, so every sample goes through the model in the same batch whatever the number of processes:
+fp32 features on CPU are bitwise those of a one-process run.
 """
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +33,14 @@ from gesture_cli.core.errors import UsageError
 
 POOL_KINDS = ("cls", "mean", "cls+mean")
 FEATURES_KIND = "features"
+SHARD_KIND = "feature-shard"
+PLAN_FILE = "plan.json"
+# Samples per resumable shard: about 2 minutes of work for dinov2-small in bf16 on a 2-core CPU,
+# a few seconds on a GPU; a kill loses at most one shard per process.
+SHARD_SIZE = 2048
+MAX_AUTO_WORKERS = 8  # decoding processes per rank when --workers is auto
+# Options that change how the work is done, never its result: left out of the step's cache key.
+NON_KEY_OPTIONS = ("workers", "shard_size")
 
 
 @dataclass(frozen=True)
@@ -33,6 +55,9 @@ class ExtractConfig:
     precision: str = "auto"  # auto | bf16 | fp32 (auto: bf16 only where it is fast)
     max_samples: int | None = None  # cap per split, for quick looks at big datasets
     seed: int = 0  # dataset generation / split seed
+    workers: int | None = None  # decoding processes per rank; None = auto (0 for in-memory data, else cores - 1, at most 8)
+    shard_size: int = SHARD_SIZE  # samples per resumable shard file
+    compile: bool = False  # torch.compile the backbone (pays a compile of tens of seconds up front)
 
     def validate(self) -> None:
         if self.pool not in POOL_KINDS:
@@ -43,6 +68,10 @@ class ExtractConfig:
             raise UsageError("--image-size must be at least 8 pixels")
         if self.max_samples is not None and self.max_samples < 1:
             raise UsageError("--max-samples must be at least 1")
+        if self.workers is not None and self.workers < 0:
+            raise UsageError("--workers must be 0 (decode in the main process) or more")
+        if self.shard_size < 1:
+            raise UsageError("--shard-size must be at least 1")
 
 
 def backbone_dirname(spec: str) -> str:
@@ -54,62 +83,239 @@ def backbone_dirname(spec: str) -> str:
     return re.sub(r"[^A-Za-z0-9._+-]", "_", spec) or "backbone"
 
 
+# ----------------------------------------------------------------------------------------------
+# Batches in, pooled features out
+# ----------------------------------------------------------------------------------------------
+
+
+def auto_workers(dataset, *, local_world: int = 1) -> int:
+    """Decoding processes for one rank: 0 for in-memory images (nothing to decode), else the rank's
+    share of the cores minus the one that feeds the model, at least 1 and at most MAX_AUTO_WORKERS."""
+    if dataset.paths is None:
+        return 0
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(MAX_AUTO_WORKERS, cores // max(1, local_world) - 1))
+
+
+class _BatchSet:
+    """Item k = uint8 tensor [B, S, S(, 3)] of the k-th index array: what a DataLoader worker decodes.
+
+    Items are whole batches (not single images) because `ImageDataset.batch` decides grey vs RGB per
+    batch, and so one worker decodes and resizes a batch while the model runs on another.
+    """
+
+    def __init__(self, dataset, batches: list, size: int):
+        self.dataset, self.batches, self.size = dataset, batches, size
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __getitem__(self, k: int):
+        import numpy as np
+        import torch
+
+        return torch.from_numpy(np.ascontiguousarray(self.dataset.batch(self.batches[k], size=self.size)))
+
+
+def _worker_init(_worker_id: int) -> None:
+    import cv2
+
+    cv2.setNumThreads(1)  # one decoding process = one core; OpenCV's own pool would oversubscribe
+
+
+def iter_loaded_batches(dataset, batches: list, *, size: int, workers: int, pin_memory: bool = False) -> Iterator:
+    """uint8 pixel tensors of `batches` (index arrays), in order, decoded ahead of the consumer."""
+    items = _BatchSet(dataset, batches, size)
+    if not items:
+        return
+    if workers == 0:
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            pending = pool.submit(items.__getitem__, 0)
+            for k in range(len(items)):
+                raw = pending.result()
+                if k + 1 < len(items):
+                    pending = pool.submit(items.__getitem__, k + 1)
+                yield raw.pin_memory() if pin_memory else raw
+        return
+    from torch.utils.data import DataLoader
+
+    loader = DataLoader(
+        items, batch_size=None, shuffle=False, num_workers=min(workers, len(items)), pin_memory=pin_memory,
+        prefetch_factor=2, worker_init_fn=_worker_init,
+    )
+    yield from loader
+
+
+def iter_batch_features(
+    backbone,
+    dataset,
+    batches: list,
+    *,
+    pool: str,
+    batch_size: int,
+    workers: int = 0,
+    on_backoff: Callable[[int], None] | None = None,
+) -> Iterator:
+    """float32 [len(b), D] CPU features of each index array b of `batches`, in order.
+
+    On CUDA out-of-memory the loaded batch is finished in halves, and later batches keep the
+    smaller size (`on_backoff(new_size)` is told).
+    """
+    import torch
+
+    from gesture_cli.core.device import run_with_oom_backoff
+
+    state = {"bs": int(batch_size)}
+
+    def backoff(bs: int) -> None:
+        state["bs"] = bs
+        if on_backoff is not None:
+            on_backoff(bs)
+
+    pin = backbone.device.type == "cuda"
+    with torch.inference_mode():
+        for raw in iter_loaded_batches(dataset, batches, size=backbone.image_size, workers=workers, pin_memory=pin):
+            outs: list = []
+
+            def forward(bs: int, raw=raw, outs=outs) -> None:
+                done = sum(len(o) for o in outs)  # resume after the chunks that fit before an OOM
+                while done < len(raw):
+                    pixels = backbone.preprocess(raw[done : done + bs])
+                    cls, patches, _ = backbone.forward_features(pixels)
+                    outs.append(backbone.pool(cls, patches, pool).float().cpu())
+                    done += len(outs[-1])
+
+            run_with_oom_backoff(forward, min(state["bs"], len(raw)), on_backoff=backoff)
+            yield torch.cat(outs) if len(outs) > 1 else outs[0]
+
+
+def contiguous_batches(lo: int, hi: int, batch_size: int) -> list:
+    """int64 index arrays [lo, lo+B), [lo+B, lo+2B), ... up to hi."""
+    import numpy as np
+
+    return [np.arange(a, min(a + batch_size, hi), dtype=np.int64) for a in range(lo, hi, batch_size)]
+
+
 def extract_split(
     backbone,
     dataset,
     *,
     pool: str,
     batch_size: int,
-    device,
+    device=None,
     max_samples: int | None = None,
+    workers: int = 0,
     on_progress: Callable[[int, int], None] | None = None,
     on_backoff: Callable[[int], None] | None = None,
 ):
-    """Return (features float32 [N, D] on CPU, labels int64 [N]) for one dataset split."""
+    """Return (features float32 [N, D] on CPU, labels int64 [N]) for one dataset split, in one process.
+
+    `device` is accepted for older callers; the backbone's own device is used.
+    """
     import numpy as np
     import torch
 
-    from gesture_cli.core.device import is_cuda_oom
-
     n = len(dataset) if max_samples is None else min(len(dataset), max_samples)
-    dim = backbone.feature_dim(pool)
-    feats = torch.empty((n, dim), dtype=torch.float32)
-    size = backbone.image_size
-
-    def load(lo: int, hi: int):
-        return torch.from_numpy(np.ascontiguousarray(dataset.batch(range(lo, hi), size=size)))
-
+    feats = torch.empty((n, backbone.feature_dim(pool)), dtype=torch.float32)
     done = 0
-    with ThreadPoolExecutor(max_workers=1) as pool_exec, torch.inference_mode():
-        pending = pool_exec.submit(load, 0, min(batch_size, n)) if n else None
-        while done < n:
-            hi = min(done + batch_size, n)
-            raw = pending.result()
-            if raw.shape[0] != hi - done:  # batch size changed after an OOM back-off
-                raw = load(done, hi)
-            nxt = min(hi + batch_size, n)
-            pending = pool_exec.submit(load, hi, nxt) if hi < n else None
-            try:
-                pixels = backbone.preprocess(raw.to(device, non_blocking=True))
-                cls, patches, _ = backbone.forward_features(pixels)
-                out = backbone.pool(cls, patches, pool)
-            except RuntimeError as exc:
-                if not is_cuda_oom(exc) or batch_size == 1:
-                    raise
-                torch.cuda.empty_cache()
-                batch_size = max(1, batch_size // 2)
-                if on_backoff is not None:
-                    on_backoff(batch_size)
-                if pending is not None:
-                    pending.result()
-                pending = pool_exec.submit(load, done, min(done + batch_size, n))
-                continue
-            feats[done:hi] = out.float().cpu()
-            done = hi
-            if on_progress is not None:
-                on_progress(done, n)
+    batches = contiguous_batches(0, n, batch_size)
+    for out in iter_batch_features(backbone, dataset, batches, pool=pool, batch_size=batch_size, workers=workers, on_backoff=on_backoff):
+        feats[done : done + len(out)] = out
+        done += len(out)
+        if on_progress is not None:
+            on_progress(done, n)
     labels = torch.from_numpy(np.asarray(dataset.labels[:n], dtype=np.int64))
     return feats, labels
+
+
+# ----------------------------------------------------------------------------------------------
+# Shards that survive a kill
+# ----------------------------------------------------------------------------------------------
+
+
+class PartialDir:
+    """features/.<backbone>.partial/: finished shards of an extraction that has not been assembled yet.
+
+    `plan.json` holds the step's cache key, the shard size and the split sizes; shards of another
+    plan (another config, other data) are never mixed in: the folder is emptied first.
+    """
+
+    def __init__(self, root: Path, plan: dict):
+        self.root = Path(root)
+        self.plan = plan
+
+    def shard_path(self, split: str, index: int) -> Path:
+        return self.root / split / f"shard-{index:05d}.safetensors"
+
+    def prepare(self) -> None:
+        from gesture_cli.core.artifacts import load_json, save_json
+        from gesture_cli.core.errors import ArtifactError
+
+        plan_path = self.root / PLAN_FILE
+        if plan_path.is_file():
+            try:
+                saved = load_json(plan_path, kind="feature-plan")
+                if {k: v for k, v in saved.items() if k not in ("schema", "kind")} == self.plan:
+                    return
+            except ArtifactError:  # an unreadable plan is as good as a different one: start afresh
+                pass
+        shutil.rmtree(self.root, ignore_errors=True)
+        self.root.mkdir(parents=True, exist_ok=True)
+        save_json(plan_path, self.plan, kind="feature-plan")
+
+    def completed(self) -> dict[str, list[int]]:
+        """split -> indices of the shard files present (each was written atomically, so present = whole)."""
+        out: dict[str, list[int]] = {}
+        for split, n in self.plan["splits"].items():
+            count = shard_count(n, self.plan["shard_size"])
+            out[split] = [i for i in range(count) if self.shard_path(split, i).is_file()]
+        return out
+
+    def save(self, split: str, index: int, feats) -> None:
+        from gesture_cli.core.artifacts import save_tensors
+
+        path = self.shard_path(split, index)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_tensors(path, {"features": feats}, kind=SHARD_KIND, meta={"split": split, "shard": index})
+
+    def load(self, split: str, index: int):
+        from gesture_cli.core.artifacts import load_tensors
+
+        return load_tensors(self.shard_path(split, index), kind=SHARD_KIND)[0]["features"]
+
+    def remove(self) -> None:
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+def shard_count(n: int, shard_size: int) -> int:
+    return -(-n // shard_size)
+
+
+def shard_bounds(index: int, n: int, shard_size: int) -> tuple[int, int]:
+    return index * shard_size, min((index + 1) * shard_size, n)
+
+
+def derived_all_split(datasets: dict, max_samples: int | None) -> list[str] | None:
+    """The splits that 'all' is made of, when 'all' is requested and the other requested splits
+    partition its rows (a CSV or flat folder cut into train/test by seed); else None."""
+    import numpy as np
+
+    whole = datasets.get("all")
+    parts = [s for s in datasets if s != "all"]
+    if whole is None or not parts or max_samples is not None:
+        return None
+    rows = [datasets[s].all_rows for s in parts]
+    if any(r is None for r in rows):
+        return None
+    joined = np.sort(np.concatenate(rows))
+    if len(joined) != len(whole) or not np.array_equal(joined, np.arange(len(whole))):
+        return None
+    return parts
+
+
+# ----------------------------------------------------------------------------------------------
+# gx extract-features
+# ----------------------------------------------------------------------------------------------
 
 
 def extract_features(
@@ -122,11 +328,19 @@ def extract_features(
     on_split: Callable[[str, int], None] | None = None,
     on_progress: Callable[[int, int], None] | None = None,
     on_backoff: Callable[[int], None] | None = None,
+    on_resume: Callable[[str, int, int, int], None] | None = None,
+    on_shard: Callable[[str, int], None] | None = None,
 ) -> dict:
     """Extract pooled features of every requested split into the run dir; returns the step entry.
 
     The step is cached on (config, dataset files); a hit returns the earlier entry with `cached` set.
+    Under a launcher every rank calls this; rank 0 returns the entry, the others {"rank": r}.
+    Callbacks: on_split(split, images this process extracts), on_progress(done, of), on_resume(split,
+    shards found, shards in all, images in them) on rank 0; on_shard(split, index) after each shard
+    this process saves.
     """
+    from gesture_cli.core.device import resolve_device
+    from gesture_cli.core.dist import init_dist
     from gesture_cli.data import dataset_splits, make_dataset
     from gesture_cli.data.registry import parse_dataset_opts
 
@@ -134,58 +348,124 @@ def extract_features(
     opts = parse_dataset_opts(cfg.dataset_opts)
     # Build datasets first: a bad file fails before any model is loaded or anything is written.
     datasets = {s: make_dataset(cfg.dataset, split=s, seed=cfg.seed, **opts) for s in splits}
+    for split, ds in datasets.items():
+        if len(ds) == 0:
+            raise UsageError(f"dataset '{cfg.dataset}' split '{split}' has no images")
+    ctx = init_dist(resolve_device(device))
+    try:
+        return _extract(cfg, run, datasets, ctx, device=device, force=force, argv=argv, callbacks=dict(
+            on_split=on_split, on_progress=on_progress, on_backoff=on_backoff, on_resume=on_resume, on_shard=on_shard))
+    finally:
+        ctx.close()
+
+
+def _extract(cfg: ExtractConfig, run, datasets: dict, ctx, *, device: str, force: bool, argv, callbacks: dict) -> dict:
     sources = sorted({str(p) for d in datasets.values() for p in d.source_files})
     tokens = {f"dataset:{s}": d.cache_token for s, d in datasets.items() if d.cache_token}
-    out_rel = f"features/{backbone_dirname(cfg.backbone)}"
-    step = run.begin(
-        "extract-features",
-        config={**_asdict(cfg), "device": device},
-        inputs=[Path(p) for p in sources] + _local_backbone_inputs(cfg.backbone),
-        input_keys=tokens,
-        outputs=[out_rel],
-        argv=argv,
-        force=force,
-    )
-    if step.cached:
-        return {**step.entry, "cached": True}
+    bb_dir = backbone_dirname(cfg.backbone)
+    out_rel = f"features/{bb_dir}"
+    key_config = {k: v for k, v in _asdict(cfg).items() if k not in NON_KEY_OPTIONS}
+    step = None
+    if ctx.is_main:  # only rank 0 reads and writes run.json
+        step = run.begin(
+            "extract-features",
+            config={**key_config, "device": device},
+            inputs=[Path(p) for p in sources] + _local_backbone_inputs(cfg.backbone),
+            input_keys=tokens,
+            outputs=[out_rel],
+            argv=argv,
+            force=force,
+        )
+    cached, key = ctx.broadcast((step.cached, step.key) if step is not None else None)
+    if cached:
+        return {**step.entry, "cached": True} if ctx.is_main else {"rank": ctx.rank, "cached": True}
 
     import torch
 
-    from gesture_cli.core.artifacts import save_json, save_tensors
-    from gesture_cli.core.device import compute_dtype, resolve_device, resolve_precision
+    from gesture_cli.core.device import compute_dtype, resolve_precision
     from gesture_cli.models.backbones import build_backbone
 
-    dev = resolve_device(device)
+    cb = {k: (v if ctx.is_main or k == "on_shard" else None) for k, v in callbacks.items()}
+    dev = ctx.device
     dtype = compute_dtype(dev, cfg.precision)
     backbone = build_backbone(cfg.backbone, device=dev, dtype=dtype, image_size=cfg.image_size)
+    if cfg.compile:
+        backbone.model.compile()
     batch_size = cfg.batch_size or (256 if dev.type == "cuda" else 64)
-    with step:
+    parts = derived_all_split(datasets, cfg.max_samples)
+    sizes = {s: len(d) if cfg.max_samples is None else min(len(d), cfg.max_samples) for s, d in datasets.items()}
+    extracted = {s: n for s, n in sizes.items() if not (parts and s == "all")}
+    partial = PartialDir(run.path("features", f".{bb_dir}.partial"), {"cache_key": key, "shard_size": cfg.shard_size, "splits": extracted})
+    if ctx.is_main:
+        partial.prepare()
+    ctx.barrier()  # on a shared disk the others now find rank 0's plan; elsewhere they prepare their own
+    if not ctx.is_main:
+        partial.prepare()
+    # Who holds each finished shard: on a shared disk every rank sees every file (rank 0 reads them
+    # itself); on separate machines a shard lives on the rank that wrote it and is sent over later.
+    held = ctx.all_gather(partial.completed())
+    owner = {s: {} for s in extracted}
+    for rank, done in reversed(list(enumerate(held))):
+        for s, ids in done.items():
+            owner[s].update(dict.fromkeys(ids, rank))
+    workers = {s: cfg.workers if cfg.workers is not None else auto_workers(d, local_world=ctx.local_world) for s, d in datasets.items()}
+
+    with step if step is not None else nullcontext():
+        stats = {}
+        for split, n in extracted.items():
+            count = shard_count(n, cfg.shard_size)
+            pending = [i for i in range(count) if i not in owner[split]]
+            mine = pending[ctx.rank :: ctx.world]
+            resumed = count - len(pending)
+            if resumed and cb["on_resume"] is not None:
+                resumed_images = sum(hi - lo for lo, hi in (shard_bounds(i, n, cfg.shard_size) for i in owner[split]))
+                cb["on_resume"](split, resumed, count, resumed_images)
+            t0 = time.perf_counter()
+            mine_images, batches = _extract_shards(
+                backbone, datasets[split], split, mine, n=n, cfg=cfg, batch_size=batch_size, workers=workers[split], partial=partial, cb=cb)
+            for k, i in enumerate(pending):  # dealt the same way on every rank: no exchange needed
+                owner[split][i] = k % ctx.world
+            stats[split] = {"seconds": time.perf_counter() - t0, "images": mine_images, "batches": batches, "resumed_shards": resumed, "shards": count}
+        all_stats = ctx.all_gather(stats)
+        ctx.barrier()
+        if not ctx.is_main:
+            for split, n in extracted.items():
+                for i in range(shard_count(n, cfg.shard_size)):
+                    if owner[split][i] == ctx.rank:
+                        ctx.send_to_main(partial.load(split, i))
+            ctx.barrier()  # rank 0 has written the result: our shards are no longer needed
+            partial.remove()
+            return {"rank": ctx.rank, "cached": False}
+
         out = step.stage(out_rel)
+        feats_by_split = {}
+        for split, n in extracted.items():
+            feats_by_split[split] = _assemble(partial, ctx, split, n, owner=owner[split], dim=backbone.feature_dim(cfg.pool), shard_size=cfg.shard_size)
+            if not torch.isfinite(feats_by_split[split]).all():
+                raise UsageError(f"non-finite features for split '{split}'; rerun with --precision fp32")
         per_split = {}
         total_images, total_time = 0, 0.0
         for split, ds in datasets.items():
-            n = len(ds) if cfg.max_samples is None else min(len(ds), cfg.max_samples)
-            if n == 0:
-                raise UsageError(f"dataset '{cfg.dataset}' split '{split}' has no images")
-            if on_split is not None:
-                on_split(split, n)
-            t0 = time.perf_counter()
-            feats, labels = extract_split(
-                backbone, ds, pool=cfg.pool, batch_size=batch_size, device=dev, max_samples=cfg.max_samples,
-                on_progress=on_progress, on_backoff=on_backoff,
-            )
-            dt = time.perf_counter() - t0
-            if not torch.isfinite(feats).all():
-                raise UsageError(f"non-finite features for split '{split}'; rerun with --precision fp32")
-            save_tensors(
-                out / f"{split}.safetensors",
-                {"features": feats, "labels": labels},
-                kind=FEATURES_KIND,
-                meta={"split": split, "backbone": backbone.describe(), "pool": cfg.pool, "classes": ds.classes},
-            )
-            per_split[split] = {"images": n, "seconds": round(dt, 3), "images_per_s": round(n / dt, 2) if dt else None, "skipped": ds.skipped}
-            total_images += n
-            total_time += dt
+            n = sizes[split]
+            labels = torch.from_numpy(ds.labels[:n].astype("int64"))
+            meta_common = {"split": split, "backbone": backbone.describe(), "pool": cfg.pool, "classes": ds.classes}
+            if split in feats_by_split:
+                save_tensors_ = {"features": feats_by_split[split], "labels": labels}
+                st = [s[split] for s in all_stats]
+                seconds = max(s["seconds"] for s in st)
+                done_now = sum(s["images"] for s in st)
+                per_split[split] = {
+                    "images": n, "seconds": round(seconds, 3), "images_per_s": round(done_now / seconds, 2) if seconds and done_now else None,
+                    "skipped": ds.skipped, "shards": st[0]["shards"], "resumed_shards": st[0]["resumed_shards"],
+                    "batches": sum(s["batches"] for s in st),
+                }
+                total_images += done_now
+                total_time += seconds
+            else:  # 'all' = the rows of its parts: the assignment, not a second copy of the features
+                save_tensors_ = _split_assignment(datasets, parts, labels)
+                meta_common["assembled_from"] = parts
+                per_split[split] = {"images": n, "seconds": 0.0, "images_per_s": None, "skipped": ds.skipped, "assembled_from": parts}
+            _save_features(out / f"{split}.safetensors", save_tensors_, meta_common)
         meta = {
             "backbone": backbone.describe(),
             "dataset": cfg.dataset,
@@ -197,18 +477,97 @@ def extract_features(
             "precision": resolve_precision(dev, cfg.precision),  # the default of evaluate/infer --from probe and gradcam
             "device": str(dev),
             "batch_size": batch_size,
+            "world_size": ctx.world,
+            "workers": workers[next(iter(extracted))] if extracted else 0,
+            "shard_size": cfg.shard_size,
+            "compile": cfg.compile,
             "splits": per_split,
         }
-        save_json(out / "meta.json", meta, kind="features-meta")
+        _save_meta(out / "meta.json", meta)
         step.metrics.update(
             {
-                "images": total_images,
-                "images_per_s": round(total_images / total_time, 2) if total_time else None,
+                "images": sum(sizes.values()),
+                "images_per_s": round(total_images / total_time, 2) if total_time and total_images else None,
                 "feature_dim": meta["feature_dim"],
                 "dtype": meta["dtype"],
+                "world_size": ctx.world,
+                "resumed_shards": sum(s.get("resumed_shards", 0) for s in per_split.values()),
             }
         )
+    partial.remove()
+    ctx.barrier()
     return {**step.entry, "cached": False, "meta": meta}
+
+
+def _extract_shards(backbone, dataset, split: str, shards: list[int], *, n: int, cfg: ExtractConfig, batch_size: int, workers: int,
+                    partial: PartialDir, cb: dict) -> tuple[int, int]:
+    """Extract this rank's shards of one split into `partial`; returns (images, batches) done."""
+    import torch
+
+    bounds = [shard_bounds(i, n, cfg.shard_size) for i in shards]
+    total = sum(hi - lo for lo, hi in bounds)
+    if cb["on_split"] is not None:
+        cb["on_split"](split, total)
+    # Batches never straddle shards, so a sample meets the same batch neighbours whatever the
+    # number of ranks and whether the run resumed.
+    batches, owner_of = [], []
+    for i, (lo, hi) in zip(shards, bounds, strict=True):
+        for b in contiguous_batches(lo, hi, batch_size):
+            batches.append(b)
+            owner_of.append(i)
+    done, buf, k = 0, [], 0
+    it = iter_batch_features(backbone, dataset, batches, pool=cfg.pool, batch_size=batch_size, workers=workers, on_backoff=cb["on_backoff"])
+    for k, out in enumerate(it):
+        buf.append(out)
+        done += len(out)
+        if cb["on_progress"] is not None:
+            cb["on_progress"](done, total)
+        if k + 1 == len(batches) or owner_of[k + 1] != owner_of[k]:
+            partial.save(split, owner_of[k], torch.cat(buf))
+            buf = []
+            if cb["on_shard"] is not None:
+                cb["on_shard"](split, owner_of[k])
+    return done, len(batches)
+
+
+def _assemble(partial: PartialDir, ctx, split: str, n: int, *, owner: dict, dim: int, shard_size: int):
+    """float32 [n, dim] of one split on rank 0, in dataset order, from its own disk or the shard's rank."""
+    import torch
+
+    feats = torch.empty((n, dim), dtype=torch.float32)
+    for i in range(shard_count(n, shard_size)):
+        lo, hi = shard_bounds(i, n, shard_size)
+        if owner[i] == 0:
+            feats[lo:hi] = partial.load(split, i)
+        else:
+            feats[lo:hi] = ctx.recv_from(owner[i], feats[lo:hi])
+    return feats
+
+
+def _split_assignment(datasets: dict, parts: list[str], labels) -> dict:
+    """'all' as (part, row) per sample: int64 [N] index into `assembled_from` and row in that part."""
+    import torch
+
+    n = len(labels)
+    part = torch.empty(n, dtype=torch.int64)
+    row = torch.empty(n, dtype=torch.int64)
+    for j, s in enumerate(parts):
+        rows = torch.from_numpy(datasets[s].all_rows.astype("int64"))
+        part[rows] = j
+        row[rows] = torch.arange(len(rows))
+    return {"labels": labels, "part": part, "row": row}
+
+
+def _save_features(path: Path, tensors: dict, meta: dict) -> None:
+    from gesture_cli.core.artifacts import save_tensors
+
+    save_tensors(path, tensors, kind=FEATURES_KIND, meta=meta)
+
+
+def _save_meta(path: Path, meta: dict) -> None:
+    from gesture_cli.core.artifacts import save_json
+
+    save_json(path, meta, kind="features-meta")
 
 
 def _asdict(cfg) -> dict:
@@ -234,4 +593,14 @@ def load_features(run, backbone: str, split: str):
             f"{path}: no features for backbone '{backbone}' split '{split}'; run `gx extract-features --backbone {backbone} -r {run.root}` first"
         )
     tensors, meta = load_tensors(path, kind=FEATURES_KIND)
+    parts = meta.get("assembled_from")
+    if parts and "features" not in tensors:  # 'all' stored as the rows of its train/test parts
+        import torch
+
+        loaded = [load_features(run, backbone, s)[0] for s in parts]
+        feats = torch.empty((len(tensors["labels"]), loaded[0].shape[1]), dtype=loaded[0].dtype)
+        for j, part_feats in enumerate(loaded):
+            mask = tensors["part"] == j
+            feats[mask] = part_feats[tensors["row"][mask]]
+        return feats, tensors["labels"], meta
     return tensors["features"], tensors["labels"], meta
