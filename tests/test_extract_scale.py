@@ -1,5 +1,5 @@
-"""extract-features at dataset scale: two processes (torchrun, gloo), a SIGKILL and a resume, decode
-workers, and 'all' stored as the rows of train + test.
+"""extract-features and pca-compute at dataset scale: two processes (torchrun, gloo), a SIGKILL and a
+resume, decode workers, and 'all' stored as the rows of train + test.
 
 Every run here is a subprocess with one torch thread, the reference included, so the fp32 features
 can be compared bitwise: the same batches through the same kernels on the same thread count.
@@ -180,3 +180,31 @@ def _features_labels(run: Path):
     from gesture_cli.core.artifacts import load_tensors
 
     return load_tensors(run / "features/tiny-vit/all.safetensors", kind="features")[0]["labels"]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not TORCHRUN.exists(), reason="torchrun not installed next to this python")
+def test_pca_compute_under_torchrun_equals_one_process(tmp_path):
+    from gesture_cli.core.artifacts import load_tensors
+
+    args = ["pca-compute", "-b", "tiny-dinov2", "-d", "synthetic-video", "-k", "4", "--precision", "fp32"]
+    _gx(*args, "-r", tmp_path / "one")
+    _gx(*args, "-r", tmp_path / "two", launcher=[str(TORCHRUN), "--standalone", "--nproc_per_node", "2"])
+    one, _ = load_tensors(tmp_path / "one/pca/tiny-dinov2/pca.safetensors", kind="pca")
+    two, _ = load_tensors(tmp_path / "two/pca/tiny-dinov2/pca.safetensors", kind="pca")
+    assert torch_equal(one["n"], two["n"])
+    # each rank sums its own clips and rank 0 adds the ranks' sums: the same sums, added in another
+    # order, so equal to float64 rounding rather than bitwise
+    for key in ("sum", "xtx", "mean", "eigenvalues"):
+        np.testing.assert_allclose(two[key].numpy(), one[key].numpy(), rtol=1e-10, atol=1e-10)
+    cos = (one["components"] * two["components"]).sum(1).abs()
+    assert bool((cos > 1 - 1e-9).all())
+    info = json.loads((tmp_path / "two/pca/tiny-dinov2/pca.json").read_text())
+    assert info["world_size"] == 2 and info["total_frames"] == 72 and info["unique_clips"] == 3
+    assert [s["status"] for s in _steps(tmp_path / "two")] == ["ok"]
+
+
+def torch_equal(a, b) -> bool:
+    import torch
+
+    return torch.equal(a, b)

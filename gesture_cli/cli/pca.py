@@ -98,6 +98,8 @@ def pca_compute(
             on_backoff=lambda bs: err.print(f"CUDA out of memory: batch size lowered to {bs}"),
             on_memory=err.print if _verbose(verbose) else None,
         )
+    if entry.get("rank"):  # another process of a torchrun / accelerate launch: rank 0 reports
+        return
     _compute_summary(console, run, entry, f"{cfg.backbone} on {cfg.dataset}")
 
 

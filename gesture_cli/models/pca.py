@@ -407,10 +407,12 @@ class _Counts:
     frames: int = 0
     subjects: set | None = None
     clips: set | None = None
+    warnings: list | None = None
 
     def __post_init__(self) -> None:
         self.subjects = set() if self.subjects is None else self.subjects
         self.clips = set() if self.clips is None else self.clips
+        self.warnings = [] if self.warnings is None else self.warnings
 
 
 def _accumulate(
@@ -467,57 +469,95 @@ def compute_pca(
     on_backoff: Callable[[int], None] | None = None,
     on_memory: Callable[[str], None] | None = None,
 ) -> dict:
-    """Accumulate patch features of a dataset's frames and write pca/<backbone>/; returns the step entry."""
-    from gesture_cli.data.video import make_frame_source
-    from gesture_cli.models.features import _local_backbone_inputs, backbone_dirname
+    """Accumulate patch features of a dataset's frames and write pca/<backbone>/; returns the step entry.
 
+    Under `torchrun` / `accelerate launch` each rank accumulates every world-th clip (image) and rank 0
+    adds the statistics of ranks 0, 1, ... in that order and writes the result, as `--merge` would; it
+    returns the step entry, the other ranks {"rank": r}.
+    """
+    from gesture_cli.core.device import resolve_device
+    from gesture_cli.core.dist import init_dist, launched_world_size
+    from gesture_cli.data.video import make_frame_source
+
+    if launched_world_size() > 1 and cfg.max_samples is not None:
+        raise UsageError("--max-samples takes the first N frames of one stream; under torchrun / accelerate launch "
+                         "each process reads its own clips: drop --max-samples or run one process")
     source = make_frame_source(cfg.dataset, seed=cfg.seed)
     if cfg.shard is not None:
         source = source.shard(*parse_shard(cfg.shard))
-    total = source.count(cfg.frame_stride, cfg.max_samples)  # opens every video header: bad files fail now
-    if total == 0:
-        raise DataError(f"dataset '{cfg.dataset}'{f' shard {cfg.shard}' if cfg.shard else ''} has no frames")
-    out_rel = f"pca/{backbone_dirname(cfg.backbone)}"
-    step = run.begin(
-        "pca-compute",
-        config={**_asdict(cfg), "device": device},
-        inputs=[Path(p) for p in source.source_files] + _local_backbone_inputs(cfg.backbone),
-        input_keys={"dataset": source.cache_token} if source.cache_token else {},
-        outputs=[out_rel],
-        argv=argv,
-        force=force,
-    )
-    if step.cached:
-        return {**step.entry, "cached": True}
+    whole = source
+    ctx = init_dist(resolve_device(device))
+    try:
+        if ctx.world > 1:
+            source = source.shard(ctx.rank, ctx.world)
+        return _compute(cfg, run, whole, source, ctx, device=device, force=force, argv=argv, on_pass=on_pass,
+                        on_progress=on_progress, on_backoff=on_backoff, on_memory=on_memory)
+    finally:
+        ctx.close()
 
-    from gesture_cli.core.device import compute_dtype, resolve_device
+
+def _compute(cfg: PCAConfig, run, whole, source, ctx, *, device: str, force: bool, argv, on_pass, on_progress, on_backoff, on_memory) -> dict:
+    from gesture_cli.models.features import _local_backbone_inputs, backbone_dirname
+
+    total = source.count(cfg.frame_stride, cfg.max_samples)  # opens every video header: bad files fail now
+    if ctx.world == 1 and total == 0:
+        raise DataError(f"dataset '{cfg.dataset}'{f' shard {cfg.shard}' if cfg.shard else ''} has no frames")
+    if not ctx.is_main:
+        on_pass = on_progress = on_memory = None  # rank 0 reports
+    out_rel = f"pca/{backbone_dirname(cfg.backbone)}"
+    step = None
+    if ctx.is_main:
+        step = run.begin(
+            "pca-compute",
+            config={**_asdict(cfg), "device": device},
+            inputs=[Path(p) for p in whole.source_files] + _local_backbone_inputs(cfg.backbone),
+            input_keys={"dataset": whole.cache_token} if whole.cache_token else {},
+            outputs=[out_rel],
+            argv=argv,
+            force=force,
+        )
+    if ctx.broadcast(step.cached if step is not None else None):
+        return {**step.entry, "cached": True} if ctx.is_main else {"rank": ctx.rank, "cached": True}
+
+    from contextlib import nullcontext
+
+    from gesture_cli.core.device import compute_dtype
     from gesture_cli.models.backbones import build_backbone
 
-    dev = resolve_device(device)
+    dev = ctx.device
     backbone = build_backbone(cfg.backbone, device=dev, dtype=compute_dtype(dev, cfg.precision), image_size=cfg.image_size)
     dim = backbone.info.embed_dim
     if cfg.n_components > dim:
         raise UsageError(f"--n-components {cfg.n_components} exceeds backbone '{cfg.backbone}''s embedding width {dim}")
     acc_dev = dev if dev.type in ("cpu", "cuda") else _cpu()  # MPS has no float64
     batch_size = cfg.batch_size or auto_batch_size(dev, backbone.image_size)
-    seed = _stream_seed(cfg)
+    seed = _stream_seed(cfg, ctx)
     t0 = time.perf_counter()
     kwargs = dict(on_progress=on_progress, on_backoff=on_backoff, on_memory=on_memory, batch_size=batch_size)
-    with step:
-        out = step.stage(out_rel)
+    with step if step is not None else nullcontext():
         fg = None
         if cfg.foreground:
             if on_pass is not None:
                 on_pass("foreground pass", total)
             first = PatchPCA(dim, device=acc_dev, reservoir_size=cfg.reservoir_size or RESERVOIR_SIZE, seed=seed)
             _accumulate(backbone, source, cfg, first, **kwargs)
-            fg = choose_foreground(first, cfg.foreground_threshold)
-            fg["first_pass_patches"] = first.n
+            first, _ = _gather_accumulators(ctx, first, None)
+            fg = None
+            if ctx.is_main:
+                fg = choose_foreground(first, cfg.foreground_threshold)
+                fg["first_pass_patches"] = first.n
+            if ctx.world > 1:  # every rank masks its second pass with rank 0's component (sent via the CPU)
+                fg = ctx.broadcast(None if fg is None else {k: v.cpu() if hasattr(v, "cpu") else v for k, v in fg.items()})
+                fg = {k: v.to(acc_dev) if hasattr(v, "to") else v for k, v in fg.items()}
             source.warnings.clear()  # the second pass reports the same files again
         if on_pass is not None:
             on_pass("foreground patches" if fg else "patches", total)
         acc = PatchPCA(dim, device=acc_dev, reservoir_size=cfg.reservoir_size, seed=seed + 1)
         counts = _accumulate(backbone, source, cfg, acc, foreground=fg, **kwargs)
+        acc, counts = _gather_accumulators(ctx, acc, counts, warnings=source.warnings)
+        if not ctx.is_main:
+            return {"rank": ctx.rank, "cached": False}
+        out = step.stage(out_rel)
         if counts.frames == 0:
             raise DataError(f"dataset '{cfg.dataset}' gave no frames")
         if fg is not None and acc.n < 2:
@@ -534,12 +574,13 @@ def compute_pca(
             "total_frames": counts.frames,
             "subjects": sorted(counts.subjects),
             "clips": sorted(counts.clips),
-            "warnings": list(source.warnings),
+            "warnings": list(counts.warnings),
             "seconds": round(seconds, 3),
             "frames_per_s": round(counts.frames / seconds, 2) if seconds else None,
             "device": str(dev),
             "dtype": str(backbone.dtype).replace("torch.", ""),
             "batch_size": batch_size,
+            "world_size": ctx.world,
         }
         result = write_pca(out, acc, backbone=desc, n_components=cfg.n_components, meta=meta, foreground=fg)
         step.metrics.update(
@@ -555,9 +596,39 @@ def _cpu():
     return torch.device("cpu")
 
 
-def _stream_seed(cfg: PCAConfig) -> int:
-    # Two shards with the same --seed must not draw the same reservoir keys: mix in dataset and shard.
-    return cfg.seed * 1_000_003 + zlib.crc32(f"{cfg.dataset}|{cfg.shard}".encode())
+def _stream_seed(cfg: PCAConfig, ctx=None) -> int:
+    # Two shards with the same --seed must not draw the same reservoir keys: mix in dataset and shard
+    # (and, under a launcher, the rank: each rank is one more shard).
+    rank = f"|{ctx.rank}/{ctx.world}" if ctx is not None and ctx.world > 1 else ""
+    return cfg.seed * 1_000_003 + zlib.crc32(f"{cfg.dataset}|{cfg.shard}{rank}".encode())
+
+
+def _gather_accumulators(ctx, acc: PatchPCA, counts: _Counts | None, *, warnings: list | None = None):
+    """On rank 0: the accumulators (and frame counts) of every rank added in rank order; elsewhere the inputs.
+
+    The statistics travel as their state dicts ([D, D] float64 plus the reservoir), a few MB per rank.
+    """
+    if ctx.world == 1:
+        if counts is not None:
+            counts.warnings = list(warnings or [])
+        return acc, counts
+    states = ctx.all_gather((
+        {k: v.cpu() for k, v in acc.state_dict().items()},
+        None if counts is None else (counts.frames, sorted(counts.subjects), sorted(counts.clips), list(warnings or [])),
+    ))
+    if not ctx.is_main:
+        return acc, counts
+    merged = None
+    total = _Counts()
+    for state, c in states:
+        part = PatchPCA.from_state(state, device=acc.device, reservoir_size=acc.reservoir.size)
+        merged = part if merged is None else merged.merge(part)
+        if c is not None:
+            total.frames += c[0]
+            total.subjects.update(c[1])
+            total.clips.update(c[2])
+            total.warnings += c[3]
+    return merged, total if counts is not None else None
 
 
 def _asdict(cfg) -> dict:
