@@ -36,7 +36,7 @@ def extract_features(
     batch_size: Annotated[int | None, typer.Option("--batch-size", help="Images per batch; 0 = auto [default: 0].", show_default=False)] = None,
     precision: PrecisionOpt = None,
     max_samples: Annotated[int | None, typer.Option("--max-samples", help="Cap on images per split.", show_default=False)] = None,
-    workers: Annotated[int | None, typer.Option("--workers", help="Processes decoding and resizing images, per GPU/process [default: 0 for in-memory data, else cores - 1, at most 8].", show_default=False)] = None,
+    workers: Annotated[int | None, typer.Option("--workers", help="Processes decoding and resizing images, per GPU/process [default: on a GPU the cores per process - 1, at most 8; 0 on CPU and for in-memory data].", show_default=False)] = None,
     shard_size: Annotated[int | None, typer.Option("--shard-size", help="Samples per shard file; a killed run resumes from the last whole shard [default: 2048].", show_default=False)] = None,
     compile_: Annotated[bool | None, typer.Option("--compile/--no-compile", help="torch.compile the backbone (tens of seconds of compiling first) [default: no].", show_default=False)] = None,
     run_dir: RunDirOpt = None,

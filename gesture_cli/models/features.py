@@ -55,7 +55,7 @@ class ExtractConfig:
     precision: str = "auto"  # auto | bf16 | fp32 (auto: bf16 only where it is fast)
     max_samples: int | None = None  # cap per split, for quick looks at big datasets
     seed: int = 0  # dataset generation / split seed
-    workers: int | None = None  # decoding processes per rank; None = auto (0 for in-memory data, else cores - 1, at most 8)
+    workers: int | None = None  # decoding processes per rank; None = auto (0 on CPU and for in-memory data, else cores - 1, at most 8)
     shard_size: int = SHARD_SIZE  # samples per resumable shard file
     compile: bool = False  # torch.compile the backbone (pays a compile of tens of seconds up front)
 
@@ -88,10 +88,14 @@ def backbone_dirname(spec: str) -> str:
 # ----------------------------------------------------------------------------------------------
 
 
-def auto_workers(dataset, *, local_world: int = 1) -> int:
-    """Decoding processes for one rank: 0 for in-memory images (nothing to decode), else the rank's
-    share of the cores minus the one that feeds the model, at least 1 and at most MAX_AUTO_WORKERS."""
-    if dataset.paths is None:
+def auto_workers(dataset, device, *, local_world: int = 1) -> int:
+    """Decoding processes for one rank: the rank's share of the cores minus the one that feeds the
+    model, at least 1 and at most MAX_AUTO_WORKERS, when an accelerator would otherwise wait for
+    the decoder. 0 for in-memory images (nothing to decode) and on CPU, where the model needs every
+    core: there a 640x480 JPEG decodes and resizes in 1/185 s against 1/9 s in the model
+    (dinov2-small, bf16, 2 cores), the prefetch thread hides it, and workers only take cores away
+    (measured: 1 worker 0.77x, 2 workers 0.63x the speed of none; benchmarks/extract.py --decode)."""
+    if dataset.paths is None or device.type == "cpu":
         return 0
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     return max(1, min(MAX_AUTO_WORKERS, cores // max(1, local_world) - 1))
@@ -139,9 +143,12 @@ def iter_loaded_batches(dataset, batches: list, *, size: int, workers: int, pin_
         return
     from torch.utils.data import DataLoader
 
+    # spawn, not fork: a forked child inherits OpenCV's and OpenMP's thread pools mid-state and can
+    # hang on its first resize (seen here once the main process had decoded in a thread). Spawned
+    # workers import gx afresh (a second or two, once per split) and receive the file list.
     loader = DataLoader(
         items, batch_size=None, shuffle=False, num_workers=min(workers, len(items)), pin_memory=pin_memory,
-        prefetch_factor=2, worker_init_fn=_worker_init,
+        prefetch_factor=2, worker_init_fn=_worker_init, multiprocessing_context="spawn",
     )
     yield from loader
 
@@ -408,7 +415,7 @@ def _extract(cfg: ExtractConfig, run, datasets: dict, ctx, *, device: str, force
     for rank, done in reversed(list(enumerate(held))):
         for s, ids in done.items():
             owner[s].update(dict.fromkeys(ids, rank))
-    workers = {s: cfg.workers if cfg.workers is not None else auto_workers(d, local_world=ctx.local_world) for s, d in datasets.items()}
+    workers = {s: cfg.workers if cfg.workers is not None else auto_workers(d, ctx.device, local_world=ctx.local_world) for s, d in datasets.items()}
 
     with step if step is not None else nullcontext():
         stats = {}
