@@ -109,7 +109,7 @@ def test_killed_run_resumes_from_its_last_shard_and_equals_an_uninterrupted_run(
     # 2 batches per shard: the rerun did the 3 missing train shards and all of test, and not one batch more
     assert (train["resumed_shards"], train["batches"]) == (2, 6)
     assert (test["resumed_shards"], test["batches"]) == (0, 10)
-    assert [s["status"] for s in _steps(killed)] == ["running", "ok"]  # the killed entry never finished
+    assert [s["status"] for s in _steps(killed)] == ["interrupted", "ok"]  # the rerun marked the dead step
     assert not partial.exists()
 
 
