@@ -208,3 +208,35 @@ def torch_equal(a, b) -> bool:
     import torch
 
     return torch.equal(a, b)
+
+
+def test_partial_shards_of_another_plan_are_never_mixed_in(tmp_path):
+    import torch
+
+    from gesture_cli.models.features import PartialDir
+
+    plan = {"cache_key": "abc", "shard_size": 8, "splits": {"train": 20}}
+    part = PartialDir(tmp_path / ".bb.partial", plan)
+    part.prepare()
+    part.save("train", 1, torch.ones(8, 4))
+    assert part.completed() == {"train": [1]}
+    PartialDir(tmp_path / ".bb.partial", dict(plan)).prepare()  # the same plan: a resume keeps the shard
+    assert part.completed() == {"train": [1]}
+    other = PartialDir(tmp_path / ".bb.partial", {**plan, "cache_key": "def"})  # another config or other data
+    other.prepare()
+    assert other.completed() == {"train": []} and not part.shard_path("train", 1).exists()
+    (tmp_path / ".bb.partial" / "plan.json").write_text("{not json")
+    part.prepare()  # an unreadable plan starts afresh instead of failing
+    assert part.completed() == {"train": []}
+
+
+def test_all_is_derived_only_from_a_full_partition(tmp_path):
+    from gesture_cli.data import make_dataset
+    from gesture_cli.models.features import derived_all_split
+
+    spec = f"folder:{_jpeg_folder(tmp_path / 'imgs')}"
+    ds = {s: make_dataset(spec, split=s) for s in ("train", "test", "all")}
+    assert derived_all_split(ds, None) == ["train", "test"]
+    assert derived_all_split(ds, 5) is None  # capped splits are not a partition of the capped 'all'
+    assert derived_all_split({s: ds[s] for s in ("train", "all")}, None) is None  # test rows would be missing
+    assert derived_all_split({s: ds[s] for s in ("train", "test")}, None) is None  # no 'all' asked for
