@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 
 from gesture_cli.core.errors import DataError, UsageError
-from gesture_cli.data.pose import PoseSample, normalize_split
+from gesture_cli.data.pose_sample import PoseSample, normalize_split
 from gesture_cli.models.skeletons import LAYOUT_SIZES, MP_HAND_NAMES, MP_POSE_NAMES
 
 HOLISTIC = "mediapipe-holistic"
