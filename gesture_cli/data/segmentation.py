@@ -36,6 +36,7 @@ import numpy as np
 from gesture_cli.core.errors import DataError, UsageError, did_you_mean, unknown_choice
 from gesture_cli.data.class_map import IGNORE_INDEX, ClassMap, load_class_map
 from gesture_cli.data.images import IMAGE_EXTENSIONS, NAMED_SKIPS, decode_image, report_skipped, resize_image, to_rgb
+from gesture_cli.data.synthetic_scenes import GENERATOR_VERSION, SCENE_CLASSES, SPLIT_IDS, render_scene
 
 UNKNOWN = -1  # lookup value of a raw mask value that is no class of the dataset
 LUT_SIZE = 1 << 16  # masks may be 16-bit PNGs
@@ -453,16 +454,34 @@ class SegSource:
     arg: str | None  # metavar after ':' (None = takes none)
 
 
-def _synthetic_make(arg, **kw):
-    from gesture_cli.data.synthetic_scenes import make_synthetic_scenes
-
-    return make_synthetic_scenes(arg, **kw)
+def make_synthetic_scenes(arg: str | None, *, spec: str, split: str, seed: int, size: int = 96, train_images: int = 96,
+                          val_images: int = 24, test_images: int = 24):
+    """Build one split of `synthetic-scenes` in memory; data/synthetic_scenes.py draws the scenes."""
+    if size < 16:
+        raise UsageError(f"synthetic-scenes: size must be at least 16 pixels; got {size}")
+    counts = {"train": train_images, "val": val_images, "test": test_images}
+    for k, v in counts.items():
+        if v < 0:
+            raise UsageError(f"synthetic-scenes: {k}_images must not be negative; got {v}")
+    n = counts[split]
+    height, width = size, size * 4 // 3
+    images = np.zeros((n, height, width, 3), np.uint8)
+    masks = np.zeros((n, height, width), np.uint8)
+    for i in range(n):
+        rng = np.random.default_rng([seed % 2**32, SPLIT_IDS[split], i, GENERATOR_VERSION])
+        images[i], masks[i] = render_scene(rng, height, width)
+    token = json.dumps({"gen": GENERATOR_VERSION, "seed": seed, "split": split, "size": size, "n": n}, sort_keys=True)
+    return SegDataset(
+        spec=spec, split=split, classes=list(SCENE_CLASSES), lut=identity_lut(len(SCENE_CLASSES)), images=images, masks=masks,
+        names=[f"scene-{split}-{i:05d}" for i in range(n)], layout="synthetic",
+        cache_token=hashlib.sha256(token.encode()).hexdigest()[:16],
+    )
 
 
 SEG_SOURCES: dict[str, SegSource] = {
     "seg": SegSource("seg", "a Cityscapes, ADE20K or images/ + masks/ folder", make_folder_seg, seg_splits, "DIR"),
     "synthetic-scenes": SegSource(
-        "synthetic-scenes", "seeded street scenes (sky, building, road, sidewalk, grass, tree, person, car)", _synthetic_make,
+        "synthetic-scenes", "seeded street scenes (sky, building, road, sidewalk, grass, tree, person, car)", make_synthetic_scenes,
         lambda _arg: ["train", "val", "test"], None,
     ),
 }
@@ -495,10 +514,7 @@ def seg_dataset_options(spec: str) -> list[str]:
     import inspect
 
     source, _ = _source(spec)
-    make = source.make
-    if source.name == "synthetic-scenes":
-        from gesture_cli.data.synthetic_scenes import make_synthetic_scenes as make
-    params = inspect.signature(make).parameters
+    params = inspect.signature(source.make).parameters
     return ["class_map", *[p for p, v in params.items() if v.kind is inspect.Parameter.KEYWORD_ONLY and p not in ("spec", "split", "seed")]]
 
 

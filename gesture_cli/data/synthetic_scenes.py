@@ -8,17 +8,14 @@ person-like figures (head, torso, legs) on the sidewalks; then colour jitter per
 noise. The label mask is drawn with the same shapes, so it is exact. Class frequencies are uneven on
 purpose (sky, road and building large; persons small), as in real street scenes.
 
-Options: size=H (images are H x 4H/3), train_images=, val_images=, test_images=.
+Options: size=H (images are H x 4H/3), train_images=, val_images=, test_images=. The dataset itself
+(`make_synthetic_scenes`) is built in data/segmentation.py: this module only draws arrays, so it needs
+nothing of the registry that loads it.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-
 import numpy as np
-
-from gesture_cli.core.errors import UsageError
 
 SCENE_CLASSES = ("sky", "building", "road", "sidewalk", "grass", "tree", "person", "car")
 SPLIT_IDS = {"train": 0, "val": 1, "test": 2}
@@ -149,30 +146,4 @@ def render_scene(rng: np.random.Generator, height: int, width: int) -> tuple[np.
     return np.clip(noisy, 0, 255).astype(np.uint8), mask
 
 
-def make_synthetic_scenes(arg: str | None, *, spec: str, split: str, seed: int, size: int = 96, train_images: int = 96,
-                          val_images: int = 24, test_images: int = 24):
-    """Build one split of `synthetic-scenes` in memory (see the module docstring)."""
-    from gesture_cli.data.segmentation import SegDataset, identity_lut
-
-    if size < 16:
-        raise UsageError(f"synthetic-scenes: size must be at least 16 pixels; got {size}")
-    counts = {"train": train_images, "val": val_images, "test": test_images}
-    for k, v in counts.items():
-        if v < 0:
-            raise UsageError(f"synthetic-scenes: {k}_images must not be negative; got {v}")
-    n = counts[split]
-    height, width = size, size * 4 // 3
-    images = np.zeros((n, height, width, 3), np.uint8)
-    masks = np.zeros((n, height, width), np.uint8)
-    for i in range(n):
-        rng = np.random.default_rng([seed % 2**32, SPLIT_IDS[split], i, GENERATOR_VERSION])
-        images[i], masks[i] = render_scene(rng, height, width)
-    token = json.dumps({"gen": GENERATOR_VERSION, "seed": seed, "split": split, "size": size, "n": n}, sort_keys=True)
-    return SegDataset(
-        spec=spec, split=split, classes=list(SCENE_CLASSES), lut=identity_lut(len(SCENE_CLASSES)), images=images, masks=masks,
-        names=[f"scene-{split}-{i:05d}" for i in range(n)], layout="synthetic",
-        cache_token=hashlib.sha256(token.encode()).hexdigest()[:16],
-    )
-
-
-__all__ = ["SCENE_CLASSES", "make_synthetic_scenes", "render_scene"]
+__all__ = ["GENERATOR_VERSION", "SCENE_CLASSES", "SPLIT_IDS", "render_scene"]
