@@ -12,6 +12,7 @@ score and class, and the share of the image the boxes of each chosen class cover
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 import numpy as np
@@ -21,6 +22,14 @@ from gesture_cli.core.errors import UsageError
 DEFAULT_DETECT_CLASSES = ("person", "bicycle", "car", "motorcycle", "bus", "truck", "traffic light", "stop sign", "bench", "dog")
 DEFAULT_DETECT_THRESHOLD = 0.5
 COLUMN_PREFIX = "det_count_"
+
+
+def column_slug(name: str) -> str:
+    """A CSV-friendly column fragment: 'traffic light' -> 'traffic_light'.
+
+    Both column families of the feature table use it (seg_<group> in eval/segment.py, det_count_<class>
+    here); it lives in this module because eval/segment.py imports it, never the other way round."""
+    return re.sub(r"[^0-9a-z]+", "_", str(name).strip().lower()).strip("_") or "class"
 
 
 def parse_detect_classes(values: Sequence[str] | str | None) -> tuple[str, ...]:
@@ -53,8 +62,6 @@ class SceneDetector:
     """A detector, the classes to count and the score threshold: per image, one count per class."""
 
     def __init__(self, detector, classes: Sequence[str], threshold: float = DEFAULT_DETECT_THRESHOLD):
-        from gesture_cli.eval.segment import column_slug
-
         self.detector = detector
         self.classes = list(classes)
         self.threshold = check_threshold(threshold)
@@ -91,4 +98,4 @@ class SceneDetector:
                 "columns": self.columns}
 
 
-__all__ = ["DEFAULT_DETECT_CLASSES", "DEFAULT_DETECT_THRESHOLD", "SceneDetector", "check_threshold", "parse_detect_classes"]
+__all__ = ["DEFAULT_DETECT_CLASSES", "DEFAULT_DETECT_THRESHOLD", "SceneDetector", "check_threshold", "column_slug", "parse_detect_classes"]

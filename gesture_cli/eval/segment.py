@@ -38,6 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from gesture_cli.core.errors import ArtifactError, DataError, UsageError, unknown_choice
+from gesture_cli.eval.scene import column_slug
 
 IGNORE_INDEX = 255
 MEAN_CONVENTIONS = {  # written beside the numbers: which classes each mean runs over
@@ -290,11 +291,6 @@ def evaluate_segment(run, opts: SegmentEvalOptions, *, device: str = "auto", arg
 
 
 # ---- gx infer segment -----------------------------------------------------------------------------
-
-
-def column_slug(name: str) -> str:
-    """A CSV-friendly column fragment: 'traffic light' -> 'traffic_light'."""
-    return re.sub(r"[^0-9a-z]+", "_", str(name).strip().lower()).strip("_") or "class"
 
 
 def write_features_csv(path: Path, *, images: Sequence[str], groups: Sequence[str], fractions: np.ndarray,
