@@ -39,6 +39,7 @@ from pathlib import Path
 import numpy as np
 
 from gesture_cli.core.errors import DataError, UsageError, did_you_mean, unknown_choice
+from gesture_cli.data.splits import Splits, make_splits, random_holdout
 
 # MPII joint order (HRNet / mmpose layout).
 MPII_JOINTS = (
@@ -283,6 +284,23 @@ def make_keypoint_dataset(spec: str, split: str = "train", seed: int = 0, **opts
     return ds
 
 
+KEYPOINT_HOLDOUT_STREAM = 11  # random stream of the validation share carved out of the training split
+
+
+def make_keypoint_splits(spec: str, dataset_opts: Sequence[str] = (), *, val_fraction: float, max_samples: int | None,
+                         seed: int) -> Splits:
+    """Train / validation / test of a keypoint dataset, as `gx keypoint-train` trains on them.
+
+    Here, below training and evaluation, because `gx evaluate keypoint` rebuilds the same validation
+    share from a model's recorded config to score only what training held out."""
+    from gesture_cli.data.registry import parse_dataset_opts
+
+    opts = parse_dataset_opts(tuple(dataset_opts))
+    return make_splits(spec, keypoint_dataset_splits(spec), lambda split: make_keypoint_dataset(spec, split=split, seed=seed, **opts),
+                       val_fraction=val_fraction, holdout=random_holdout(seed, stream=KEYPOINT_HOLDOUT_STREAM), max_samples=max_samples,
+                       seed=seed)
+
+
 # ---- mpii:JSON[:IMGDIR] -------------------------------------------------------------------------
 
 
@@ -432,5 +450,5 @@ def make_mpii(arg: str, *, spec: str, split: str, seed: int, margin: float = 1.2
 
 __all__ = [
     "FLIP_INDEX", "FLIP_PAIRS", "MPII_JOINTS", "NUM_JOINTS", "SKELETON", "KeypointBatch", "KeypointDataset",
-    "flip_keypoints", "keypoint_dataset_splits", "list_keypoint_datasets", "make_keypoint_dataset", "torso_sizes",
+    "flip_keypoints", "keypoint_dataset_splits", "list_keypoint_datasets", "make_keypoint_dataset", "make_keypoint_splits", "torso_sizes",
 ]

@@ -158,10 +158,9 @@ class EvalData:
 
 def resolve_eval_data(meta: dict, *, dataset: str | None, split: str, seed: int | None, max_samples: int | None) -> EvalData:
     """The dataset split `gx evaluate keypoint` scores (see `evaluate_keypoint`)."""
-    from gesture_cli.data.keypoints import keypoint_dataset_splits, make_keypoint_dataset
+    from gesture_cli.data.keypoints import keypoint_dataset_splits, make_keypoint_dataset, make_keypoint_splits
     from gesture_cli.data.registry import parse_dataset_opts
-    from gesture_cli.train.common import cap_samples
-    from gesture_cli.train.keypoint import KeypointTrainConfig, make_splits
+    from gesture_cli.data.splits import cap_samples
 
     train_cfg = dict(meta.get("config") or {})
     spec = dataset or train_cfg.get("dataset")
@@ -179,10 +178,10 @@ def resolve_eval_data(meta: dict, *, dataset: str | None, split: str, seed: int 
         split = splits[0]
     trained_on = meta.get("splits") or {}
     if same and split == trained_on.get("train") and trained_on.get("val_from_train"):
-        # The split the model trained on: score only the part training held out for validation.
-        fields = {f for f in KeypointTrainConfig.__dataclass_fields__}
-        cfg = KeypointTrainConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in train_cfg.items() if k in fields})
-        held = make_splits(cfg).val
+        # The split the model trained on: score only the part training held out for validation, rebuilt
+        # from the recorded config (a key it lacks takes KeypointTrainConfig's default).
+        held = make_keypoint_splits(spec, tuple(train_cfg.get("dataset_opts") or ()), val_fraction=train_cfg.get("val_fraction", 0.1),
+                                    max_samples=train_cfg.get("max_samples"), seed=train_cfg.get("seed", 0)).val
         if held is None:
             raise UsageError(f"'{spec}' split '{split}' is the training data and nothing was held out; pass another --dataset")
         note = (note + "; " if note else "") + f"scoring the {len(held)} samples training held out for validation"

@@ -37,10 +37,8 @@ from gesture_cli.train.common import (
     check_lora_fields,
     check_resume,
     loop_config,
-    random_holdout,
     set_aside_checkpoints,
 )
-from gesture_cli.train.common import make_splits as shared_splits
 
 COMMAND = "keypoint-train"
 METHODS = ("frozen", "lora", "full")
@@ -111,13 +109,9 @@ class KeypointTrainConfig:
 
 def make_splits(cfg: KeypointTrainConfig) -> Splits:
     """Train / validation / test datasets of a config (see the module docstring)."""
-    from gesture_cli.data.keypoints import keypoint_dataset_splits, make_keypoint_dataset
-    from gesture_cli.data.registry import parse_dataset_opts
+    from gesture_cli.data.keypoints import make_keypoint_splits
 
-    opts = parse_dataset_opts(cfg.dataset_opts)
-    return shared_splits(cfg.dataset, keypoint_dataset_splits(cfg.dataset),
-                         lambda split: make_keypoint_dataset(cfg.dataset, split=split, seed=cfg.seed, **opts),
-                         val_fraction=cfg.val_fraction, holdout=random_holdout(cfg.seed, stream=11), max_samples=cfg.max_samples, seed=cfg.seed)
+    return make_keypoint_splits(cfg.dataset, cfg.dataset_opts, val_fraction=cfg.val_fraction, max_samples=cfg.max_samples, seed=cfg.seed)
 
 
 class KeypointBatches:
