@@ -458,10 +458,10 @@ def evaluate_lora_classifier(run, *, backbone: str | None, dataset: str | None =
     from gesture_cli.core.artifacts import load_json, save_json
     from gesture_cli.data import make_dataset
     from gesture_cli.data.registry import parse_dataset_opts
+    from gesture_cli.data.splits import cap_samples
     from gesture_cli.eval.classify import classification_metrics
     from gesture_cli.eval.trained import run_precision
-    from gesture_cli.train.common import cap_samples
-    from gesture_cli.train.lora import load_lora_classifier
+    from gesture_cli.models.lora import load_lora_classifier
     from gesture_cli.viz.plots import render_confusion
 
     name, path = require_lora(run, backbone)
@@ -514,7 +514,7 @@ def infer_lora(run, *, backbone: str | None, input_path: Path | str, top_k: int 
     import torch
 
     from gesture_cli.eval.trained import run_precision
-    from gesture_cli.train.lora import load_lora_classifier
+    from gesture_cli.models.lora import load_lora_classifier
 
     if top_k < 1:
         raise UsageError("--top-k must be at least 1")

@@ -19,6 +19,9 @@ Artifacts (written by `gesture_cli.train.lora`):
                      describe(), method and LoRA arguments, so `load_classifier` needs nothing else
   merged/            (`--merge`) LoRA folded into the weights: a plain transformers model directory
                      with a preprocessor_config.json, loadable by AutoModel.from_pretrained alone
+
+`load_lora_classifier(run, backbone)` reads a run dir's lora/<backbone>/ back for `gx evaluate`,
+`gx infer` and `gx gradcam`; it sits here, not in train/, so that eval/ and viz/ never import training.
 """
 
 from __future__ import annotations
@@ -276,3 +279,30 @@ def load_classifier(directory: Path, *, device="cpu", dtype=torch.float32, merge
     for p in model.parameters():
         p.requires_grad_(False)
     return model, meta
+
+
+def lora_dir(run, backbone: str) -> Path:
+    """lora/<backbone>/ of a run dir (a core.rundir.RunDir), which must hold a trained classifier."""
+    from gesture_cli.models.features import backbone_dirname
+
+    path = run.path("lora", backbone_dirname(backbone))
+    if not (path / "head.safetensors").is_file():
+        raise ArtifactError(f"{path}: no trained classifier for backbone '{backbone}'; run `gx lora-train --backbone {backbone} -r {run.root}` first")
+    return path
+
+
+def load_lora_classifier(run, backbone: str, device="cpu", *, precision=None):
+    """(model: pixels [B, 3, S, S] -> logits [B, K], classes, backbone describe(), preprocess: images -> pixels).
+
+    `preprocess` takes uint8 or [0, 1] float images in any layout `Backbone.preprocess` accepts; the model
+    is in eval mode with LoRA merged into the weights. `precision` (a core.device.Precision, e.g. from
+    `inference_precision`): weights stored in its dtype and the forward run under it; None = plain fp32.
+    """
+    from gesture_cli.core.device import resolve_device
+
+    dev = resolve_device(device) if isinstance(device, str) else torch.device(device)
+    # Loaded in fp32 whatever the precision: LoRA is merged into the weights before they are rounded once.
+    model, meta = load_classifier(lora_dir(run, backbone), device=dev)
+    if precision is not None:
+        precision.for_inference(model)
+    return model, list(meta["classes"]), meta["backbone"], model.backbone.preprocess

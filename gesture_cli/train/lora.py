@@ -385,35 +385,6 @@ def _write_artifacts(out: Path, model, *, cfg: LoraTrainConfig, classes: list[st
 # ---- for `gx evaluate` / `gx infer` -------------------------------------------------------------
 
 
-def lora_dir(run, backbone: str) -> Path:
-    from gesture_cli.models.features import backbone_dirname
-
-    path = run.path("lora", backbone_dirname(backbone))
-    if not (path / "head.safetensors").is_file():
-        raise ArtifactError(f"{path}: no trained classifier for backbone '{backbone}'; run `gx lora-train --backbone {backbone} -r {run.root}` first")
-    return path
-
-
-def load_lora_classifier(run, backbone: str, device="cpu", *, precision=None):
-    """(model: pixels [B, 3, S, S] -> logits [B, K], classes, backbone describe(), preprocess: images -> pixels).
-
-    `preprocess` takes uint8 or [0, 1] float images in any layout `Backbone.preprocess` accepts; the model
-    is in eval mode with LoRA merged into the weights. `precision` (a core.device.Precision, e.g. from
-    `inference_precision`): weights stored in its dtype and the forward run under it; None = plain fp32.
-    """
-    import torch
-
-    from gesture_cli.core.device import resolve_device
-    from gesture_cli.models.lora import load_classifier
-
-    dev = resolve_device(device) if isinstance(device, str) else torch.device(device)
-    # Loaded in fp32 whatever the precision: LoRA is merged into the weights before they are rounded once.
-    model, meta = load_classifier(lora_dir(run, backbone), device=dev)
-    if precision is not None:
-        precision.for_inference(model)
-    return model, list(meta["classes"]), meta["backbone"], model.backbone.preprocess
-
-
 def evaluate_lora(run, backbone: str, dataset_spec: str, split: str = "test", device="cpu", *, batch_size: int = 64,
                   max_samples: int | None = None, dataset_opts: dict | None = None) -> dict:
     """Score a trained classifier on one split of a dataset: classification_metrics + loss (see eval.classify).
@@ -422,6 +393,7 @@ def evaluate_lora(run, backbone: str, dataset_spec: str, split: str = "test", de
     with a no_gesture class gets `no_gesture=True` by default.
     """
     from gesture_cli.data import make_dataset, parse_spec
+    from gesture_cli.models.lora import load_lora_classifier
 
     model, classes, info, _ = load_lora_classifier(run, backbone, device)
     opts = dict(dataset_opts or {})
@@ -437,4 +409,4 @@ def evaluate_lora(run, backbone: str, dataset_spec: str, split: str = "test", de
     return {"backbone": info["name"], "dataset": dataset_spec, "split": split, **score(logits, labels, classes)}
 
 
-__all__ = ["LoraTrainConfig", "evaluate_lora", "load_lora_classifier", "make_splits", "train_lora"]
+__all__ = ["LoraTrainConfig", "evaluate_lora", "make_splits", "train_lora"]

@@ -115,7 +115,7 @@ def load_explained(run, source: str, backbone: str | None, *, device, precision:
 
     if source == "lora":
         from gesture_cli.eval.infer_classify import lora_head_meta, require_lora
-        from gesture_cli.train.lora import load_lora_classifier
+        from gesture_cli.models.lora import load_lora_classifier
 
         name, path = require_lora(run, backbone)
         meta = lora_head_meta(path)
