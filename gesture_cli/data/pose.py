@@ -39,6 +39,7 @@ import numpy as np
 
 from gesture_cli.core.errors import ArtifactError, DataError, UsageError, did_you_mean, unknown_choice
 from gesture_cli.data.pose_sample import PoseSample, normalize_split
+from gesture_cli.data.splits import capped_indices
 
 POSE_SPLITS = ("train", "val", "test")
 POSE_DATASET_KIND = "pose-dataset"
@@ -476,3 +477,90 @@ def collate_pose(
         "lengths": torch.tensor(lengths, dtype=torch.int64), "ids": [s.id for s in samples], "texts": [s.text for s in samples],
         "glosses": [s.gloss for s in samples],
     }
+
+
+# ---- splits and batches of training and evaluation ---------------------------------------------
+@dataclass
+class PoseSplits:
+    train: Any  # PoseDataset
+    val: Any
+    test: Any | None
+    names: dict[str, str]  # role -> where it came from
+    source_files: list[Path]
+    cache_token: str
+
+
+def _cap(samples: list, n: int | None, seed: int) -> list:
+    idx = capped_indices(len(samples), n, seed)
+    return samples if idx is None else [samples[int(i)] for i in idx]
+
+
+def make_pose_splits(spec: str, dataset_opts: tuple[str, ...], *, seed: int, max_samples: int | None, val_fraction: float,
+                     need_text: bool = True) -> PoseSplits:
+    """Train / val / test of a pose dataset, read once, as `gx pose-pretrain` / `gx pose-finetune` train on them
+    and `gx evaluate translate` rebuilds them (train/pose.py's docstring: Data).
+
+    The dataset's own splits (a sample without one gets a stable `auto_split`); an empty val split is
+    replaced by a seeded `val_fraction` of train; then each is capped at a seeded `max_samples` subset."""
+    from gesture_cli.data.registry import parse_dataset_opts
+
+    ds = make_pose_dataset(spec, split=None, seed=seed, **parse_dataset_opts(dataset_opts))
+    parts = {name: select_split(ds.samples, name, seed=seed) for name in ("train", "val", "test")}
+    names = {"train": "train", "val": "val", "test": "test"}
+    if not parts["train"]:
+        raise DataError(f"dataset '{spec}': the training split is empty ({len(ds)} samples in all: {ds.split_counts()})")
+    if need_text:
+        missing = [s for s in parts["train"] if not s.text.strip()]
+        if missing:
+            raise DataError(f"{missing[0].source or spec}: sample '{missing[0].id}' has no text ({len(missing)} of {len(parts['train'])} "
+                            "training samples have none); give texts with `gx pose-convert --texts TABLE`")
+    if not parts["val"] and val_fraction > 0 and len(parts["train"]) > 1:
+        order = np.random.default_rng([seed % 2**32, 11]).permutation(len(parts["train"]))
+        k = max(1, int(round(val_fraction * len(order))))
+        held = set(order[:k].tolist())
+        parts["val"] = [s for i, s in enumerate(parts["train"]) if i in held]
+        parts["train"] = [s for i, s in enumerate(parts["train"]) if i not in held]
+        names["val"] = f"{val_fraction:g} of train"
+    if not parts["val"]:
+        raise DataError(f"dataset '{spec}': no validation samples; give it a val split or use --val-fraction > 0")
+    parts = {k: _cap(v, max_samples, seed) for k, v in parts.items()}
+    make = lambda name: replace(ds, split=name, samples=parts[name]) if parts[name] else None  # noqa: E731
+    return PoseSplits(train=make("train"), val=make("val"), test=make("test"), names=names, source_files=list(ds.source_files),
+                      cache_token=ds.cache_token)
+
+
+class PoseBatches:
+    """Pose samples as a `BatchSource` for fit(): get_batch(indices) -> collate_pose dict (+ "index", + extras).
+
+    Samples are normalised once here. `random_frames`: training batches subsample long sequences with a
+    generator seeded by (seed, indices); otherwise frames are evenly spaced. `extras` are per-sample
+    tensors (first dim = len(samples)) added to each batch under their key, e.g. text embeddings.
+    """
+
+    def __init__(self, samples, *, points, normalize: str, max_frames: int, dims: int, seed: int = 0, random_frames: bool = False,
+                 extras: dict | None = None, labels: list[list[int]] | None = None):
+        self.samples = [normalize_sample(s, normalize) for s in samples]
+        self.points = np.asarray(points, dtype=np.int64)
+        self.max_frames, self.dims, self.seed, self.random_frames = max_frames, dims, seed, random_frames
+        self.extras = extras or {}
+        self.labels = labels  # token ids per sample (eos last): batched as "labels", padded with -100
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def get_batch(self, indices):
+        import torch
+
+        idx = [int(i) for i in indices]
+        rng = np.random.default_rng([self.seed % 2**32, *idx]) if self.random_frames else None
+        batch = collate_pose([self.samples[i] for i in idx], max_frames=self.max_frames, points=self.points, dims=self.dims, rng=rng)
+        batch["index"] = torch.tensor(idx, dtype=torch.int64)
+        for key, values in self.extras.items():
+            batch[key] = values[batch["index"]]
+        if self.labels is not None:
+            rows = [self.labels[i] for i in idx]
+            out = torch.full((len(rows), max(len(r) for r in rows)), -100, dtype=torch.int64)
+            for j, r in enumerate(rows):
+                out[j, : len(r)] = torch.tensor(r, dtype=torch.int64)
+            batch["labels"] = out
+        return batch

@@ -212,7 +212,7 @@ def _check_layout(samples, info: dict, where: str) -> None:
 def _checked_generate(tr, prec, samples, **kwargs) -> list[str]:
     """generate_texts, stopping with a one-line error when the source tokens handed to the text model hold
     NaN/Inf: generated token ids cannot show it, they would just be arbitrary words."""
-    from gesture_cli.train.pose import generate_texts
+    from gesture_cli.models.translator import generate_texts
 
     def check(_module, _inputs, output):
         prec.check_finite(output, what="the pose encoder's tokens for the text model")
@@ -231,9 +231,9 @@ def evaluate_translation(run, cfg: EvaluateTranslateConfig, *, device="auto", ar
     The model runs in cfg.precision, by default the one pose-finetune trained it in (`notify` gets the "precision: ..." line)."""
     from gesture_cli.core.artifacts import atomic_write_text, load_json, save_json
     from gesture_cli.core.artifacts import load_json as _load
-    from gesture_cli.data.pose import POSE_SPLITS, normalize_split
+    from gesture_cli.data.pose import POSE_SPLITS, make_pose_splits, normalize_split
     from gesture_cli.eval.trained import run_precision
-    from gesture_cli.train.pose import TRANSLATOR_KIND, finetune_dir, load_translator, make_pose_splits
+    from gesture_cli.models.translator import TRANSLATOR_KIND, finetune_dir, load_translator
 
     cfg.validate()
     path = finetune_dir(run)
@@ -319,7 +319,7 @@ def infer_translation(run, cfg: InferTranslateConfig, *, device="auto", argv=Non
     from gesture_cli.data.pose import make_pose_dataset
     from gesture_cli.data.registry import parse_dataset_opts
     from gesture_cli.eval.trained import run_precision
-    from gesture_cli.train.pose import TRANSLATOR_KIND, finetune_dir, load_translator
+    from gesture_cli.models.translator import TRANSLATOR_KIND, finetune_dir, load_translator
 
     cfg.validate()
     path = finetune_dir(run)

@@ -41,15 +41,14 @@ from typing import Any
 import numpy as np
 
 from gesture_cli.core.errors import ArtifactError, DataError, UsageError, unknown_choice
-from gesture_cli.train.common import capped_indices, check_data_fields, check_resume, loop_config, set_aside_checkpoints
+from gesture_cli.data.pose import PoseBatches, make_pose_splits
+from gesture_cli.models.translator import BRIDGE_KIND, FINETUNE_REL, TRANSLATOR_KIND, device_of, generate_texts, pose_inputs
+from gesture_cli.train.common import check_data_fields, check_resume, loop_config, set_aside_checkpoints
 
 PRETRAIN_REL = "pose/pretrain"
-FINETUNE_REL = "pose/finetune"
 INITS = ("auto", "pretrained", "scratch")
 PRETRAIN_KIND = "pose-pretrain"
 HEADS_KIND = "pose-text-heads"
-BRIDGE_KIND = "pose-bridge"
-TRANSLATOR_KIND = "pose-translator"
 # Settings a resumed run must share with its checkpoint: they fix the model and the data it sees.
 PRETRAIN_RESUME_KEYS = ("dataset", "dataset_opts", "text_model", "encoder", "normalize", "max_frames", "embed_dim", "max_samples",
                         "val_fraction", "seed")
@@ -170,105 +169,6 @@ class PoseFinetuneConfig:
             raise UsageError("--num-beams and --max-new-tokens must be at least 1, --max-text-tokens at least 2")
         if self.init == "scratch" and self.pretrained:
             raise UsageError("--pretrained and --init scratch contradict each other; drop one")
-
-
-# ---- data ---------------------------------------------------------------------------------------
-@dataclass
-class PoseSplits:
-    train: Any  # PoseDataset
-    val: Any
-    test: Any | None
-    names: dict[str, str]  # role -> where it came from
-    source_files: list[Path]
-    cache_token: str
-
-
-def _cap(samples: list, n: int | None, seed: int) -> list:
-    idx = capped_indices(len(samples), n, seed)
-    return samples if idx is None else [samples[int(i)] for i in idx]
-
-
-def make_pose_splits(spec: str, dataset_opts: tuple[str, ...], *, seed: int, max_samples: int | None, val_fraction: float,
-                     need_text: bool = True) -> PoseSplits:
-    """Train / val / test of a pose dataset (see the module docstring), read once."""
-    from dataclasses import replace
-
-    from gesture_cli.data.pose import make_pose_dataset, select_split
-    from gesture_cli.data.registry import parse_dataset_opts
-
-    ds = make_pose_dataset(spec, split=None, seed=seed, **parse_dataset_opts(dataset_opts))
-    parts = {name: select_split(ds.samples, name, seed=seed) for name in ("train", "val", "test")}
-    names = {"train": "train", "val": "val", "test": "test"}
-    if not parts["train"]:
-        raise DataError(f"dataset '{spec}': the training split is empty ({len(ds)} samples in all: {ds.split_counts()})")
-    if need_text:
-        missing = [s for s in parts["train"] if not s.text.strip()]
-        if missing:
-            raise DataError(f"{missing[0].source or spec}: sample '{missing[0].id}' has no text ({len(missing)} of {len(parts['train'])} "
-                            "training samples have none); give texts with `gx pose-convert --texts TABLE`")
-    if not parts["val"] and val_fraction > 0 and len(parts["train"]) > 1:
-        order = np.random.default_rng([seed % 2**32, 11]).permutation(len(parts["train"]))
-        k = max(1, int(round(val_fraction * len(order))))
-        held = set(order[:k].tolist())
-        parts["val"] = [s for i, s in enumerate(parts["train"]) if i in held]
-        parts["train"] = [s for i, s in enumerate(parts["train"]) if i not in held]
-        names["val"] = f"{val_fraction:g} of train"
-    if not parts["val"]:
-        raise DataError(f"dataset '{spec}': no validation samples; give it a val split or use --val-fraction > 0")
-    parts = {k: _cap(v, max_samples, seed) for k, v in parts.items()}
-    make = lambda name: replace(ds, split=name, samples=parts[name]) if parts[name] else None  # noqa: E731
-    return PoseSplits(train=make("train"), val=make("val"), test=make("test"), names=names, source_files=list(ds.source_files),
-                      cache_token=ds.cache_token)
-
-
-class PoseBatches:
-    """Pose samples as a `BatchSource` for fit(): get_batch(indices) -> collate_pose dict (+ "index", + extras).
-
-    Samples are normalised once here. `random_frames`: training batches subsample long sequences with a
-    generator seeded by (seed, indices); otherwise frames are evenly spaced. `extras` are per-sample
-    tensors (first dim = len(samples)) added to each batch under their key, e.g. text embeddings.
-    """
-
-    def __init__(self, samples, *, points, normalize: str, max_frames: int, dims: int, seed: int = 0, random_frames: bool = False,
-                 extras: dict | None = None, labels: list[list[int]] | None = None):
-        from gesture_cli.data.pose import normalize_sample
-
-        self.samples = [normalize_sample(s, normalize) for s in samples]
-        self.points = np.asarray(points, dtype=np.int64)
-        self.max_frames, self.dims, self.seed, self.random_frames = max_frames, dims, seed, random_frames
-        self.extras = extras or {}
-        self.labels = labels  # token ids per sample (eos last): batched as "labels", padded with -100
-
-    def __len__(self) -> int:
-        return len(self.samples)
-
-    def get_batch(self, indices):
-        import torch
-
-        from gesture_cli.data.pose import collate_pose
-
-        idx = [int(i) for i in indices]
-        rng = np.random.default_rng([self.seed % 2**32, *idx]) if self.random_frames else None
-        batch = collate_pose([self.samples[i] for i in idx], max_frames=self.max_frames, points=self.points, dims=self.dims, rng=rng)
-        batch["index"] = torch.tensor(idx, dtype=torch.int64)
-        for key, values in self.extras.items():
-            batch[key] = values[batch["index"]]
-        if self.labels is not None:
-            rows = [self.labels[i] for i in idx]
-            out = torch.full((len(rows), max(len(r) for r in rows)), -100, dtype=torch.int64)
-            for j, r in enumerate(rows):
-                out[j, : len(r)] = torch.tensor(r, dtype=torch.int64)
-            batch["labels"] = out
-        return batch
-
-
-def _to(batch: dict, device) -> tuple:
-    return (batch["keypoints"].to(device, non_blocking=True), batch["point_mask"].to(device, non_blocking=True),
-            batch["frame_mask"].to(device, non_blocking=True))
-
-
-def _device_of(model):
-    return next(model.parameters()).device
 
 
 # ---- encoder settings -----------------------------------------------------------------------------
@@ -451,14 +351,14 @@ def pretrain_pose(cfg: PosePretrainConfig, run, *, device: str = "auto", force: 
     val_data = PoseBatches(splits.val.samples, **common)
 
     def loss_fn(m, batch):
-        dev = _device_of(m)
-        pose, txt, scale = m(*_to(batch, dev), batch["text_features"].to(dev))
+        dev = device_of(m)
+        pose, txt, scale = m(*pose_inputs(batch, dev), batch["text_features"].to(dev))
         loss = info_nce(pose, txt, scale)
         return {"loss": loss, "temperature": (1.0 / scale).detach()}
 
     def eval_fn(m) -> dict[str, float]:
         pose = _embed_poses(m, val_data, batch_size=max(cfg.batch_size, 64))
-        return retrieval_metrics(pose, m.embed_text(val_feats.to(_device_of(m))).cpu(), val_rows)
+        return retrieval_metrics(pose, m.embed_text(val_feats.to(device_of(m))).cpu(), val_rows)
 
     chance = 1.0 / len(val_sentences)
     meta = {"config": resolved, "text_model": text.describe()}
@@ -496,11 +396,11 @@ def _embed_poses(model, data: PoseBatches, *, batch_size: int):
     was = model.training
     model.eval()
     out = []
-    dev = _device_of(model)
+    dev = device_of(model)
     with torch.no_grad():
         for lo in range(0, len(data), batch_size):
             b = data.get_batch(range(lo, min(lo + batch_size, len(data))))
-            out.append(model.embed_pose(*_to(b, dev)).float().cpu())
+            out.append(model.embed_pose(*pose_inputs(b, dev)).float().cpu())
     model.train(was)
     return torch.cat(out)
 
@@ -658,8 +558,8 @@ def finetune_pose(cfg: PoseFinetuneConfig, run, *, device: str = "auto", force: 
     gen = {"num_beams": cfg.num_beams, "max_new_tokens": cfg.max_new_tokens}
 
     def loss_fn(m, batch):
-        dev = _device_of(m)
-        return m(*_to(batch, dev), batch["labels"].to(dev))
+        dev = device_of(m)
+        return m(*pose_inputs(batch, dev), batch["labels"].to(dev))
 
     def eval_fn(m) -> dict[str, float]:
         from gesture_cli.eval.translate import translation_metrics
@@ -710,26 +610,6 @@ def finetune_pose(cfg: PoseFinetuneConfig, run, *, device: str = "auto", force: 
             "out": str(run.path(FINETUNE_REL))}
 
 
-def generate_texts(model, tokenizer, data: PoseBatches, *, batch_size: int = 32, num_beams: int = 1, max_new_tokens: int = 64,
-                   on_progress: Callable[[int, int], None] | None = None) -> list[str]:
-    """Decoded text of every sample of `data` (greedy or beam search), in eval mode."""
-    import torch
-
-    was = model.training
-    model.eval()
-    dev = _device_of(model)
-    out: list[str] = []
-    with torch.no_grad():
-        for lo in range(0, len(data), batch_size):
-            b = data.get_batch(range(lo, min(lo + batch_size, len(data))))
-            ids = model.generate(*_to(b, dev), num_beams=num_beams, max_new_tokens=max_new_tokens)
-            out += [t.strip() for t in tokenizer.batch_decode(ids, skip_special_tokens=True)]
-            if on_progress is not None:
-                on_progress(len(out), len(data))
-    model.train(was)
-    return out
-
-
 def _write_finetune(out: Path, model, *, text, translator, resolved, summary, metrics, result, checkpoint_dir) -> None:
     from gesture_cli.core.artifacts import save_json, save_tensors
     from gesture_cli.models.pose_encoder import save_pose_encoder
@@ -747,58 +627,4 @@ def _write_finetune(out: Path, model, *, text, translator, resolved, summary, me
     _finish_dir(out, log_path=result.log_path, checkpoint_dir=checkpoint_dir)
 
 
-# ---- for `gx evaluate translate` / `gx infer translate` ---------------------------------------------
-@dataclass
-class Translator:
-    model: Any  # PoseToText, eval mode
-    tokenizer: Any
-    info: dict  # translator.json
-    path: Path
-
-    def batches(self, samples) -> PoseBatches:
-        from gesture_cli.models.skeletons import select_parts
-
-        return PoseBatches(samples, points=select_parts(self.info["layout"], self.info["parts"]).indices, normalize=self.info["normalize"],
-                           max_frames=int(self.info["max_frames"]), dims=int(self.info["dims"]))
-
-
-def finetune_dir(run) -> Path:
-    path = run.path(FINETUNE_REL)
-    if not (path / "translator.json").is_file():
-        raise ArtifactError(f"{path}: no trained translator; run `gx pose-finetune -r {run.root}` first")
-    return path
-
-
-def load_translator(run, device="cpu", *, precision=None) -> Translator:
-    """Rebuild the fine-tuned PoseToText of a run dir from its files alone (in fp32). `precision` (a
-    core.device.Precision, e.g. from `inference_precision`): weights then stored in its dtype and the
-    forward and `generate` run under it."""
-    import torch
-
-    from gesture_cli.core.artifacts import load_json, load_tensors
-    from gesture_cli.core.device import resolve_device
-    from gesture_cli.models.pose_encoder import load_pose_encoder
-    from gesture_cli.models.sign2text import PoseToText
-    from gesture_cli.models.text import load_text_model
-
-    path = finetune_dir(run)
-    dev = resolve_device(device) if isinstance(device, str) else torch.device(device)
-    info = load_json(path / "translator.json", kind=TRANSLATOR_KIND)
-    text = load_text_model(path / "text_model", device=dev)
-    encoder = load_pose_encoder(path, device=dev)
-    tensors, meta = load_tensors(path / "bridge.safetensors", kind=BRIDGE_KIND, device=str(dev))
-    model = PoseToText(encoder, text.model, bridge=meta.get("bridge", info["bridge"]))
-    try:
-        model.proj.load_state_dict(tensors)
-    except RuntimeError as exc:
-        raise ArtifactError(f"{path / 'bridge.safetensors'}: does not fit the encoder and text model ({str(exc).splitlines()[0]})") from None
-    model.to(dev).eval()
-    if precision is not None:
-        precision.for_inference(model)
-    return Translator(model=model, tokenizer=text.tokenizer, info=info, path=path)
-
-
-__all__ = [
-    "PoseFinetuneConfig", "PosePretrainConfig", "Translator", "finetune_pose", "generate_texts", "load_translator", "make_pose_splits",
-    "pretrain_pose", "retrieval_metrics",
-]
+__all__ = ["PoseFinetuneConfig", "PosePretrainConfig", "finetune_pose", "pretrain_pose", "retrieval_metrics"]
