@@ -24,6 +24,7 @@ from gesture_cli.cli.options import (
     flags,
     gx_command,
     make_console,
+    precision_line,
 )
 
 EXAMPLE = "Example: gx evaluate classify --from lora --backbone tiny-dinov2 -r runs/demo"
@@ -50,11 +51,6 @@ def _classify(cfg, *, run, device: str, force: bool, console) -> None:
         console.print("[dim]evaluate: cached result (use --force to recompute)[/]")
     _classify_summary(console, res)
     _compare_sources(console, run, res)
-
-
-def precision_line(console):
-    """notify(line) for the one "precision: bf16 on cpu" line of an evaluate/infer/gradcam command: dim, like the other notes."""
-    return lambda line: console.print(f"[dim]{line}[/]", highlight=False)
 
 
 def _compare_sources(console, run, res: dict) -> None:

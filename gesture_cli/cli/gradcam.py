@@ -19,6 +19,7 @@ from gesture_cli.cli.options import (
     flags,
     gx_command,
     make_console,
+    precision_line,
 )
 
 EXAMPLE = ("Example: gx gradcam --from lora --backbone tiny-dinov2 --samples-per-class 2 --method gradcam++ -r runs/demo   |   "
@@ -53,7 +54,6 @@ def gradcam(
     of patches by Grad-CAM lowers log p(class), against as many random patches. Whatever --precision the
     models run in, the maps are computed in fp32.
     """
-    from gesture_cli.cli.evaluate import precision_line
     from gesture_cli.core.config import resolve_config
     from gesture_cli.core.rundir import RunDir
     from gesture_cli.viz.gradcam import GradcamConfig, render_gradcam_run

@@ -24,6 +24,7 @@ from gesture_cli.cli.options import (
     flags,
     gx_command,
     make_console,
+    precision_line,
 )
 
 EXAMPLE = "Example: gx infer classify --from probe --backbone tiny-dinov2 --input hands.csv --top-k 3 -r runs/demo"
@@ -41,13 +42,6 @@ def _classify(cfg, *, run, device: str, as_json: bool, console) -> None:
         typer.echo(json.dumps(res["predictions"], indent=1))
         return
     _classify_table(console, res)
-
-
-def precision_line(console, as_json: bool):
-    """notify(line) for the one "precision: ..." line: dim on the console, or on stderr with --json (stdout is the JSON)."""
-    from gesture_cli.cli.evaluate import precision_line as dim_line
-
-    return dim_line(make_console(stderr=True) if as_json else console)
 
 
 def _classify_table(console, res: dict) -> None:

@@ -18,6 +18,7 @@ from gesture_cli.cli.options import (
     flags,
     gx_command,
     make_console,
+    precision_line,
 )
 from gesture_cli.cli.train_options import (
     AlphaOpt,
@@ -146,7 +147,6 @@ def run_evaluate(cfg, *, run, device: str, force: bool, console) -> None:
     from rich.markup import escape
     from rich.table import Table
 
-    from gesture_cli.cli.evaluate import precision_line
     from gesture_cli.cli.progress import Bars
     from gesture_cli.eval.keypoint import PCK_NOTE, evaluate_keypoint, summary_rows
 
@@ -177,7 +177,6 @@ def run_infer(cfg, *, run, device: str, as_json: bool, console) -> None:
     from rich.markup import escape
     from rich.table import Table
 
-    from gesture_cli.cli.infer import precision_line
     from gesture_cli.core.errors import UsageError
     from gesture_cli.eval.keypoint import infer_keypoint
 

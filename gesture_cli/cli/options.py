@@ -72,6 +72,14 @@ def make_console(*, stderr: bool = False):
     return console
 
 
+def precision_line(console, as_json: bool = False):
+    """notify(line) for the one "precision: bf16 on cpu" line of an evaluate/infer/gradcam command: dim, like the
+    other notes; with --json on stderr, because stdout is the JSON. Here, not in one command's module, so that
+    evaluate, infer and the task modules they dispatch to (segment, keypoint, pose) need not import each other."""
+    out = make_console(stderr=True) if as_json else console
+    return lambda line: out.print(f"[dim]{line}[/]", highlight=False)
+
+
 def _debug_requested(kwargs: dict) -> bool:
     if kwargs.get("verbose") or os.environ.get("GX_DEBUG", "").strip() not in {"", "0"}:
         return True

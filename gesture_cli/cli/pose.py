@@ -18,6 +18,7 @@ from gesture_cli.cli.options import (
     flags,
     gx_command,
     make_console,
+    precision_line,
 )
 from gesture_cli.cli.train_options import (
     CheckpointEveryOpt,
@@ -300,7 +301,6 @@ def run_evaluate_translate(cfg, *, run, device: str, force: bool, console) -> No
     from rich.markup import escape
     from rich.table import Table
 
-    from gesture_cli.cli.evaluate import precision_line
     from gesture_cli.cli.progress import Bars
     from gesture_cli.eval.translate import EvaluateTranslateConfig, evaluate_translation
 
@@ -339,7 +339,6 @@ def run_infer_translate(cfg, *, run, device: str, as_json: bool, console) -> Non
 
     from rich.markup import escape
 
-    from gesture_cli.cli.infer import precision_line
     from gesture_cli.core.config import resolve_config
     from gesture_cli.eval.translate import InferTranslateConfig, infer_translation
 

@@ -18,6 +18,7 @@ from gesture_cli.cli.options import (
     flags,
     gx_command,
     make_console,
+    precision_line,
 )
 from gesture_cli.cli.train_options import (
     CheckpointEveryOpt,
@@ -185,7 +186,6 @@ def _detect_options() -> dict:
 
 def run_evaluate(cfg, *, run, device: str, force: bool, console) -> None:
     """`gx evaluate segment`: mIoU, per-class IoU, pixel accuracy of segment/<backbone>/ on a split."""
-    from gesture_cli.cli.evaluate import precision_line
     from gesture_cli.cli.progress import Bars
     from gesture_cli.eval.segment import SegmentEvalOptions, evaluate_segment
 
@@ -222,7 +222,6 @@ def run_infer(cfg, *, run, device: str, as_json: bool, console) -> None:
     """`gx infer segment --input IMG|DIR`: colour masks, overlays and features.csv under infer/segment-<backbone>/."""
     import json
 
-    from gesture_cli.cli.infer import precision_line
     from gesture_cli.cli.progress import Bars
     from gesture_cli.eval.segment import SegmentInferOptions, infer_segment
 
