@@ -31,7 +31,8 @@ TRAINED = {"lora": "lora/tiny-dinov2/metrics.json", "segment": "segment/tiny-din
 
 
 def run_commands(precision: str, root: Path) -> dict:
-    from gesture_cli.demo import demo_steps, invoke_gx, prepare_inputs, run_step
+    from gesture_cli.cli.demo import invoke_gx
+    from gesture_cli.demo import demo_steps, prepare_inputs, run_step
 
     run = root / precision
     run.mkdir(parents=True)

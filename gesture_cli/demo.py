@@ -1,15 +1,16 @@
 """`gx demo`: the whole toolchain on the embedded defaults (synthetic data, tiny backbones, no network).
 
-Each step is an ordinary gx command line, run in this process through the same Typer app a user's
-shell reaches, so the demo exercises exactly the code paths of a real run (and its run directory
-looks like one). The step cache makes a second run nearly instant; `fresh=True` adds `--force` to
-every step that takes it. The only thing the demo does itself is write the few input files that
-`infer` and `pca-visualize` read (`RUN/inputs/`), generated from the same seeded synthetic sources.
+Each step is an ordinary gx command line, run in this process by the `invoke` callable the caller
+passes: `gx demo` (cli/demo.py) passes one that runs the same Typer app a user's shell reaches, so the
+demo exercises exactly the code paths of a real run (and its run directory looks like one); this
+module never imports the command line itself. The step cache makes a second run nearly instant;
+`fresh=True` adds `--force` to every step that takes it. The only thing the demo does itself is write
+the few input files that `infer` and `pca-visualize` read (`RUN/inputs/`), generated from the same
+seeded synthetic sources.
 """
 
 from __future__ import annotations
 
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -138,30 +139,6 @@ def run_step(step: DemoStep, run: Path, *, fresh: bool, invoke: Callable[[list[s
     return StepResult(step, dt, "ran" if ran else "cached")
 
 
-def invoke_gx(args: list[str]) -> int:
-    """Run one gx command line in this process; returns its exit code."""
-    from gesture_cli.cli.app import app
-
-    saved = sys.argv
-    sys.argv = ["gx", *args]  # what the step records as its command line
-    try:
-        result = app(args=args, prog_name="gx", standalone_mode=False)
-        return int(result) if isinstance(result, int) else 0
-    except SystemExit as exc:  # pragma: no cover - click exits this way for some usage errors
-        return int(exc.code or 0) if not isinstance(exc.code, str) else 1
-    except GxError as exc:
-        return exc.exit_code
-    except Exception as exc:  # click usage errors when standalone_mode is off
-        code = getattr(exc, "exit_code", None)
-        if code is None:
-            raise
-        if hasattr(exc, "show"):
-            exc.show()
-        return int(code)
-    finally:
-        sys.argv = saved
-
-
 @dataclass
 class DemoResult:
     run: Path
@@ -176,9 +153,9 @@ class DemoResult:
         return sum(r.seconds for r in self.results)
 
 
-def run_demo(run: Path, *, fresh: bool = False, on_step: Callable[[int, int, DemoStep], None] | None = None,
-             invoke: Callable[[list[str]], int] | None = None) -> DemoResult:
-    invoke = invoke or invoke_gx
+def run_demo(run: Path, *, invoke: Callable[[list[str]], int], fresh: bool = False,
+             on_step: Callable[[int, int, DemoStep], None] | None = None) -> DemoResult:
+    """Every step of `demo_steps` in order through `invoke(args) -> exit code`, up to the first failure."""
     run = Path(run)
     try:
         run.mkdir(parents=True, exist_ok=True)

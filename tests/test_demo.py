@@ -56,9 +56,9 @@ def test_demo_stops_at_a_failing_step(tmp_path, runner, monkeypatch):
     assert not res.ok and res.results[-1].step.args[0] == "probe" and res.results[-1].exit_code == 2
     assert [a[0] for a in calls][-1] == "probe"  # nothing after it ran
 
-    import gesture_cli.demo as demo_mod
+    import gesture_cli.cli.demo as cli_demo
 
-    monkeypatch.setattr(demo_mod, "invoke_gx", _fake_invoke(run, fail_at="probe", calls=[]))
+    monkeypatch.setattr(cli_demo, "invoke_gx", _fake_invoke(run, fail_at="probe", calls=[]))
     out = invoke(runner, "demo", "-r", run)
     assert out.exit_code == 1
     assert "gx probe -r" in out.output and "failed with exit code 2" in out.output and "Traceback" not in out.output
@@ -86,5 +86,7 @@ def test_the_real_demo_runs_every_step_and_a_rerun_is_cached(tmp_path, runner):
     metrics = {s["command"]: s["metrics"] for s in steps if s["command"] in ("lora-train", "pose-pretrain")}
     assert metrics["lora-train"]["test_accuracy"] > 2 / 24  # the fine-tuned tiny model learns (chance 1/24)
 
-    again = run_demo(run)  # the real commands again, in this process
+    from gesture_cli.cli.demo import invoke_gx
+
+    again = run_demo(run, invoke=invoke_gx)  # the real commands again, in this process
     assert again.ok and all(r.status == "cached" for r in again.results if r.step.forceable)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from gesture_cli.cli.options import VerboseOpt, gx_command, make_console
+from gesture_cli.core.errors import GxError
 
 EXAMPLE = "Example: gx demo   (then open runs/demo/report.html; gx demo --fresh recomputes every step)"
 
@@ -27,7 +29,6 @@ def demo(
     from rich.markup import escape
     from rich.table import Table
 
-    from gesture_cli.core.errors import GxError
     from gesture_cli.demo import run_demo
 
     console = make_console()
@@ -36,7 +37,7 @@ def demo(
         console.rule(f"[bold][{i + 1}/{n}] {escape(step.title)}[/]")
         console.print(escape("gx " + " ".join(step.args)), style="cyan")
 
-    res = run_demo(run_dir, fresh=fresh, on_step=on_step)
+    res = run_demo(run_dir, fresh=fresh, on_step=on_step, invoke=invoke_gx)
     table = Table(title=f"gx demo: {run_dir}")
     for col in ("#", "step", "command", "status", "time"):
         table.add_column(col, justify="right" if col in ("#", "time") else "left")
@@ -49,6 +50,31 @@ def demo(
         raise GxError(f"demo step {len(res.results)} ({failed.step.title}) failed with exit code {failed.exit_code}; "
                       f"rerun it alone to see why: gx {' '.join(failed.step.args)}")
     console.print(f"[bold]Done in {res.seconds:.0f}s.[/] Open {run_dir / 'report.html'} in a browser.")
+
+
+def invoke_gx(args: list[str]) -> int:
+    """Run one gx command line in this process through the gx Typer app; returns its exit code."""
+    # imported here, not at the top: cli/app.py imports this module to register `gx demo`
+    from gesture_cli.cli.app import app
+
+    saved = sys.argv
+    sys.argv = ["gx", *args]  # what the step records as its command line
+    try:
+        result = app(args=args, prog_name="gx", standalone_mode=False)
+        return int(result) if isinstance(result, int) else 0
+    except SystemExit as exc:  # pragma: no cover - click exits this way for some usage errors
+        return int(exc.code or 0) if not isinstance(exc.code, str) else 1
+    except GxError as exc:
+        return exc.exit_code
+    except Exception as exc:  # click usage errors when standalone_mode is off
+        code = getattr(exc, "exit_code", None)
+        if code is None:
+            raise
+        if hasattr(exc, "show"):
+            exc.show()
+        return int(code)
+    finally:
+        sys.argv = saved
 
 
 def _command(args: tuple[str, ...]) -> str:
