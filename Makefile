@@ -23,7 +23,7 @@ help:
 	@echo "make test     run the whole test suite as a CPU without native bf16 (fp32 by default), then the fast tests and the demo"
 	@echo "              test as one with it (bf16 by default); make test-fast runs the fast tests once, as this CPU is"
 	@echo "make install-holistic  MediaPipe Holistic for gx pose-extract (make install already adds it)"
-	@echo "make lint     ruff"
+	@echo "make lint     ruff, then lint-imports: the import rules of DESIGN section 1 (pyproject [tool.importlinter])"
 	@echo "make bench    benchmarks/*.py (CPU)"
 	@echo "make gpu-check  on a CUDA machine: every command in bf16 and fp16, plus the LoRA and extraction benchmarks -> gpu-check.json"
 
@@ -65,6 +65,7 @@ demo: install
 
 lint: install
 	$(VENV)/bin/ruff check gesture_cli tests benchmarks
+	$(VENV)/bin/lint-imports
 
 bench: install
 	@for b in benchmarks/*.py; do [ "$$b" = benchmarks/gpu_check.py ] && continue; echo "== $$b"; $(PY) $$b || exit 1; done

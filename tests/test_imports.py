@@ -207,6 +207,15 @@ def test_console_script_is_the_cli_entry_point(graph):
     assert (module, func) == ("gesture_cli.cli.app", "main") and module in graph
 
 
+def test_import_linter_contracts_name_the_same_layers():
+    # `make lint` checks pyproject's contracts, this file checks LAYERS: the two must not drift apart
+    tomllib = pytest.importorskip("tomllib")
+    contracts = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["importlinter"]["contracts"]
+    (layers,) = [c["layers"] for c in contracts if c["type"] == "layers"]
+    parsed = [{name.strip().strip("()") for name in layer.replace("|", ":").split(":")} for layer in layers]
+    assert parsed == [set(names) for names in LAYERS]
+
+
 def test_every_module_sits_in_a_layer(graph):
     # a new top-level module or package must be placed in LAYERS (and in pyproject's contracts), or no
     # layer rule would apply to it
