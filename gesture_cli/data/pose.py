@@ -1,4 +1,5 @@
-"""Pose (keypoint-sequence) datasets: samples, a spec registry, gx's own format, normalisation, collate.
+"""Pose (keypoint-sequence) datasets: samples, a spec registry, gx's own format, normalisation, collate,
+and the splits and batches (`make_pose_splits`, `PoseBatches`) that training and evaluation share.
 
     from gesture_cli.data.pose import make_pose_dataset, collate_pose
     ds = make_pose_dataset("pose:data/phoenix", split="train")        # or "synthetic-signs"
