@@ -42,15 +42,22 @@ TARGET_PEAK_FRACTION = 0.55
 REPO = Path(__file__).resolve().parents[1]
 
 
-def matmul_peak_gflops(dtype: torch.dtype, seconds: float) -> float:
-    """Best sustained GFLOP/s of a square matmul in this process (n=2048 fp32; smaller if slow)."""
-    n = 2048 if dtype == torch.float32 else 1024
-    a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
+def _sync(dev: torch.device) -> None:
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+
+
+def matmul_peak_gflops(dtype: torch.dtype, seconds: float, dev: torch.device = torch.device("cpu")) -> float:
+    """Best sustained GFLOP/s of a square matmul in this process (n=2048 fp32 on a CPU; 8192 on a GPU)."""
+    n = 8192 if dev.type == "cuda" else (2048 if dtype == torch.float32 else 1024)
+    a, b = torch.randn(n, n, device=dev).to(dtype), torch.randn(n, n, device=dev).to(dtype)
     a @ b
+    _sync(dev)
     best, t_end = 0.0, time.perf_counter() + seconds
     while time.perf_counter() < t_end:
         t0 = time.perf_counter()
         a @ b
+        _sync(dev)
         best = max(best, 2 * n**3 / (time.perf_counter() - t0) / 1e9)
     return best
 
@@ -87,7 +94,7 @@ def make_snapshot(root: Path) -> Path:
     return root
 
 
-def make_naive(snapshot: Path):
+def make_naive(snapshot: Path, dev: torch.device):
     """A function(images) that runs the transformers pipeline on each image, one at a time."""
     from PIL import Image
     from transformers import AutoModel, pipeline
@@ -100,7 +107,7 @@ def make_naive(snapshot: Path):
         from transformers import BitImageProcessor as Processor
     hf_logging.disable_progress_bar()
     model = AutoModel.from_pretrained(snapshot)
-    pipe = pipeline("image-feature-extraction", model=model, image_processor=Processor.from_pretrained(snapshot), device="cpu")
+    pipe = pipeline("image-feature-extraction", model=model, image_processor=Processor.from_pretrained(snapshot), device=str(dev))
 
     def run(images: np.ndarray) -> None:
         for im in images:
@@ -110,14 +117,13 @@ def make_naive(snapshot: Path):
     return run
 
 
-def make_gx(snapshot: Path, *, precision: str = "auto", batch: int = 32, attn: str = "sdpa", compile: bool = False):
+def make_gx(snapshot: Path, *, dev: torch.device, precision: str = "auto", batch: int = 32, attn: str = "sdpa", compile: bool = False):
     """(function(images), dtype, seconds spent warming up, compiling included) for one gx variant."""
     from gesture_cli.core.device import compute_dtype
     from gesture_cli.data.images import ImageDataset
     from gesture_cli.models.backbones import build_backbone
     from gesture_cli.models.features import contiguous_batches, iter_batch_features
 
-    dev = torch.device("cpu")
     dtype = compute_dtype(dev, precision)
     backbone = build_backbone(str(snapshot), device=dev, dtype=dtype, image_size=224)
     if attn != "sdpa":
@@ -129,6 +135,7 @@ def make_gx(snapshot: Path, *, precision: str = "auto", batch: int = 32, attn: s
         ds = ImageDataset(spec="bench", split="train", classes=["x"], labels=np.zeros(len(images), dtype=np.int64), images=images)
         for _ in iter_batch_features(backbone, ds, contiguous_batches(0, len(images), batch), pool="cls", batch_size=batch):
             pass
+        _sync(dev)
 
     t0 = time.perf_counter()
     run(np.zeros((batch, 256, 256, 3), dtype=np.uint8))  # warm-up (and the compile) at the measured batch shape
@@ -154,6 +161,8 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=3.0, help="time spent measuring each matmul peak")
     ap.add_argument("--no-compile", action="store_true", help="skip the torch.compile variant (tens of seconds of compiling)")
     ap.add_argument("--decode", action="store_true", help="measure the input pipeline and 1 vs 2 processes instead")
+    ap.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where every route runs")
+    ap.add_argument("--json", type=Path, help="also write the images/s of every route and the ratios to this JSON file")
     args = ap.parse_args()
     if args.decode:
         decode_and_scaling(args)
@@ -172,14 +181,15 @@ def main() -> None:
         variants["gx bf16 batch 32 --compile"] = dict(batch=32, compile=True)
     with tempfile.TemporaryDirectory() as tmp:
         snap = make_snapshot(Path(tmp) / "dinov2-small-random")
-        routes = {"naive pipeline (fp32, 1 image at a time)": make_naive(snap)}
+        dev = torch.device(args.device)
+        routes = {"naive pipeline (fp32, 1 image at a time)": make_naive(snap, dev)}
         dtypes, warmups = {}, {}
         for name, kw in variants.items():
-            routes[name], dtypes[name], warmups[name] = make_gx(snap, **kw)
+            routes[name], dtypes[name], warmups[name] = make_gx(snap, dev=dev, **kw)
         feed = {name: images[: args.naive_images] if name.startswith("naive") else images for name in routes}
         speed = interleaved(routes, feed, args.rounds)
-    peak_fp32 = matmul_peak_gflops(torch.float32, args.seconds)
-    peak_bf16 = matmul_peak_gflops(torch.bfloat16, min(args.seconds, 2.0))
+    peak_fp32 = matmul_peak_gflops(torch.float32, args.seconds, dev)
+    peak_bf16 = matmul_peak_gflops(torch.bfloat16, min(args.seconds, 2.0), dev)
     gflop = vit_gflops_per_image(layers=12, dim=384, tokens=1 + 16 * 16)
     naive = next(v for k, v in speed.items() if k.startswith("naive"))
     print(f"model: dinov2-small size, random init, 224x224, {gflop:.1f} GFLOP/image; threads={torch.get_num_threads()}; "
@@ -196,6 +206,10 @@ def main() -> None:
     default = speed["gx bf16 batch 64 (the CPU default)"]
     print(f"ratio gx (CPU default: bf16, batch 64)/naive: {default / naive:.2f}x (floor >= {TARGET_RATIO}x, goal >= {GOAL_RATIO}x)")
     print(f"fraction of the bf16 matmul peak: {default * gflop / peak_bf16:.2f} (goal >= {TARGET_PEAK_FRACTION})")
+    if args.json:
+        args.json.write_text(json.dumps({"device": args.device, "images_per_s": speed, "ratio_default_vs_naive": default / naive,
+                                         "peak_gflops": {"fp32": peak_fp32, "bf16": peak_bf16},
+                                         "bf16_peak_fraction": default * gflop / peak_bf16}, indent=1))
 
 
 def decode_and_scaling(args) -> None:

@@ -87,7 +87,7 @@ def main() -> int:
             print(f"   {'ok' if res['ok'] else 'FAILED'} in {res['seconds']} s", flush=True)
         if not args.skip_benchmarks:
             benches = {f"lora-{p}": ["benchmarks/lora.py", "--device", "cuda", "--precision", p, "--batch", "32"] for p in precisions}
-            benches["extract"] = ["benchmarks/extract.py", "--device", "cuda"]
+            benches["extract"] = ["benchmarks/extract.py", "--device", "cuda", "--no-compile"]
             for name, cmd in benches.items():
                 print(f"== benchmark {name}", flush=True)
                 summary["benchmarks"][name] = run_benchmark(cmd, root / f"{name}.json")
