@@ -126,6 +126,152 @@ def test_reservoir_is_a_bounded_uniform_sample():
     assert abs(vals.mean() - 50_000) < 3000 and abs(np.median(vals) - 50_000) < 4000  # not just the first rows
 
 
+def test_reservoir_keeps_the_same_rows_in_any_arrival_order():
+    from gesture_cli.models.pca import RowReservoir
+
+    gen = torch.Generator().manual_seed(3)
+    rows = torch.randn(3000, 4, generator=gen)
+    keys = torch.rand(3000, generator=gen, dtype=torch.float64)
+    keys[100:400] = keys[7]  # ties, some at the cut: the ids decide
+    ids = torch.arange(3000)
+    kept = []
+    for perm, chunk in ((torch.arange(3000), 3000), (torch.randperm(3000, generator=gen), 97), (torch.arange(2999, -1, -1), 1)):
+        r = RowReservoir(4, 250)
+        for lo in range(0, 3000, chunk):
+            p = perm[lo : lo + chunk]
+            r.offer(rows[p], keys[p], ids[p])
+        kept.append(r.ordered())
+    first = torch.argsort(ids)[torch.argsort(keys, stable=True)][:250]
+    assert torch.equal(kept[0][2], ids[first])
+    for other in kept[1:]:
+        assert all(torch.equal(a, b) for a, b in zip(kept[0], other, strict=True))
+
+
+def test_plan_blocks_depends_on_the_source_only():
+    from gesture_cli.models.pca import plan_blocks
+
+    assert plan_blocks([24, 24, 24], 8) == [range(0, 1), range(1, 2), range(2, 3)]
+    assert plan_blocks([5, 5, 5], 8) == [range(0, 2), range(2, 3)]
+    assert plan_blocks([1] * 10, 4) == [range(0, 4), range(4, 8), range(8, 10)]
+    assert plan_blocks([3, None, 2, 2], 8) == [range(0, 2), range(2, 4)]  # an unknown count ends its block
+
+
+class _Group:
+    """What the ranks of one simulated launch share: a barrier for collectives and rank -> rank 0 queues."""
+
+    def __init__(self, world: int):
+        import queue
+        import threading
+
+        self.world = world
+        self.barrier = threading.Barrier(world, timeout=120)
+        self.slots: list = [None] * world
+        self.to_main = [queue.Queue() for _ in range(world)]
+
+
+class _ThreadDist:
+    """core.dist.Dist's interface for a rank that is a thread: the collectives pca-compute uses, in process."""
+
+    def __init__(self, group: _Group, rank: int):
+        self.group, self.rank, self.world = group, rank, group.world
+        self.local_rank, self.local_world, self.device = rank, group.world, torch.device("cpu")
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def barrier(self) -> None:
+        self.group.barrier.wait()
+
+    def all_gather(self, obj) -> list:
+        self.group.slots[self.rank] = obj
+        self.group.barrier.wait()
+        out = list(self.group.slots)
+        self.group.barrier.wait()  # nobody overwrites a slot before every rank has read them
+        return out
+
+    def broadcast(self, obj):
+        return self.all_gather(obj)[0]
+
+    def send_to_main(self, tensor) -> None:
+        self.group.to_main[self.rank].put(tensor.clone())
+
+    def recv_from(self, src: int, like):
+        return self.group.to_main[src].get(timeout=120)
+
+    def close(self) -> None:
+        pass
+
+
+def _simulated_launch(monkeypatch, cfg, run: Path, world: int) -> None:
+    """compute_pca as `world` ranks (threads) of one launch, each with its own backbone and reservoir."""
+    import threading
+
+    import gesture_cli.core.dist as dist
+    import gesture_cli.models.backbones as backbones
+    from gesture_cli.core.rundir import RunDir
+    from gesture_cli.models.pca import compute_pca
+
+    group, local, errors = _Group(world), threading.local(), []
+    monkeypatch.setattr(dist, "launched_world_size", lambda: world)
+    monkeypatch.setattr(dist, "init_dist", lambda device: local.ctx)
+    # Tiny backbones seed torch's one global generator to draw their weights: processes each have
+    # their own, threads would draw from it at once. One build at a time gives every rank the weights.
+    build, lock = backbones.build_backbone, threading.Lock()
+
+    def build_one_at_a_time(*args, **kwargs):
+        with lock:
+            return build(*args, **kwargs)
+
+    monkeypatch.setattr(backbones, "build_backbone", build_one_at_a_time)
+
+    def rank_main(rank: int) -> None:
+        local.ctx = _ThreadDist(group, rank)
+        try:
+            compute_pca(cfg, RunDir(run) if rank == 0 else None, device="cpu")
+        except BaseException as e:  # noqa: BLE001 - reported below; the others must not wait for this rank
+            errors.append(e)
+            group.barrier.abort()
+
+    threads = [threading.Thread(target=rank_main, args=(r,)) for r in range(world)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]
+
+
+@pytest.mark.parametrize("options", [dict(foreground=True), dict(frame_stride=5)], ids=["foreground-3-blocks", "stride-2-blocks"])
+def test_blocks_and_reservoir_give_the_same_bits_for_1_2_and_3_processes(monkeypatch, tmp_path, options):
+    # Blocks of whole clips, at least one batch each (8 frames): 3 blocks of 24 frames, or with stride 5
+    # clips of 5 frames, so [clip0 clip1] [clip2]: 3 ranks leave one idle. 4608 patches, 500 kept.
+    from gesture_cli.core.artifacts import load_tensors
+    from gesture_cli.models.pca import PCAConfig
+
+    cfg = PCAConfig(backbone="tiny-dinov2", dataset="synthetic-video", n_components=4, batch_size=8, precision="fp32",
+                    reservoir_size=500, **options)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the same kernels in every rank and in the one-process reference
+    try:
+        for world in (1, 2, 3):
+            _simulated_launch(monkeypatch, cfg, tmp_path / f"w{world}", world)
+    finally:
+        torch.set_num_threads(threads)
+    ref_info, ref = _load(tmp_path / "w1")
+    assert len(ref["reservoir"]) == 500 and ref_info["total_frames"] == (72 if "foreground" in options else 15)
+    for world in (2, 3):
+        info, t = _load(tmp_path / f"w{world}")
+        assert sorted(t) == sorted(ref)
+        for key in ref:
+            assert torch.equal(t[key], ref[key]), (world, key)
+        assert info["world_size"] == world
+        for key in ("ranges", "eigenvalues", "explained_variance_ratio", "total_patches", "total_frames", "clips", "subjects",
+                    "warnings", "foreground"):
+            assert info[key] == ref_info[key], (world, key)
+    assert load_tensors(tmp_path / "w2/pca/tiny-dinov2/pca.safetensors", kind="pca")[0]["n"].item() == ref_info["total_patches"]
+
+
 def test_colorize_uses_fixed_ranges_and_channel_layouts():
     from gesture_cli.viz.pca_render import colorize, render_features
 

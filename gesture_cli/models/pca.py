@@ -12,7 +12,8 @@ patches: 0.4 s for eigh vs 4 s and 1 GB for scikit-learn's full SVD (DESIGN §7)
 
 Because (n, Σx, XᵀX) simply add, the statistics are saved with the result and runs computed on
 different machines merge into the same PCA as one run over all their data (`PatchPCA.merge`,
-`gx pca-compute --merge`).
+`gx pca-compute --merge`). Processes of one launched run (torchrun, accelerate launch) go further and
+add in the order one process does, so their result has its very bits (see "blocks" below).
 
 Colour ranges. Rendering maps each component's projection to 0..255 with fixed per-component ranges
 (the 1st and 99th percentile over the data), so videos do not flicker. Projections need the
@@ -40,7 +41,7 @@ import time
 import zlib
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -107,10 +108,13 @@ def parse_shard(text: str) -> tuple[int, int]:
 class RowReservoir:
     """A uniform sample of at most `size` rows of a stream, mergeable across streams.
 
-    Each row gets a uniform random key; the reservoir keeps the rows with the smallest keys, so the
-    union of two reservoirs cut to `size` is a uniform sample of the union of their streams. Storage
-    is allocated once ([size, D] float32) and updated in place: O(m*D + size) per batch, m = rows that
-    enter, which falls towards 0 as the stream grows.
+    Each row gets a uniform random key and an integer id; the reservoir keeps the rows that come first
+    in (key, id) order, so the union of two reservoirs cut to `size` is a uniform sample of the union of
+    their streams. The id only breaks ties between equal float64 keys: with it the order is total, so
+    the kept set depends on which rows were offered, never on the order in which they arrived (ranks
+    of a launched run offer them in another order than one process). Storage is allocated once
+    ([size, D] float32) and updated in place: O(m*D + size) per batch, m = rows that enter, which
+    falls towards 0 as the stream grows.
     """
 
     def __init__(self, dim: int, size: int, *, device="cpu", seed: int = 0):
@@ -120,12 +124,14 @@ class RowReservoir:
         self.device = torch.device(device)
         self._rows = torch.empty((self.size, dim), dtype=torch.float32, device=self.device)
         self._keys = torch.empty(self.size, dtype=torch.float64, device=self.device)
+        self._ids = torch.empty(self.size, dtype=torch.int64, device=self.device)
         self.count = 0  # filled slots
         self._gen = torch.Generator(device=self.device).manual_seed(int(seed) % 2**63)
+        self._next_id = 0  # update() numbers the rows of its own stream 0, 1, 2, ...
 
     @property
     def rows(self):
-        """float32 [count, D]: the sampled rows."""
+        """float32 [count, D]: the sampled rows (in slot order; `ordered()` gives a canonical order)."""
         return self._rows[: self.count]
 
     @property
@@ -133,50 +139,79 @@ class RowReservoir:
         """float64 [count] in [0, 1): their keys."""
         return self._keys[: self.count]
 
-    def update(self, x) -> None:
-        """Offer rows x [N, D] (any float dtype, any device)."""
+    @property
+    def ids(self):
+        """int64 [count]: their tie-breaking ids."""
+        return self._ids[: self.count]
+
+    def ordered(self):
+        """(rows, keys, ids) sorted by (key, id): the same tensors for the same kept set, however it was filled."""
+        order = _key_order(self.keys, self.ids)
+        return self.rows[order], self.keys[order], self.ids[order]
+
+    def update(self, x, keys=None, ids=None) -> None:
+        """Offer rows x [N, D] (any float dtype, any device); keys/ids default to this reservoir's own stream."""
         import torch
 
         if self.size == 0 or len(x) == 0:
             return
-        keys = torch.rand(len(x), generator=self._gen, device=self.device, dtype=torch.float64)
-        self.offer(x, keys)
+        if keys is None:
+            keys = torch.rand(len(x), generator=self._gen, device=self.device, dtype=torch.float64)
+            ids = torch.arange(self._next_id, self._next_id + len(x), device=self.device)
+            self._next_id += len(x)
+        self.offer(x, keys, ids)
 
     def merge(self, other: RowReservoir) -> None:
-        self.offer(other.rows, other.keys)
+        self.offer(other.rows, other.keys, other.ids)
 
-    def offer(self, rows, keys) -> None:
-        """Rows with their keys: fill free slots, then keep the smallest keys."""
+    def offer(self, rows, keys, ids=None) -> None:
+        """Rows with their keys (and ids; default 0, 1, ...): fill free slots, then keep the first in (key, id) order."""
         import torch
 
         if self.size == 0 or len(keys) == 0:
             return
         keys = keys.to(self.device, torch.float64)
+        ids = torch.arange(len(keys), device=self.device) if ids is None else ids.to(self.device, torch.int64)
         free = self.size - self.count
         if free > 0:
             k = min(free, len(keys))
             self._rows[self.count : self.count + k] = rows[:k].to(self.device, torch.float32)
             self._keys[self.count : self.count + k] = keys[:k]
+            self._ids[self.count : self.count + k] = ids[:k]
             self.count += k
-            rows, keys = rows[k:], keys[k:]
+            rows, keys, ids = rows[k:], keys[k:], ids[k:]
             if len(keys) == 0:
                 return
-        enter = torch.nonzero(keys < self._keys.max()).reshape(-1)  # few once many rows have been seen
+        # The last kept row in (key, id) order: O(size) to find, and few newcomers beat it once many
+        # rows have been seen.
+        worst_key = self._keys.max()
+        worst_id = self._ids[self._keys == worst_key].max()
+        enter = torch.nonzero((keys < worst_key) | ((keys == worst_key) & (ids < worst_id))).reshape(-1)
         if len(enter) == 0:
             return
         if len(enter) > self.size:
-            enter = enter[torch.topk(keys[enter], self.size, largest=False).indices]
+            enter = enter[_key_order(keys[enter], ids[enter])[: self.size]]
         rows = rows[enter.to(rows.device)].to(self.device, torch.float32)
-        keys = keys[enter]
-        # Only the m largest kept keys can be displaced by m newcomers: the m smallest of those
-        # m and the newcomers take their slots.
+        keys, ids = keys[enter], ids[enter]
+        # Only the m last kept rows can be displaced by m newcomers: the m first of those m and the
+        # newcomers take their slots.
         m = len(keys)
-        worst = torch.topk(self._keys, m, largest=True).indices
+        worst = _key_order(self._keys, self._ids)[-m:]
         pool_keys = torch.cat([self._keys[worst], keys])
+        pool_ids = torch.cat([self._ids[worst], ids])
         pool_rows = torch.cat([self._rows[worst], rows])
-        best = torch.topk(pool_keys, m, largest=False).indices
+        best = _key_order(pool_keys, pool_ids)[:m]
         self._keys[worst] = pool_keys[best]
+        self._ids[worst] = pool_ids[best]
         self._rows[worst] = pool_rows[best]
+
+
+def _key_order(keys, ids):
+    """The permutation that sorts rows by key, equal keys by id (two stable sorts: a lexicographic order)."""
+    import torch
+
+    order = torch.argsort(ids, stable=True)
+    return order[torch.argsort(keys[order], stable=True)]
 
 
 @dataclass(frozen=True)
@@ -206,8 +241,8 @@ class PatchPCA:
         self.xtx = torch.zeros((self.dim, self.dim), dtype=torch.float64, device=self.device)  # [D, D] Σ x xᵀ
         self.reservoir = RowReservoir(self.dim, reservoir_size, device=self.device, seed=seed)
 
-    def update(self, x) -> None:
-        """Add rows x [N, D] (any float dtype, any device)."""
+    def update(self, x, keys=None, ids=None) -> None:
+        """Add rows x [N, D] (any float dtype, any device); keys/ids: their reservoir keys (RowReservoir.update)."""
         import torch
 
         if x.ndim != 2 or x.shape[1] != self.dim:
@@ -216,7 +251,7 @@ class PatchPCA:
         self.n += int(x.shape[0])
         self.sum += x64.sum(0)
         self.xtx.addmm_(x64.T, x64)
-        self.reservoir.update(x)
+        self.reservoir.update(x, keys, ids)
 
     def merge(self, other: PatchPCA) -> PatchPCA:
         """Add another accumulator's statistics (same D) into this one; returns self."""
@@ -259,15 +294,11 @@ class PatchPCA:
         return PCAResult(mean=self.mean, components=comps, eigenvalues=evals[:k].contiguous(), explained_variance_ratio=ratio)
 
     def state_dict(self) -> dict:
+        """n, Σx, XᵀX and the reservoir, its rows sorted by key (equal kept sets save equal tensors)."""
         import torch
 
-        return {
-            "n": torch.tensor([self.n], dtype=torch.int64),
-            "sum": self.sum,
-            "xtx": self.xtx,
-            "reservoir": self.reservoir.rows.clone(),
-            "reservoir_keys": self.reservoir.keys.clone(),
-        }
+        rows, keys, _ = self.reservoir.ordered()
+        return {"n": torch.tensor([self.n], dtype=torch.int64), "sum": self.sum, "xtx": self.xtx, "reservoir": rows, "reservoir_keys": keys}
 
     @classmethod
     def from_state(cls, state: dict, *, device="cpu", reservoir_size: int | None = None) -> PatchPCA:
@@ -335,6 +366,7 @@ def iter_patch_batches(
     *,
     batch_size: int,
     keep_frames: bool = False,
+    ends_batch: Callable[[object], bool] | None = None,
     on_backoff: Callable[[int], None] | None = None,
     on_memory: Callable[[str], None] | None = None,
 ) -> Iterator[tuple[list, object, tuple[int, int], list | None]]:
@@ -342,7 +374,8 @@ def iter_patch_batches(
 
     Frames come from `frames` ((uint8 HxWx3, meta) pairs); the next batch is decoded and resized in
     a worker thread while the model runs (OpenCV releases the GIL). On CUDA out-of-memory the batch
-    is finished in halves, and later batches keep the smaller size.
+    is finished in halves, and later batches keep the smaller size. A batch also ends after a frame
+    whose meta `ends_batch` holds true (pca-compute's blocks: a batch never mixes two of them).
     """
     import torch
 
@@ -351,11 +384,19 @@ def iter_patch_batches(
 
     size = backbone.image_size
     device = backbone.device
+    frames = iter(frames)  # load() resumes where the last batch stopped
     state = {"bs": int(batch_size)}
     last_memory = time.perf_counter()
 
     def load():
-        batch = list(itertools.islice(frames, state["bs"]))
+        if ends_batch is None:
+            batch = list(itertools.islice(frames, state["bs"]))
+        else:
+            batch = []
+            for item in frames:
+                batch.append(item)
+                if len(batch) == state["bs"] or ends_batch(item[1]):
+                    break
         if not batch:
             return None
         originals = [f for f, _ in batch] if keep_frames else None
@@ -398,7 +439,19 @@ def iter_patch_batches(
 
 
 # ----------------------------------------------------------------------------------------------
-# gx pca-compute
+# gx pca-compute: blocks, the order of summation
+#
+# Floating-point addition is not associative, so N processes give one process's bits only if they
+# add the same numbers in the same order. The source is cut into blocks of consecutive units (the
+# clips of a video source, the images of an image dataset), each holding at least one batch of
+# frames, by a rule that looks only at the source and the batch size, never at the number of
+# processes. A block's statistics are summed from zero over its batches (a batch never spans two
+# blocks, so it holds the same frames in every run), and the total adds the block sums in block
+# order: one process computes block after block; under a launcher rank r computes blocks r, r+N,
+# r+2N, ... and sends each block's sums to rank 0, which adds its own and the received ones in
+# block order. Memory stays one block's [D, D] per process plus rank 0's total, however many clips.
+# The reservoir needs no order: every row's key comes from a generator seeded by (seed, unit, frame),
+# so the rows that come first in key order are the same whichever process saw them.
 # ----------------------------------------------------------------------------------------------
 
 
@@ -415,28 +468,220 @@ class _Counts:
         self.warnings = [] if self.warnings is None else self.warnings
 
 
-def _accumulate(
-    backbone, source, cfg: PCAConfig, acc: PatchPCA, *, foreground=None, on_progress=None, on_backoff=None, on_memory=None, batch_size: int
-) -> _Counts:
-    """One pass: every (foreground) patch of every frame into `acc`; returns frame/subject/clip counts."""
+@dataclass
+class FrameUnits:
+    """A frame source as a list of units read one at a time: its clips, or the images of an image dataset."""
+
+    counts: list  # frames each unit yields at the stride; None where a video header has no count
+    read: Callable[[int, int | None], Iterator]  # (unit, max frames or None) -> (frame, FrameMeta) pairs
+    warnings: list  # the source's warnings list, which read() appends to
+
+    def total(self, units=None, max_frames: int | None = None) -> int | None:
+        """Frames of `units` (default all) as source.count() reports them: None when a count is unknown."""
+        counts = self.counts if units is None else [self.counts[u] for u in units]
+        if None in counts:
+            return max_frames
+        return sum(counts) if max_frames is None else min(sum(counts), max_frames)
+
+
+def frame_units(source, stride: int) -> FrameUnits:
+    """`source` cut into units; a FrameSource of another kind is one unit (read by one process)."""
+    from gesture_cli.data.images import to_rgb
+    from gesture_cli.data.video import ClipFrames, DatasetFrames, FrameMeta, _image_clip
+
+    if isinstance(source, ClipFrames):
+        def read_clip(u: int, left: int | None) -> Iterator:
+            # a one-clip copy of the source: the same reading and stride code; `replace` keeps its warnings list
+            return replace(source, clips=[source.clips[u]]).iter_frames(stride, left)
+
+        return FrameUnits([clip.count(stride) for clip in source.clips], read_clip, source.warnings)
+    if isinstance(source, DatasetFrames):
+        rows = list(source._rows(stride))  # its --shard and stride selection, in its order
+
+        def read_image(u: int, left: int | None) -> Iterator:
+            ds, i = rows[u]
+            yield to_rgb(ds.image(i)), FrameMeta(ds.classes[ds.labels[i]], _image_clip(ds, i), 0)
+
+        return FrameUnits([1] * len(rows), read_image, source.warnings)
+    return FrameUnits([source.count(stride)], lambda u, left: source.iter_frames(stride, left), source.warnings)
+
+
+def plan_blocks(counts: list, min_frames: int) -> list[range]:
+    """Consecutive units grouped until a group holds at least `min_frames` frames (a unit of unknown count ends its group)."""
+    blocks, start, frames = [], 0, 0
+    for u, c in enumerate(counts):
+        frames += min_frames if c is None else c
+        if frames >= min_frames:
+            blocks.append(range(start, u + 1))
+            start, frames = u + 1, 0
+    if start < len(counts):
+        blocks.append(range(start, len(counts)))
+    return blocks
+
+
+@dataclass(frozen=True)
+class _Frame:
+    meta: object  # FrameMeta
+    block: int
+    unit: int
+    ordinal: int  # position among the frames its unit yields: with the unit, seeds the frame's reservoir keys
+    last: bool = False  # the last frame of its block: the batch ends here and the block's sums are complete
+
+
+def _block_frames(units: FrameUnits, plan: list[range], blocks, max_frames: int | None, warnings: dict) -> Iterator:
+    """(frame, _Frame) for the frames of `blocks`, the last of each block marked; new source warnings go to warnings[block]."""
+    left = max_frames
+    for b in blocks:
+        held = None  # one frame of look-ahead: a frame is known to be its block's last only when the block ends
+        for u in plan[b]:
+            if left is not None and left <= 0:
+                break
+            before = len(units.warnings)
+            for ordinal, (frame, meta) in enumerate(units.read(u, left)):
+                if held is not None:
+                    yield held
+                held = (frame, _Frame(meta, b, u, ordinal))
+                if left is not None:
+                    left -= 1
+            if len(units.warnings) > before:
+                warnings.setdefault(b, []).extend(units.warnings[before:])
+        if held is not None:
+            yield held[0], replace(held[1], last=True)
+
+
+_M64 = (1 << 64) - 1
+
+
+def _mix64(*values: int) -> int:
+    """A 64-bit hash of integers (splitmix64 rounds): unrelated generator seeds for neighbouring (unit, frame) pairs."""
+    h = 0
+    for v in values:
+        h = ((h ^ (v & _M64)) + 0x9E3779B97F4A7C15) & _M64
+        h = ((h ^ (h >> 30)) * 0xBF58476D1CE4E5B9) & _M64
+        h = ((h ^ (h >> 27)) * 0x94D049BB133111EB) & _M64
+        h ^= h >> 31
+    return h
+
+
+def _row_keys(gen, seed: int, tags: list, n_patches: int, device):
+    """Reservoir keys and ids of the patches of the frames `tags`: the same numbers in any process.
+
+    Keys come from a CPU generator seeded per (seed, unit, frame), so they do not depend on which
+    process (or device) reads the frame. Ids order rows by (unit, frame, patch) to break key ties;
+    they are exact below 2^27 units, 2^20 frames per unit and 2^16 patches per frame (beyond, ties
+    of equal float64 keys, themselves about 2^-53 likely, may resolve in arrival order).
+    """
     import torch
 
-    counts = _Counts()
-    frames = source.iter_frames(stride=cfg.frame_stride, max_frames=cfg.max_samples)
-    for metas, patches, _grid, _ in iter_patch_batches(
-        backbone, frames, batch_size=batch_size, on_backoff=on_backoff, on_memory=on_memory
-    ):
+    keys = torch.empty(len(tags) * n_patches, dtype=torch.float64)
+    for i, t in enumerate(tags):
+        gen.manual_seed(_mix64(seed, t.unit, t.ordinal))
+        torch.rand(n_patches, generator=gen, dtype=torch.float64, out=keys[i * n_patches : (i + 1) * n_patches])
+    base = torch.tensor([(t.unit << 36) + (t.ordinal << 16) for t in tags], dtype=torch.int64)
+    ids = (base[:, None] + torch.arange(n_patches, dtype=torch.int64)[None, :]).reshape(-1)
+    return keys.to(device), ids.to(device)
+
+
+def _block_sums(backbone, frames, own, cfg: PCAConfig, acc: PatchPCA, counts: _Counts, *, seed: int, foreground, batch_size: int,
+                on_progress, on_backoff, on_memory) -> Iterator[PatchPCA]:
+    """The statistics (no reservoir) of each block in `own`, in order, an empty one for a block without frames;
+    rows also go to acc.reservoir with their keys."""
+    import torch
+
+    pending = iter(own)
+    part = None
+    gen = torch.Generator()
+    batches = iter_patch_batches(backbone, frames, batch_size=batch_size, ends_batch=lambda t: t.last,
+                                 on_backoff=on_backoff, on_memory=on_memory)
+    for tags, patches, _grid, _ in batches:
         rows = patches.reshape(-1, patches.shape[-1])  # [B*N, D]
         if not bool(torch.isfinite(rows).all()):
             raise DataError(f"non-finite patch features from backbone '{cfg.backbone}'; rerun with --precision fp32")
+        if part is None:  # a block starts: blocks of ours that yielded no frame come first, empty
+            for b in pending:
+                if b == tags[0].block:
+                    break
+                yield PatchPCA(acc.dim, device=acc.device, reservoir_size=0)
+            part = PatchPCA(acc.dim, device=acc.device, reservoir_size=0)
+        keys, ids = _row_keys(gen, seed, tags, patches.shape[1], acc.device)
         if foreground is not None:
-            rows = rows[foreground_mask(rows, foreground)]
-        acc.update(rows)
-        counts.frames += len(metas)
-        counts.subjects.update(m.subject for m in metas)
-        counts.clips.update(m.clip for m in metas)
+            keep = foreground_mask(rows, foreground)
+            rows, keys, ids = rows[keep], keys[keep.to(keys.device)], ids[keep.to(ids.device)]
+        part.update(rows)
+        acc.reservoir.offer(rows, keys, ids)
+        counts.frames += len(tags)
+        counts.subjects.update(t.meta.subject for t in tags)
+        counts.clips.update(t.meta.clip for t in tags)
         if on_progress is not None:
             on_progress(counts.frames)
+        if tags[-1].last:
+            yield part
+            part = None
+    for _ in pending:
+        yield PatchPCA(acc.dim, device=acc.device, reservoir_size=0)
+
+
+def _pack(part: PatchPCA):
+    """One float64 [D+1, D+1] message: XᵀX, Σx in the last column, n in the corner (exact below 2^53)."""
+    import torch
+
+    d = part.dim
+    msg = torch.zeros((d + 1, d + 1), dtype=torch.float64, device=part.device)
+    msg[:d, :d] = part.xtx
+    msg[:d, d] = part.sum
+    msg[d, d] = part.n
+    return msg
+
+
+def _unpack(msg, device) -> PatchPCA:
+    d = msg.shape[0] - 1
+    part = PatchPCA(d, device=device, reservoir_size=0)
+    msg = msg.to(part.device)
+    part.n = int(msg[d, d])
+    part.sum = msg[:d, d].clone()
+    part.xtx = msg[:d, :d].clone()
+    return part
+
+
+def _accumulate(backbone, units: FrameUnits, plan: list[range], cfg: PCAConfig, ctx, acc: PatchPCA, *, seed: int,
+                foreground=None, on_progress=None, on_backoff=None, on_memory=None, batch_size: int) -> _Counts:
+    """One pass over this process's blocks: every (foreground) patch of every frame.
+
+    On rank 0 `acc` ends with the sums of all blocks added in block order and the reservoir of every
+    process, and the counts are those of the whole run (warnings in block order); elsewhere both
+    are left partial.
+    """
+    import torch
+
+    own = range(ctx.rank, len(plan), ctx.world)
+    counts, warnings = _Counts(), {}
+    frames = _block_frames(units, plan, own, cfg.max_samples, warnings)
+    parts = _block_sums(backbone, frames, own, cfg, acc, counts, seed=seed, foreground=foreground, batch_size=batch_size,
+                        on_progress=on_progress, on_backoff=on_backoff, on_memory=on_memory)
+    if ctx.is_main:
+        like = torch.zeros((acc.dim + 1, acc.dim + 1), dtype=torch.float64)
+        for b in range(len(plan)):
+            part = next(parts) if b % ctx.world == 0 else _unpack(ctx.recv_from(b % ctx.world, like), acc.device)
+            if part.n:
+                acc.merge(part)
+    else:
+        for part in parts:
+            ctx.send_to_main(_pack(part).cpu())
+    for _ in parts:  # run the batch iterator to its end (its worker thread); no block is left
+        pass
+    if ctx.world > 1:
+        rows, keys, ids = acc.reservoir.ordered()
+        gathered = ctx.all_gather(((rows.cpu(), keys.cpu(), ids.cpu()), (counts.frames, sorted(counts.subjects), sorted(counts.clips), warnings)))
+        if ctx.is_main:
+            counts, warnings = _Counts(), {}
+            for r, (reservoir, (frames_n, subjects, clips, warned)) in enumerate(gathered):
+                if r:
+                    acc.reservoir.offer(*reservoir)
+                counts.frames += frames_n
+                counts.subjects.update(subjects)
+                counts.clips.update(clips)
+                warnings.update(warned)
+    counts.warnings = [w for b in sorted(warnings) for w in warnings[b]]
     return counts
 
 
@@ -449,7 +694,7 @@ def choose_foreground(acc: PatchPCA, threshold: float | None) -> dict:
     """First-pass component with its sign set so the foreground (score > 0) is the minority of patches."""
     res = acc.finalize(1)
     comp = res.components[0]
-    rows = acc.reservoir.rows  # a uniform sample of the first pass's patches decides the sign
+    rows = acc.reservoir.ordered()[0]  # a uniform sample of the first pass's patches decides the sign (in key order: same bits)
     scores = project(rows.double(), res.mean, comp[None, :])[:, 0]
     if float((scores > 0).double().mean()) > 0.5:
         comp, scores = -comp, -scores
@@ -471,9 +716,9 @@ def compute_pca(
 ) -> dict:
     """Accumulate patch features of a dataset's frames and write pca/<backbone>/; returns the step entry.
 
-    Under `torchrun` / `accelerate launch` each rank accumulates every world-th clip (image) and rank 0
-    adds the statistics of ranks 0, 1, ... in that order and writes the result, as `--merge` would; it
-    returns the step entry, the other ranks {"rank": r}.
+    Under `torchrun` / `accelerate launch` rank r accumulates blocks r, r+N, ... of consecutive clips
+    (images) and rank 0 adds the block sums in block order, as one process does (fp32 on CPU: the same
+    bits), and writes the result; it returns the step entry, the other ranks {"rank": r}.
     """
     from gesture_cli.core.device import resolve_device
     from gesture_cli.core.dist import init_dist, launched_world_size
@@ -485,21 +730,19 @@ def compute_pca(
     source = make_frame_source(cfg.dataset, seed=cfg.seed)
     if cfg.shard is not None:
         source = source.shard(*parse_shard(cfg.shard))
-    whole = source
     ctx = init_dist(resolve_device(device))
     try:
-        if ctx.world > 1:
-            source = source.shard(ctx.rank, ctx.world)
-        return _compute(cfg, run, whole, source, ctx, device=device, force=force, argv=argv, on_pass=on_pass,
+        return _compute(cfg, run, source, ctx, device=device, force=force, argv=argv, on_pass=on_pass,
                         on_progress=on_progress, on_backoff=on_backoff, on_memory=on_memory)
     finally:
         ctx.close()
 
 
-def _compute(cfg: PCAConfig, run, whole, source, ctx, *, device: str, force: bool, argv, on_pass, on_progress, on_backoff, on_memory) -> dict:
+def _compute(cfg: PCAConfig, run, source, ctx, *, device: str, force: bool, argv, on_pass, on_progress, on_backoff, on_memory) -> dict:
     from gesture_cli.models.features import _local_backbone_inputs, backbone_dirname
 
-    total = source.count(cfg.frame_stride, cfg.max_samples)  # opens every video header: bad files fail now
+    units = frame_units(source, cfg.frame_stride)  # opens every video header: bad files fail now
+    total = units.total(max_frames=cfg.max_samples)
     if ctx.world == 1 and total == 0:
         raise DataError(f"dataset '{cfg.dataset}'{f' shard {cfg.shard}' if cfg.shard else ''} has no frames")
     if not ctx.is_main:
@@ -510,8 +753,8 @@ def _compute(cfg: PCAConfig, run, whole, source, ctx, *, device: str, force: boo
         step = run.begin(
             "pca-compute",
             config={**_asdict(cfg), "device": device},
-            inputs=[Path(p) for p in whole.source_files] + _local_backbone_inputs(cfg.backbone),
-            input_keys={"dataset": whole.cache_token} if whole.cache_token else {},
+            inputs=[Path(p) for p in source.source_files] + _local_backbone_inputs(cfg.backbone),
+            input_keys={"dataset": source.cache_token} if source.cache_token else {},
             outputs=[out_rel],
             argv=argv,
             force=force,
@@ -531,7 +774,10 @@ def _compute(cfg: PCAConfig, run, whole, source, ctx, *, device: str, force: boo
         raise UsageError(f"--n-components {cfg.n_components} exceeds backbone '{cfg.backbone}''s embedding width {dim}")
     acc_dev = dev if dev.type in ("cpu", "cuda") else _cpu()  # MPS has no float64
     batch_size = cfg.batch_size or auto_batch_size(dev, backbone.image_size)
-    seed = _stream_seed(cfg, ctx)
+    plan = plan_blocks(units.counts, batch_size)  # the same blocks for any number of processes
+    if ctx.world > 1:  # rank 0's progress bar counts the frames of its own blocks
+        total = units.total([u for b in range(0, len(plan), ctx.world) for u in plan[b]])
+    seed = _stream_seed(cfg)
     t0 = time.perf_counter()
     kwargs = dict(on_progress=on_progress, on_backoff=on_backoff, on_memory=on_memory, batch_size=batch_size)
     with step if step is not None else nullcontext():
@@ -539,22 +785,18 @@ def _compute(cfg: PCAConfig, run, whole, source, ctx, *, device: str, force: boo
         if cfg.foreground:
             if on_pass is not None:
                 on_pass("foreground pass", total)
-            first = PatchPCA(dim, device=acc_dev, reservoir_size=cfg.reservoir_size or RESERVOIR_SIZE, seed=seed)
-            _accumulate(backbone, source, cfg, first, **kwargs)
-            first, _ = _gather_accumulators(ctx, first, None)
-            fg = None
+            first = PatchPCA(dim, device=acc_dev, reservoir_size=cfg.reservoir_size or RESERVOIR_SIZE)
+            _accumulate(backbone, units, plan, cfg, ctx, first, seed=seed, **kwargs)
             if ctx.is_main:
                 fg = choose_foreground(first, cfg.foreground_threshold)
                 fg["first_pass_patches"] = first.n
             if ctx.world > 1:  # every rank masks its second pass with rank 0's component (sent via the CPU)
                 fg = ctx.broadcast(None if fg is None else {k: v.cpu() if hasattr(v, "cpu") else v for k, v in fg.items()})
                 fg = {k: v.to(acc_dev) if hasattr(v, "to") else v for k, v in fg.items()}
-            source.warnings.clear()  # the second pass reports the same files again
         if on_pass is not None:
             on_pass("foreground patches" if fg else "patches", total)
-        acc = PatchPCA(dim, device=acc_dev, reservoir_size=cfg.reservoir_size, seed=seed + 1)
-        counts = _accumulate(backbone, source, cfg, acc, foreground=fg, **kwargs)
-        acc, counts = _gather_accumulators(ctx, acc, counts, warnings=source.warnings)
+        acc = PatchPCA(dim, device=acc_dev, reservoir_size=cfg.reservoir_size)
+        counts = _accumulate(backbone, units, plan, cfg, ctx, acc, seed=seed + 1, foreground=fg, **kwargs)  # its own keys
         if not ctx.is_main:
             return {"rank": ctx.rank, "cached": False}
         out = step.stage(out_rel)
@@ -596,39 +838,10 @@ def _cpu():
     return torch.device("cpu")
 
 
-def _stream_seed(cfg: PCAConfig, ctx=None) -> int:
-    # Two shards with the same --seed must not draw the same reservoir keys: mix in dataset and shard
-    # (and, under a launcher, the rank: each rank is one more shard).
-    rank = f"|{ctx.rank}/{ctx.world}" if ctx is not None and ctx.world > 1 else ""
-    return cfg.seed * 1_000_003 + zlib.crc32(f"{cfg.dataset}|{cfg.shard}{rank}".encode())
-
-
-def _gather_accumulators(ctx, acc: PatchPCA, counts: _Counts | None, *, warnings: list | None = None):
-    """On rank 0: the accumulators (and frame counts) of every rank added in rank order; elsewhere the inputs.
-
-    The statistics travel as their state dicts ([D, D] float64 plus the reservoir), a few MB per rank.
-    """
-    if ctx.world == 1:
-        if counts is not None:
-            counts.warnings = list(warnings or [])
-        return acc, counts
-    states = ctx.all_gather((
-        {k: v.cpu() for k, v in acc.state_dict().items()},
-        None if counts is None else (counts.frames, sorted(counts.subjects), sorted(counts.clips), list(warnings or [])),
-    ))
-    if not ctx.is_main:
-        return acc, counts
-    merged = None
-    total = _Counts()
-    for state, c in states:
-        part = PatchPCA.from_state(state, device=acc.device, reservoir_size=acc.reservoir.size)
-        merged = part if merged is None else merged.merge(part)
-        if c is not None:
-            total.frames += c[0]
-            total.subjects.update(c[1])
-            total.clips.update(c[2])
-            total.warnings += c[3]
-    return merged, total if counts is not None else None
+def _stream_seed(cfg: PCAConfig) -> int:
+    # Two shards with the same --seed must not draw the same reservoir keys: mix in dataset and shard.
+    # Not the rank: under a launcher every rank draws the keys one process would.
+    return cfg.seed * 1_000_003 + zlib.crc32(f"{cfg.dataset}|{cfg.shard}".encode())
 
 
 def _asdict(cfg) -> dict:
@@ -645,7 +858,7 @@ def write_pca(out: Path, acc: PatchPCA, *, backbone: dict, n_components: int, me
     from gesture_cli.core.artifacts import save_json, save_tensors
 
     res = acc.finalize(n_components)
-    rows = acc.reservoir.rows
+    rows = acc.reservoir.ordered()[0]  # key order: a matmul's rows need not round alike at every position
     ranges = projection_ranges(rows, res) if len(rows) else None
     grid = backbone["image_size"] // backbone["patch_size"]
     subjects, clips = meta.pop("subjects"), meta.pop("clips")
