@@ -177,8 +177,9 @@ def test_scene_table_has_26_group_fractions_and_10_counts(ade_run, runner):
     from gesture_cli.models.detect import build_detector
 
     run, scenes = ade_run
+    # fp32: the counts are compared with an fp32 detector run independently below
     res = invoke(runner, "infer", "segment", "--input", scenes, "--class-map", ADE_MAP, "--detect", "tiny-rtdetr", "--detect-threshold", "0.01",
-                 "--device", "cpu", "-r", run)
+                 "--device", "cpu", "--precision", "fp32", "-r", run)
     assert res.exit_code == 0, res.output
     out = run / "infer" / "segment-tiny-dinov2"
     rows = list(csv.DictReader((out / "features.csv").open()))

@@ -85,6 +85,8 @@ PATHS = [
     ("evaluate-segment", ["evaluate", "segment"], "eval/segment-tiny-dinov2.json", "evaluate"),
     ("evaluate-segment-slide", ["evaluate", "segment", "--inference", "slide"], "eval/segment-tiny-dinov2.json", "evaluate"),
     ("infer-segment", ["infer", "segment", "--input", "{photos}"], "infer/segment-tiny-dinov2/predictions.json", "infer"),
+    ("infer-segment-detect", ["infer", "segment", "--input", "{photos}", "--detect", "tiny-rtdetr", "--detect-threshold", "0.01"],
+     "infer/segment-tiny-dinov2/predictions.json", "infer"),
     ("evaluate-keypoint", ["evaluate", "keypoint"], "eval/keypoint.json", "evaluate"),
     ("infer-keypoint", ["infer", "keypoint", "--input", "{photos}", "--json"], "infer/keypoint-tiny-dinov2.json", "infer"),
     ("evaluate-translate", ["evaluate", "translate"], "eval/translate.json", "evaluate"),
@@ -237,3 +239,16 @@ def test_non_finite_outputs_stop_with_a_hint_to_use_fp32(bf16_run, runner, tmp_p
     res = invoke(runner, *args, "--precision", "fp32", *CPU, "-r", copy)  # in fp32 there is nothing to suggest
     err = one_line_error(res, 1, "non-finite values (NaN/Inf)", "--precision fp32")
     assert "rerun" not in err
+
+
+def test_the_detector_of_infer_segment_runs_in_the_segmenters_precision():
+    import torch
+
+    from gesture_cli.core.device import Precision
+    from gesture_cli.eval.segment import SegmentInferOptions, _scene_detector
+
+    opts = SegmentInferOptions(backbone=None, input=".", detect="tiny-rtdetr", detect_threshold=0.01)
+    scene = _scene_detector(opts, precision=Precision("bf16", torch.device("cpu")))
+    assert {p.dtype for p in scene.detector.model.parameters()} == {torch.bfloat16}
+    found = scene.detector.detect(np.zeros((48, 64, 3), dtype=np.uint8), threshold=0.0)
+    assert np.isfinite(found.boxes).all() and np.isfinite(found.scores).all()

@@ -433,8 +433,8 @@ def infer_segment(run, opts: SegmentInferOptions, *, device: str = "auto", argv=
     _, meta = load_tensors(path / "head.safetensors", kind=SEG_HEAD_KIND)
     cmap, aggregate, classes = _resolve_class_map(meta, opts.class_map, head_path=path)
     files, names = list_images(Path(opts.input))
-    scene = _scene_detector(opts, device=device)  # before the step: an unknown class stops here, cleanly
     prec = run_precision(device, opts.precision, meta.get("precision"), notify=notify)
+    scene = _scene_detector(opts, precision=prec)  # before the step: an unknown class stops here, cleanly
     out_rel = f"infer/segment-{name}"
     config = {"task": "segment", "backbone": name, "input": str(opts.input), "inference": opts.inference,
               "class_map": cmap.to_json() if cmap else None,
@@ -490,16 +490,17 @@ def infer_segment(run, opts: SegmentInferOptions, *, device: str = "auto", argv=
                        "threshold": scene.threshold} if scene else None}
 
 
-def _scene_detector(opts: SegmentInferOptions, *, device: str):
-    """The SceneDetector of --detect/--detect-classes/--detect-threshold, or None without --detect."""
+def _scene_detector(opts: SegmentInferOptions, *, precision):
+    """The SceneDetector of --detect/--detect-classes/--detect-threshold, or None without --detect; the detector
+    runs in the segmenter's `precision` (a core.device.Precision)."""
     if opts.detect is None:
         return None
-    from gesture_cli.core.device import resolve_device
     from gesture_cli.eval.scene import DEFAULT_DETECT_THRESHOLD, SceneDetector, parse_detect_classes
     from gesture_cli.models.detect import build_detector
 
     classes = parse_detect_classes(opts.detect_classes)
-    detector = build_detector(opts.detect, device=resolve_device(device))
+    detector = build_detector(opts.detect, device=precision.device)
+    precision.for_inference(detector.model)  # inputs converted, forward under autocast, outputs back in fp32
     return SceneDetector(detector, classes, DEFAULT_DETECT_THRESHOLD if opts.detect_threshold is None else opts.detect_threshold)
 
 
