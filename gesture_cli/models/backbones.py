@@ -615,8 +615,8 @@ def _build_hf(
         weights = next((p for p in found if p.name == "pytorch_model.bin"), found[0] if found else directory)
         raise ModelError(
             f"{weights}: pickled PyTorch weights that hold more than tensors; gx does not unpickle them (that can run code). "
-            "If you trust the file, convert it: torch.load(it, weights_only=False), then safetensors.torch.save_file(state_dict, "
-            "'model.safetensors') in the same folder; or use another backbone"
+            "If you trust the file, convert it to model.safetensors in the same folder with the library that made it "
+            "(e.g. transformers: from_pretrained, then save_pretrained with safe_serialization=True); or use another backbone"
         ) from None
     except (OSError, ValueError, RuntimeError) as exc:
         raise ModelError(

@@ -7,7 +7,7 @@ decoded and resized in DataLoader worker processes (`--workers`) while the model
 workers, a thread prefetches the next batch (OpenCV releases the GIL).
 
 Scale. A split is cut into shards of `shard_size` samples; each shard's features go to
-`features/.<backbone>.partial/<split>/shard-XXXXX.safetensors` the moment it completes. That folder
+`features/.<backbone>.partial/<split>/shard-00000.safetensors` (numbered) the moment it completes. That folder
 outlives a killed run (it is not the step's staging folder, which a crash deletes), so the next run
 of the same command (same cache key) skips the finished shards and says so. Under `torchrun` /
 `accelerate launch` the pending shards are dealt out to the ranks; rank 0 then collects every
