@@ -118,7 +118,17 @@ def test_wrap_converts_inputs_before_autocast_so_float16_data_is_safe():
     out = net(a, b)
     assert out.dtype == torch.float32 and torch.isfinite(out).all()
     assert Precision("bf16", CPU).wrap(net) is net  # idempotent: no second layer of wrapping
-    assert net.forward.__wrapped__ is net._gx_unwrapped_forward
+    assert net.forward.__wrapped__ is _Net.forward
+    Precision("fp32", CPU).wrap(net)  # another precision replaces the wrapper instead of stacking on it
+    assert net.forward.__wrapped__ is _Net.forward
+    import copy
+
+    twin = copy.deepcopy(Precision("bf16", CPU).wrap(net))  # the copy's forward runs the copy, not the original
+    assert twin.forward.__self__ is twin
+    with torch.no_grad():
+        twin.head[0].weight.zero_()
+        twin.head[0].bias.fill_(1.0)
+    assert not torch.equal(twin(a, b), net(a, b))
 
 
 def test_check_finite_names_the_output_and_suggests_fp32():

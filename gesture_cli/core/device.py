@@ -205,29 +205,29 @@ class Precision:
         return model
 
     def wrap(self, model):
-        """Run `model`'s forward (and `model.autocast_methods`) under this precision; idempotent. Returns the model."""
+        """Run `model`'s forward (and `model.autocast_methods`) under this precision; idempotent. Returns the model.
+
+        The wrappers are methods bound to the instance (what its class defines, wrapped), so a deep copy of the
+        model gets wrappers bound to the copy."""
         import functools
+        import types
 
         if getattr(model, "_gx_precision", None) == self.name:
             return model
+        policy = self
         for attr in ("forward", *getattr(model, "autocast_methods", ())):
-            original = getattr(model, "_gx_unwrapped_" + attr, None) or getattr(model, attr)
-            object.__setattr__(model, "_gx_unwrapped_" + attr, original)
-            object.__setattr__(model, attr, functools.wraps(original)(self._bind(model, original)))
+            fn = getattr(type(model), attr)  # the class's own function: rewrapping never stacks wrappers
+
+            @functools.wraps(fn)
+            def run(module, *args, _fn=fn, **kwargs):
+                args, kwargs = _cast_floating((args, kwargs), _param_dtype(module))
+                with policy.autocast():
+                    out = _fn(module, *args, **kwargs)
+                return _cast_floating(out, _torch().float32) if policy.mixed else out
+
+            object.__setattr__(model, attr, types.MethodType(run, model))
         object.__setattr__(model, "_gx_precision", self.name)
         return model
-
-    def _bind(self, model, fn):
-        policy = self
-
-        def run(*args, **kwargs):
-            dtype = _param_dtype(model)
-            args, kwargs = _cast_floating((args, kwargs), dtype)
-            with policy.autocast():
-                out = fn(*args, **kwargs)
-            return _cast_floating(out, _torch().float32) if policy.mixed else out
-
-        return run
 
     def for_inference(self, model):
         """Eval mode, every parameter stored in the compute dtype, forward under this precision. Returns the model."""
