@@ -91,19 +91,20 @@ def test_a_copied_run_keeps_its_cache_and_report(tmp_path, runner):
 
 
 # ---- 3. a killed step: recognised as dead, its staging removed; SIGTERM exits 143 ------------------------------
-# Runs `gx extract-features` in a child process that stops after the first split is saved into the staging
-# folder, so the test can kill it at a known point (no sleeps racing the work).
+# Runs `gx extract-features` in a child process that stops after the first split's file is saved into the
+# staging folder (extraction writes every split's shards first, then the step's files), so the test can kill
+# it at a known point (no sleeps racing the work).
 PAUSED_EXTRACT = """
 import pathlib, sys, time
 import gesture_cli.models.features as features
-ready, calls, extract_split = pathlib.Path(sys.argv[1]), [], features.extract_split
+ready, calls, save_features = pathlib.Path(sys.argv[1]), [], features._save_features
 def paused(*args, **kwargs):
     calls.append(1)
     if len(calls) == 2:  # split 1 is in the staging folder now
         ready.write_text("ready")
         time.sleep(300)
-    return extract_split(*args, **kwargs)
-features.extract_split = paused
+    return save_features(*args, **kwargs)
+features._save_features = paused
 from gesture_cli.cli.app import app
 app(sys.argv[2:], prog_name="gx")
 """
