@@ -31,7 +31,7 @@ class EvaluateConfig:
     dataset: str | None = None  # dataset spec; None = the one the classifier's features came from
     split: str = "test"  # dataset split to score
     max_samples: int | None = None  # score only the first N samples (features are then extracted anew)
-    batch_size: int = 0  # images per forward pass when extracting; 0 = auto (64 on CPU, 256 on CUDA)
+    batch_size: int = 0  # images per forward pass when extracting; 0 = auto (32 on CPU, 256 on CUDA)
     seed: int | None = None  # dataset split seed; None = the seed the features were extracted with
     precision: str | None = None  # auto | fp32 | bf16 | fp16; None = the artifact's own (core.device.inference_precision)
 
@@ -260,7 +260,7 @@ def extract_for_classifier(backbone, dataset, *, meta: dict, path: Path, device,
             f"backbone '{backbone.info.name}' gives {got}-d '{pool}' features but {path} expects {want}-d; "
             "the backbone changed since the probe was trained: rerun `gx extract-features` and `gx probe`"
         )
-    bs = batch_size or (256 if device.type == "cuda" else 64)
+    bs = batch_size or (256 if device.type == "cuda" else 32)  # as extract-features: 32 is fastest on CPU
     feats, _ = extract_split(backbone, dataset, pool=pool, batch_size=bs, device=device, max_samples=max_samples, on_progress=on_progress)
     return feats.numpy()
 

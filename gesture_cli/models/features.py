@@ -51,7 +51,7 @@ class ExtractConfig:
     splits: tuple[str, ...] = ()  # splits to extract; empty = every split the dataset offers
     pool: str = "cls"  # cls | mean | cls+mean (DINOv2's linear-probe input)
     image_size: int | None = None  # input side in pixels; None = the backbone's default
-    batch_size: int = 0  # images per forward pass; 0 = auto (64 on CPU, 256 with OOM back-off on CUDA)
+    batch_size: int = 0  # images per forward pass; 0 = auto (32 on CPU, 256 with OOM back-off on CUDA)
     precision: str = "auto"  # auto | bf16 | fp32 (auto: bf16 only where it is fast)
     max_samples: int | None = None  # cap per split, for quick looks at big datasets
     seed: int = 0  # dataset generation / split seed
@@ -398,7 +398,8 @@ def _extract(cfg: ExtractConfig, run, datasets: dict, ctx, *, device: str, force
     backbone = build_backbone(cfg.backbone, device=dev, dtype=dtype, image_size=cfg.image_size)
     if cfg.compile:
         backbone.model.compile()
-    batch_size = cfg.batch_size or (256 if dev.type == "cuda" else 64)
+    # CPU: batch 32 measured fastest on an idle 2-core AMX machine (67.6 images/s vs 46.0 at 64, 64.8 at 8)
+    batch_size = cfg.batch_size or (256 if dev.type == "cuda" else 32)
     parts = derived_all_split(datasets, cfg.max_samples)
     sizes = {s: len(d) if cfg.max_samples is None else min(len(d), cfg.max_samples) for s, d in datasets.items()}
     extracted = {s: n for s, n in sizes.items() if not (parts and s == "all")}
