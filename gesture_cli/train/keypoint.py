@@ -349,7 +349,7 @@ def train_keypoint(
         out = step.stage(out_rel)
         _write_artifacts(out, model, cfg=cfg, resolved=resolved, splits=splits, summary=summary, metrics=metrics, log_path=result.log_path)
         link_tree(ckpt_dir, out / "checkpoints")
-        step.metrics.update({
+        step.metrics.update({"precision": summary["precision"],
             "method": cfg.method,
             "val_pck": metrics.get("val", {}).get("pck"),
             "test_pck": metrics.get("test", {}).get("pck"),

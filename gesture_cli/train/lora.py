@@ -350,7 +350,7 @@ def train_lora(
         }
         _write_artifacts(step.stage(out_rel), model, cfg=cfg, classes=classes, resolved=resolved, summary=summary, metrics=metrics,
                          log_path=result.log_path, checkpoint_dir=ckpt_dir)
-        step.metrics.update({
+        step.metrics.update({"precision": summary["precision"],
             "method": cfg.method,
             "val_accuracy": metrics.get("val", {}).get("accuracy"),
             "test_accuracy": metrics.get("test", {}).get("accuracy"),

@@ -384,7 +384,7 @@ def pretrain_pose(cfg: PosePretrainConfig, run, *, device: str = "auto", force: 
         out = step.stage(PRETRAIN_REL)
         _write_pretrain(out, model, text=text, cfg=cfg, resolved=resolved, summary=summary, metrics={"val": final}, result=result,
                         checkpoint_dir=ckpt_dir)
-        step.metrics.update({"val_r1": final["val_r1"], "val_r5": final["val_r5"], "chance_r1": summary["chance_r1"],
+        step.metrics.update({"precision": summary["precision"], "val_r1": final["val_r1"], "val_r5": final["val_r5"], "chance_r1": summary["chance_r1"],
                              "trainable_params": trainable, "steps": st.step})
     return {**step.entry, "cached": False, "is_main": True, "summary": summary, "metrics": {"val": final}, "out": str(run.path(PRETRAIN_REL))}
 
@@ -604,7 +604,7 @@ def finetune_pose(cfg: PoseFinetuneConfig, run, *, device: str = "auto", force: 
         out = step.stage(FINETUNE_REL)
         _write_finetune(out, model, text=text, translator=translator, resolved=resolved, summary=summary,
                         metrics={**metrics, "examples": examples}, result=result, checkpoint_dir=ckpt_dir)
-        step.metrics.update({"val_bleu4": metrics["val"]["bleu4"], "test_bleu4": metrics.get("test", {}).get("bleu4"),
+        step.metrics.update({"precision": summary["precision"], "val_bleu4": metrics["val"]["bleu4"], "test_bleu4": metrics.get("test", {}).get("bleu4"),
                              "trainable_params": trainable, "steps": st.step})
     return {**step.entry, "cached": False, "is_main": True, "summary": summary, "metrics": metrics, "examples": examples,
             "out": str(run.path(FINETUNE_REL))}

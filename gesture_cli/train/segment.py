@@ -447,7 +447,7 @@ def train_segment(
         _write_artifacts(out, head, cfg=cfg, classes=classes, resolved=resolved, backbone=backbone, splits=splits, summary=summary,
                          metrics=metrics, log_path=result.log_path)
         link_tree(ckpt_dir, out / "checkpoints")
-        step.metrics.update({
+        step.metrics.update({"precision": summary["precision"],
             "head": cfg.head,
             "val_mIoU": metrics.get("val", {}).get("mIoU"),
             "test_mIoU": metrics.get("test", {}).get("mIoU"),
