@@ -83,6 +83,14 @@ def cpu_has_native_bf16() -> bool:
     return _cpuinfo_has_native_bf16()
 
 
+def check_precision_name(precision: str | None) -> str:
+    """`--precision` lower-cased and checked against PRECISIONS (None = auto); a UsageError names the choices."""
+    name = (precision or "auto").strip().lower()
+    if name not in PRECISIONS:
+        raise UsageError(f"--precision '{precision}' is not one of {'|'.join(PRECISIONS)}")
+    return name
+
+
 def resolve_precision(device, precision: str | None = "auto") -> str:
     """`--precision` for a torch.device -> "fp32" | "bf16" | "fp16" (DESIGN section 8).
 
@@ -91,9 +99,7 @@ def resolve_precision(device, precision: str | None = "auto") -> str:
     """
     import torch
 
-    name = (precision or "auto").strip().lower()
-    if name not in PRECISIONS:
-        raise UsageError(f"--precision '{precision}' is not one of {'|'.join(PRECISIONS)}")
+    name = check_precision_name(precision)
     kind = device.type
     if name == "auto":
         if kind == "cuda":
@@ -122,9 +128,11 @@ def inference_precision(device, requested: str | None, recorded: str | None) -> 
     if requested:
         return make_precision(dev, requested)
     if recorded in ("fp32", "bf16", "fp16"):
-        slow = dev.type == "cpu" and (recorded == "fp16" or (recorded == "bf16" and not cpu_has_native_bf16()))
-        cuda_lacks_bf16 = dev.type == "cuda" and recorded == "bf16" and not torch.cuda.is_bf16_supported()
-        if not slow and not cuda_lacks_bf16 and not (dev.type != "cuda" and recorded == "fp16"):
+        if dev.type == "cuda":
+            runs_well = recorded != "bf16" or torch.cuda.is_bf16_supported()
+        else:  # fp16 only on CUDA; bf16 on a CPU only where it is native (MPS runs bf16)
+            runs_well = recorded != "fp16" and not (dev.type == "cpu" and recorded == "bf16" and not cpu_has_native_bf16())
+        if runs_well:
             return Precision(recorded, dev)
     return make_precision(dev, "auto")
 

@@ -48,7 +48,7 @@ def run_precision(device, requested: str | None, recorded: str | None, *, notify
 
 def check_precision_option(precision: str | None) -> None:
     """A clean UsageError for a --precision that is not auto|fp32|bf16|fp16, before anything is loaded."""
-    from gesture_cli.core.device import PRECISIONS
+    from gesture_cli.core.device import check_precision_name
 
-    if precision is not None and precision.strip().lower() not in PRECISIONS:
-        raise UsageError(f"--precision '{precision}' is not one of {'|'.join(PRECISIONS)}")
+    if precision is not None:
+        check_precision_name(precision)
