@@ -389,12 +389,13 @@ def _extract(cfg: ExtractConfig, run, datasets: dict, ctx, *, device: str, force
 
     import torch
 
-    from gesture_cli.core.device import compute_dtype, resolve_precision
+    from gesture_cli.core.device import make_precision
     from gesture_cli.models.backbones import build_backbone
 
     cb = {k: (v if ctx.is_main or k == "on_shard" else None) for k, v in callbacks.items()}
     dev = ctx.device
-    dtype = compute_dtype(dev, cfg.precision)
+    prec = make_precision(dev, cfg.precision)
+    dtype = prec.dtype
     backbone = build_backbone(cfg.backbone, device=dev, dtype=dtype, image_size=cfg.image_size)
     if cfg.compile:
         backbone.model.compile()
@@ -482,7 +483,7 @@ def _extract(cfg: ExtractConfig, run, datasets: dict, ctx, *, device: str, force
             "feature_dim": backbone.feature_dim(cfg.pool),
             "image_size": backbone.image_size,
             "dtype": str(dtype).replace("torch.", ""),
-            "precision": resolve_precision(dev, cfg.precision),  # the default of evaluate/infer --from probe and gradcam
+            "precision": prec.name,  # the default of evaluate/infer --from probe and gradcam
             "device": str(dev),
             "batch_size": batch_size,
             "world_size": ctx.world,
