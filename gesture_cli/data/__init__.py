@@ -1,4 +1,4 @@
-"""Datasets: spec strings -> `ImageDataset` (see DESIGN §5 and `list_datasets()`).
+"""Datasets: spec strings -> `DatasetSpec` (`parse_dataset`) -> `ImageDataset` (see DESIGN §5 and `list_datasets()`).
 
     from gesture_cli.data import make_dataset
     ds = make_dataset("csv:sign_mnist_train.csv", split="test", seed=0)
@@ -11,7 +11,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from gesture_cli.data.registry import dataset_splits, list_datasets, make_dataset, parse_spec, register_dataset
+from gesture_cli.data.registry import (
+    DatasetSpec,
+    dataset_splits,
+    list_datasets,
+    make_dataset,
+    parse_dataset,
+    parse_spec,
+    register_dataset,
+)
 
 if TYPE_CHECKING:
     from gesture_cli.data.images import ImageDataset
@@ -25,11 +33,13 @@ _LAZY = {
 }
 
 __all__ = [
+    "DatasetSpec",
     "ImageDataset",
     "SIGN_MNIST_LETTERS",
     "dataset_splits",
     "list_datasets",
     "make_dataset",
+    "parse_dataset",
     "parse_spec",
     "register_dataset",
     "sign_mnist_label_to_letter",

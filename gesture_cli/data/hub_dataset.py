@@ -18,7 +18,7 @@ from pathlib import Path, PurePosixPath
 
 from gesture_cli.core.errors import DataError, UsageError
 from gesture_cli.data.folder import folder_splits, make_folder
-from gesture_cli.data.pose import PoseDataset, make_pose_files, register_pose_dataset
+from gesture_cli.data.pose import POSE_SPLITS, PoseDataset, make_pose_files
 from gesture_cli.data.registry import register_dataset
 
 SPEC = "hf-dataset"
@@ -89,8 +89,8 @@ def make_hub_images(arg: str, *, spec: str, split: str, seed: int, verify: bool 
     return make_folder(str(resolve(arg)), spec=spec, split=split, seed=seed, verify=verify, test_fraction=test_fraction)
 
 
-@register_pose_dataset(
-    SPEC, arg=_ARG, arg_required=True,
+@register_dataset(
+    SPEC, kind="pose", splits=POSE_SPLITS, arg=_ARG, arg_required=True,
     help="a dataset repository fetched with `gx download hf-dataset:OWNER/NAME`, read like pose:DIR (offline); relative texts= inside it",
 )
 def make_hub_poses(

@@ -3,8 +3,8 @@
     ds = make_keypoint_dataset("mpii:annot/valid.json:images", split="all")
     b = ds.batch(range(8), size=224)   # images uint8 [8, 224, 224, 3], keypoints float32 [8, 16, 2] in [0, 1]
 
-Sources are a small registry of their own (`register_keypoint_dataset`), separate from the
-classification registry of `gesture_cli.data.registry`: a keypoint sample has joints, not a label.
+Sources register in the one dataset registry (`gesture_cli.data.registry`) as kind "keypoints": a
+keypoint sample has joints, not a label.
 
 `mpii:JSON[:IMGDIR]` reads MPII annotations in the JSON layout HRNet and mmpose use: a list of
 person records `{"image", "joints": [16 x [x, y]], "joints_vis": [16], "center": [x, y], "scale"}`,
@@ -29,16 +29,16 @@ exactly u -> 1 - u (plus swapping left and right joints: `flip_keypoints`).
 from __future__ import annotations
 
 import hashlib
-import inspect
 import json
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
-from gesture_cli.core.errors import DataError, UsageError, did_you_mean, unknown_choice
+from gesture_cli.core.errors import DataError, UsageError, did_you_mean
+from gesture_cli.data.registry import DatasetSpec, dataset_sources, parse_dataset, register_dataset
 from gesture_cli.data.splits import Splits, make_splits, random_holdout
 
 # MPII joint order (HRNet / mmpose layout).
@@ -205,98 +205,36 @@ def torso_sizes(keypoints: np.ndarray, visible: np.ndarray) -> np.ndarray:
 # ---- registry -----------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class KeypointSource:
-    name: str
-    help: str
-    make: Callable[..., KeypointDataset]
-    splits: Callable[[str | None], list[str]]
-    arg: str | None  # metavar after ':' or None
-    arg_required: bool
-
-    @property
-    def options(self) -> list[str]:
-        params = inspect.signature(self.make).parameters
-        return [p for p, v in params.items() if p not in ("arg", "spec", "split", "seed") and v.kind is inspect.Parameter.KEYWORD_ONLY]
-
-
-_SOURCES: dict[str, KeypointSource] = {}
-SOURCE_MODULES = ("gesture_cli.data.synthetic_keypoints",)  # besides this module's mpii source
-
-
-def register_keypoint_dataset(name: str, *, help: str, splits: Sequence[str], arg: str | None = None, arg_required: bool = False):
-    """Decorator: register `make(arg, *, spec, split, seed, **opts) -> KeypointDataset` under `name`."""
-    if name in _SOURCES:
-        raise ValueError(f"keypoint dataset '{name}' is registered twice")
-
-    def decorator(fn):
-        _SOURCES[name] = KeypointSource(name=name, help=help, make=fn, splits=lambda _arg, _s=tuple(splits): list(_s), arg=arg,
-                                        arg_required=arg_required)
-        return fn
-
-    return decorator
-
-
-def _sources() -> dict[str, KeypointSource]:
-    import importlib
-
-    for module in SOURCE_MODULES:
-        importlib.import_module(module)
-    return _SOURCES
-
-
-def _source(spec: str) -> tuple[KeypointSource, str | None]:
-    from gesture_cli.data.registry import parse_spec
-
-    name, arg = parse_spec(spec)
-    sources = _sources()
-    source = sources.get(name)
-    if source is None:
-        raise unknown_choice("keypoint dataset", name, sources)
-    if source.arg is None and arg is not None:
-        raise UsageError(f"keypoint dataset '{name}' takes no ':' part; got '{spec}'")
-    if source.arg_required and not (arg or "").strip():
-        raise UsageError(f"keypoint dataset '{name}' needs {source.arg}: use {name}:{source.arg}")
-    return source, arg
-
-
-def keypoint_dataset_splits(spec: str) -> list[str]:
-    source, arg = _source(spec)
-    return source.splits(arg)
+def keypoint_dataset_splits(spec: str | DatasetSpec) -> list[str]:
+    return parse_dataset(spec, kind="keypoints").splits()
 
 
 def list_keypoint_datasets() -> list[tuple[str, str]]:
-    return [(s.name, s.help) for s in sorted(_sources().values(), key=lambda s: s.name)]
+    return [(s.name, s.help) for s in sorted(dataset_sources("keypoints").values(), key=lambda s: s.name)]
 
 
-def make_keypoint_dataset(spec: str, split: str = "train", seed: int = 0, **opts) -> KeypointDataset:
+def make_keypoint_dataset(spec: str | DatasetSpec, split: str = "train", seed: int = 0, **opts) -> KeypointDataset:
     """Build one split of a keypoint dataset from its spec (`mpii:JSON[:IMGDIR]`, `synthetic-keypoints`)."""
-    source, arg = _source(spec)
-    valid = source.options
-    for key in opts:
-        if key not in valid:
-            raise UsageError(f"unknown option '{key}' for keypoint dataset '{source.name}'{did_you_mean(key, valid)}; valid: {', '.join(valid)}")
-    splits = source.splits(arg)
+    spec = parse_dataset(spec, opts, kind="keypoints")
+    splits = spec.splits()
     if split not in splits:
-        raise UsageError(f"keypoint dataset '{spec}' has no split '{split}'{did_you_mean(split, splits)}; valid splits: {', '.join(splits)}")
-    ds = source.make(arg, spec=spec, split=split, seed=int(seed), **opts)
-    ds.spec, ds.split = spec, split
+        raise UsageError(f"keypoint dataset '{spec.text}' has no split '{split}'{did_you_mean(split, splits)}; valid splits: {', '.join(splits)}")
+    ds = spec.source.make(spec.arg, spec=spec.text, split=split, seed=int(seed), **spec.options)
+    ds.spec, ds.split = spec.text, split
     return ds
 
 
 KEYPOINT_HOLDOUT_STREAM = 11  # random stream of the validation share carved out of the training split
 
 
-def make_keypoint_splits(spec: str, dataset_opts: Sequence[str] = (), *, val_fraction: float, max_samples: int | None,
+def make_keypoint_splits(spec: str | DatasetSpec, dataset_opts: Sequence[str] = (), *, val_fraction: float, max_samples: int | None,
                          seed: int) -> Splits:
     """Train / validation / test of a keypoint dataset, as `gx keypoint-train` trains on them.
 
     Here, below training and evaluation, because `gx evaluate keypoint` rebuilds the same validation
     share from a model's recorded config to score only what training held out."""
-    from gesture_cli.data.registry import parse_dataset_opts
-
-    opts = parse_dataset_opts(tuple(dataset_opts))
-    return make_splits(spec, keypoint_dataset_splits(spec), lambda split: make_keypoint_dataset(spec, split=split, seed=seed, **opts),
+    spec = parse_dataset(spec, dataset_opts, kind="keypoints")
+    return make_splits(spec.text, spec.splits(), lambda split: make_keypoint_dataset(spec, split=split, seed=seed),
                        val_fraction=val_fraction, holdout=random_holdout(seed, stream=KEYPOINT_HOLDOUT_STREAM), max_samples=max_samples,
                        seed=seed)
 
@@ -426,8 +364,9 @@ def _head_size(rec: dict, pts: np.ndarray, vis: np.ndarray, where: str) -> tuple
     return math.nan, "joints"
 
 
-@register_keypoint_dataset(
+@register_dataset(
     "mpii",
+    kind="keypoints",
     help="mpii:JSON[:IMGDIR]: MPII person records (HRNet/mmpose JSON: image, joints 16x2, joints_vis, center, scale); "
          "images beside the JSON unless IMGDIR is given. One split: all.",
     splits=("all",),

@@ -13,8 +13,8 @@ fails loudly instead of learning from a fake (0, 0); `collate_pose` turns NaN in
 next to the mask.
 
 Specs (DESIGN §5): `pose:FILE|DIR` (every format of data/pose_readers.py, and gx's own format below)
-and `synthetic-signs` (data/synthetic_signs.py). Sources register with `@register_pose_dataset`
-and are imported on first lookup, like the image registry (data/registry.py).
+and `synthetic-signs` (data/synthetic_signs.py). Sources register in the one dataset registry
+(data/registry.py) with `@register_dataset(name, kind="pose")` and are imported on first lookup.
 
 gx's pose format (`gx pose-convert` writes it): a folder with
     meta.json       {"schema", "kind": "pose-dataset", "layout", "num_samples", "splits", "skipped", "source"}
@@ -24,22 +24,21 @@ gx's pose format (`gx pose-convert` writes it): a folder with
 
 from __future__ import annotations
 
-import importlib
-import inspect
 import json
 import re
 import shutil
 import uuid
 import zlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from gesture_cli.core.errors import ArtifactError, DataError, UsageError, did_you_mean, unknown_choice
+from gesture_cli.core.errors import ArtifactError, DataError, UsageError
 from gesture_cli.data.pose_sample import PoseSample, normalize_split
+from gesture_cli.data.registry import DatasetSource, DatasetSpec, get_source, list_datasets, parse_dataset, register_dataset
 from gesture_cli.data.splits import capped_indices
 
 POSE_SPLITS = ("train", "val", "test")
@@ -106,93 +105,31 @@ class PoseDataset:
                        skipped=dict(self.skipped), source_files=list(self.source_files))
 
 
-# ---- registry ------------------------------------------------------------------------------------
-_BASE_PARAMS = ("arg", "spec", "split", "seed")
-SOURCE_MODULES = ("gesture_cli.data.synthetic_signs", "gesture_cli.data.hub_dataset")  # modules that register pose sources on import
+# ---- the pose datasets of the one registry (data/registry.py, kind "pose") ------------------------
 
 
-@dataclass(frozen=True)
-class PoseSource:
-    name: str
-    help: str
-    make: Callable[..., PoseDataset]  # make(arg, *, spec, split, seed, **opts)
-    arg: str | None  # metavar after ':' ("FILE|DIR"), None when the spec takes none
-    arg_required: bool
-
-    @property
-    def options(self) -> list[str]:
-        params = inspect.signature(self.make).parameters
-        return [p for p, v in params.items() if p not in _BASE_PARAMS and v.kind is inspect.Parameter.KEYWORD_ONLY]
-
-    @property
-    def usage(self) -> str:
-        if self.arg is None:
-            return self.name
-        return f"{self.name}:{self.arg}" if self.arg_required else f"{self.name}[:{self.arg}]"
-
-
-_POSE_REGISTRY: dict[str, PoseSource] = {}
-
-
-def register_pose_dataset(name: str, *, help: str, arg: str | None = None, arg_required: bool = False):
-    """Decorator: register `make(arg, *, spec, split, seed, **opts) -> PoseDataset` under `name`."""
-    if name in _POSE_REGISTRY:
-        raise ValueError(f"pose dataset '{name}' is registered twice")
-
-    def decorator(fn: Callable[..., PoseDataset]) -> Callable[..., PoseDataset]:
-        _POSE_REGISTRY[name] = PoseSource(name=name, help=help, make=fn, arg=arg, arg_required=arg_required)
-        return fn
-
-    return decorator
-
-
-def _pose_sources() -> dict[str, PoseSource]:
-    for module in SOURCE_MODULES:
-        importlib.import_module(module)
-    return _POSE_REGISTRY
-
-
-def get_pose_source(spec: str) -> tuple[PoseSource, str | None]:
+def get_pose_source(spec: str) -> tuple[DatasetSource, str | None]:
     """The registered pose source of a spec and its argument, or a UsageError with a suggestion."""
-    if not isinstance(spec, str) or not spec.strip():
-        raise UsageError("empty pose dataset spec; e.g. synthetic-signs or pose:DIR")
-    name, sep, arg = spec.strip().partition(":")
-    name, arg = name.strip().lower(), (arg if sep else None)
-    sources = _pose_sources()
-    source = sources.get(name)
-    if source is None:
-        err = unknown_choice("pose dataset", name, sources)
-        if arg is None and Path(spec).expanduser().exists():
-            err = UsageError(f"{err}; '{spec}' is a path: write pose:{spec}")
-        raise err
-    if source.arg is None and arg is not None:
-        raise UsageError(f"pose dataset '{name}' takes no ':' part; got '{spec}' (use plain '{name}')")
-    if source.arg_required and not (arg or "").strip():
-        raise UsageError(f"pose dataset '{name}' needs a {source.arg}: use {source.usage}")
-    return source, arg
+    return get_source(spec, kind="pose")
 
 
 def list_pose_datasets() -> list[tuple[str, str]]:
-    return [(s.name, f"{s.usage}: {s.help}") for s in sorted(_pose_sources().values(), key=lambda s: s.name)]
+    return list_datasets("pose")
 
 
-def make_pose_dataset(spec: str, *, split: str | None = None, seed: int = 0, **opts) -> PoseDataset:
-    """Build a pose dataset (one split, or every sample with split=None) from its spec string.
+def make_pose_dataset(spec: str | DatasetSpec, *, split: str | None = None, seed: int = 0, **opts) -> PoseDataset:
+    """Build a pose dataset (one split, or every sample with split=None) from its spec.
 
     `opts` are the source's own options, e.g. `allow_pickle=`, `layout=`, `texts=`, `fps=` for
     `pose:`, `train_size=` for synthetic-signs; any other key is a UsageError naming the valid ones.
     """
-    source, arg = get_pose_source(spec)
-    valid = source.options
-    for key in opts:
-        if key not in valid:
-            raise UsageError(f"unknown option '{key}' for pose dataset '{source.name}'{did_you_mean(key, valid)}; valid: {', '.join(valid)}")
+    spec = parse_dataset(spec, opts, kind="pose")
     if split is not None:
         split = normalize_split(split)
         if split not in POSE_SPLITS:
             raise UsageError(f"pose dataset split '{split}' is not one of {', '.join(POSE_SPLITS)}")
-    ds = source.make(arg, spec=spec, split=split, seed=int(seed), **opts)
-    ds.spec, ds.split = spec, split
+    ds = spec.source.make(spec.arg, spec=spec.text, split=split, seed=int(seed), **spec.options)
+    ds.spec, ds.split = spec.text, split
     return ds
 
 
@@ -209,8 +146,8 @@ def select_split(samples: list[PoseSample], split: str | None, *, seed: int = 0)
     return [s for s in samples if (s.split or auto_split(s.id, seed=seed)) == split]
 
 
-@register_pose_dataset(
-    "pose", arg="FILE|DIR", arg_required=True,
+@register_dataset(
+    "pose", kind="pose", splits=POSE_SPLITS, arg="FILE|DIR", arg_required=True,
     help=".pose, OpenPose JSON, Kaggle parquet, ASL-App JSON, gx pose folder (or a pickle with allow_pickle); labels from CSV tables beside them",
 )
 def make_pose_files(
@@ -496,16 +433,15 @@ def _cap(samples: list, n: int | None, seed: int) -> list:
     return samples if idx is None else [samples[int(i)] for i in idx]
 
 
-def make_pose_splits(spec: str, dataset_opts: tuple[str, ...], *, seed: int, max_samples: int | None, val_fraction: float,
+def make_pose_splits(spec: str | DatasetSpec, dataset_opts: Sequence[str] = (), *, seed: int, max_samples: int | None, val_fraction: float,
                      need_text: bool = True) -> PoseSplits:
     """Train / val / test of a pose dataset, read once, as `gx pose-pretrain` / `gx pose-finetune` train on them
     and `gx evaluate translate` rebuilds them (train/pose.py's docstring: Data).
 
     The dataset's own splits (a sample without one gets a stable `auto_split`); an empty val split is
     replaced by a seeded `val_fraction` of train; then each is capped at a seeded `max_samples` subset."""
-    from gesture_cli.data.registry import parse_dataset_opts
-
-    ds = make_pose_dataset(spec, split=None, seed=seed, **parse_dataset_opts(dataset_opts))
+    ds = make_pose_dataset(parse_dataset(spec, dataset_opts, kind="pose"), split=None, seed=seed)
+    spec = ds.spec
     parts = {name: select_split(ds.samples, name, seed=seed) for name in ("train", "val", "test")}
     names = {"train": "train", "val": "val", "test": "test"}
     if not parts["train"]:

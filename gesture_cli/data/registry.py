@@ -1,58 +1,134 @@
-"""Dataset registry: spec strings (`name` or `name:ARG`) -> one `make` function per source.
+"""One dataset registry for every kind, and one parser: spec text (+ `--dataset-opt` strings) -> `DatasetSpec`.
 
-Each source module registers itself with `@register_dataset`; the modules are imported on the first
-lookup, so `import gesture_cli.data` (and `gx --help`) stays cheap. A source is a function
+    spec = parse_dataset("synthetic-hands", ["train_per_class=4"])          # kind="image" by default
+    spec.name, spec.arg, spec.options                                       # 'synthetic-hands', None, {'train_per_class': 4}
+    parse_dataset("pose:data/phoenix", kind="pose").splits()               # ['train', 'val', 'test']
 
-    make(arg, *, spec, split, seed, **its_own_options) -> ImageDataset
+A dataset kind is what its samples are: `image` (labelled images, `make_dataset`), `pose` (keypoint
+sequences with texts, data/pose.py), `segmentation` (images + masks, data/segmentation.py), `keypoints`
+(person crops + joints, data/keypoints.py). Each source registers itself with `@register_dataset(name,
+kind=...)`; the modules are imported on the first lookup of their kind, so `import gesture_cli.data`
+(and `gx --help`) stays cheap. A source is a function
+
+    make(arg, *, spec, split, seed, **its_own_options) -> the kind's dataset
 
 where `arg` is the text after the first ':' of the spec (or None). Its keyword-only parameters after
-`seed` are the options `make_dataset(..., **opts)` accepts; any other key is a UsageError that names
-the closest valid one.
+`seed` are the options it accepts; any other key is a UsageError that names the closest valid one.
+The same name may be registered under two kinds (`hf-dataset` holds images or poses).
 """
 
 from __future__ import annotations
 
 import importlib
 import inspect
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
 
 from gesture_cli.core.errors import UsageError, did_you_mean, unknown_choice
 
-if TYPE_CHECKING:
-    from gesture_cli.data.images import ImageDataset
+KINDS = ("image", "pose", "segmentation", "keypoints")
 
-# Modules that register the built-in sources; imported on first lookup. A new source module adds
-# itself here (one line) and decorates its make function.
-SOURCE_MODULES = (
-    "gesture_cli.data.sign_mnist",
-    "gesture_cli.data.folder",
-    "gesture_cli.data.synthetic_hands",
-    "gesture_cli.data.hagrid",
-    "gesture_cli.data.video",
-    "gesture_cli.data.synthetic_video",
-    "gesture_cli.data.hub_dataset",
-)
+# Modules that register the built-in sources of each kind; imported on the first lookup of that kind.
+# A new source module adds itself here (one line) and decorates its make function.
+SOURCE_MODULES = {
+    "image": (
+        "gesture_cli.data.sign_mnist",
+        "gesture_cli.data.folder",
+        "gesture_cli.data.synthetic_hands",
+        "gesture_cli.data.hagrid",
+        "gesture_cli.data.video",
+        "gesture_cli.data.synthetic_video",
+        "gesture_cli.data.hub_dataset",
+    ),
+    "pose": ("gesture_cli.data.pose", "gesture_cli.data.synthetic_signs", "gesture_cli.data.hub_dataset"),
+    "segmentation": ("gesture_cli.data.segmentation",),
+    "keypoints": ("gesture_cli.data.keypoints", "gesture_cli.data.synthetic_keypoints"),
+}
 
 _BASE_PARAMS = ("arg", "spec", "split", "seed")
 
 
 @dataclass(frozen=True)
+class KindRules:
+    """How a kind names itself in errors (each kind keeps the wording its users have seen)."""
+
+    what: str  # "dataset", "pose dataset", ...: the word in unknown-name errors
+    owner: str  # the word in unknown-option errors
+    empty: str  # the error for an empty spec
+    no_arg: str  # template: the source takes no ':ARG'
+    needs_arg: str  # template: the source needs its ARG
+    holds: str  # what its samples are, named when a spec is handed to a command of another kind
+    command: str  # the command that reads it
+    maker_options: tuple[str, ...] = ()  # options the kind's maker takes itself, beside each source's own
+    no_options: str | None = None  # template: an option for a source that takes none (None: the unknown-option error)
+    path_hint: Callable[[str, bool], str] | None = None  # (spec, has ':') -> hint for a name that is a path
+
+
+def _image_path_hint(spec: str, sep: bool) -> str:
+    path = Path(spec).expanduser()
+    if sep or not path.exists():
+        return ""
+    return f"; '{spec}' is a path: name its format, e.g. {'folder' if path.is_dir() else 'csv'}:{spec}"
+
+
+def _pose_path_hint(spec: str, sep: bool) -> str:
+    return f"; '{spec}' is a path: write pose:{spec}" if not sep and Path(spec).expanduser().exists() else ""
+
+
+def _seg_path_hint(spec: str, sep: bool) -> str:
+    return f"; '{spec}' is a folder: use seg:{spec}" if not sep and Path(spec).expanduser().is_dir() else ""
+
+
+KIND_RULES = {
+    "image": KindRules(
+        what="dataset", owner="dataset", empty="empty dataset spec; e.g. --dataset synthetic-hands or --dataset folder:DIR",
+        no_arg="dataset '{name}' takes no ':ARG' part; got '{spec}' (use plain '{name}')",
+        needs_arg="dataset '{name}' needs a {arg}: use {usage}, e.g. {name}:path/to/{arg_lower}",
+        holds="labelled images", command="train", path_hint=_image_path_hint,
+        no_options="dataset '{name}' takes no options; got '{key}'",
+    ),
+    "pose": KindRules(
+        what="pose dataset", owner="pose dataset", empty="empty pose dataset spec; e.g. synthetic-signs or pose:DIR",
+        no_arg="pose dataset '{name}' takes no ':' part; got '{spec}' (use plain '{name}')",
+        needs_arg="pose dataset '{name}' needs a {arg}: use {usage}",
+        holds="pose sequences with texts", command="pose-pretrain / gx pose-finetune", path_hint=_pose_path_hint,
+    ),
+    "segmentation": KindRules(
+        what="segmentation dataset", owner="dataset", empty="empty dataset spec; e.g. --dataset synthetic-scenes or --dataset seg:DIR",
+        no_arg="dataset '{name}' takes no ':...' part; got '{spec}'",
+        needs_arg="dataset '{name}' needs a {arg}: use {name}:{arg}",
+        holds="segmentation masks", command="segment-train", maker_options=("class_map",), path_hint=_seg_path_hint,
+    ),
+    "keypoints": KindRules(
+        what="keypoint dataset", owner="keypoint dataset", empty="empty dataset spec; e.g. --dataset synthetic-hands or --dataset folder:DIR",
+        no_arg="keypoint dataset '{name}' takes no ':' part; got '{spec}'",
+        needs_arg="keypoint dataset '{name}' needs {arg}: use {name}:{arg}",
+        holds="body keypoints", command="keypoint-train",
+    ),
+}
+
+
+@dataclass(frozen=True)
 class DatasetSource:
     name: str
+    kind: str  # one of KINDS
     help: str  # one line, shown by `list_datasets()` / --help
-    make: Callable[..., ImageDataset]
+    make: Callable[..., Any]
     splits: Callable[[str | None], list[str]]  # arg -> the splits this spec offers
     arg: str | None  # metavar of the text after ':' ("DIR", "FILE"), None when the spec takes none
     arg_required: bool
 
     @property
-    def options(self) -> list[str]:
-        """Keyword options of `make` beyond arg/spec/split/seed."""
+    def parameters(self) -> dict[str, inspect.Parameter]:
+        """Keyword options of `make` beyond arg/spec/split/seed -> their parameter (default, annotation)."""
         params = inspect.signature(self.make).parameters
-        return [p for p, v in params.items() if p not in _BASE_PARAMS and v.kind is inspect.Parameter.KEYWORD_ONLY]
+        return {p: v for p, v in params.items() if p not in _BASE_PARAMS and v.kind is inspect.Parameter.KEYWORD_ONLY}
+
+    @property
+    def options(self) -> list[str]:
+        return list(self.parameters)
 
     @property
     def usage(self) -> str:
@@ -61,37 +137,63 @@ class DatasetSource:
         return f"{self.name}:{self.arg}" if self.arg_required else f"{self.name}[:{self.arg}]"
 
 
-_REGISTRY: dict[str, DatasetSource] = {}
+@dataclass(frozen=True)
+class DatasetSpec:
+    """A dataset spec read once: which source of which kind, its argument and its checked options."""
+
+    text: str  # the spec as given ("csv:data/x.csv"); datasets record it as their `spec`
+    name: str  # registered source name, lower case
+    arg: str | None  # text after the first ':', None without one
+    kind: str  # one of KINDS
+    options: Mapping[str, object] = field(default_factory=dict)  # the source's own options (and the kind's maker options)
+
+    def __str__(self) -> str:
+        return self.text
+
+    @property
+    def source(self) -> DatasetSource:
+        return dataset_sources(self.kind)[self.name]
+
+    def splits(self) -> list[str]:
+        """The splits this spec offers, e.g. ['train', 'test'] (a folder: the subfolders it has)."""
+        return list(self.source.splits(self.arg))
+
+
+_REGISTRY: dict[str, dict[str, DatasetSource]] = {kind: {} for kind in KINDS}
 
 
 def register_dataset(
     name: str,
     *,
     help: str,
+    kind: str = "image",
     splits: Sequence[str] | Callable[[str | None], list[str]] = ("train", "test"),
     arg: str | None = None,
     arg_required: bool = False,
 ):
-    """Decorator: register `make(arg, *, spec, split, seed, **opts) -> ImageDataset` under `name`.
+    """Decorator: register `make(arg, *, spec, split, seed, **opts)` under `name` for datasets of `kind`.
 
     `splits` is a fixed list or a function of the spec's argument (e.g. a folder's subfolders);
     `arg` names what follows ':' in the spec ("DIR", "FILE"), None if nothing may follow.
     """
-    if name in _REGISTRY:
-        raise ValueError(f"dataset '{name}' is registered twice")
+    if kind not in _REGISTRY:
+        raise ValueError(f"dataset kind '{kind}' is not one of {KINDS}")
+    if name in _REGISTRY[kind]:
+        raise ValueError(f"{KIND_RULES[kind].what} '{name}' is registered twice")
     split_fn = splits if callable(splits) else (lambda _arg, _s=tuple(splits): list(_s))
 
-    def decorator(fn: Callable[..., ImageDataset]) -> Callable[..., ImageDataset]:
-        _REGISTRY[name] = DatasetSource(name=name, help=help, make=fn, splits=split_fn, arg=arg, arg_required=arg_required)
+    def decorator(fn: Callable[..., Any]) -> Callable[..., Any]:
+        _REGISTRY[kind][name] = DatasetSource(name=name, kind=kind, help=help, make=fn, splits=split_fn, arg=arg, arg_required=arg_required)
         return fn
 
     return decorator
 
 
-def _load_sources() -> dict[str, DatasetSource]:
-    for module in SOURCE_MODULES:
+def dataset_sources(kind: str = "image") -> dict[str, DatasetSource]:
+    """The registered sources of a kind, name -> source; their modules are imported on the first call."""
+    for module in SOURCE_MODULES[kind]:
         importlib.import_module(module)  # idempotent: a module registers once, on its first import
-    return _REGISTRY
+    return _REGISTRY[kind]
 
 
 def parse_spec(spec: str) -> tuple[str, str | None]:
@@ -100,91 +202,138 @@ def parse_spec(spec: str) -> tuple[str, str | None]:
     Only the first ':' separates, so an argument may itself hold colons (`mpii:JSON:IMGDIR`).
     """
     if not isinstance(spec, str) or not spec.strip():
-        raise UsageError("empty dataset spec; e.g. --dataset synthetic-hands or --dataset folder:DIR")
+        raise UsageError(KIND_RULES["image"].empty)
     name, sep, arg = spec.strip().partition(":")
     return name.strip().lower(), (arg if sep else None)
 
 
-# Datasets of the other tasks, named when someone hands one to an image-classification command.
-OTHER_TASK_DATASETS = {
-    "synthetic-scenes": ("segmentation masks", "segment-train"),
-    "seg": ("segmentation masks", "segment-train"),
-    "synthetic-keypoints": ("body keypoints", "keypoint-train"),
-    "mpii": ("body keypoints", "keypoint-train"),
-    "synthetic-signs": ("pose sequences with texts", "pose-pretrain / gx pose-finetune"),
-    "pose": ("pose sequences with texts", "pose-pretrain / gx pose-finetune"),
-}
+def _other_kind_error(name: str, kind: str) -> UsageError | None:
+    """A name that belongs to another kind, handed to an image command: say which command reads it."""
+    if kind != "image":
+        return None
+    for other in KINDS[1:]:
+        if name in dataset_sources(other):
+            rules = KIND_RULES[other]
+            return UsageError(f"dataset '{name}' holds {rules.holds}, not {KIND_RULES[kind].holds}; use it with `gx {rules.command}`; "
+                              f"image datasets are: {', '.join(sorted(dataset_sources(kind)))}")
+    return None
 
 
-def get_source(spec: str) -> tuple[DatasetSource, str | None]:
+def get_source(spec: str, *, kind: str = "image") -> tuple[DatasetSource, str | None]:
     """The registered source of a spec and its argument, or a UsageError with a suggestion."""
+    rules = KIND_RULES[kind]
+    if not isinstance(spec, str) or not spec.strip():
+        raise UsageError(rules.empty)
     name, arg = parse_spec(spec)
-    sources = _load_sources()
+    sources = dataset_sources(kind)
     source = sources.get(name)
     if source is None:
-        if name in OTHER_TASK_DATASETS:
-            kind, command = OTHER_TASK_DATASETS[name]
-            raise UsageError(f"dataset '{name}' holds {kind}, not labelled images; use it with `gx {command}`; "
-                             f"image datasets are: {', '.join(sorted(sources))}")
-        err = unknown_choice("dataset", name, sources)
-        if arg is None and Path(spec).expanduser().exists():
-            fmt = "folder" if Path(spec).expanduser().is_dir() else "csv"
-            err = UsageError(f"{err}; '{spec}' is a path: name its format, e.g. {fmt}:{spec}")
-        raise err
+        other = _other_kind_error(name, kind)
+        if other is not None:
+            raise other
+        err = unknown_choice(rules.what, name, sources)
+        hint = rules.path_hint(spec, arg is not None) if rules.path_hint else ""
+        raise UsageError(f"{err}{hint}") if hint else err
     if source.arg is None and arg is not None:
-        raise UsageError(f"dataset '{name}' takes no ':{source.arg or 'ARG'}' part; got '{spec}' (use plain '{name}')")
+        raise UsageError(rules.no_arg.format(name=name, spec=spec))
     if source.arg_required and not (arg or "").strip():
-        raise UsageError(f"dataset '{name}' needs a {source.arg}: use {source.usage}, e.g. {name}:path/to/{source.arg.lower()}")
+        raise UsageError(rules.needs_arg.format(name=name, arg=source.arg, usage=source.usage, arg_lower=source.arg.lower()))
     if arg is not None and not arg.strip():
         raise UsageError(f"dataset spec '{spec}' has an empty {source.arg} after ':'; use {source.usage}")
     return source, arg
 
 
-def dataset_splits(spec: str) -> list[str]:
-    """The splits a spec offers, e.g. ['train', 'test'] (a folder: the subfolders it has)."""
-    source, arg = get_source(spec)
-    return list(source.splits(arg))
-
-
-def make_dataset(spec: str, *, split: str = "train", seed: int = 0, **opts) -> ImageDataset:
-    """Build one split of a dataset from its spec string (see DESIGN §5 and `list_datasets()`).
-
-    `seed` drives deterministic splits and generators; `opts` are the source's own options
-    (e.g. `train_per_class=` for synthetic-hands, `label_map=` for Sign MNIST CSVs).
-    """
-    source, arg = get_source(spec)
+def check_options(source: DatasetSource, opts: Mapping[str, object]) -> dict[str, object]:
+    """`opts` if every key is an option of the source (or of its kind's maker), else a UsageError naming the closest."""
+    rules = KIND_RULES[source.kind]
     valid = source.options
     for key in opts:
-        if key not in valid:
-            if not valid:
-                raise UsageError(f"dataset '{source.name}' takes no options; got '{key}'")
-            raise UsageError(f"unknown option '{key}' for dataset '{source.name}'{did_you_mean(key, valid)}; valid: {', '.join(valid)}")
-    splits = list(source.splits(arg))
+        if key in rules.maker_options or key in valid:
+            continue
+        if not valid and rules.no_options:
+            raise UsageError(rules.no_options.format(name=source.name, key=key))
+        listed = ", ".join([*rules.maker_options, *valid])
+        raise UsageError(f"unknown option '{key}' for {rules.owner} '{source.name}'{did_you_mean(key, valid)}; valid: {listed}")
+    return dict(opts)
+
+
+def parse_dataset(spec: str | DatasetSpec, opts: Sequence[str] | Mapping[str, object] = (), *, kind: str = "image") -> DatasetSpec:
+    """The one parser of dataset specs: `name[:ARG]` + `--dataset-opt KEY=VALUE` strings -> a checked `DatasetSpec`.
+
+    `opts` are `KEY=VALUE` strings (typed as int, float, bool or str; a str-only option keeps its text)
+    or keyword values already typed. Errors, in the order a user meets them: a malformed option, an
+    unknown source or a bad argument, an option the source does not take.
+    """
+    if isinstance(spec, DatasetSpec):
+        if spec.kind != kind:
+            raise UsageError(f"dataset '{spec.text}' holds {KIND_RULES[spec.kind].holds}, not {KIND_RULES[kind].holds}; "
+                             f"use it with `gx {KIND_RULES[spec.kind].command}`")
+        if not opts:
+            return spec
+        more = dict(opts) if isinstance(opts, Mapping) else parse_dataset(spec.text, opts, kind=kind).options
+        spec, opts = spec.text, {**spec.options, **more}
+    if isinstance(opts, Mapping):
+        given = dict(opts)  # keyword values from code: already typed
+        source, arg = get_source(spec, kind=kind)
+    else:
+        texts = _split_opts(opts)
+        source, arg = get_source(spec, kind=kind)
+        given = {key: _parse_value(text, source.parameters.get(key)) for key, text in texts.items()}
+    typed = check_options(source, given)
+    return DatasetSpec(text=spec, name=source.name, arg=arg, kind=kind, options=typed)
+
+
+def dataset_splits(spec: str | DatasetSpec) -> list[str]:
+    """The splits an image dataset spec offers, e.g. ['train', 'test'] (a folder: the subfolders it has)."""
+    return parse_dataset(spec).splits()
+
+
+def make_dataset(spec: str | DatasetSpec, *, split: str = "train", seed: int = 0, **opts):
+    """Build one split of an image dataset from its spec (see DESIGN §5 and `list_datasets()`) -> ImageDataset.
+
+    `seed` drives deterministic splits and generators; `opts` are the source's own options
+    (e.g. `train_per_class=` for synthetic-hands, `label_map=` for Sign MNIST CSVs), added to the spec's.
+    """
+    spec = parse_dataset(spec, opts)
+    source = spec.source
+    splits = spec.splits()
     if split not in splits:
-        raise UsageError(f"dataset '{spec}' has no split '{split}'{did_you_mean(split, splits)}; valid splits: {', '.join(splits)}")
-    ds = source.make(arg, spec=spec, split=split, seed=int(seed), **opts)
-    ds.spec, ds.split = spec, split
+        raise UsageError(f"dataset '{spec.text}' has no split '{split}'{did_you_mean(split, splits)}; valid splits: {', '.join(splits)}")
+    ds = source.make(spec.arg, spec=spec.text, split=split, seed=int(seed), **spec.options)
+    ds.spec, ds.split = spec.text, split
     return ds
 
 
-def list_datasets() -> list[tuple[str, str]]:
-    """(name, one-line help) of every registered dataset, sorted by name; the help starts with its spec form."""
-    return [(s.name, f"{s.usage}: {s.help}") for s in sorted(_load_sources().values(), key=lambda s: s.name)]
+def list_datasets(kind: str = "image") -> list[tuple[str, str]]:
+    """(name, one-line help) of every registered dataset of a kind, sorted by name; the help starts with its spec form."""
+    return [(s.name, f"{s.usage}: {s.help}") for s in sorted(dataset_sources(kind).values(), key=lambda s: s.name)]
 
 
-def parse_dataset_opts(items: tuple[str, ...] | list[str]) -> dict[str, object]:
-    """Turn `--dataset-opt KEY=VALUE` strings into keyword options (int, float, bool or str)."""
-    out: dict[str, object] = {}
+def parse_dataset_opts(items: Sequence[str]) -> dict[str, object]:
+    """Turn `--dataset-opt KEY=VALUE` strings into keyword options (int, float, bool or str), no source known."""
+    return {key: _parse_value(text) for key, text in _split_opts(items).items()}
+
+
+def _split_opts(items: Sequence[str]) -> dict[str, str]:
+    """`KEY=VALUE` strings -> {key: value text}; '-' in a key reads as '_'."""
+    out: dict[str, str] = {}
     for item in items:
         key, sep, value = item.partition("=")
         key = key.strip().replace("-", "_")
         if not sep or not key:
             raise UsageError(f"--dataset-opt '{item}' must look like KEY=VALUE, e.g. label_map=contiguous")
-        out[key] = _parse_value(value.strip())
+        out[key] = value.strip()
     return out
 
 
-def _parse_value(text: str) -> object:
+# annotations (text, under `from __future__ import annotations`) of options that take text only
+_TEXT_ANNOTATIONS = {"str", "str | None", "Optional[str]"}
+
+
+def _parse_value(text: str, param: inspect.Parameter | None = None) -> object:
+    """Option text -> bool, int, float or str; the text itself where the make function types the option as text."""
+    if param is not None and str(param.annotation) in _TEXT_ANNOTATIONS:
+        return text
     low = text.lower()
     if low in {"true", "yes", "on"}:
         return True

@@ -27,15 +27,16 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
-from gesture_cli.core.errors import DataError, UsageError, did_you_mean, unknown_choice
+from gesture_cli.core.errors import DataError, UsageError, did_you_mean
 from gesture_cli.data.class_map import IGNORE_INDEX, ClassMap, load_class_map
 from gesture_cli.data.images import IMAGE_EXTENSIONS, NAMED_SKIPS, decode_image, report_skipped, resize_image, to_rgb
+from gesture_cli.data.registry import DatasetSpec, parse_dataset, register_dataset
 from gesture_cli.data.synthetic_scenes import GENERATOR_VERSION, SCENE_CLASSES, SPLIT_IDS, render_scene
 
 UNKNOWN = -1  # lookup value of a raw mask value that is no class of the dataset
@@ -397,6 +398,8 @@ def read_class_names(path: Path) -> list[str]:
     return names
 
 
+@register_dataset("seg", kind="segmentation", help="a Cityscapes, ADE20K or images/ + masks/ folder", splits=seg_splits, arg="DIR",
+                  arg_required=True)
 def make_folder_seg(arg: str | None, *, spec: str, split: str, seed: int, classes: str | None = None,
                     reduce_zero_label: bool | None = None, strict: bool = False) -> SegDataset:
     """`seg:DIR` (see the module docstring). An image without a mask is skipped with a GxWarning naming
@@ -445,15 +448,8 @@ def make_folder_seg(arg: str | None, *, spec: str, split: str, seed: int, classe
 # ---- the factory ----------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class SegSource:
-    name: str
-    help: str
-    make: Callable[..., SegDataset]
-    splits: Callable[[str | None], list[str]]
-    arg: str | None  # metavar after ':' (None = takes none)
-
-
+@register_dataset("synthetic-scenes", kind="segmentation", splits=("train", "val", "test"),
+                  help="seeded street scenes (sky, building, road, sidewalk, grass, tree, person, car)")
 def make_synthetic_scenes(arg: str | None, *, spec: str, split: str, seed: int, size: int = 96, train_images: int = 96,
                           val_images: int = 24, test_images: int = 24):
     """Build one split of `synthetic-scenes` in memory; data/synthetic_scenes.py draws the scenes."""
@@ -478,62 +474,24 @@ def make_synthetic_scenes(arg: str | None, *, spec: str, split: str, seed: int, 
     )
 
 
-SEG_SOURCES: dict[str, SegSource] = {
-    "seg": SegSource("seg", "a Cityscapes, ADE20K or images/ + masks/ folder", make_folder_seg, seg_splits, "DIR"),
-    "synthetic-scenes": SegSource(
-        "synthetic-scenes", "seeded street scenes (sky, building, road, sidewalk, grass, tree, person, car)", make_synthetic_scenes,
-        lambda _arg: ["train", "val", "test"], None,
-    ),
-}
+def seg_dataset_splits(spec: str | DatasetSpec) -> list[str]:
+    return parse_dataset(spec, kind="segmentation").splits()
 
 
-def _source(spec: str) -> tuple[SegSource, str | None]:
-    if not isinstance(spec, str) or not spec.strip():
-        raise UsageError("empty dataset spec; e.g. --dataset synthetic-scenes or --dataset seg:DIR")
-    name, sep, arg = spec.strip().partition(":")
-    name = name.strip().lower()
-    source = SEG_SOURCES.get(name)
-    if source is None:
-        err = unknown_choice("segmentation dataset", name, SEG_SOURCES)
-        if not sep and Path(spec).expanduser().is_dir():
-            err = UsageError(f"{err}; '{spec}' is a folder: use seg:{spec}")
-        raise err
-    if source.arg is None and sep:
-        raise UsageError(f"dataset '{name}' takes no ':...' part; got '{spec}'")
-    if source.arg is not None and not arg.strip():
-        raise UsageError(f"dataset '{name}' needs a {source.arg}: use {name}:{source.arg}")
-    return source, (arg if sep else None)
-
-
-def seg_dataset_splits(spec: str) -> list[str]:
-    source, arg = _source(spec)
-    return list(source.splits(arg))
-
-
-def seg_dataset_options(spec: str) -> list[str]:
-    import inspect
-
-    source, _ = _source(spec)
-    params = inspect.signature(source.make).parameters
-    return ["class_map", *[p for p, v in params.items() if v.kind is inspect.Parameter.KEYWORD_ONLY and p not in ("spec", "split", "seed")]]
-
-
-def make_seg_dataset(spec: str, split: str = "train", seed: int = 0, *, class_map: str | Path | ClassMap | None = None, **opts) -> SegDataset:
+def make_seg_dataset(spec: str | DatasetSpec, split: str = "train", seed: int = 0, **opts) -> SegDataset:
     """Build one split of a segmentation dataset from its spec (see the module docstring).
 
-    `class_map`: a class-map file (or ClassMap) folding the classes into groups; `opts` are the
-    source's own options (seg: classes=, reduce_zero_label=; synthetic-scenes: size=, train_images=, ...).
+    `class_map=`: a class-map file (or ClassMap) folding the classes into groups; the other `opts`
+    are the source's own options (seg: classes=, reduce_zero_label=; synthetic-scenes: size=, train_images=, ...).
     """
-    source, arg = _source(spec)
-    valid = [o for o in seg_dataset_options(spec) if o != "class_map"]
-    for key in opts:
-        if key not in valid:
-            raise UsageError(f"unknown option '{key}' for dataset '{source.name}'{did_you_mean(key, valid)}; valid: {', '.join(['class_map', *valid])}")
-    splits = list(source.splits(arg))
+    spec = parse_dataset(spec, opts, kind="segmentation")
+    options = dict(spec.options)
+    class_map = options.pop("class_map", None)
+    splits = spec.splits()
     if split not in splits:
-        raise UsageError(f"dataset '{spec}' has no split '{split}'{did_you_mean(split, splits)}; valid splits: {', '.join(splits) or 'none'}")
-    ds = source.make(arg, spec=spec, split=split, seed=int(seed), **opts)
-    ds.spec, ds.split = spec, split
+        raise UsageError(f"dataset '{spec.text}' has no split '{split}'{did_you_mean(split, splits)}; valid splits: {', '.join(splits) or 'none'}")
+    ds = spec.source.make(spec.arg, spec=spec.text, split=split, seed=int(seed), **options)
+    ds.spec, ds.split = spec.text, split
     if class_map is not None:
         cmap = class_map if isinstance(class_map, ClassMap) else load_class_map(class_map)
         ds = ds.with_class_map(cmap)

@@ -23,7 +23,8 @@ import zlib
 import numpy as np
 
 from gesture_cli.core.errors import UsageError
-from gesture_cli.data.keypoints import HEAD_TOP, NUM_JOINTS, UPPER_NECK, KeypointDataset, register_keypoint_dataset
+from gesture_cli.data.keypoints import HEAD_TOP, NUM_JOINTS, UPPER_NECK, KeypointDataset
+from gesture_cli.data.registry import register_dataset
 
 GENERATOR_VERSION = 1  # bump whenever the drawing changes: it is part of the cache token
 SUPERSAMPLE = 4
@@ -139,8 +140,9 @@ def render_figure(rng: np.random.Generator, side: int, *, clutter: bool = True) 
     return np.clip(img, 0, 255).astype(np.uint8), joints - 0.5, visible
 
 
-@register_keypoint_dataset(
+@register_dataset(
     "synthetic-keypoints",
+    kind="keypoints",
     help="synthetic-keypoints: seeded stick figures with the 16 MPII joints (train 1000, val 200, test 200 at 64 px); "
          "options train_samples, eval_samples, side, clutter.",
     splits=("train", "val", "test"),

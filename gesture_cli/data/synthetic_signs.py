@@ -27,7 +27,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from gesture_cli.core.errors import UsageError
-from gesture_cli.data.pose import POSE_SPLITS, PoseDataset, PoseSample, register_pose_dataset
+from gesture_cli.data.pose import POSE_SPLITS, PoseDataset, PoseSample
+from gesture_cli.data.registry import register_dataset
 from gesture_cli.models import skeletons as sk
 
 GENERATOR_VERSION = 1  # bump whenever the generated data changes: it is part of the cache token
@@ -489,7 +490,7 @@ def generate_split(split: str, size: int, *, seed: int = 0, signers: int = 12, n
     return out
 
 
-@register_pose_dataset("synthetic-signs", help="seeded signed sentences (21 glosses, English text) on the MediaPipe Holistic layout (offline default)")
+@register_dataset("synthetic-signs", kind="pose", splits=POSE_SPLITS, help="seeded signed sentences (21 glosses, English text) on the MediaPipe Holistic layout (offline default)")
 def make_synthetic_signs(
     arg: None, *, spec: str, split: str | None, seed: int, train_size: int = 400, val_size: int = 60, test_size: int = 60,
     signers: int = 12, noise: float = 1.0, drop_rate: float = 0.3, min_glosses: int = 2, max_glosses: int = 4,

@@ -41,7 +41,7 @@ import numpy as np
 
 from gesture_cli.core.errors import DataError, UsageError
 from gesture_cli.data.images import IMAGE_EXTENSIONS, ImageDataset, decode_image, to_rgb
-from gesture_cli.data.registry import dataset_splits, make_dataset, parse_spec, register_dataset
+from gesture_cli.data.registry import DatasetSpec, make_dataset, parse_dataset, parse_spec, register_dataset
 
 VIDEO_EXTENSIONS = frozenset({".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".gif"})
 _LAYOUT_HELP = "expected DIR/<subject>/<clip>.mp4, DIR/<subject>/<clip>/frame*.png, or videos / images directly in DIR"
@@ -374,23 +374,24 @@ def _image_clip(ds: ImageDataset, i: int) -> str:
     return path.as_posix()
 
 
-def make_frame_source(spec: str, *, seed: int = 0) -> FrameSource:
+def make_frame_source(spec: str | DatasetSpec, *, seed: int = 0) -> FrameSource:
     """A FrameSource for any dataset spec: `video:`, `synthetic-video`, or an image dataset (all its splits)."""
     import importlib
 
     for module in FRAME_SOURCE_MODULES:
         importlib.import_module(module)
-    name, arg = parse_spec(spec)
+    name, arg = (spec.name, spec.arg) if isinstance(spec, DatasetSpec) else parse_spec(spec)
     build = FRAME_SOURCES.get(name)
     if build is not None:
-        return build(arg, spec=spec, seed=seed)
-    splits = dataset_splits(spec)
+        return build(arg, spec=str(spec), seed=seed)
+    spec = parse_dataset(spec)
+    splits = spec.splits()
     # PCA is unsupervised: every image counts once. A flat folder offers train/test/all: take all.
     splits = ["all"] if "all" in splits else splits
     datasets = [make_dataset(spec, split=s, seed=seed) for s in splits]
     files = sorted({Path(p) for d in datasets for p in d.source_files}, key=str)
     token = ";".join(d.cache_token for d in datasets if d.cache_token)
-    return DatasetFrames(spec=spec, datasets=datasets, source_files=files, cache_token=token)
+    return DatasetFrames(spec=spec.text, datasets=datasets, source_files=files, cache_token=token)
 
 
 # ----------------------------------------------------------------------------------------------
