@@ -17,7 +17,7 @@ from types import SimpleNamespace
 import pytest
 
 from gesture_cli.core.errors import DownloadError
-from gesture_cli.data.download import fetch_url, safe_extract
+from gesture_cli.data.fetch import fetch_url, safe_extract
 
 HEADER = "label," + ",".join(f"pixel{i}" for i in range(1, 785))
 

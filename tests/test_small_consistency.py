@@ -117,7 +117,7 @@ def _tar(path, kind: bytes, name: str):
 
 def test_download_names_a_fifo_member(tmp_path):
     from gesture_cli.core.errors import DownloadError
-    from gesture_cli.data.download import safe_extract
+    from gesture_cli.data.fetch import safe_extract
 
     with pytest.raises(DownloadError) as err:
         safe_extract(_tar(tmp_path / "a.tar", tarfile.FIFOTYPE, "data/pipe"), tmp_path / "dest", replace=True)
@@ -132,7 +132,7 @@ def test_download_names_a_fifo_member_in_a_zip(tmp_path):
     import zipfile
 
     from gesture_cli.core.errors import DownloadError
-    from gesture_cli.data.download import safe_extract
+    from gesture_cli.data.fetch import safe_extract
 
     archive = tmp_path / "a.zip"
     with zipfile.ZipFile(archive, "w") as zf:

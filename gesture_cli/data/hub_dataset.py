@@ -43,14 +43,14 @@ def parse_arg(arg: str) -> tuple[str, str | None, str]:
 def snapshot_dir(repo_id: str, revision: str | None = None, *, cache_dir: Path | None = None) -> Path:
     """The cached snapshot of a dataset repository (offline), or a DataError naming `gx download`."""
     from gesture_cli.core import home
-    from gesture_cli.data.download import _repo_folder, cached_snapshot
+    from gesture_cli.data.download import cached_snapshot, repo_folder
 
     cache_dir = Path(cache_dir) if cache_dir is not None else home.datasets_dir()
     get = f"gx download {SPEC}:{repo_id}" + (f" --revision {revision}" if revision else "")
     found = cached_snapshot(cache_dir, repo_id, revision, repo_type="dataset")
     if found is not None:
         return found
-    snapshots_dir = _repo_folder(cache_dir, repo_id, "dataset") / "snapshots"
+    snapshots_dir = repo_folder(cache_dir, repo_id, "dataset") / "snapshots"
     snapshots = sorted(p for p in snapshots_dir.iterdir() if p.is_dir()) if snapshots_dir.is_dir() else []
     if revision is None and len(snapshots) == 1:
         return snapshots[0]  # downloaded by tag or commit only: the one there is

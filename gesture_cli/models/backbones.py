@@ -22,7 +22,6 @@ import abc
 import dataclasses
 import inspect
 import json
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +32,13 @@ from torch import nn
 
 from gesture_cli.core.errors import DataError, ModelError, UsageError, unknown_choice
 from gesture_cli.core.home import models_dir, offline
+from gesture_cli.models.backbone_ref import (
+    HF_ALLOW_PATTERNS,
+    TORCHSCRIPT_ALLOW_PATTERNS,
+    TORCHSCRIPT_SUFFIXES,
+    BackboneRef,
+    parse_backbone_ref,
+)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -50,10 +56,6 @@ HF_MODEL_TYPES = {
     "vit": "vit",
 }
 # Files a HF backbone needs from its hub repo: skips duplicate `pytorch_model.bin` / TF / ONNX weights.
-HF_ALLOW_PATTERNS = ["*.json", "*.safetensors"]
-TORCHSCRIPT_ALLOW_PATTERNS = ["*.json", "*.pt2", "*.pt"]
-TORCHSCRIPT_SUFFIXES = (".pt", ".pt2")
-_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
 
 
 @dataclass(frozen=True)
@@ -116,20 +118,18 @@ def list_backbones() -> list[BackboneEntry]:
     return sorted(REGISTRY.values(), key=lambda e: e.name)
 
 
-def hub_id(name: str) -> str | None:
+def backbone_ref(spec: str | BackboneRef) -> BackboneRef:
+    """The one reading of a backbone reference (models/backbone_ref.py) against this registry."""
+    return parse_backbone_ref(spec, REGISTRY)
+
+
+def hub_id(name: str | BackboneRef) -> str | None:
     """The hub repo `gx download NAME` fetches: registry name -> its hub id, hub ids pass through.
 
     None for sources that need no download (tiny models, local paths, `timm:` names, which timm
     fetches itself). An unknown name raises UsageError with a suggestion.
     """
-    entry = REGISTRY.get(name)
-    if entry is not None:
-        return entry.source if _HUB_ID.fullmatch(entry.source) else None
-    if name.startswith("timm:") or Path(name).expanduser().exists():
-        return None
-    if _HUB_ID.fullmatch(name):
-        return name
-    raise unknown_choice("backbone", name, REGISTRY)
+    return backbone_ref(name).hub_id
 
 
 # ----------------------------------------------------------------------------------------------
@@ -398,7 +398,7 @@ class TorchScriptBackbone(Backbone):
 # ----------------------------------------------------------------------------------------------
 
 
-def build_backbone(spec: str, *, device="cpu", dtype=torch.float32, image_size: int | None = None) -> Backbone:
+def build_backbone(spec: str | BackboneRef, *, device="cpu", dtype=torch.float32, image_size: int | None = None) -> Backbone:
     """Build a frozen backbone in eval mode on `device`, weights cast to `dtype`.
 
     spec: a registry name (`list_backbones()`), a hub id `owner/name`, a local HF model directory,
@@ -409,15 +409,16 @@ def build_backbone(spec: str, *, device="cpu", dtype=torch.float32, image_size: 
     device = torch.device(device)
     if image_size is not None and image_size <= 0:
         raise UsageError(f"image size must be positive, got {image_size}")
-    entry = REGISTRY.get(spec)
-    if entry is not None:
-        if entry.build is not None:
-            return _build_tiny(entry, device=device, dtype=dtype, image_size=image_size)
-        return _build_from_hub(entry.source, name=entry.name, entry=entry, device=device, dtype=dtype, image_size=image_size)
-    if spec.startswith("timm:"):
-        return build_timm_backbone(spec[len("timm:") :], device=device, dtype=dtype, image_size=image_size)
-    path = Path(spec).expanduser()
-    if path.exists():
+    ref = backbone_ref(spec)
+    spec, kind = ref.spec, ref.kind
+    if kind == "registry":
+        if ref.entry.build is not None:
+            return _build_tiny(ref.entry, device=device, dtype=dtype, image_size=image_size)
+        return _build_from_hub(ref.entry.source, name=ref.name, entry=ref.entry, device=device, dtype=dtype, image_size=image_size)
+    if kind == "timm":
+        return build_timm_backbone(ref.name, device=device, dtype=dtype, image_size=image_size)
+    if kind == "path":
+        path = ref.path
         if path.is_dir() and (path / "config.json").is_file():
             return _build_hf(path, name=spec, source=spec, device=device, dtype=dtype, image_size=image_size)
         if path.is_file() and path.suffix in TORCHSCRIPT_SUFFIXES:
@@ -427,13 +428,9 @@ def build_backbone(spec: str, *, device="cpu", dtype=torch.float32, image_size: 
                 _find_torchscript(path, spec), name=spec, source=spec, device=device, dtype=dtype, image_size=image_size
             )
         raise ModelError(f"backbone path '{spec}' is neither a model directory with config.json nor a TorchScript .pt/.pt2 file")
-    if path.suffix in TORCHSCRIPT_SUFFIXES:
-        raise ModelError(f"TorchScript file '{spec}' does not exist")
-    if _HUB_ID.fullmatch(spec):
-        # A registry source typed as its hub id keeps what the entry knows (gated, Sapiens width).
-        entry = next((e for e in REGISTRY.values() if e.source == spec), None)
-        return _build_from_hub(spec, name=spec, entry=entry, device=device, dtype=dtype, image_size=image_size)
-    raise unknown_choice("backbone", spec, REGISTRY)
+    # A registry source typed as its hub id keeps what the entry knows (gated, Sapiens width).
+    entry = next((e for e in REGISTRY.values() if e.source == spec), None)
+    return _build_from_hub(spec, name=spec, entry=entry, device=device, dtype=dtype, image_size=image_size)
 
 
 def _finish(model: nn.Module, *, device, dtype) -> nn.Module:
