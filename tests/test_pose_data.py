@@ -13,16 +13,8 @@ import numpy as np
 import pytest
 
 from gesture_cli.core.errors import DataError, UsageError
-from gesture_cli.data.pose import (
-    PoseSample,
-    collate_pose,
-    make_pose_dataset,
-    normalize_max_abs,
-    normalize_sample,
-    normalize_shoulders,
-    read_pose_folder,
-    subsample_frames,
-)
+from gesture_cli.data.pose import PoseSample, make_pose_dataset, read_pose_folder
+from gesture_cli.data.pose_batches import collate_pose, normalize_max_abs, normalize_sample, normalize_shoulders, subsample_frames
 from gesture_cli.data.pose_readers import read_kaggle_parquet, read_openpose_clip, read_pickle_samples, read_pose_file
 from gesture_cli.models import skeletons as sk
 from tests.conftest import SHARED_REAL, invoke

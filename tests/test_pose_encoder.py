@@ -156,7 +156,8 @@ def test_wrong_number_of_points_is_a_clear_error():
 
 
 def test_encoder_runs_on_collated_synthetic_signs():
-    from gesture_cli.data.pose import collate_pose, make_pose_dataset
+    from gesture_cli.data.pose import make_pose_dataset
+    from gesture_cli.data.pose_batches import collate_pose
 
     ds = make_pose_dataset("synthetic-signs", split="val", val_size=4)
     b = collate_pose(ds.samples, normalize="shoulders", points=select_parts(ds.layout, ("body", "hands", "face-lite")).indices)

@@ -181,7 +181,7 @@ def test_translation_metrics_name_their_variants():
 
 
 def test_bridges_train_what_they_use_and_generate():
-    from gesture_cli.data.pose import collate_pose
+    from gesture_cli.data.pose_batches import collate_pose
     from gesture_cli.data.synthetic_signs import generate_split
     from gesture_cli.models.pose_encoder import build_pose_encoder
     from gesture_cli.models.sign2text import PoseToText

@@ -43,7 +43,7 @@ def parse_arg(arg: str) -> tuple[str, str | None, str]:
 def snapshot_dir(repo_id: str, revision: str | None = None, *, cache_dir: Path | None = None) -> Path:
     """The cached snapshot of a dataset repository (offline), or a DataError naming `gx download`."""
     from gesture_cli.core import home
-    from gesture_cli.data.download import cached_snapshot, repo_folder
+    from gesture_cli.data.hub import cached_snapshot, repo_folder
 
     cache_dir = Path(cache_dir) if cache_dir is not None else home.datasets_dir()
     get = f"gx download {SPEC}:{repo_id}" + (f" --revision {revision}" if revision else "")

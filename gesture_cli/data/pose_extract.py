@@ -158,22 +158,22 @@ def _is_video(p: Path) -> bool:
 
 
 def _clean_id(rel: str) -> str:
-    from gesture_cli.data.pose_readers import label_keys
+    from gesture_cli.data.label_tables import label_keys
 
     return label_keys(rel)[0]
 
 
 def _table_rows(table: Path) -> list[tuple[int, str, dict]]:
     """(row number, video name, labels) of a label table in any layout read_label_table reads."""
-    from gesture_cli.data.pose_readers import LABEL_KEY_COLUMNS, _column, _sniff_rows, label_keys, read_label_table
+    from gesture_cli.data.label_tables import LABEL_KEY_COLUMNS, column, label_keys, read_label_table, sniff_rows
 
     # one parser with the pose readers: the same table gives the same names and labels to both
     labels = read_label_table(table, class_lists=[p for p in table.parent.glob("*.csv") if p != table])
-    rows = _sniff_rows(table)
+    rows = sniff_rows(table)
     if labels is None or not rows:
         raise DataError(f"{table}: not a table of videos: it needs a header with a name column ({', '.join(LABEL_KEY_COLUMNS[:6])}, ...) "
                         "and a text, gloss or split column, or AUTSL's name,class_id rows beside a ClassId list")
-    key = _column(rows[0], LABEL_KEY_COLUMNS)
+    key = column(rows[0], LABEL_KEY_COLUMNS)
     body = rows[1:] if key is not None else rows
     col = key if key is not None else 0
     out = []
@@ -187,7 +187,7 @@ def _table_rows(table: Path) -> list[tuple[int, str, dict]]:
 
 
 def _clean_keys(name: str) -> list[str]:
-    from gesture_cli.data.pose_readers import label_keys
+    from gesture_cli.data.label_tables import label_keys
 
     return label_keys(name.replace("\\", "/"))
 
@@ -713,7 +713,7 @@ def read_pose_confidence(sample) -> np.ndarray | None:
     from pose_format.pose_header import PoseHeader
     from pose_format.utils.reader import BufferReader
 
-    from gesture_cli.data.pose_readers import _pose_point_map
+    from gesture_cli.data.pose_readers import pose_point_map
     from gesture_cli.models.skeletons import LAYOUT_SIZES
 
     path = Path(sample.source or "")
@@ -723,7 +723,7 @@ def read_pose_confidence(sample) -> np.ndarray | None:
 
     data = path.read_bytes()
     header = PoseHeader.read(BufferReader(data))
-    layout, src, dst = _pose_point_map(path, header)  # the same point map read_pose_file used
+    layout, src, dst = pose_point_map(path, header)  # the same point map read_pose_file used
     if layout != sample.layout:
         return None
     conf = np.asarray(Pose.read(data).body.confidence, dtype=np.float32)[:, 0]  # [T, N]

@@ -7,7 +7,7 @@
 | Kaggle ASL-signs parquet | one sequence per file: frame, row_id, type, landmark_index, x, y[, z] | `mediapipe-holistic` |
 | ASL-App landmark JSON | `{"sign", "fps", "frames": [{pose, left_hand, right_hand, face}]}` | `mediapipe-holistic` |
 | pickle (`--allow-pickle` only) | list/dict of samples: name, keypoint [T, K, C], text, gloss | by K (543, 137, 133, ...) |
-| label tables | CSV/TSV with a name/path/clip column and text/gloss/split/signer columns | - |
+| label tables | CSV/TSV with a name/path/clip column and text/gloss/split/signer columns (data/label_tables.py) | - |
 
 MediaPipe variants are mapped by point name onto the 543-point layout: 576-point files (with
 POSE_WORLD_LANDMARKS, metric 3D, which gx drops), 553/586-point files (Face Mesh with the 10 iris
@@ -22,7 +22,6 @@ Every reader raises a one-line DataError naming the file (and key, column or row
 
 from __future__ import annotations
 
-import csv
 import gzip
 import io
 import json
@@ -35,6 +34,15 @@ from typing import Any
 import numpy as np
 
 from gesture_cli.core.errors import DataError, UsageError
+from gesture_cli.data.label_tables import (
+    LABEL_KEY_COLUMNS,
+    Labels,
+    add_labels,
+    first_line,
+    gloss_from_name,
+    label_keys,
+    read_label_table,
+)
 from gesture_cli.data.pose_sample import PoseSample, normalize_split
 from gesture_cli.models.skeletons import LAYOUT_SIZES, MP_HAND_NAMES, MP_POSE_NAMES
 
@@ -53,11 +61,6 @@ ASL_APP_FACE_INDICES = (0, 1, 4, 13, 14, 17, 33, 61, 63, 66, 70, 78, 105, 107, 1
 
 
 # ---- small helpers -------------------------------------------------------------------------------
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
 def _masked(keypoints: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """float32 keypoints with NaN at invalid points (and at non-finite coordinates) + bool mask [T, K]."""
     kp = np.asarray(keypoints, dtype=np.float32)
@@ -97,7 +100,7 @@ _MP_COMPONENTS = {"POSE_LANDMARKS", "FACE_LANDMARKS", "LEFT_HAND_LANDMARKS", "RI
 _OP_COMPONENTS = {"pose_keypoints_2d": (0, 25), "face_keypoints_2d": (25, 70), "hand_left_keypoints_2d": (95, 21), "hand_right_keypoints_2d": (116, 21)}
 
 
-def _pose_point_map(path: Path, header) -> tuple[str, np.ndarray, np.ndarray]:
+def pose_point_map(path: Path, header) -> tuple[str, np.ndarray, np.ndarray]:
     """(layout, source point indices, target layout indices) for a pose-format header."""
     names = [c.name for c in header.components]
     src, dst = [], []
@@ -182,13 +185,13 @@ def read_pose_file(path: Path | str, *, layout: str | None = None, sample_id: st
         reader = BufferReader(data)
         header = PoseHeader.read(reader)
     except Exception as exc:  # struct.error, UnicodeDecodeError, ... from a truncated or foreign file
-        raise DataError(f"{path}: not a readable .pose file ({_first_line(exc)}); the file is truncated or not pose-format") from None
+        raise DataError(f"{path}: not a readable .pose file ({first_line(exc)}); the file is truncated or not pose-format") from None
     _check_pose_body_size(path, header, reader)
     try:
         pose = Pose.read(data)
     except Exception as exc:
-        raise DataError(f"{path}: not a readable .pose file ({_first_line(exc)}); the file is truncated or corrupt") from None
-    native, src, dst = _pose_point_map(path, header)
+        raise DataError(f"{path}: not a readable .pose file ({first_line(exc)}); the file is truncated or corrupt") from None
+    native, src, dst = pose_point_map(path, header)
     out_layout = _check_layout(path, native, layout)
     body = pose.body.data  # masked array [T, P, N, D]
     conf = np.asarray(pose.body.confidence, dtype=np.float32)  # [T, P, N]
@@ -225,7 +228,7 @@ def _openpose_frame(path: Path) -> tuple[np.ndarray, np.ndarray]:
     except OSError as exc:
         raise DataError(f"{path}: cannot read ({exc.strerror or exc})") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise DataError(f"{path}: not valid JSON ({_first_line(exc)})") from None
+        raise DataError(f"{path}: not valid JSON ({first_line(exc)})") from None
     if not isinstance(doc, dict) or "people" not in doc:
         raise DataError(f"{path}: missing key 'people' (not an OpenPose keypoints JSON)")
     people = doc["people"]
@@ -317,7 +320,7 @@ def read_kaggle_parquet(path: Path | str, *, sample_id: str | None = None, fps: 
     try:
         df = pd.read_parquet(path)
     except Exception as exc:  # pyarrow raises ArrowInvalid, OSError, ...
-        raise DataError(f"{path}: not a readable parquet file ({_first_line(exc)})") from None
+        raise DataError(f"{path}: not a readable parquet file ({first_line(exc)})") from None
     missing = [c for c in KAGGLE_COLUMNS if c not in df.columns]
     if missing:
         raise DataError(f"{path}: missing columns {', '.join(missing)} (a Kaggle ASL-signs parquet has frame, row_id, type, landmark_index, x, y, z)")
@@ -377,7 +380,7 @@ def read_asl_app_json(path: Path | str, *, doc: Any = None, face_indices: Iterab
         try:
             doc = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise DataError(f"{path}: not a readable JSON file ({_first_line(exc)})") from None
+            raise DataError(f"{path}: not a readable JSON file ({first_line(exc)})") from None
     if not is_asl_app_json(doc):
         raise DataError(f"{path}: not an ASL-App landmark file (needs 'frames': a list of {{pose, left_hand, right_hand, face}})")
     face_map = np.asarray(list(face_indices if face_indices is not None else ASL_APP_FACE_INDICES), dtype=np.int64)
@@ -453,7 +456,7 @@ def _load_pickle(path: Path, allow_pickle: bool) -> Any:
     except OSError as exc:
         raise DataError(f"{path}: cannot read ({exc.strerror or exc})") from None
     except Exception as exc:  # UnpicklingError, EOFError, ModuleNotFoundError (a class gx does not have), ...
-        raise DataError(f"{path}: cannot unpickle ({type(exc).__name__}: {_first_line(exc)})") from None
+        raise DataError(f"{path}: cannot unpickle ({type(exc).__name__}: {first_line(exc)})") from None
 
 
 def _entries(obj: Any) -> list[tuple[str, Any]]:
@@ -582,122 +585,6 @@ def read_pickle_samples(
     return samples, skipped
 
 
-# ---- label tables --------------------------------------------------------------------------------
-LABEL_KEY_COLUMNS = ("path", "name", "clip", "id", "sample", "sample_id", "video", "sentence_name", "file", "filename", "video_name", "sequence_id")
-LABEL_TEXT_COLUMNS = ("text", "translation", "sentence", "words", "english", "en", "sign")
-LABEL_GLOSS_COLUMNS = ("gloss", "glosses", "orth", "sign", "label")
-LABEL_SPLIT_COLUMNS = ("split", "split_dir", "subset")
-LABEL_SIGNER_COLUMNS = ("signer", "speaker", "signer_id", "participant_id")
-_STRIP_SUFFIXES = (".gz", ".pkl", ".pickle", ".pose", ".parquet", ".json", ".mp4", ".avi", ".mov", ".webm", ".mkv", ".safetensors", ".npy")
-
-Labels = dict[str, str]  # text, gloss, split, signer (any subset)
-
-
-def label_keys(name: str) -> list[str]:
-    """Lookup keys of a sample name or path: the path without media suffixes, then its base name."""
-    s = name.strip().replace("\\", "/")
-    while s.startswith("./"):
-        s = s[2:]
-    changed = True
-    while changed:
-        changed = False
-        for suf in _STRIP_SUFFIXES:
-            if s.lower().endswith(suf):
-                s, changed = s[: -len(suf)], True
-    base = s.rsplit("/", 1)[-1]
-    return [s, base] if base != s else [s]
-
-
-def _add_labels(table: dict[str, Labels], name: str, labels: Labels) -> None:
-    for k in label_keys(name):
-        table.setdefault(k, labels)  # first row wins (lexicons list a file once per spoken language)
-
-
-def _sniff_rows(path: Path) -> list[list[str]]:
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-        first = text.split("\n", 1)[0]
-        delim = max(("\t", "|", ",", ";"), key=first.count)
-        return [r for r in csv.reader(io.StringIO(text), delimiter=delim) if any(c.strip() for c in r)]
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:  # csv.Error: a field over the csv module's size limit
-        raise DataError(f"{path}: cannot read the label table ({_first_line(exc)})") from None
-
-
-def _column(header: list[str], names: tuple[str, ...]) -> int | None:
-    low = [h.strip().lower() for h in header]
-    for n in names:
-        if n in low:
-            return low.index(n)
-    return None
-
-
-def read_label_table(path: Path | str, *, class_lists: Iterable[Path] = ()) -> dict[str, Labels] | None:
-    """A CSV/TSV/pipe-separated label table -> {sample key: labels}; None when the file is not one.
-
-    Recognised: a header with a name column (path, name, clip, id, sentence_name, ...) and any of text
-    (text, translation, sentence, words, sign), gloss (gloss, glosses, orth, sign), split and signer
-    columns (PHOENIX-2014T corpus, How2Sign, Kaggle train.csv, lexicon index.csv); or a header-less
-    `name,class_id` table (AUTSL labels.csv) whose classes come from a `ClassId,...` list in `class_lists`
-    (gloss = the list's first name column, text = its EN/English column).
-    """
-    path = Path(path)
-    rows = _sniff_rows(path)
-    if not rows:
-        return None
-    header = rows[0]
-    key = _column(header, LABEL_KEY_COLUMNS)
-    table: dict[str, Labels] = {}
-    if key is not None:
-        text, gloss = _column(header, LABEL_TEXT_COLUMNS), _column(header, LABEL_GLOSS_COLUMNS)
-        split, signer = _column(header, LABEL_SPLIT_COLUMNS), _column(header, LABEL_SIGNER_COLUMNS)
-        if text is None and gloss is None and split is None:
-            return None
-        for row in rows[1:]:
-            cell = lambda i, r=row: r[i].strip() if i is not None and i < len(r) else ""  # noqa: E731
-            if not cell(key):
-                continue
-            labels = {"text": cell(text), "gloss": cell(gloss), "split": normalize_split(cell(split)), "signer": cell(signer)}
-            _add_labels(table, cell(key), {k: v for k, v in labels.items() if v})
-        return table
-    if all(len(r) == 2 and r[1].strip().isdigit() for r in rows):  # AUTSL-style name,class_id
-        classes = {}
-        for cl in class_lists:
-            try:
-                classes.update(_read_class_list(cl) or {})
-            except DataError:
-                continue  # a sibling that cannot be read is no class list (its name is only a guess)
-        if not classes:
-            return None
-        for name, cid in rows:
-            lab = classes.get(int(cid))
-            if lab is not None:
-                _add_labels(table, name, dict(lab))
-        return table
-    return None
-
-
-def _read_class_list(path: Path) -> dict[int, Labels] | None:
-    rows = _sniff_rows(path)
-    if not rows:
-        return None
-    header = [h.strip().lower() for h in rows[0]]
-    if "classid" not in header and "class_id" not in header:
-        return None
-    cid = header.index("classid") if "classid" in header else header.index("class_id")
-    en = _column(rows[0], ("en", "english", "text"))
-    others = [i for i in range(len(header)) if i not in (cid, en)]
-    out: dict[int, Labels] = {}
-    for r in rows[1:]:
-        try:
-            c = int(r[cid])
-        except (ValueError, IndexError):
-            continue
-        gloss = r[others[0]].strip() if others and others[0] < len(r) else ""
-        text = r[en].strip() if en is not None and en < len(r) else gloss
-        out[c] = {k: v for k, v in {"text": text, "gloss": gloss or text}.items() if v}
-    return out
-
-
 def read_label_pickle(path: Path | str, *, allow_pickle: bool = False) -> dict[str, Labels]:
     """Labels from a pickle (Uni-Sign / GFSLT-VLP `labels.*`: {name: {name, gloss, text, ...}}); needs allow_pickle."""
     path = Path(path)
@@ -711,7 +598,7 @@ def read_label_pickle(path: Path | str, *, allow_pickle: bool = False) -> dict[s
             "text": str(_pick(entry, _TEXT_KEYS) or "").strip(), "gloss": str(_pick(entry, _GLOSS_KEYS) or "").strip(),
             "split": normalize_split(str(entry.get("split") or "")), "signer": str(_pick(entry, _SIGNER_KEYS) or "").strip(),
         }
-        _add_labels(table, name, {k: v for k, v in labels.items() if v})
+        add_labels(table, name, {k: v for k, v in labels.items() if v})
     if not table:
         raise DataError(f"{path}: no labels found (expected entries with a name and a text or gloss)")
     return table
@@ -731,15 +618,6 @@ def read_labels(path: Path | str, *, allow_pickle: bool = False) -> dict[str, La
             "and a text, gloss or split column"
         )
     return table
-
-
-GLOSS_IN_NAME_RE = re.compile(r"-(?P<gloss>[A-Z][A-Z0-9_]*)$")  # ASL Citizen / pose-evaluation: <take>-<GLOSS>.pose
-
-
-def gloss_from_name(stem: str) -> str:
-    """'colin-1-HOUSE' -> 'HOUSE' (a file named `<anything>-<GLOSS in capitals>`); '' otherwise."""
-    m = GLOSS_IN_NAME_RE.search(stem)
-    return m["gloss"] if m else ""
 
 
 # ---- a file or a folder of any of the above ------------------------------------------------------
@@ -834,7 +712,7 @@ def read_pose_path(
                 doc = json.loads(f.read_text(encoding="utf-8"))
             except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
                 if path.is_file():
-                    raise DataError(f"{f}: not valid JSON ({_first_line(exc)})") from None
+                    raise DataError(f"{f}: not valid JSON ({first_line(exc)})") from None
                 _bump(skipped, "unreadable JSON")
                 continue
             if is_asl_app_json(doc):
@@ -870,7 +748,7 @@ def _table_names(table: Path, names: set[str], skipped: dict[str, int]) -> bool:
     try:
         data = table.read_bytes()
     except OSError as exc:
-        _bump(skipped, f"label table not read: {table}: {_first_line(exc)}")
+        _bump(skipped, f"label table not read: {table}: {first_line(exc)}")
         return False
     return any(n and n.encode("utf-8") in data for n in names)
 

@@ -360,10 +360,10 @@ class DatasetFrames:
         for n, (ds, i) in enumerate(self._rows(stride)):
             if max_frames is not None and n >= max_frames:
                 return
-            yield to_rgb(ds.image(i)), FrameMeta(ds.classes[ds.labels[i]], _image_clip(ds, i), 0)
+            yield to_rgb(ds.image(i)), FrameMeta(ds.classes[ds.labels[i]], image_clip(ds, i), 0)
 
 
-def _image_clip(ds: ImageDataset, i: int) -> str:
+def image_clip(ds: ImageDataset, i: int) -> str:
     """A per-image clip id: the file's path below the dataset root (no suffix), else split/index."""
     if ds.paths is None:
         return f"{ds.split}/{i}"
@@ -372,6 +372,9 @@ def _image_clip(ds: ImageDataset, i: int) -> str:
         if path.is_relative_to(root):
             return path.relative_to(root).as_posix()
     return path.as_posix()
+
+
+_image_clip = image_clip  # moved: re-exported until importers switch (issue 16)
 
 
 def make_frame_source(spec: str | DatasetSpec, *, seed: int = 0) -> FrameSource:

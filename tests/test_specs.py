@@ -1,0 +1,112 @@
+"""The two user strings read once: dataset specs (`parse_dataset` -> DatasetSpec) and backbone references
+(`parse_backbone_ref` -> BackboneRef). Parametrised over the registries, so a new source is covered
+the moment it registers."""
+
+from __future__ import annotations
+
+import pytest
+
+from gesture_cli.core.errors import ModelError, UsageError
+from gesture_cli.data.registry import KINDS, DatasetSpec, dataset_sources, make_dataset, parse_dataset
+from gesture_cli.models.backbone_ref import BackboneRef, backbone_dirname, parse_backbone_ref
+
+SOURCES = [(kind, name) for kind in KINDS for name in sorted(dataset_sources(kind))]
+
+
+@pytest.mark.parametrize(("kind", "name"), SOURCES)
+def test_every_source_has_a_kind_help_and_keyword_options(kind, name):
+    source = dataset_sources(kind)[name]
+    assert source.kind == kind and source.help.strip()
+    assert source.usage.startswith(name)
+    assert all(p.default is not p.empty for p in source.parameters.values()), f"{kind}:{name}: options need defaults"
+
+
+def test_parse_dataset_types_options_from_the_make_signature():
+    spec = parse_dataset("synthetic-hands", ["train-per-class=4", "test_per_class=2"])
+    assert isinstance(spec, DatasetSpec)
+    assert (spec.name, spec.arg, spec.kind, spec.text) == ("synthetic-hands", None, "image", "synthetic-hands")
+    assert spec.options == {"train_per_class": 4, "test_per_class": 2}
+    assert parse_dataset(spec) is spec  # already read: passes through
+    # an option typed as text keeps its text even when it looks like a number
+    pose = parse_dataset("pose:somewhere", ["texts=2024", "fps=25"], kind="pose")
+    assert pose.options == {"texts": "2024", "fps": 25}
+    assert pose.arg == "somewhere" and pose.splits() == ["train", "val", "test"]
+
+
+def test_the_same_name_reads_by_kind():
+    assert parse_dataset("hf-dataset:me/poses", kind="image").source.kind == "image"
+    assert parse_dataset("hf-dataset:me/poses", kind="pose").source.kind == "pose"
+
+
+@pytest.mark.parametrize(
+    ("spec", "opts", "kind", "message"),
+    [
+        ("", (), "image", "empty dataset spec; e.g. --dataset synthetic-hands or --dataset folder:DIR"),
+        ("", (), "pose", "empty pose dataset spec; e.g. synthetic-signs or pose:DIR"),
+        ("synthetic-hands", ("oops",), "image", "--dataset-opt 'oops' must look like KEY=VALUE, e.g. label_map=contiguous"),
+        ("synthetic-hands", ("train_per_clas=3",), "image", "unknown option 'train_per_clas' for dataset 'synthetic-hands' (did you mean"),
+        ("synthetic-hands:x", (), "image", "dataset 'synthetic-hands' takes no ':ARG' part; got 'synthetic-hands:x' (use plain 'synthetic-hands')"),
+        ("synthetic-scenes", (), "image", "dataset 'synthetic-scenes' holds segmentation masks, not labelled images; use it with `gx segment-train`"),
+        ("pose", (), "pose", "pose dataset 'pose' needs a FILE|DIR: use pose:FILE|DIR"),
+        ("seg", (), "segmentation", "dataset 'seg' needs a DIR: use seg:DIR"),
+        ("synthetic-scenes", ("sise=3",), "segmentation", "unknown option 'sise' for dataset 'synthetic-scenes' (did you mean 'size'?); valid: class_map, size,"),
+        ("mpii", (), "keypoints", "keypoint dataset 'mpii' needs JSON[:IMGDIR]: use mpii:JSON[:IMGDIR]"),
+        ("synthetic-keypoints", ("sid=3",), "keypoints", "unknown option 'sid' for keypoint dataset 'synthetic-keypoints' (did you mean 'side'?)"),
+    ],
+)
+def test_bad_specs_keep_their_messages(spec, opts, kind, message):
+    with pytest.raises(UsageError) as err:
+        parse_dataset(spec, opts, kind=kind)
+    assert str(err.value).startswith(message), str(err.value)
+
+
+def test_makers_take_a_spec_or_its_text():
+    spec = parse_dataset("synthetic-hands", ["train_per_class=2", "test_per_class=1"])
+    by_spec = make_dataset(spec, split="test", seed=0)
+    by_text = make_dataset("synthetic-hands", split="test", seed=0, train_per_class=2, test_per_class=1)
+    assert by_spec.spec == by_text.spec == "synthetic-hands"
+    assert (by_spec.labels == by_text.labels).all()
+
+
+REGISTRY = {"tiny-vit": type("E", (), {"source": "tiny", "family": "vit", "gated": False})(),
+            "dinov2-small": type("E", (), {"source": "facebook/dinov2-small", "family": "dinov2", "gated": False})()}
+
+
+@pytest.mark.parametrize(
+    ("text", "kind", "name", "hub_id", "dirname"),
+    [
+        ("tiny-vit", "registry", "tiny-vit", None, "tiny-vit"),
+        ("dinov2-small", "registry", "dinov2-small", "facebook/dinov2-small", "dinov2-small"),
+        ("timm:vit_small_patch14_dinov2.lvd142m", "timm", "vit_small_patch14_dinov2.lvd142m", None, "timm-vit_small_patch14_dinov2.lvd142m"),
+        ("someone/some-model", "hub", "someone/some-model", "someone/some-model", "someone--some-model"),
+    ],
+)
+def test_backbone_refs(text, kind, name, hub_id, dirname):
+    ref = parse_backbone_ref(text, REGISTRY)
+    assert (ref.kind, ref.name, ref.hub_id, ref.dirname, ref.display) == (kind, name, hub_id, dirname, text)
+    assert parse_backbone_ref(ref, {}) is ref
+
+
+def test_backbone_ref_paths_and_errors(tmp_path):
+    folder = tmp_path / "my model"
+    folder.mkdir()
+    ref = parse_backbone_ref(str(folder), lambda: pytest.fail("a path needs no registry"))
+    assert ref.kind == "path" and ref.hub_id is None and ref.dirname == "my_model"
+    with pytest.raises(ModelError, match="TorchScript file 'gone.pt' does not exist"):
+        parse_backbone_ref("gone.pt", REGISTRY)
+    with pytest.raises(UsageError, match="dinov2-small"):
+        parse_backbone_ref("dinov2-smal", REGISTRY)
+    assert isinstance(ref, BackboneRef)
+
+
+@pytest.mark.parametrize("text", ["dinov2-small", "timm:a/b", "org/name", "/abs/dir/model.pt2", "./rel/x", "~/m", "weird name!", ""])
+def test_backbone_dirname_is_a_function_of_the_text(text):
+    # the rules of models/features.backbone_dirname, kept for artifacts written before the ref existed
+    import re
+    from pathlib import Path
+
+    p, spec = Path(text), text
+    if spec.startswith(("/", "./", "../", "~")) or p.suffix in {".pt", ".pt2"}:
+        spec = p.stem if p.suffix else p.name
+    spec = spec.replace("timm:", "timm-").replace("/", "--")
+    assert backbone_dirname(text) == (re.sub(r"[^A-Za-z0-9._+-]", "_", spec) or "backbone")
