@@ -29,13 +29,38 @@ import urllib.parse
 import urllib.request
 import zipfile
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, TypedDict
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 from pathlib import Path, PurePosixPath
 
 from gesture_cli import __version__
 from gesture_cli.core.errors import DownloadError, UsageError
 
 ProgressFn = Callable[[int, "int | None"], None]
+
+
+class TransferOptions(TypedDict, total=False):
+    """The keywords every download function takes for how it transfers (see `Transfer`)."""
+
+    force: bool
+    offline: bool
+    on_progress: ProgressFn | None
+    retries: int
+    backoff_s: float
+
+
+@dataclass(frozen=True)
+class Transfer:
+    """How a download behaves, whatever it fetches: read once from a call's keywords."""
+
+    force: bool = False  # fetch again even when the cache has it
+    offline: bool = False  # never touch the network: report the cache, or fail saying how to fill it
+    on_progress: ProgressFn | None = None  # called with (done_bytes, total_bytes or None) as bytes arrive
+    retries: int = 3  # extra attempts after a transient network error
+    backoff_s: float = 1.0  # seconds before the first retry, doubled for each next one
 
 DOWNLOADS_SUBDIR = ".downloads"  # archives waiting to be unpacked (and their .part files) live here
 CHUNK_BYTES = 1 << 20
@@ -100,31 +125,25 @@ def part_path(target: Path) -> Path:
     return target.with_name(target.name + ".part")
 
 
-def fetch_url(
-    url: str,
-    target: Path,
-    *,
-    sha256: str | None = None,
-    force: bool = False,
-    offline: bool = False,
-    on_progress: ProgressFn | None = None,
-    timeout: float = 30.0,
-    retries: int = 3,
-    backoff_s: float = 1.0,
-) -> DownloadResult:
+def fetch_url(url: str, target: Path, *, sha256: str | None = None, timeout: float = 30.0, **transfer: Unpack[TransferOptions]) -> DownloadResult:
     """Download `url` to `target` through `<target>.part`: resumable, verified, atomic.
 
     `retries` extra attempts follow connection errors, waiting backoff_s, 2*backoff_s, ... seconds;
     each attempt resumes from what the .part already holds.
     """
+    return fetch(url, target, sha256=sha256, timeout=timeout, transfer=Transfer(**transfer))
+
+
+def fetch(url: str, target: Path, *, sha256: str | None, transfer: Transfer, timeout: float = 30.0) -> DownloadResult:
+    """`fetch_url` with its transfer settings read."""
     check_url(url)
     expected = normalize_sha256(sha256)
     target = Path(target)
-    if target.is_file() and not force:
+    if target.is_file() and not transfer.force:
         if expected and sha256_file(target) != expected:
             raise DownloadError(f"{target} already exists but its sha256 differs from --sha256; rerun with --force to download {url} again")
         return DownloadResult(target.name, target, "cached", target.stat().st_size, (target.name,), url)
-    if offline:
+    if transfer.offline:
         raise DownloadError(f"offline mode is on (HF_HUB_OFFLINE/GX_OFFLINE) and {target} is not cached; unset it to download {url}")
 
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -133,13 +152,13 @@ def fetch_url(
     attempt = 0
     while True:
         try:
-            _fetch_into(url, part, timeout=timeout, on_progress=on_progress)
+            _fetch_into(url, part, timeout=timeout, on_progress=transfer.on_progress)
             break
         except _Transient as exc:
-            if attempt >= retries:
+            if attempt >= transfer.retries:
                 kept = f"; rerun the same command to resume from {part.name}" if part.is_file() and part.stat().st_size else ""
                 raise DownloadError(f"download of {url} failed after {attempt + 1} attempts: {exc}{kept}") from None
-            time.sleep(backoff_s * 2**attempt)
+            time.sleep(transfer.backoff_s * 2**attempt)
             attempt += 1
 
     if expected:
@@ -244,34 +263,25 @@ def check_cache_name(name: str) -> str:
 
 
 def download_url(
-    url: str,
-    *,
-    datasets_root: Path,
-    name: str | None = None,
-    sha256: str | None = None,
-    extract: bool = False,
-    force: bool = False,
-    offline: bool = False,
-    on_progress: ProgressFn | None = None,
-    retries: int = 3,
-    backoff_s: float = 1.0,
+    url: str, *, datasets_root: Path, name: str | None = None, sha256: str | None = None, extract: bool = False,
+    **transfer: Unpack[TransferOptions],
 ) -> DownloadResult:
     """Any http(s) file into `datasets_root/NAME`; with extract=True, NAME is a folder of its contents."""
     check_url(url)
     file_name = file_name_from_url(url)
+    settings = Transfer(**transfer)
     if not extract:
-        target = datasets_root / check_cache_name(name or file_name)
-        return fetch_url(url, target, sha256=sha256, force=force, offline=offline, on_progress=on_progress, retries=retries, backoff_s=backoff_s)
+        return fetch(url, datasets_root / check_cache_name(name or file_name), sha256=sha256, transfer=settings)
 
     dest = datasets_root / check_cache_name(name or strip_archive_suffix(file_name))
-    if dest.is_dir() and not force:
+    if dest.is_dir() and not settings.force:
         return dataset_result(dest, "cached", url)
-    if offline:
+    if settings.offline:
         raise DownloadError(f"offline mode is on (HF_HUB_OFFLINE/GX_OFFLINE) and {dest} is not cached; unset it to download {url}")
     archive = datasets_root / DOWNLOADS_SUBDIR / f"{url_tag(url)}-{file_name}"
-    fetch_archive(url, archive, sha256=sha256, offline=offline, on_progress=on_progress, retries=retries, backoff_s=backoff_s)
+    fetch_archive(url, archive, sha256=sha256, transfer=settings)
     try:
-        safe_extract(archive, dest, replace=force, label=file_name)
+        safe_extract(archive, dest, replace=settings.force, label=file_name)
     finally:
         discard(archive)  # unpacked or refused: either way the archive has done its job
     return dataset_result(dest, "downloaded", url)
@@ -282,10 +292,11 @@ def url_tag(url: str) -> str:
     return hashlib.sha1(url.encode()).hexdigest()[:10]
 
 
-def fetch_archive(url: str, archive: Path, **kwargs) -> None:
-    """fetch_url into DOWNLOADS_SUBDIR; on failure only a resumable .part may stay there."""
+def fetch_archive(url: str, archive: Path, *, sha256: str | None, transfer: Transfer) -> None:
+    """An archive into DOWNLOADS_SUBDIR (always fetched: it is deleted once unpacked); on failure only a
+    resumable .part may stay there."""
     try:
-        fetch_url(url, archive, force=True, **kwargs)
+        fetch(url, archive, sha256=sha256, transfer=replace(transfer, force=True))
     except BaseException:
         _discard_dir_if_empty(archive.parent)
         raise

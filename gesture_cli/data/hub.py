@@ -14,11 +14,15 @@ import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from gesture_cli.core.errors import DownloadError, GxError, UsageError, did_you_mean
-from gesture_cli.data.fetch import DownloadResult, ProgressFn, tree_size
+from gesture_cli.data.fetch import DownloadResult, ProgressFn, Transfer, TransferOptions, tree_size
 from gesture_cli.data.sign_mnist_download import SIGN_MNIST
 from gesture_cli.models.backbone_ref import HF_ALLOW_PATTERNS, TORCHSCRIPT_ALLOW_PATTERNS, BackboneRef, parse_backbone_ref
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 # Weights in other frameworks' formats: never needed by gx, often as large as the torch weights.
 FOREIGN_WEIGHT_PATTERNS = ["*.h5", "*.msgpack", "*.onnx", "*.onnx_data", "onnx/*", "*.tflite", "*.ot", "tf_model*", "flax_model*", "rust_model*", "coreml/*", "openvino/*"]
@@ -98,16 +102,7 @@ def cached_snapshot(cache_dir: Path, repo_id: str, revision: str | None = None, 
 
 
 def download_model(
-    name: str,
-    *,
-    cache_dir: Path,
-    revision: str | None = None,
-    token: str | None = None,
-    offline: bool = False,
-    force: bool = False,
-    on_progress: ProgressFn | None = None,
-    retries: int = 2,
-    backoff_s: float = 2.0,
+    name: str, *, cache_dir: Path, revision: str | None = None, token: str | None = None, **transfer: Unpack[TransferOptions],
 ) -> DownloadResult:
     """A Hugging Face snapshot into `cache_dir` (hub cache layout); offline, only report the cache.
 
@@ -116,27 +111,18 @@ def download_model(
     source = resolve_model_source(name)
     if source.repo_id is None:
         return DownloadResult(name, None, "local", detail=source.why)
-    return _hub_snapshot(
-        source, name=name, cache_dir=cache_dir, revision=revision, token=token, offline=offline, force=force,
-        on_progress=on_progress, retries=retries, backoff_s=backoff_s,
-    )
+    return _hub_snapshot(source, name=name, cache_dir=cache_dir, revision=revision, token=token, transfer=hub_transfer(transfer))
 
 
-def _hub_snapshot(
-    source: ModelSource,
-    *,
-    name: str,
-    cache_dir: Path,
-    revision: str | None,
-    token: str | None,
-    offline: bool,
-    force: bool,
-    on_progress: ProgressFn | None,
-    retries: int,
-    backoff_s: float,
-) -> DownloadResult:
+def hub_transfer(transfer: TransferOptions) -> Transfer:
+    """Transfer settings of a hub download: huggingface_hub resumes blobs itself, so fewer, slower retries."""
+    return Transfer(**{"retries": 2, "backoff_s": 2.0, **transfer})
+
+
+def _hub_snapshot(source: ModelSource, *, name: str, cache_dir: Path, revision: str | None, token: str | None, transfer: Transfer) -> DownloadResult:
     """snapshot_download of a model or dataset repository into `cache_dir`, with retries and one-line errors."""
     repo_id = source.repo_id
+    offline, force, on_progress = transfer.offline, transfer.force, transfer.on_progress
     if offline and force:
         raise UsageError(f"--force re-downloads {repo_id}, but offline mode is on (HF_HUB_OFFLINE/GX_OFFLINE); unset it or drop --force")
 
@@ -162,8 +148,8 @@ def _hub_snapshot(
             path = Path(snapshot_download(repo_id, **kwargs))
             break
         except Exception as exc:  # noqa: BLE001 - mapped to one GxError below, or re-raised
-            if not offline and attempt < retries and _is_transient(exc):
-                time.sleep(backoff_s * 2**attempt)  # hub downloads resume their .incomplete blobs
+            if not offline and attempt < transfer.retries and _is_transient(exc):
+                time.sleep(transfer.backoff_s * 2**attempt)  # hub downloads resume their .incomplete blobs
                 attempt += 1
                 continue
             error = _hub_error(exc, name=name, source=source, revision=revision, token=token, offline=offline, cache_dir=cache_dir)
@@ -209,17 +195,8 @@ def parse_hub_dataset(target: str) -> str:
 
 
 def download_hub_dataset(
-    target: str,
-    *,
-    cache_dir: Path,
-    revision: str | None = None,
-    include: list[str] | None = None,
-    token: str | None = None,
-    offline: bool = False,
-    force: bool = False,
-    on_progress: ProgressFn | None = None,
-    retries: int = 2,
-    backoff_s: float = 2.0,
+    target: str, *, cache_dir: Path, revision: str | None = None, include: list[str] | None = None, token: str | None = None,
+    **transfer: Unpack[TransferOptions],
 ) -> DownloadResult:
     """A Hugging Face dataset repository (`hf-dataset:OWNER/NAME`) into `cache_dir` in the hub cache layout
     (`datasets--OWNER--NAME/snapshots/<commit>/`); `include` globs keep only matching files. Offline, only
@@ -227,10 +204,8 @@ def download_hub_dataset(
     repo_id = parse_hub_dataset(target)
     patterns = [p.strip() for p in include or [] if p.strip()] or None
     source = ModelSource(repo_id, allow_patterns=patterns, repo_type="dataset")
-    return _hub_snapshot(
-        source, name=f"{HF_DATASET_PREFIX}{repo_id}", cache_dir=cache_dir, revision=revision, token=token, offline=offline,
-        force=force, on_progress=on_progress, retries=retries, backoff_s=backoff_s,
-    )
+    return _hub_snapshot(source, name=f"{HF_DATASET_PREFIX}{repo_id}", cache_dir=cache_dir, revision=revision, token=token,
+                         transfer=hub_transfer(transfer))
 
 
 def _reporting_tqdm(on_progress: ProgressFn):

@@ -7,6 +7,7 @@ import shutil
 import tempfile
 import zipfile
 from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING
 
 from gesture_cli.core.errors import DataError, DownloadError
 from gesture_cli.data.fetch import (
@@ -14,7 +15,8 @@ from gesture_cli.data.fetch import (
     DOWNLOADS_SUBDIR,
     DownloadResult,
     HTTPStatusError,
-    ProgressFn,
+    Transfer,
+    TransferOptions,
     dataset_result,
     discard,
     fetch_archive,
@@ -23,6 +25,9 @@ from gesture_cli.data.fetch import (
     sha256_file,
     url_tag,
 )
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 SIGN_MNIST = "sign-mnist"
 SIGN_MNIST_KAGGLE_URL = "https://www.kaggle.com/api/v1/datasets/download/datamunge/sign-language-mnist"
@@ -52,20 +57,13 @@ def sign_mnist_ready(dest: Path) -> bool:
 
 
 def download_sign_mnist(
-    *,
-    datasets_root: Path,
-    from_path: Path | None = None,
-    url: str = SIGN_MNIST_KAGGLE_URL,
-    sha256: str | None = None,
-    force: bool = False,
-    offline: bool = False,
-    on_progress: ProgressFn | None = None,
-    retries: int = 3,
-    backoff_s: float = 1.0,
+    *, datasets_root: Path, from_path: Path | None = None, url: str = SIGN_MNIST_KAGGLE_URL, sha256: str | None = None,
+    **transfer: Unpack[TransferOptions],
 ) -> DownloadResult:
     """Place sign_mnist_{train,test}.csv in `datasets_root/sign-mnist` from a folder, a zip, or a URL."""
     dest = datasets_root / SIGN_MNIST
-    if not force and sign_mnist_ready(dest):
+    settings = Transfer(**transfer)
+    if not settings.force and sign_mnist_ready(dest):
         return dataset_result(dest, "cached", str(from_path or url))
     if from_path is not None:
         from_path = Path(from_path).expanduser()
@@ -77,14 +75,14 @@ def download_sign_mnist(
             raise DownloadError(f"--sha256 checks the archive, and --from {from_path} {what}; drop --sha256 or pass the right archive")
         _install_sign_mnist(from_path, dest)
         return dataset_result(dest, "downloaded", str(from_path))
-    if offline:
+    if settings.offline:
         raise DownloadError(
             f"sign-mnist is not in {dest} and offline mode is on (HF_HUB_OFFLINE/GX_OFFLINE); pass --from FOLDER_OR_ZIP, or unset it to download {url}"
         )
 
     archive = datasets_root / DOWNLOADS_SUBDIR / f"{url_tag(url)}-sign-language-mnist.zip"
     try:
-        fetch_archive(url, archive, sha256=sha256, offline=offline, on_progress=on_progress, retries=retries, backoff_s=backoff_s)
+        fetch_archive(url, archive, sha256=sha256, transfer=settings)
     except HTTPStatusError as exc:
         if exc.status in {401, 403}:
             raise DownloadError(
