@@ -24,6 +24,7 @@ import inspect
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 from gesture_cli.core.errors import UsageError, did_you_mean, unknown_choice
@@ -145,7 +146,7 @@ class DatasetSpec:
     name: str  # registered source name, lower case
     arg: str | None  # text after the first ':', None without one
     kind: str  # one of KINDS
-    options: Mapping[str, object] = field(default_factory=dict)  # the source's own options (and the kind's maker options)
+    options: Mapping[str, object] = field(default_factory=dict)  # read-only: the source's own options (and the kind's maker options)
 
     def __str__(self) -> str:
         return self.text
@@ -280,7 +281,7 @@ def parse_dataset(spec: str | DatasetSpec, opts: Sequence[str] | Mapping[str, ob
         source, arg = get_source(spec, kind=kind)
         given = {key: _parse_value(text, source.parameters.get(key)) for key, text in texts.items()}
     typed = check_options(source, given)
-    return DatasetSpec(text=spec, name=source.name, arg=arg, kind=kind, options=typed)
+    return DatasetSpec(text=spec, name=source.name, arg=arg, kind=kind, options=MappingProxyType(typed))
 
 
 def dataset_splits(spec: str | DatasetSpec) -> list[str]:
