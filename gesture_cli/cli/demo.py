@@ -29,7 +29,7 @@ def demo(
     from rich.markup import escape
     from rich.table import Table
 
-    from gesture_cli.demo import run_demo
+    from gesture_cli.tasks.demo import run_demo
 
     console = make_console()
 

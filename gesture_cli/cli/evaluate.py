@@ -39,7 +39,7 @@ ArtifactPrecisionOpt = Annotated[
 
 def _classify(cfg, *, run, device: str, force: bool, console) -> None:
     from gesture_cli.cli.progress import Bars
-    from gesture_cli.eval.infer_classify import check_source, evaluate_lora_classifier, evaluate_probe
+    from gesture_cli.tasks.classify import check_source, evaluate_lora_classifier, evaluate_probe
 
     check_source(run, cfg.source, cfg.backbone)
     evaluate_fn = evaluate_lora_classifier if cfg.source == "lora" else evaluate_probe
@@ -153,7 +153,7 @@ def evaluate(
     from gesture_cli.core.config import resolve_config
     from gesture_cli.core.errors import unknown_choice
     from gesture_cli.core.rundir import RunDir
-    from gesture_cli.eval.infer_classify import EvaluateConfig
+    from gesture_cli.tasks.classify import EvaluateConfig
 
     runner = TASKS.get(task)
     if runner is None:

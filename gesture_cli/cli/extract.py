@@ -54,8 +54,8 @@ def extract_features(
     from gesture_cli.cli.progress import Bars
     from gesture_cli.core.config import resolve_config
     from gesture_cli.core.rundir import RunDir
-    from gesture_cli.models.features import ExtractConfig
-    from gesture_cli.models.features import extract_features as run_extract
+    from gesture_cli.tasks.features import ExtractConfig
+    from gesture_cli.tasks.features import extract_features as run_extract
 
     cfg = resolve_config(
         ExtractConfig,

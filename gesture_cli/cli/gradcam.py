@@ -56,7 +56,7 @@ def gradcam(
     """
     from gesture_cli.core.config import resolve_config
     from gesture_cli.core.rundir import RunDir
-    from gesture_cli.viz.gradcam import GradcamConfig, render_gradcam_run
+    from gesture_cli.tasks.gradcam import GradcamConfig, render_gradcam_run
 
     cfg = resolve_config(
         GradcamConfig, config,

@@ -32,7 +32,7 @@ MAX_ROWS_SHOWN = 50  # the table shows this many inputs; --json and the written 
 
 
 def _classify(cfg, *, run, device: str, as_json: bool, console) -> None:
-    from gesture_cli.eval.infer_classify import check_source, infer_lora, infer_probe
+    from gesture_cli.tasks.classify import check_source, infer_lora, infer_probe
 
     check_source(run, cfg.source, cfg.backbone)
     infer_fn = infer_lora if cfg.source == "lora" else infer_probe
@@ -125,7 +125,7 @@ def infer(
     from gesture_cli.core.config import resolve_config
     from gesture_cli.core.errors import unknown_choice
     from gesture_cli.core.rundir import RunDir
-    from gesture_cli.eval.infer_classify import InferConfig
+    from gesture_cli.tasks.classify import InferConfig
 
     runner = TASKS.get(task)
     if runner is None:

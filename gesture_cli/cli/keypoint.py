@@ -96,7 +96,7 @@ def keypoint_train(
     from gesture_cli.cli.progress import Bars, training_callbacks
     from gesture_cli.core.config import resolve_config
     from gesture_cli.core.rundir import RunDir
-    from gesture_cli.train.keypoint import KeypointTrainConfig, train_keypoint
+    from gesture_cli.tasks.keypoint import KeypointTrainConfig, train_keypoint
 
     cfg = resolve_config(
         KeypointTrainConfig,
@@ -120,7 +120,7 @@ def keypoint_train(
 def _summary(console, out: dict) -> None:
     from rich.table import Table
 
-    from gesture_cli.eval.keypoint import PCK_NOTE, summary_rows
+    from gesture_cli.tasks.keypoint import PCK_NOTE, summary_rows
 
     s = out["summary"]
     console.print(f"{out['outputs'][0]}: {s['method']}, head {s['head']}, {s['trainable_params']:,} trainable "
@@ -148,7 +148,7 @@ def run_evaluate(cfg, *, run, device: str, force: bool, console) -> None:
     from rich.table import Table
 
     from gesture_cli.cli.progress import Bars
-    from gesture_cli.eval.keypoint import PCK_NOTE, evaluate_keypoint, summary_rows
+    from gesture_cli.tasks.keypoint import PCK_NOTE, evaluate_keypoint, summary_rows
 
     with Bars(console, unit="img") as bars:
         res = evaluate_keypoint(run, backbone=cfg.backbone, dataset=cfg.dataset, split=cfg.split, device=device, seed=cfg.seed,
@@ -178,7 +178,7 @@ def run_infer(cfg, *, run, device: str, as_json: bool, console) -> None:
     from rich.table import Table
 
     from gesture_cli.core.errors import UsageError
-    from gesture_cli.eval.keypoint import infer_keypoint
+    from gesture_cli.tasks.keypoint import infer_keypoint
 
     if not cfg.input:
         raise UsageError("--input is required: an image file or a folder of images (person crops)")

@@ -95,7 +95,7 @@ def lora_train(
     from gesture_cli.cli.progress import Bars, training_callbacks
     from gesture_cli.core.config import resolve_config
     from gesture_cli.core.rundir import RunDir
-    from gesture_cli.train.lora import LoraTrainConfig, train_lora
+    from gesture_cli.tasks.classify import LoraTrainConfig, train_lora
 
     cfg = resolve_config(
         LoraTrainConfig,

@@ -72,7 +72,7 @@ def pca_compute(
         given = [n for n, v in (("--dataset", dataset), ("--shard", shard), ("--frame-stride", frame_stride), ("--max-samples", max_samples)) if v is not None]
         if given:
             raise UsageError(f"--merge combines finished runs; it takes no {', '.join(given)}")
-        from gesture_cli.models.pca import merge_pca
+        from gesture_cli.tasks.pca import merge_pca
 
         entry = merge_pca([str(p) for p in paths or []], run, n_components=n_components, backbone=backbone, force=force, argv=argv())
         _compute_summary(console, run, entry, "merge")
@@ -82,7 +82,7 @@ def pca_compute(
 
     from gesture_cli.cli.progress import Bars
     from gesture_cli.core.config import resolve_config
-    from gesture_cli.models.pca import PCAConfig, compute_pca
+    from gesture_cli.tasks.pca import PCAConfig, compute_pca
 
     cfg = resolve_config(
         PCAConfig,
@@ -129,7 +129,7 @@ def pca_visualize(
     from gesture_cli.cli.progress import Bars
     from gesture_cli.core.config import resolve_config
     from gesture_cli.core.rundir import RunDir
-    from gesture_cli.viz.pca_render import VisualizeConfig, render_pca
+    from gesture_cli.tasks.pca_visualize import VisualizeConfig, render_pca
 
     cfg = resolve_config(
         VisualizeConfig,

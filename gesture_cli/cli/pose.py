@@ -51,15 +51,10 @@ def pose_convert(
     verbose: VerboseOpt = False,
 ) -> None:
     """Convert keypoint sequences to gx's pose format: one safetensors file per sample (keypoints + mask) and an index with texts."""
-    from gesture_cli.data.pose import make_pose_dataset, write_pose_folder
-    from gesture_cli.data.registry import parse_dataset_opts
+    from gesture_cli.tasks.pose import convert_poses
 
-    spec = source if ":" in source.split("/", 1)[0] or not Path(source).expanduser().exists() else f"pose:{source}"
-    opts = parse_dataset_opts(dataset_opt or [])
-    given = {"allow_pickle": allow_pickle or None, "layout": layout, "texts": str(texts) if texts else None, "fps": fps}
-    opts.update({k: v for k, v in given.items() if v is not None})
-    ds = make_pose_dataset(spec, split=split, seed=seed or 0, **opts)
-    out = write_pose_folder(ds, output, overwrite=force)
+    ds, out = convert_poses(source, output, allow_pickle=allow_pickle, layout=layout, texts=texts, fps=fps, split=split, dataset_opts=dataset_opt,
+                            seed=seed, force=force)
     _summary(make_console(), ds, out)
 
 
@@ -151,7 +146,7 @@ def pose_pretrain(
     """
     from gesture_cli.core.config import resolve_config
     from gesture_cli.core.rundir import RunDir
-    from gesture_cli.train.pose import PosePretrainConfig, pretrain_pose
+    from gesture_cli.tasks.translate import PosePretrainConfig, pretrain_pose
 
     cfg = resolve_config(PosePretrainConfig, config, flags(
         dataset=dataset, dataset_opts=dataset_opt or None, text_model=text_model, encoder_config=str(encoder_config) if encoder_config else None,
@@ -214,7 +209,7 @@ def pose_finetune(
     """
     from gesture_cli.core.config import resolve_config
     from gesture_cli.core.rundir import RunDir
-    from gesture_cli.train.pose import PoseFinetuneConfig, finetune_pose
+    from gesture_cli.tasks.translate import PoseFinetuneConfig, finetune_pose
 
     cfg = resolve_config(PoseFinetuneConfig, config, flags(
         dataset=dataset, dataset_opts=dataset_opt or None, init=init, pretrained=str(pretrained) if pretrained else None, text_model=text_model,
@@ -302,7 +297,7 @@ def run_evaluate_translate(cfg, *, run, device: str, force: bool, console) -> No
     from rich.table import Table
 
     from gesture_cli.cli.progress import Bars
-    from gesture_cli.eval.translate import EvaluateTranslateConfig, evaluate_translation
+    from gesture_cli.tasks.translate import EvaluateTranslateConfig, evaluate_translation
 
     params = _command_params()
     cfg = EvaluateTranslateConfig(dataset=cfg.dataset, split=cfg.split, max_samples=cfg.max_samples, batch_size=cfg.batch_size,
@@ -340,7 +335,7 @@ def run_infer_translate(cfg, *, run, device: str, as_json: bool, console) -> Non
     from rich.markup import escape
 
     from gesture_cli.core.config import resolve_config
-    from gesture_cli.eval.translate import InferTranslateConfig, infer_translation
+    from gesture_cli.tasks.translate import InferTranslateConfig, infer_translation
 
     p = _command_params()
     cfg = resolve_config(InferTranslateConfig, p.get("config"), flags(

@@ -15,20 +15,6 @@ EXAMPLE = (
 )
 
 
-def input_spec(source: str) -> str:
-    """A file or folder -> `pose:PATH`; a pose dataset spec (`pose:PATH`, `synthetic-signs`) stays; anything else is a UsageError."""
-    from gesture_cli.core.errors import UsageError
-    from gesture_cli.data.pose import list_pose_datasets
-
-    if Path(source).expanduser().exists():
-        return f"pose:{source}"
-    names = [name for name, _ in list_pose_datasets()]
-    head = source.split("/", 1)[0]
-    if (":" in head and head.split(":", 1)[0].strip().lower() in names) or source.strip().lower() in names:
-        return source
-    raise UsageError(f"INPUT '{source}': no such file or folder, and not a pose dataset spec (pose:PATH, {', '.join(n for n in names if n != 'pose')})")
-
-
 @gx_command
 def pose_render(
     source: Annotated[str, typer.Argument(metavar="INPUT", help="A .pose file, a gx pose folder, an OpenPose JSON folder, a Kaggle .parquet, ... or a pose spec: pose:PATH, synthetic-signs.", show_default=False)],
@@ -51,16 +37,10 @@ def pose_render(
     are framed around the drawn points. With --video the skeleton is drawn over the video's frames,
     which must match the pose frame for frame.
     """
-    from gesture_cli.data.pose import make_pose_dataset
-    from gesture_cli.viz.pose_render import pick_sample, render_pose, safe_name
+    from gesture_cli.tasks.pose import render_pose_sample
 
-    opts = {"allow_pickle": True} if allow_pickle else {}
-    ds = make_pose_dataset(input_spec(source), split=split, **opts)
-    sample = pick_sample(ds, sample_id)
-    if output is None and png is None:
-        output = Path(f"{safe_name(sample.id)}.mp4")
-    res = render_pose(sample, mp4=output, png=png, video=video, parts=keypoints, size=size, fps=fps, sheet_frames=sheet_frames,
-                      allow_mismatch=allow_mismatch)
+    ds, res = render_pose_sample(source, sample_id=sample_id, output=output, png=png, video=video, split=split, keypoints=keypoints, size=size,
+                                 fps=fps, sheet_frames=sheet_frames, allow_mismatch=allow_mismatch, allow_pickle=allow_pickle)
     console, err = make_console(), make_console(stderr=True)
     if ds.skipped:  # what INPUT held that was not read (a label table that cannot be read, ...)
         err.print("Skipped: " + "; ".join(f"{k}: {v}" for k, v in ds.skipped.items()), markup=False, highlight=False)

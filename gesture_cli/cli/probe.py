@@ -48,7 +48,7 @@ def probe(
     """
     from gesture_cli.core.config import resolve_config
     from gesture_cli.core.rundir import RunDir
-    from gesture_cli.eval.probe import ProbeConfig, run_probes
+    from gesture_cli.tasks.probe import ProbeConfig, run_probes
 
     names = [b.strip() for b in backbones.split(",") if b.strip()] if backbones else None
     cfg = resolve_config(

@@ -25,7 +25,7 @@ def report(
     segmentation overlays and mIoU, keypoint drawings and PCKh, translation samples with BLEU/ROUGE,
     and for every step its command line, resolved config, input hashes, versions and times.
     """
-    from gesture_cli.viz.report import write_report
+    from gesture_cli.tasks.report import write_report
 
     out, n = write_report(run_dir, output)
     size = out.stat().st_size

@@ -93,7 +93,7 @@ def segment_train(
     from gesture_cli.cli.progress import Bars, training_callbacks
     from gesture_cli.core.config import resolve_config
     from gesture_cli.core.rundir import RunDir
-    from gesture_cli.train.segment import SegmentTrainConfig, train_segment
+    from gesture_cli.tasks.segment import SegmentTrainConfig, train_segment
 
     cfg = resolve_config(
         SegmentTrainConfig,
@@ -187,7 +187,7 @@ def _detect_options() -> dict:
 def run_evaluate(cfg, *, run, device: str, force: bool, console) -> None:
     """`gx evaluate segment`: mIoU, per-class IoU, pixel accuracy of segment/<backbone>/ on a split."""
     from gesture_cli.cli.progress import Bars
-    from gesture_cli.eval.segment import SegmentEvalOptions, evaluate_segment
+    from gesture_cli.tasks.segment import SegmentEvalOptions, evaluate_segment
 
     opts = SegmentEvalOptions(backbone=cfg.backbone, dataset=cfg.dataset, split=cfg.split, max_samples=cfg.max_samples,
                               precision=cfg.precision, **_task_options())
@@ -223,7 +223,7 @@ def run_infer(cfg, *, run, device: str, as_json: bool, console) -> None:
     import json
 
     from gesture_cli.cli.progress import Bars
-    from gesture_cli.eval.segment import SegmentInferOptions, infer_segment
+    from gesture_cli.tasks.segment import SegmentInferOptions, infer_segment
 
     opts = SegmentInferOptions(input=cfg.input, backbone=cfg.backbone, precision=cfg.precision, **_task_options(), **_detect_options())
     with Bars(console, unit="img") as bars:
