@@ -7,8 +7,8 @@ from typing import Annotated
 
 import typer
 
-from gesture_cli.cli.evaluate import ArtifactPrecisionOpt
 from gesture_cli.cli.options import (
+    ArtifactPrecisionOpt,
     BackboneOpt,
     ConfigOpt,
     DatasetOpt,

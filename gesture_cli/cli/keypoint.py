@@ -139,7 +139,7 @@ def _summary(console, out: dict) -> None:
     console.print(f"Wrote {out['out']}")
 
 
-# ---- runners for `gx evaluate keypoint` / `gx infer keypoint` (TASKS in cli/evaluate.py, cli/infer.py) ----
+# ---- runners for `gx evaluate keypoint` / `gx infer keypoint` (cli/artifact_tasks.py) ----
 
 
 def run_evaluate(cfg, *, run, device: str, force: bool, console) -> None:

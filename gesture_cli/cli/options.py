@@ -30,6 +30,13 @@ ConfigOpt = Annotated[
 ]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Recompute even if a cached result exists.")]
 PrecisionOpt = Annotated[str | None, typer.Option("--precision", help=PRECISION_HELP + ".", show_default=False)]
+# --precision of the commands that run a saved artifact (evaluate, infer, gradcam): same choices as training's
+# PrecisionOpt, but the default is the artifact's own (core.device.inference_precision), not plain auto.
+ArtifactPrecisionOpt = Annotated[
+    str | None,
+    typer.Option("--precision", help="auto | fp32 | bf16 | fp16 [default: the one the artifact was made in (a probe: its features'), "
+                                     "where this device runs it at speed; else auto]. The results record it.", show_default=False),
+]
 VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="Show tracebacks and library warnings.")]
 BackboneOpt = Annotated[
     str | None,

@@ -291,7 +291,7 @@ SHORT_VARIANTS = {  # the summary table's names; translate.json has the full des
 }
 
 
-def run_evaluate_translate(cfg, *, run, device: str, force: bool, console) -> None:
+def run_evaluate(cfg, *, run, device: str, force: bool, console) -> None:
     """Score pose/finetune/ on a split and print the metrics; cfg: the shared EvaluateConfig (dataset, split, ...)."""
     from rich.markup import escape
     from rich.table import Table
@@ -327,7 +327,7 @@ def run_evaluate_translate(cfg, *, run, device: str, force: bool, console) -> No
         console.print(f"Wrote {res['predictions_csv']}", highlight=False)
 
 
-def run_infer_translate(cfg, *, run, device: str, as_json: bool, console) -> None:
+def run_infer(cfg, *, run, device: str, as_json: bool, console) -> None:
     """Translate --input FILE or --sample-id ID and print the text (or JSON). `cfg` is unused (None): translate
     takes a dataset sample id where other tasks need --input, so it reads its own options (InferTranslateConfig)."""
     import json
