@@ -76,7 +76,7 @@ def test_two_processes_under_torchrun_equal_one_process(tmp_path, precision):
 KILL_AFTER_TRAIN_SHARDS = """
 import os, signal, sys
 from gesture_cli.core.rundir import RunDir
-from gesture_cli.models.features import ExtractConfig, extract_features
+from gesture_cli.tasks.features import ExtractConfig, extract_features
 
 done = []
 def on_shard(split, index):

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from gesture_cli.cli.options import ForceOpt, VerboseOpt, gx_command, make_console
+from gesture_cli.cli.options import gx_command, make_console
 from gesture_cli.cli.progress import byte_progress
 
 EXAMPLE = (
@@ -44,8 +44,7 @@ def download(
         list[str] | None,
         typer.Option("--include", help="hf-dataset: only files matching this glob (repeatable), e.g. 'poses/*' or '*.parquet' [default: all].", show_default=False),
     ] = None,
-    force: ForceOpt = False,
-    verbose: VerboseOpt = False,
+    force=False, verbose=False,
 ) -> None:
     """Download a dataset or model into the gx cache ($GX_HOME, default ~/.cache/gx): resumable, verified, atomic.
 

@@ -10,21 +10,7 @@ from typing import Annotated
 
 import typer
 
-from gesture_cli.cli.options import (
-    ArtifactPrecisionOpt,
-    BackboneOpt,
-    ConfigOpt,
-    DatasetOpt,
-    DeviceOpt,
-    ForceOpt,
-    RunDirOpt,
-    SeedOpt,
-    VerboseOpt,
-    check_task_options,
-    flags,
-    gx_command,
-    make_console,
-)
+from gesture_cli.cli.options import ArtifactPrecisionOpt, DatasetOpt, check_task_options, flags, gx_command, make_console
 
 EXAMPLE = "Example: gx evaluate classify --from lora --backbone tiny-dinov2 -r runs/demo"
 
@@ -33,7 +19,7 @@ EXAMPLE = "Example: gx evaluate classify --from lora --backbone tiny-dinov2 -r r
 def evaluate(
     task: Annotated[str, typer.Argument(help="What to evaluate: classify, segment, keypoint, translate.", show_default=False)],
     source: Annotated[str | None, typer.Option("--from", help="Which artifact: probe | lora [default: probe].", show_default=False)] = None,
-    backbone: BackboneOpt = None,
+    backbone=None,
     dataset: DatasetOpt = None,
     split: Annotated[str | None, typer.Option("--split", help="Dataset split to score [default: test].", show_default=False)] = None,
     max_samples: Annotated[int | None, typer.Option("--max-samples", help="Score only the first N samples (extracts features anew).", show_default=False)] = None,
@@ -43,12 +29,7 @@ def evaluate(
     num_beams: Annotated[int | None, typer.Option("--num-beams", help="translate: beam search width; 1 = greedy [default: the model's].", show_default=False)] = None,
     max_new_tokens: Annotated[int | None, typer.Option("--max-new-tokens", help="translate: tokens generated per sequence at most [default: the model's].", show_default=False)] = None,
     precision: ArtifactPrecisionOpt = None,
-    run_dir: RunDirOpt = None,
-    device: DeviceOpt = "auto",
-    seed: SeedOpt = None,
-    config: ConfigOpt = None,
-    force: ForceOpt = False,
-    verbose: VerboseOpt = False,
+    run_dir=None, device="auto", seed=None, config=None, force=False, verbose=False,
 ) -> None:
     """Score a trained artifact of the run on a dataset split; writes its results under eval/.
 

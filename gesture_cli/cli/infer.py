@@ -11,18 +11,7 @@ from typing import Annotated
 
 import typer
 
-from gesture_cli.cli.options import (
-    ArtifactPrecisionOpt,
-    BackboneOpt,
-    ConfigOpt,
-    DeviceOpt,
-    RunDirOpt,
-    VerboseOpt,
-    check_task_options,
-    flags,
-    gx_command,
-    make_console,
-)
+from gesture_cli.cli.options import ArtifactPrecisionOpt, check_task_options, flags, gx_command, make_console
 
 EXAMPLE = "Example: gx infer classify --from probe --backbone tiny-dinov2 --input hands.csv --top-k 3 -r runs/demo"
 
@@ -32,7 +21,7 @@ def infer(
     task: Annotated[str, typer.Argument(help="What to run: classify, segment, keypoint, translate.", show_default=False)],
     input_path: Annotated[Path | None, typer.Option("--input", "-i", help="An image file, a folder of images, or a Sign-MNIST-style CSV (784 pixels, or label + 784).", show_default=False)] = None,
     source: Annotated[str | None, typer.Option("--from", help="Which artifact: probe | lora [default: probe].", show_default=False)] = None,
-    backbone: BackboneOpt = None,
+    backbone=None,
     top_k: Annotated[int | None, typer.Option("--top-k", "-k", help="Classes to show per input [default: 3].", show_default=False)] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON list of predictions instead of a table.")] = False,
     batch_size: Annotated[int | None, typer.Option("--batch-size", help="Images per batch; 0 = auto.", show_default=False)] = None,
@@ -45,10 +34,7 @@ def infer(
     num_beams: Annotated[int | None, typer.Option("--num-beams", help="translate: beam search width; 1 = greedy [default: the model's].", show_default=False)] = None,
     max_new_tokens: Annotated[int | None, typer.Option("--max-new-tokens", help="translate: tokens generated per sequence at most [default: the model's].", show_default=False)] = None,
     precision: ArtifactPrecisionOpt = None,
-    run_dir: RunDirOpt = None,
-    device: DeviceOpt = "auto",
-    config: ConfigOpt = None,
-    verbose: VerboseOpt = False,
+    run_dir=None, device="auto", config=None, verbose=False,
 ) -> None:
     """Run a trained artifact of the run on new inputs; writes under infer/.
 

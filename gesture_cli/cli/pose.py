@@ -7,28 +7,7 @@ from typing import Annotated
 
 import typer
 
-from gesture_cli.cli.options import (
-    ConfigOpt,
-    DeviceOpt,
-    ForceOpt,
-    RunDirOpt,
-    SeedOpt,
-    VerboseOpt,
-    argv,
-    flags,
-    gx_command,
-    make_console,
-    precision_line,
-)
-from gesture_cli.cli.train_options import (
-    CheckpointEveryOpt,
-    EvalEveryOpt,
-    GradAccumOpt,
-    MaxStepsOpt,
-    PrecisionOpt,
-    WeightDecayOpt,
-    opt,
-)
+from gesture_cli.cli.options import PrecisionOpt, argv, flags, gx_command, make_console, opt, precision_line
 
 EXAMPLE = (
     "Example: gx pose-convert data/phoenix -o data/phoenix-gx   |   gx pose-convert samples.pkl --allow-pickle -o data/gx   |   "
@@ -46,9 +25,9 @@ def pose_convert(
     fps: Annotated[float | None, typer.Option("--fps", help="Frame rate for formats that record none (OpenPose JSON, parquet, pickle).", show_default=False)] = None,
     split: Annotated[str | None, typer.Option("--split", help="Convert one split: train | val | test [default: all samples].", show_default=False)] = None,
     dataset_opt: Annotated[list[str] | None, typer.Option("--dataset-opt", help="Source option KEY=VALUE (repeatable), e.g. train_size=1000 for synthetic-signs.", show_default=False)] = None,
-    seed: SeedOpt = None,
+    seed=None,
     force: Annotated[bool, typer.Option("--force", help="Replace OUTDIR if it exists and is not empty.")] = False,
-    verbose: VerboseOpt = False,
+    verbose=False,
 ) -> None:
     """Convert keypoint sequences to gx's pose format: one safetensors file per sample (keypoints + mask) and an index with texts."""
     from gesture_cli.tasks.pose import convert_poses
@@ -116,25 +95,19 @@ def pose_pretrain(
     embed_dim: Annotated[int | None, opt("--embed-dim", "Width of the shared pose-text space [default: 256].")] = None,
     temperature: Annotated[float | None, opt("--temperature", "Initial softmax temperature; learned [default: 0.07].")] = None,
     epochs: EpochsOpt = None,
-    max_steps: MaxStepsOpt = None,
+    max_steps=None,
     batch_size: BatchOpt = None,
-    grad_accum: GradAccumOpt = None,
+    grad_accum=None,
     lr: LrOpt = None,
-    weight_decay: WeightDecayOpt = None,
+    weight_decay=None,
     warmup_steps: WarmupOpt = None,
     patience: PatienceOpt = None,
-    eval_every: EvalEveryOpt = None,
-    checkpoint_every: CheckpointEveryOpt = None,
+    eval_every=None, checkpoint_every=None,
     precision: PrecisionOpt = None,
     max_samples: MaxSamplesOpt = None,
     val_fraction: ValFractionOpt = None,
     resume: ResumeOpt = False,
-    run_dir: RunDirOpt = None,
-    device: DeviceOpt = "auto",
-    seed: SeedOpt = None,
-    config: ConfigOpt = None,
-    force: ForceOpt = False,
-    verbose: VerboseOpt = False,
+    run_dir=None, device="auto", seed=None, config=None, force=False, verbose=False,
 ) -> None:
     """Align a pose encoder with a frozen UMT5 text encoder (symmetric InfoNCE, learnable temperature).
 
@@ -178,25 +151,19 @@ def pose_finetune(
     max_new_tokens: Annotated[int | None, opt("--max-new-tokens", "Tokens generated per sequence at most [default: 64].")] = None,
     max_text_tokens: Annotated[int | None, opt("--max-text-tokens", "Target tokens at most, eos included [default: 128].")] = None,
     epochs: EpochsOpt = None,
-    max_steps: MaxStepsOpt = None,
+    max_steps=None,
     batch_size: BatchOpt = None,
-    grad_accum: GradAccumOpt = None,
+    grad_accum=None,
     lr: LrOpt = None,
-    weight_decay: WeightDecayOpt = None,
+    weight_decay=None,
     warmup_steps: WarmupOpt = None,
     patience: PatienceOpt = None,
-    eval_every: EvalEveryOpt = None,
-    checkpoint_every: CheckpointEveryOpt = None,
+    eval_every=None, checkpoint_every=None,
     precision: PrecisionOpt = None,
     max_samples: MaxSamplesOpt = None,
     val_fraction: ValFractionOpt = None,
     resume: ResumeOpt = False,
-    run_dir: RunDirOpt = None,
-    device: DeviceOpt = "auto",
-    seed: SeedOpt = None,
-    config: ConfigOpt = None,
-    force: ForceOpt = False,
-    verbose: VerboseOpt = False,
+    run_dir=None, device="auto", seed=None, config=None, force=False, verbose=False,
 ) -> None:
     """Train pose encoder + projection + UMT5 to write the sentence a pose sequence signs.
 

@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from gesture_cli.cli.options import VerboseOpt, gx_command, make_console
+from gesture_cli.cli.options import gx_command, make_console
 
 EXAMPLE = (
     "Example: gx pose-extract videos/ -o poses   |   gx pose-extract how2sign/train.csv -o data/h2s-poses --workers 8 --fps 15   |   "
@@ -33,7 +33,7 @@ def pose_extract(
     min_detection_confidence: Annotated[float, typer.Option("--min-detection-confidence", help="Holistic's threshold for a person/hand/face detection.")] = 0.5,
     min_tracking_confidence: Annotated[float, typer.Option("--min-tracking-confidence", help="Holistic's threshold below which tracking falls back to detection.")] = 0.5,
     force: Annotated[bool, typer.Option("--force", help="Extract again the videos an earlier run finished.")] = False,
-    verbose: VerboseOpt = False,
+    verbose=False,
 ) -> None:
     """Extract MediaPipe Holistic keypoints from signing videos into pose-format .pose files, many videos at once.
 
@@ -159,7 +159,7 @@ def pose_view(
     max_frames: Annotated[int, typer.Option("--max-frames", help="Frames per sample at most; longer ones are shown at evenly spaced frames.")] = 600,
     keypoints: Annotated[str | None, typer.Option("--keypoints", help="Parts to draw: body, legs, hands, face, face-lite, all [default: body,hands,face].", show_default=False)] = None,
     allow_pickle: Annotated[bool, typer.Option("--allow-pickle", help="Read pickle files (they can run arbitrary code: only for files you trust).")] = False,
-    verbose: VerboseOpt = False,
+    verbose=False,
 ) -> None:
     """Write one self-contained HTML page that plays pose sequences: play/pause, frame slider, speed, part toggles, confidence shading, text and gloss.
 

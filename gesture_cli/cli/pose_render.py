@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from gesture_cli.cli.options import VerboseOpt, gx_command, make_console
+from gesture_cli.cli.options import gx_command, make_console
 
 EXAMPLE = (
     "Example: gx pose-render clip.pose -o clip.mp4 --png clip.png   |   gx pose-render clip.pose --video clip_color.mp4 -o overlay.mp4   |   "
@@ -29,7 +29,7 @@ def pose_render(
     sheet_frames: Annotated[int, typer.Option("--sheet-frames", help="Frames on the PNG contact sheet.")] = 8,
     allow_mismatch: Annotated[bool, typer.Option("--allow-mismatch", help="Draw over a --video whose frame count differs from the pose's (the frames both have).")] = False,
     allow_pickle: Annotated[bool, typer.Option("--allow-pickle", help="Read pickle files (they can run arbitrary code: only for files you trust).")] = False,
-    verbose: VerboseOpt = False,
+    verbose=False,
 ) -> None:
     """Draw a pose sequence as a skeleton (masked points are left out) to an MP4 video and/or a PNG contact sheet.
 

@@ -7,16 +7,16 @@ from typing import Annotated
 
 import typer
 
-from gesture_cli.cli.options import RunDirOpt, VerboseOpt, gx_command, make_console
+from gesture_cli.cli.options import gx_command, make_console
 
 EXAMPLE = "Example: gx report -r runs/demo   (then open runs/demo/report.html)"
 
 
 @gx_command
 def report(
-    run_dir: RunDirOpt = None,
+    run_dir=None,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Where to write the page [default: RUN/report.html].", show_default=False)] = None,
-    verbose: VerboseOpt = False,
+    verbose=False,
 ) -> None:
     """Write RUN/report.html: every table and picture of the run, with the provenance of each step.
 
