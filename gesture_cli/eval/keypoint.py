@@ -137,8 +137,6 @@ def predict_keypoints(model, dataset, *, size: int, batch_size: int = 64, on_pro
     return np.concatenate(preds), {key: np.concatenate(v) for key, v in parts.items()}
 
 
-
-
 def summary_rows(metrics: dict) -> list[tuple[str, str, str]]:
     """(group, PCKh@0.5, PCK@0.2) rows for a summary table: the MPII groups, then the mean."""
     pckh, torso = metrics.get("pckh@0.5") or {}, metrics.get("pck@0.2") or {}

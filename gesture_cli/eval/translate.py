@@ -130,10 +130,7 @@ def most_frequent_baseline(train_texts: list[str], references: list[str]) -> dic
     return {"sentence": top, **translation_metrics([top] * len(references), references)}
 
 
-# ---- configs ------------------------------------------------------------------------------------------
-
-
-# ---- evaluate / infer ---------------------------------------------------------------------------------
+# ---- scoring decoder outputs ---------------------------------------------------------------------------
 
 
 def score_translations(ids: list[str], hypotheses: list[str], references: list[str], *, glosses: list | None = None) -> tuple[dict, list[dict]]:

@@ -697,7 +697,7 @@ def choose_foreground(acc: PatchPCA, threshold: float | None) -> dict:
 
 
 # ----------------------------------------------------------------------------------------------
-# Finding, loading and merging PCAs
+# Stored components on a device
 # ----------------------------------------------------------------------------------------------
 
 

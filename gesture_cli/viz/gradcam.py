@@ -264,8 +264,3 @@ def render_strip(path: Path, image: np.ndarray, rows: list[dict], *, title: str)
         _overlay(axes[2], image, row["rollout"], f"attention rollout ({row['kind']})")
     fig.suptitle(title, fontsize=9)
     return _save(fig, path)
-
-
-# ---- the command's core -------------------------------------------------------------------------
-
-
