@@ -1,7 +1,7 @@
 """One call on a CUDA machine: every gx command in bf16 and fp16 on tiny models, plus the LoRA and extraction
 benchmarks, summarised in one JSON file (what `make gpu-check` runs; about 5-8 minutes on one GPU).
 
-For each precision the demo's command lines (`gesture_cli.demo.demo_steps`: extract, probe, fine-tune,
+For each precision the demo's command lines (`gesture_cli.tasks.demo.demo_steps`: extract, probe, fine-tune,
 evaluate, infer, Grad-CAM, PCA compute and render, segmentation, keypoints, pose pretrain/finetune,
 translate, report) run in a run dir of their own with `--device cuda --precision P` added to every command
 that runs a model. Each step's exit code and time are recorded, and the precision every trained artifact
@@ -32,7 +32,7 @@ TRAINED = {"lora": "lora/tiny-dinov2/metrics.json", "segment": "segment/tiny-din
 
 def run_commands(precision: str, root: Path) -> dict:
     from gesture_cli.cli.demo import invoke_gx
-    from gesture_cli.demo import demo_steps, prepare_inputs, run_step
+    from gesture_cli.tasks.demo import demo_steps, prepare_inputs, run_step
 
     run = root / precision
     run.mkdir(parents=True)

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from gesture_cli.demo import demo_steps, run_demo
+from gesture_cli.tasks.demo import demo_steps, run_demo
 from tests.conftest import invoke
 
 

@@ -76,7 +76,7 @@ def test_two_processes_under_torchrun_equal_one_process(tmp_path, precision):
 KILL_AFTER_TRAIN_SHARDS = """
 import os, signal, sys
 from gesture_cli.core.rundir import RunDir
-from gesture_cli.models.features import ExtractConfig, extract_features
+from gesture_cli.tasks.features import ExtractConfig, extract_features
 
 done = []
 def on_shard(split, index):
@@ -144,7 +144,7 @@ def test_decode_workers_give_the_features_of_the_main_process(runner, tmp_path):
 
 def _load(run: Path, backbone: str, split: str):
     from gesture_cli.core.rundir import RunDir
-    from gesture_cli.models.features import load_features
+    from gesture_cli.tasks.features import load_features
 
     return load_features(RunDir(run), backbone, split)[0]
 
@@ -166,7 +166,7 @@ def test_all_split_is_stored_as_train_and_test_rows_not_a_second_copy(runner, tm
     assert invoke(runner, "extract-features", *common, "--split", "all", "-r", tmp_path / "alone").exit_code == 0
     alone, alone_labels = _load(tmp_path / "alone", "tiny-vit", "all"), _features_labels(tmp_path / "alone")
     from gesture_cli.core.rundir import RunDir
-    from gesture_cli.models.features import load_features
+    from gesture_cli.tasks.features import load_features
 
     feats, labels, _ = load_features(RunDir(tmp_path / "r"), "tiny-vit", "all")
     assert torch.equal(labels, alone_labels)
@@ -216,7 +216,7 @@ def torch_equal(a, b) -> bool:
 def test_partial_shards_of_another_plan_are_never_mixed_in(tmp_path):
     import torch
 
-    from gesture_cli.models.features import PartialDir
+    from gesture_cli.tasks.features import PartialDir
 
     plan = {"cache_key": "abc", "shard_size": 8, "splits": {"train": 20}}
     part = PartialDir(tmp_path / ".bb.partial", plan)
@@ -235,7 +235,7 @@ def test_partial_shards_of_another_plan_are_never_mixed_in(tmp_path):
 
 def test_all_is_derived_only_from_a_full_partition(tmp_path):
     from gesture_cli.data import make_dataset
-    from gesture_cli.models.features import derived_all_split
+    from gesture_cli.tasks.features import derived_all_split
 
     spec = f"folder:{_jpeg_folder(tmp_path / 'imgs')}"
     ds = {s: make_dataset(spec, split=s) for s in ("train", "test", "all")}

@@ -173,7 +173,8 @@ def test_target_option_picks_the_explained_class(run, runner, tmp_path):
 @pytest.mark.parametrize("method", ["gradcam", "gradcam++"])
 def test_maps_depend_on_target_class_and_input(run, method):
     from gesture_cli.core.rundir import RunDir
-    from gesture_cli.viz.gradcam import explain_images, gradcam_maps, load_explained
+    from gesture_cli.tasks.gradcam import load_explained
+    from gesture_cli.viz.gradcam import explain_images, gradcam_maps
 
     for source in ("lora", "probe"):
         ex = load_explained(RunDir(run), source, None, device=torch.device("cpu"))

@@ -25,11 +25,10 @@ PACKAGE = "gesture_cli"
 # console script (`gx = "gesture_cli.cli.app:main"` in pyproject.toml) is not a module, so it needs no entry.
 ENTRY_POINTS = {"gesture_cli.__main__"}
 
-# DESIGN section 1, top to bottom: a module may import its own layer and the layers below it. tasks/
-# does not exist yet; demo.py runs whole commands one after another, which is a task's job.
+# DESIGN section 1, top to bottom: a module may import its own layer and the layers below it.
 LAYERS = (
     ("cli",),
-    ("tasks", "demo"),
+    ("tasks",),
     ("train", "eval", "viz"),
     ("models", "data"),
     ("core",),
@@ -40,6 +39,11 @@ OUTSIDE_LAYERS = {"gesture_cli", "gesture_cli.__main__"}  # the package root (__
 # pictures, so they never reach up into training, tasks or the command line, not even beside them.
 PURE = ("gesture_cli.eval", "gesture_cli.viz")
 ABOVE_PURE = ("gesture_cli.train", "gesture_cli.tasks", "gesture_cli.cli")
+
+# A command parses options, calls one tasks function and prints its summary: cli reaches the layers
+# below tasks only through tasks (core, with the run dir, config and errors, it uses directly).
+CLI = ("gesture_cli.cli",)
+BELOW_TASKS = ("gesture_cli.train", "gesture_cli.eval", "gesture_cli.viz", "gesture_cli.models", "gesture_cli.data")
 
 
 def module_names(root: Path, package: str) -> dict[str, Path]:
@@ -228,6 +232,11 @@ def test_layers_only_import_downwards(graph):
     assert not offenders, "a lower layer imports a higher one (cli > tasks > train|eval|viz > models|data > core):\n" + "\n".join(offenders)
 
 
+def test_cli_imports_only_tasks_and_core(graph):
+    offenders = imports_into(graph, BELOW_TASKS, sources=CLI)
+    assert not offenders, "cli/ may import only tasks/ and core/ (and itself):\n" + "\n".join(offenders)
+
+
 def test_eval_and_viz_stay_pure(graph):
     offenders = imports_into(graph, ABOVE_PURE, sources=PURE)
     assert not offenders, "eval/ and viz/ must not import train/, tasks/ or cli/:\n" + "\n".join(offenders)
@@ -291,9 +300,10 @@ def test_rule_checks_flag_what_they_forbid():
     # the same shapes as the rules above, on a made-up graph with one violation of each
     g = {
         "gesture_cli.__main__": {"gesture_cli.cli.app"},
-        "gesture_cli.cli.app": {"gesture_cli.cli.options", "gesture_cli.train.lora"},
+        "gesture_cli.cli.app": {"gesture_cli.cli.options", "gesture_cli.tasks.classify", "gesture_cli.train.lora"},
         "gesture_cli.cli.options": set(),
-        "gesture_cli.demo": {"gesture_cli.cli.app", "gesture_cli.data.pose"},
+        "gesture_cli.tasks.demo": {"gesture_cli.cli.app", "gesture_cli.data.pose"},
+        "gesture_cli.tasks.classify": {"gesture_cli.train.lora", "gesture_cli.core.errors"},
         "gesture_cli.train.lora": {"gesture_cli.eval.classify", "gesture_cli.models.lora"},
         "gesture_cli.eval.classify": {"gesture_cli.viz.plots"},
         "gesture_cli.eval.keypoint": {"gesture_cli.train.keypoint"},
@@ -302,9 +312,11 @@ def test_rule_checks_flag_what_they_forbid():
         "gesture_cli.data.pose": {"gesture_cli.models.skeletons"},
         "gesture_cli.core.errors": {"gesture_cli.data.pose"},
     }
-    assert imports_into(g, ("gesture_cli.cli",), exempt=ENTRY_POINTS) == ["gesture_cli.demo -> gesture_cli.cli.app"]
+    assert imports_into(g, ("gesture_cli.cli",), exempt=ENTRY_POINTS) == ["gesture_cli.tasks.demo -> gesture_cli.cli.app"]
     assert imports_into(g, ABOVE_PURE, sources=PURE) == ["gesture_cli.eval.keypoint -> gesture_cli.train.keypoint"]
-    # train -> eval is the same layer, models <-> data too; core -> data and demo -> cli go upwards
-    assert upward_imports(g) == ["gesture_cli.core.errors -> gesture_cli.data.pose", "gesture_cli.demo -> gesture_cli.cli.app"]
-    assert [layer_of(m) for m in ("gesture_cli.cli.app", "gesture_cli.demo", "gesture_cli.eval.scene", "gesture_cli.core", "gesture_cli")] == [
+    # cli -> tasks is the way down; cli -> train skips it
+    assert imports_into(g, BELOW_TASKS, sources=CLI) == ["gesture_cli.cli.app -> gesture_cli.train.lora"]
+    # train -> eval is the same layer, models <-> data too; core -> data and tasks -> cli go upwards
+    assert upward_imports(g) == ["gesture_cli.core.errors -> gesture_cli.data.pose", "gesture_cli.tasks.demo -> gesture_cli.cli.app"]
+    assert [layer_of(m) for m in ("gesture_cli.cli.app", "gesture_cli.tasks.demo", "gesture_cli.eval.scene", "gesture_cli.core", "gesture_cli")] == [
         0, 1, 2, 4, None]

@@ -37,7 +37,7 @@ def _one_line_error(res, code: int, *substrings: str) -> str:
 
 
 def _load(run: Path, backbone: str = "tiny-dinov2") -> tuple[dict, dict]:
-    from gesture_cli.models.pca import load_pca
+    from gesture_cli.tasks.pca import load_pca
 
     return load_pca(run / "pca" / backbone)
 
@@ -210,7 +210,7 @@ def _simulated_launch(monkeypatch, cfg, run: Path, world: int) -> None:
     import gesture_cli.core.dist as dist
     import gesture_cli.models.backbones as backbones
     from gesture_cli.core.rundir import RunDir
-    from gesture_cli.models.pca import compute_pca
+    from gesture_cli.tasks.pca import compute_pca
 
     group, local, errors = _Group(world), threading.local(), []
     monkeypatch.setattr(dist, "launched_world_size", lambda: world)

@@ -294,7 +294,7 @@ def test_evaluate_translate_writes_metrics_results_and_predictions(pose_run, run
     assert all(f"# bleu{n}_slt " in text for n in range(1, 5)) and "tok:none" in text
     assert all(r["hypothesis"] == " ".join(r["hypothesis"].split()) for r in rows)  # whitespace-normalised decoder output
     assert "bleu4" in res.output and "bleu4_slt" in res.output and "Wrote" in res.output
-    from gesture_cli.viz.report import write_report
+    from gesture_cli.tasks.report import write_report
 
     page, _ = write_report(run, pose_run["run"].parent / "report-slt.html")
     html = page.read_text()

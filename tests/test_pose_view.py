@@ -114,7 +114,7 @@ def test_report_embeds_the_viewer_for_pose_datasets_and_translations(tmp_path):
 @pytest.mark.skipif(CHROMIUM is None, reason="headless Chromium not installed (Debian: apt-get install chromium); .ci/run installs it")
 def test_a_report_with_a_viewer_renders_in_chromium(tmp_path):
     from gesture_cli.core.rundir import RunDir
-    from gesture_cli.viz.report import write_report
+    from gesture_cli.tasks.report import write_report
 
     rd = RunDir(tmp_path / "run")
     step = rd.begin("pose-pretrain", config={"dataset": "synthetic-signs", "dataset_opts": SIGN_OPTS}, outputs=["pose/pretrain"],

@@ -245,7 +245,7 @@ def test_the_detector_of_infer_segment_runs_in_the_segmenters_precision():
     import torch
 
     from gesture_cli.core.device import Precision
-    from gesture_cli.eval.segment import SegmentInferOptions, _scene_detector
+    from gesture_cli.tasks.segment import SegmentInferOptions, _scene_detector
 
     opts = SegmentInferOptions(backbone=None, input=".", detect="tiny-rtdetr", detect_threshold=0.01)
     scene = _scene_detector(opts, precision=Precision("bf16", torch.device("cpu")))

@@ -164,8 +164,8 @@ def _write_hands_csv(path, n: int, *, header: bool = True) -> np.ndarray:
 
 def _probe_predictions(run, bb: str, n: int) -> list[str]:
     from gesture_cli.core.rundir import RunDir
-    from gesture_cli.eval.probe import load_classifier
-    from gesture_cli.models.features import load_features
+    from gesture_cli.tasks.features import load_features
+    from gesture_cli.tasks.probe import load_classifier
 
     probe, meta = load_classifier(run / "probe" / bb / "classifier.safetensors")
     x, _, _ = load_features(RunDir(run), bb, "test")

@@ -44,7 +44,7 @@ def test_racing_extracts_rerun_the_loser_and_report_the_winner(tmp_path, runner)
     """The issue's race, made deterministic: a pool-mean extract runs and finishes while a pool-cls extract
     into the same folder is between its start and its commit (the cls one commits last)."""
     from gesture_cli.core.config import resolve_config
-    from gesture_cli.models.features import ExtractConfig, extract_features
+    from gesture_cli.tasks.features import ExtractConfig, extract_features
     from gesture_cli.viz.report import current_steps
 
     run = RunDir(tmp_path / "race")
@@ -96,7 +96,7 @@ def test_a_copied_run_keeps_its_cache_and_report(tmp_path, runner):
 # it at a known point (no sleeps racing the work).
 PAUSED_EXTRACT = """
 import pathlib, sys, time
-import gesture_cli.models.features as features
+import gesture_cli.tasks.features as features
 ready, calls, save_features = pathlib.Path(sys.argv[1]), [], features._save_features
 def paused(*args, **kwargs):
     calls.append(1)

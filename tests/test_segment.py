@@ -158,7 +158,7 @@ def test_label_outside_the_class_map_is_an_error_naming_the_class(tmp_path):
 
 
 def test_features_csv_takes_extra_columns_for_a_detector(tmp_path):
-    from gesture_cli.eval.segment import write_features_csv
+    from gesture_cli.tasks.segment import write_features_csv
 
     fr = np.array([[0.5, 0.25, 0.25], [0.0, 1.0, 0.0]])
     extra = {f"det_{k}": [1, 2] for k in range(10)}

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from gesture_cli.cli.options import VerboseOpt, gx_command, make_console
+from gesture_cli.cli.options import gx_command, make_console
 from gesture_cli.core.errors import GxError
 
 EXAMPLE = "Example: gx demo   (then open runs/demo/report.html; gx demo --fresh recomputes every step)"
@@ -18,7 +18,7 @@ EXAMPLE = "Example: gx demo   (then open runs/demo/report.html; gx demo --fresh 
 def demo(
     run_dir: Annotated[Path, typer.Option("--run-dir", "-r", help="Where the demo run goes.")] = Path("runs/demo"),
     fresh: Annotated[bool, typer.Option("--fresh", help="Recompute every step instead of reusing cached results.")] = False,
-    verbose: VerboseOpt = False,
+    verbose=False,
 ) -> None:
     """Run every gx command on the embedded defaults (synthetic data, tiny backbones, no network) and write a report.
 
@@ -29,7 +29,7 @@ def demo(
     from rich.markup import escape
     from rich.table import Table
 
-    from gesture_cli.demo import run_demo
+    from gesture_cli.tasks.demo import run_demo
 
     console = make_console()
 

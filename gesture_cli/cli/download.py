@@ -3,13 +3,12 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from gesture_cli.cli.options import ForceOpt, VerboseOpt, gx_command, make_console
+from gesture_cli.cli.options import gx_command, make_console
 from gesture_cli.cli.progress import byte_progress
 
 EXAMPLE = (
@@ -17,15 +16,6 @@ EXAMPLE = (
     "gx download https://host/data.tar.gz --sha256 HEX --extract   |   gx download hf-dataset:me/asl-poses --include 'poses/*'   |   "
     "gx download --list"
 )
-
-# Which options make sense for which kind of NAME; anything else is a usage error, not silently ignored.
-_ALLOWED = {
-    "sign-mnist": {"--from", "--url", "--sha256"},
-    "url": {"--sha256", "--name", "--extract"},
-    "model": {"--revision"},
-    "hf-dataset": {"--revision", "--include"},
-}
-
 
 @gx_command
 def download(
@@ -54,8 +44,7 @@ def download(
         list[str] | None,
         typer.Option("--include", help="hf-dataset: only files matching this glob (repeatable), e.g. 'poses/*' or '*.parquet' [default: all].", show_default=False),
     ] = None,
-    force: ForceOpt = False,
-    verbose: VerboseOpt = False,
+    force=False, verbose=False,
 ) -> None:
     """Download a dataset or model into the gx cache ($GX_HOME, default ~/.cache/gx): resumable, verified, atomic.
 
@@ -63,73 +52,27 @@ def download(
     (HF_HUB_OFFLINE=1 or GX_OFFLINE=1) only what is cached is reported. A dataset repository is
     then used offline as --dataset hf-dataset:owner/name (images) or as a pose dataset spec.
     """
-    from gesture_cli.core import home
     from gesture_cli.core.errors import UsageError
-    from gesture_cli.data import download as dl
+    from gesture_cli.tasks.download import check_download_options, download_kind
+    from gesture_cli.tasks.download import download as fetch
+    from gesture_cli.tasks.download import list_cache as cache_listing
 
     console = make_console()
     if list_cache:
         if target:
             raise UsageError("--list takes no NAME; run `gx download --list` alone")
-        _print_listing(console, dl.list_cache(datasets_root=home.datasets_dir(), models_root=home.models_dir()))
+        _print_listing(console, cache_listing())
         return
     if not target:
         raise UsageError("name what to download: sign-mnist, an http(s) URL, a backbone name or owner/name (or pass --list)")
 
-    if target == dl.SIGN_MNIST:
-        kind = "sign-mnist"
-    elif target.startswith(("http://", "https://")):
-        kind = "url"
-    elif target.startswith(dl.HF_DATASET_PREFIX):
-        kind = "hf-dataset"
-    else:
-        kind = "model"
-    given = {"--from": from_path, "--url": url, "--sha256": sha256, "--name": name, "--extract": extract or None,
-             "--revision": revision, "--include": include or None}
-    stray = [opt for opt, value in given.items() if value is not None and opt not in _ALLOWED[kind]]
-    if stray:
-        raise UsageError(f"{', '.join(stray)} does not apply to `gx download {target}`; it takes {', '.join(sorted(_ALLOWED[kind]))}")
-
-    offline = home.offline()
+    kind = download_kind(target)
+    check_download_options(target, kind, {"--from": from_path, "--url": url, "--sha256": sha256, "--name": name, "--extract": extract or None,
+                                          "--revision": revision, "--include": include or None})
     label = name or (target.rsplit("/", 1)[-1].split("?")[0] if kind == "url" else target)
     with byte_progress(make_console(stderr=True), label) as on_progress:
-        if kind == "sign-mnist":
-            if from_path is not None and url is not None:
-                raise UsageError("pass either --from or --url for sign-mnist, not both")
-            result = dl.download_sign_mnist(
-                datasets_root=home.datasets_dir(),
-                from_path=from_path,
-                url=url or os.environ.get("GX_SIGN_MNIST_URL") or dl.SIGN_MNIST_KAGGLE_URL,
-                sha256=sha256,
-                force=force,
-                offline=offline,
-                on_progress=on_progress,
-            )
-        elif kind == "url":
-            result = dl.download_url(
-                target, datasets_root=home.datasets_dir(), name=name, sha256=sha256, extract=extract, force=force, offline=offline, on_progress=on_progress
-            )
-        elif kind == "hf-dataset":
-            result = dl.download_hub_dataset(
-                target,
-                cache_dir=home.datasets_dir(),
-                revision=revision,
-                include=include,
-                token=os.environ.get("HF_TOKEN") or None,  # handed to huggingface_hub only; never stored or printed
-                offline=offline,
-                force=force,
-                on_progress=on_progress,
-            )
-        else:
-            result = dl.download_model(
-                target,
-                cache_dir=home.models_dir(),
-                revision=revision,
-                token=os.environ.get("HF_TOKEN") or None,  # handed to huggingface_hub only; never stored or printed
-                offline=offline,
-                force=force,
-                on_progress=on_progress,
-            )
+        result = fetch(target, kind=kind, from_path=from_path, url=url, sha256=sha256, name=name, extract=extract, revision=revision,
+                       include=include, force=force, on_progress=on_progress)
     _print_result(console, target, result)
     if kind == "hf-dataset":
         from rich.markup import escape

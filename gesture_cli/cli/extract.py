@@ -6,28 +6,14 @@ from typing import Annotated
 
 import typer
 
-from gesture_cli.cli.options import (
-    BackboneOpt,
-    ConfigOpt,
-    DatasetOpt,
-    DeviceOpt,
-    ForceOpt,
-    PrecisionOpt,
-    RunDirOpt,
-    SeedOpt,
-    VerboseOpt,
-    argv,
-    flags,
-    gx_command,
-    make_console,
-)
+from gesture_cli.cli.options import DatasetOpt, PrecisionOpt, argv, flags, gx_command, make_console
 
 EXAMPLE = "Example: gx extract-features --backbone tiny-dinov2 --dataset synthetic-hands -r runs/demo"
 
 
 @gx_command
 def extract_features(
-    backbone: BackboneOpt = None,
+    backbone=None,
     dataset: DatasetOpt = None,
     dataset_opt: Annotated[list[str] | None, typer.Option("--dataset-opt", help="Dataset source option KEY=VALUE (repeatable), e.g. label_map=contiguous.", show_default=False)] = None,
     split: Annotated[list[str] | None, typer.Option("--split", help="Split to extract (repeatable) [default: all].", show_default=False)] = None,
@@ -39,12 +25,7 @@ def extract_features(
     workers: Annotated[int | None, typer.Option("--workers", help="Processes decoding and resizing images, per GPU/process [default: on a GPU the cores per process - 1, at most 8; 0 on CPU and for in-memory data].", show_default=False)] = None,
     shard_size: Annotated[int | None, typer.Option("--shard-size", help="Samples per shard file; a killed run resumes from the last whole shard [default: 2048].", show_default=False)] = None,
     compile_: Annotated[bool | None, typer.Option("--compile/--no-compile", help="torch.compile the backbone (tens of seconds of compiling first) [default: no].", show_default=False)] = None,
-    run_dir: RunDirOpt = None,
-    device: DeviceOpt = "auto",
-    seed: SeedOpt = None,
-    config: ConfigOpt = None,
-    force: ForceOpt = False,
-    verbose: VerboseOpt = False,
+    run_dir=None, device="auto", seed=None, config=None, force=False, verbose=False,
 ) -> None:
     """Extract frozen-backbone features of a dataset into features/<backbone>/<split>.safetensors.
 
@@ -54,8 +35,8 @@ def extract_features(
     from gesture_cli.cli.progress import Bars
     from gesture_cli.core.config import resolve_config
     from gesture_cli.core.rundir import RunDir
-    from gesture_cli.models.features import ExtractConfig
-    from gesture_cli.models.features import extract_features as run_extract
+    from gesture_cli.tasks.features import ExtractConfig
+    from gesture_cli.tasks.features import extract_features as run_extract
 
     cfg = resolve_config(
         ExtractConfig,

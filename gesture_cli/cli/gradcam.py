@@ -7,20 +7,7 @@ from typing import Annotated
 
 import typer
 
-from gesture_cli.cli.evaluate import ArtifactPrecisionOpt
-from gesture_cli.cli.options import (
-    BackboneOpt,
-    ConfigOpt,
-    DatasetOpt,
-    DeviceOpt,
-    RunDirOpt,
-    VerboseOpt,
-    argv,
-    flags,
-    gx_command,
-    make_console,
-    precision_line,
-)
+from gesture_cli.cli.options import ArtifactPrecisionOpt, DatasetOpt, argv, flags, gx_command, make_console, precision_line
 
 EXAMPLE = ("Example: gx gradcam --from lora --backbone tiny-dinov2 --samples-per-class 2 --method gradcam++ -r runs/demo   |   "
            "gx gradcam --target true -r runs/demo   |   gx gradcam --target B -r runs/demo")
@@ -29,7 +16,7 @@ EXAMPLE = ("Example: gx gradcam --from lora --backbone tiny-dinov2 --samples-per
 @gx_command
 def gradcam(
     source: Annotated[str | None, typer.Option("--from", help="Which classifier: lora | probe [default: lora].", show_default=False)] = None,
-    backbone: BackboneOpt = None,
+    backbone=None,
     input_path: Annotated[Path | None, typer.Option("--input", "-i", help="An image file, a folder of images, or a Sign-MNIST-style CSV; default: --samples-per-class from the dataset.", show_default=False)] = None,
     samples_per_class: Annotated[int | None, typer.Option("--samples-per-class", "-n", help="Images per class from the dataset's split when no --input [default: 1].", show_default=False)] = None,
     dataset: DatasetOpt = None,
@@ -39,10 +26,7 @@ def gradcam(
     compare: Annotated[bool, typer.Option("--compare", help="Render the probe's and the LoRA classifier's maps of one backbone side by side.")] = False,
     max_images: Annotated[int | None, typer.Option("--max-images", help="At most this many images [default: 48].", show_default=False)] = None,
     precision: ArtifactPrecisionOpt = None,
-    run_dir: RunDirOpt = None,
-    device: DeviceOpt = "auto",
-    config: ConfigOpt = None,
-    verbose: VerboseOpt = False,
+    run_dir=None, device="auto", config=None, verbose=False,
 ) -> None:
     """Explain a classifier: per image a PNG strip input | Grad-CAM | attention rollout, in gradcam/<from>-<backbone>/.
 
@@ -56,7 +40,7 @@ def gradcam(
     """
     from gesture_cli.core.config import resolve_config
     from gesture_cli.core.rundir import RunDir
-    from gesture_cli.viz.gradcam import GradcamConfig, render_gradcam_run
+    from gesture_cli.tasks.gradcam import GradcamConfig, render_gradcam_run
 
     cfg = resolve_config(
         GradcamConfig, config,

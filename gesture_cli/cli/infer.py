@@ -1,94 +1,19 @@
 """`gx infer TASK --input PATH`: run a trained artifact of the run dir on new inputs.
 
-Tasks are a registry (TASKS: name -> runner); `classify` prints the top-k classes per input with a
-probe classifier (`--from probe`) or a `gx lora-train` classifier (`--from lora`).
+The tasks are one registry (cli/artifact_tasks.py, shared with `gx evaluate`); `classify` prints the
+top-k classes per input with a probe classifier (`--from probe`) or a `gx lora-train` classifier (`--from lora`).
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from gesture_cli.cli.evaluate import ArtifactPrecisionOpt
-from gesture_cli.cli.options import (
-    BackboneOpt,
-    ConfigOpt,
-    DeviceOpt,
-    RunDirOpt,
-    VerboseOpt,
-    argv,
-    check_task_options,
-    flags,
-    gx_command,
-    make_console,
-    precision_line,
-)
+from gesture_cli.cli.options import ArtifactPrecisionOpt, check_task_options, flags, gx_command, make_console
 
 EXAMPLE = "Example: gx infer classify --from probe --backbone tiny-dinov2 --input hands.csv --top-k 3 -r runs/demo"
-MAX_ROWS_SHOWN = 50  # the table shows this many inputs; --json and the written file have all
-
-
-def _classify(cfg, *, run, device: str, as_json: bool, console) -> None:
-    from gesture_cli.eval.infer_classify import check_source, infer_lora, infer_probe
-
-    check_source(run, cfg.source, cfg.backbone)
-    infer_fn = infer_lora if cfg.source == "lora" else infer_probe
-    res = infer_fn(run, backbone=cfg.backbone, input_path=Path(cfg.input), top_k=cfg.top_k, device=device, batch_size=cfg.batch_size,
-                   argv=argv(), precision=cfg.precision, notify=precision_line(console, as_json))
-    if as_json:
-        typer.echo(json.dumps(res["predictions"], indent=1))
-        return
-    _classify_table(console, res)
-
-
-def _classify_table(console, res: dict) -> None:
-    from rich.markup import escape
-    from rich.table import Table
-
-    preds = res["predictions"]
-    has_label = any(p["label"] is not None for p in preds)
-    table = Table(title=escape(f"classify ({res['from']}, {res['backbone']}): {res['n']} input(s) from {res['input']}"))
-    table.add_column("input")
-    if has_label:
-        table.add_column("label")
-    for i in range(res["top_k"]):
-        table.add_column(f"#{i + 1}", justify="right")
-    for p in preds[:MAX_ROWS_SHOWN]:
-        cells = [f"{t['class']} {t['prob']:.3f}" for t in p["top_k"]]
-        if has_label:
-            ok = p["label"] == p["top_k"][0]["class"]
-            cells[0] = f"[{'green' if ok else 'red'}]{cells[0]}[/]"
-        table.add_row(escape(p["input"]), *([escape(str(p["label"] or ""))] if has_label else []), *cells)
-    console.print(table)
-    if len(preds) > MAX_ROWS_SHOWN:
-        console.print(f"... {len(preds) - MAX_ROWS_SHOWN} more in {res['output']}")
-    if "accuracy" in res:
-        console.print(f"top-1 accuracy on the labelled inputs: {res['accuracy']:.4f}")
-    console.print(f"Wrote {res['output']}")
-
-
-def _segment(cfg, *, run, device: str, as_json: bool, console) -> None:
-    from gesture_cli.cli.segment import run_infer
-
-    run_infer(cfg, run=run, device=device, as_json=as_json, console=console)
-
-
-def _keypoint(cfg, *, run, device: str, as_json: bool, console) -> None:
-    from gesture_cli.cli.keypoint import run_infer
-
-    run_infer(cfg, run=run, device=device, as_json=as_json, console=console)
-
-
-def _translate(cfg, *, run, device: str, as_json: bool, console) -> None:
-    from gesture_cli.cli.pose import run_infer_translate
-
-    run_infer_translate(cfg, run=run, device=device, as_json=as_json, console=console)
-
-
-TASKS = {"classify": _classify, "segment": _segment, "keypoint": _keypoint, "translate": _translate}  # task name -> runner(cfg, ...)
 
 
 @gx_command
@@ -96,7 +21,7 @@ def infer(
     task: Annotated[str, typer.Argument(help="What to run: classify, segment, keypoint, translate.", show_default=False)],
     input_path: Annotated[Path | None, typer.Option("--input", "-i", help="An image file, a folder of images, or a Sign-MNIST-style CSV (784 pixels, or label + 784).", show_default=False)] = None,
     source: Annotated[str | None, typer.Option("--from", help="Which artifact: probe | lora [default: probe].", show_default=False)] = None,
-    backbone: BackboneOpt = None,
+    backbone=None,
     top_k: Annotated[int | None, typer.Option("--top-k", "-k", help="Classes to show per input [default: 3].", show_default=False)] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON list of predictions instead of a table.")] = False,
     batch_size: Annotated[int | None, typer.Option("--batch-size", help="Images per batch; 0 = auto.", show_default=False)] = None,
@@ -109,10 +34,7 @@ def infer(
     num_beams: Annotated[int | None, typer.Option("--num-beams", help="translate: beam search width; 1 = greedy [default: the model's].", show_default=False)] = None,
     max_new_tokens: Annotated[int | None, typer.Option("--max-new-tokens", help="translate: tokens generated per sequence at most [default: the model's].", show_default=False)] = None,
     precision: ArtifactPrecisionOpt = None,
-    run_dir: RunDirOpt = None,
-    device: DeviceOpt = "auto",
-    config: ConfigOpt = None,
-    verbose: VerboseOpt = False,
+    run_dir=None, device="auto", config=None, verbose=False,
 ) -> None:
     """Run a trained artifact of the run on new inputs; writes under infer/.
 
@@ -122,14 +44,12 @@ def infer(
     --detect DETECTOR adds per-class object counts. keypoint: the predicted skeleton drawn on each image
     and its coordinates. translate: the text of one pose sequence (--input FILE or --sample-id ID).
     """
+    from gesture_cli.cli.artifact_tasks import task_runner
     from gesture_cli.core.config import resolve_config
-    from gesture_cli.core.errors import unknown_choice
     from gesture_cli.core.rundir import RunDir
-    from gesture_cli.eval.infer_classify import InferConfig
+    from gesture_cli.tasks.classify import InferConfig
 
-    runner = TASKS.get(task)
-    if runner is None:
-        raise unknown_choice("task", task, TASKS)
+    runner = task_runner(task, "infer")
     seg, tr = ("segment",), ("translate",)
     check_task_options("infer", task, **{"--from": (source, ("classify",)), "--backbone": (backbone, ("classify", "segment", "keypoint")),
                                          "--top-k": (top_k, ("classify",)), "--inference": (inference, seg),

@@ -6,36 +6,10 @@ from typing import Annotated
 
 import typer
 
-from gesture_cli.cli.options import (
-    BackboneOpt,
-    ConfigOpt,
-    DeviceOpt,
-    ForceOpt,
-    RunDirOpt,
-    SeedOpt,
-    VerboseOpt,
-    argv,
-    flags,
-    gx_command,
-    make_console,
-    precision_line,
-)
+from gesture_cli.cli.options import PrecisionOpt, argv, flags, gx_command, make_console, opt, precision_line
 from gesture_cli.cli.train_options import (
-    AlphaOpt,
-    CheckpointEveryOpt,
-    DropoutOpt,
-    EvalEveryOpt,
-    GradAccumOpt,
-    MaxStepsOpt,
-    PrecisionOpt,
-    RankOpt,
-    TargetModulesOpt,
-    WarmupRatioOpt,
-    WarmupStepsOpt,
-    WeightDecayOpt,
     batch_size_option,
     epochs_option,
-    opt,
     patience_option,
     report_training,
     resume_option,
@@ -47,42 +21,31 @@ EXAMPLE = "Example: gx keypoint-train --backbone tiny-dinov2 --dataset synthetic
 
 @gx_command
 def keypoint_train(
-    backbone: BackboneOpt = None,
+    backbone=None,
     dataset: Annotated[str | None, opt("--dataset", "Keypoint dataset: synthetic-keypoints, or mpii:JSON[:IMGDIR] (MPII person records, HRNet/mmpose JSON) [default: synthetic-keypoints].", "-d")] = None,
     dataset_opt: Annotated[list[str] | None, opt("--dataset-opt", "Dataset source option KEY=VALUE (repeatable): margin=1.25 (mpii crop side / person height), train_samples=N, eval_samples=N, side=PX, clutter=false (synthetic).")] = None,
     method: Annotated[str | None, opt("--method", "frozen | lora | full [default: lora].")] = None,
     head: Annotated[str | None, opt("--head", "patch (integral regression over patch tokens) | pooled (MLP on pooled features) [default: patch].")] = None,
     hidden: Annotated[int | None, opt("--hidden", "Width of the head's hidden layer [default: 256].")] = None,
     pool: Annotated[str | None, opt("--pool", "cls | mean | cls+mean: what the pooled head sees [default: cls+mean].")] = None,
-    target_modules: TargetModulesOpt = None,
-    rank: RankOpt = None,
-    alpha: AlphaOpt = None,
-    dropout: DropoutOpt = None,
+    target_modules=None, rank=None, alpha=None, dropout=None,
     image_size: Annotated[int | None, opt("--image-size", "Crop side in pixels fed to the backbone [default: the backbone's].")] = None,
     epochs: Annotated[int | None, epochs_option(30)] = None,
-    max_steps: MaxStepsOpt = None,
+    max_steps=None,
     batch_size: Annotated[int | None, batch_size_option("Crops", 32)] = None,
-    grad_accum: GradAccumOpt = None,
+    grad_accum=None,
     lr: Annotated[float | None, opt("--lr", "Peak learning rate [default: 1e-3 frozen, 5e-4 lora, 1e-4 full].")] = None,
-    weight_decay: WeightDecayOpt = None,
-    warmup_steps: WarmupStepsOpt = None,
-    warmup_ratio: WarmupRatioOpt = None,
+    weight_decay=None, warmup_steps=None, warmup_ratio=None,
     patience: Annotated[int | None, patience_option("PCK", 10)] = None,
     val_fraction: Annotated[float | None, opt("--val-fraction", "Share of the training split held out when the dataset has no val split [default: 0.1].")] = None,
-    eval_every: EvalEveryOpt = None,
-    checkpoint_every: CheckpointEveryOpt = None,
+    eval_every=None, checkpoint_every=None,
     flip: Annotated[bool | None, opt("--flip/--no-flip", "Mirror half the crops and swap left/right joints [default: on].")] = None,
     rotate: Annotated[float | None, opt("--rotate", "Random rotation within +-DEG degrees [default: 15].")] = None,
     scale_jitter: Annotated[float | None, opt("--scale-jitter", "Random zoom: the crop window varies within 1 +- this [default: 0.15].")] = None,
     precision: PrecisionOpt = None,
     max_samples: Annotated[int | None, opt("--max-samples", "Cap on people per split (seeded subset), for quick runs.")] = None,
     resume: Annotated[bool, resume_option("keypoint")] = False,
-    run_dir: RunDirOpt = None,
-    device: DeviceOpt = "auto",
-    seed: SeedOpt = None,
-    config: ConfigOpt = None,
-    force: ForceOpt = False,
-    verbose: VerboseOpt = False,
+    run_dir=None, device="auto", seed=None, config=None, force=False, verbose=False,
 ) -> None:
     """Train a backbone + regression head to predict the 16 MPII body joints of a person crop.
 
@@ -96,7 +59,7 @@ def keypoint_train(
     from gesture_cli.cli.progress import Bars, training_callbacks
     from gesture_cli.core.config import resolve_config
     from gesture_cli.core.rundir import RunDir
-    from gesture_cli.train.keypoint import KeypointTrainConfig, train_keypoint
+    from gesture_cli.tasks.keypoint import KeypointTrainConfig, train_keypoint
 
     cfg = resolve_config(
         KeypointTrainConfig,
@@ -120,7 +83,7 @@ def keypoint_train(
 def _summary(console, out: dict) -> None:
     from rich.table import Table
 
-    from gesture_cli.eval.keypoint import PCK_NOTE, summary_rows
+    from gesture_cli.tasks.keypoint import PCK_NOTE, summary_rows
 
     s = out["summary"]
     console.print(f"{out['outputs'][0]}: {s['method']}, head {s['head']}, {s['trainable_params']:,} trainable "
@@ -139,7 +102,7 @@ def _summary(console, out: dict) -> None:
     console.print(f"Wrote {out['out']}")
 
 
-# ---- runners for `gx evaluate keypoint` / `gx infer keypoint` (TASKS in cli/evaluate.py, cli/infer.py) ----
+# ---- runners for `gx evaluate keypoint` / `gx infer keypoint` (cli/artifact_tasks.py) ----
 
 
 def run_evaluate(cfg, *, run, device: str, force: bool, console) -> None:
@@ -148,7 +111,7 @@ def run_evaluate(cfg, *, run, device: str, force: bool, console) -> None:
     from rich.table import Table
 
     from gesture_cli.cli.progress import Bars
-    from gesture_cli.eval.keypoint import PCK_NOTE, evaluate_keypoint, summary_rows
+    from gesture_cli.tasks.keypoint import PCK_NOTE, evaluate_keypoint, summary_rows
 
     with Bars(console, unit="img") as bars:
         res = evaluate_keypoint(run, backbone=cfg.backbone, dataset=cfg.dataset, split=cfg.split, device=device, seed=cfg.seed,
@@ -178,7 +141,7 @@ def run_infer(cfg, *, run, device: str, as_json: bool, console) -> None:
     from rich.table import Table
 
     from gesture_cli.core.errors import UsageError
-    from gesture_cli.eval.keypoint import infer_keypoint
+    from gesture_cli.tasks.keypoint import infer_keypoint
 
     if not cfg.input:
         raise UsageError("--input is required: an image file or a folder of images (person crops)")

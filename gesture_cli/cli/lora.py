@@ -7,37 +7,19 @@ from typing import Annotated
 import typer
 
 from gesture_cli.cli.options import (
-    BackboneOpt,
-    ConfigOpt,
     DatasetOpt,
-    DeviceOpt,
-    ForceOpt,
-    RunDirOpt,
-    SeedOpt,
-    VerboseOpt,
+    ImageSizeOpt,
+    MaxSamplesOpt,
+    PrecisionOpt,
     argv,
     flags,
     gx_command,
     make_console,
+    opt,
 )
 from gesture_cli.cli.train_options import (
-    AlphaOpt,
-    CheckpointEveryOpt,
-    DropoutOpt,
-    EvalEveryOpt,
-    GradAccumOpt,
-    ImageSizeOpt,
-    MaxSamplesOpt,
-    MaxStepsOpt,
-    PrecisionOpt,
-    RankOpt,
-    TargetModulesOpt,
-    WarmupRatioOpt,
-    WarmupStepsOpt,
-    WeightDecayOpt,
     batch_size_option,
     epochs_option,
-    opt,
     patience_option,
     report_training,
     resume_option,
@@ -49,40 +31,29 @@ EXAMPLE = "Example: gx lora-train --backbone tiny-dinov2 --dataset synthetic-han
 
 @gx_command
 def lora_train(
-    backbone: BackboneOpt = None,
+    backbone=None,
     dataset: DatasetOpt = None,
     dataset_opt: Annotated[list[str] | None, opt("--dataset-opt", "Dataset source option KEY=VALUE (repeatable), e.g. label_map=contiguous.")] = None,
     method: Annotated[str | None, opt("--method", "lora | full | head [default: lora].")] = None,
-    target_modules: TargetModulesOpt = None,
-    rank: RankOpt = None,
-    alpha: AlphaOpt = None,
-    dropout: DropoutOpt = None,
+    target_modules=None, rank=None, alpha=None, dropout=None,
     pool: Annotated[str | None, opt("--pool", "cls | mean | cls+mean: what the head sees [default: cls].")] = None,
     image_size: ImageSizeOpt = None,
     epochs: Annotated[int | None, epochs_option(10)] = None,
-    max_steps: MaxStepsOpt = None,
+    max_steps=None,
     batch_size: Annotated[int | None, batch_size_option("Images", 32)] = None,
-    grad_accum: GradAccumOpt = None,
+    grad_accum=None,
     lr: Annotated[float | None, opt("--lr", "Peak learning rate [default: 5e-4 lora, 2e-5 full, 1e-3 head].")] = None,
-    weight_decay: WeightDecayOpt = None,
-    warmup_steps: WarmupStepsOpt = None,
-    warmup_ratio: WarmupRatioOpt = None,
+    weight_decay=None, warmup_steps=None, warmup_ratio=None,
     patience: Annotated[int | None, patience_option("accuracy", 5)] = None,
     val_fraction: Annotated[float | None, opt("--val-fraction", "Stratified share of the training split held out when the dataset has no val split [default: 0.1].")] = None,
-    eval_every: EvalEveryOpt = None,
-    checkpoint_every: CheckpointEveryOpt = None,
+    eval_every=None, checkpoint_every=None,
     hflip: Annotated[bool | None, opt("--hflip/--no-hflip", "Random horizontal flips [default: off: handedness carries meaning in sign languages].")] = None,
     no_gesture: Annotated[bool | None, opt("--no-gesture/--no-no-gesture", "HaGRID: keep 'no_gesture' boxes as a class [default: off].")] = None,
     merge: Annotated[bool | None, opt("--merge/--no-merge", "Also write merged/: LoRA folded into a standalone transformers model [default: off].")] = None,
     precision: PrecisionOpt = None,
     max_samples: MaxSamplesOpt = None,
     resume: Annotated[bool, resume_option("lora")] = False,
-    run_dir: RunDirOpt = None,
-    device: DeviceOpt = "auto",
-    seed: SeedOpt = None,
-    config: ConfigOpt = None,
-    force: ForceOpt = False,
-    verbose: VerboseOpt = False,
+    run_dir=None, device="auto", seed=None, config=None, force=False, verbose=False,
 ) -> None:
     """Fine-tune a backbone with a linear head on a gesture dataset: LoRA adapters, the full model, or the head alone.
 
@@ -95,7 +66,7 @@ def lora_train(
     from gesture_cli.cli.progress import Bars, training_callbacks
     from gesture_cli.core.config import resolve_config
     from gesture_cli.core.rundir import RunDir
-    from gesture_cli.train.lora import LoraTrainConfig, train_lora
+    from gesture_cli.tasks.classify import LoraTrainConfig, train_lora
 
     cfg = resolve_config(
         LoraTrainConfig,

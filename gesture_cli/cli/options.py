@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import inspect
 import os
 import signal
 import sys
@@ -30,6 +31,13 @@ ConfigOpt = Annotated[
 ]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Recompute even if a cached result exists.")]
 PrecisionOpt = Annotated[str | None, typer.Option("--precision", help=PRECISION_HELP + ".", show_default=False)]
+# --precision of the commands that run a saved artifact (evaluate, infer, gradcam): same choices as training's
+# PrecisionOpt, but the default is the artifact's own (core.device.inference_precision), not plain auto.
+ArtifactPrecisionOpt = Annotated[
+    str | None,
+    typer.Option("--precision", help="auto | fp32 | bf16 | fp16 [default: the one the artifact was made in (a probe: its features'), "
+                                     "where this device runs it at speed; else auto]. The results record it.", show_default=False),
+]
 VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="Show tracebacks and library warnings.")]
 BackboneOpt = Annotated[
     str | None,
@@ -39,6 +47,74 @@ DatasetOpt = Annotated[
     str | None,
     typer.Option("--dataset", "-d", help="Dataset spec: sign-mnist, sign-mnist:DIR, csv:FILE, folder:DIR, synthetic-hands, ...", show_default=False),
 ]
+
+
+def opt(name: str, help: str, *extra: str):
+    """A typer.Option whose default (None) is not shown; the help text says the real default."""
+    return typer.Option(name, *extra, help=help, show_default=False)
+
+
+# ---- training commands: every option defaults to None ("not given") so that resolve_config lets a --config
+# file or the config dataclass fill it; the help text names the dataclass default instead of Typer showing None ----
+
+# LoRA adapters (lora-train, keypoint-train)
+
+TargetModulesOpt = Annotated[
+    str | None,
+    opt("--target-modules", "Comma-separated Linear module names for LoRA [default: the family's query/value projections]."),
+]
+RankOpt = Annotated[int | None, opt("--rank", "LoRA rank r [default: 8].")]
+AlphaOpt = Annotated[float | None, opt("--alpha", "LoRA alpha; updates scale by alpha/r [default: 16].")]
+DropoutOpt = Annotated[float | None, opt("--dropout", "Dropout on the LoRA input [default: 0.1].")]
+
+# input (lora-train, segment-train)
+
+ImageSizeOpt = Annotated[int | None, opt("--image-size", "Input side in pixels [default: the backbone's].")]
+MaxSamplesOpt = Annotated[int | None, opt("--max-samples", "Cap on images per split (seeded subset), for quick runs.")]
+
+# the training loop (train/loop.py), every trainer
+
+MaxStepsOpt = Annotated[int | None, opt("--max-steps", "Optimizer steps in all; overrides --epochs.")]
+GradAccumOpt = Annotated[int | None, opt("--grad-accum", "Micro-batches per optimizer step [default: 1].")]
+WeightDecayOpt = Annotated[float | None, opt("--weight-decay", "AdamW weight decay, not on biases/norms [default: 0.01].")]
+WarmupStepsOpt = Annotated[
+    int | None,
+    opt("--warmup-steps", "Linear warm-up in optimizer steps [default: --warmup-ratio of all steps]."),
+]
+WarmupRatioOpt = Annotated[
+    float | None,
+    opt("--warmup-ratio", "Warm-up share of all steps when --warmup-steps is not given [default: 0.05]."),
+]
+EvalEveryOpt = Annotated[int | None, opt("--eval-every", "Optimizer steps between evaluations; 0 = every epoch [default: 0].")]
+CheckpointEveryOpt = Annotated[
+    int | None,
+    opt("--checkpoint-every", "Optimizer steps between saves of checkpoints/last/ [default: 100]."),
+]
+
+
+# Parameters of a command with no annotation get the shared option of their name (gx_command fills it in):
+# a command lists `run_dir=None, device="auto", seed=None, config=None, force=False, verbose=False` and the
+# help of each comes from here, one definition for every command.
+SHARED_OPTIONS = {
+    "backbone": BackboneOpt,
+    "run_dir": RunDirOpt,
+    "device": DeviceOpt,
+    "seed": SeedOpt,
+    "config": ConfigOpt,
+    "force": ForceOpt,
+    "verbose": VerboseOpt,
+    "target_modules": TargetModulesOpt,
+    "rank": RankOpt,
+    "alpha": AlphaOpt,
+    "dropout": DropoutOpt,
+    "max_steps": MaxStepsOpt,
+    "grad_accum": GradAccumOpt,
+    "weight_decay": WeightDecayOpt,
+    "warmup_steps": WarmupStepsOpt,
+    "warmup_ratio": WarmupRatioOpt,
+    "eval_every": EvalEveryOpt,
+    "checkpoint_every": CheckpointEveryOpt,
+}
 
 
 def _click_exceptions() -> tuple[type[BaseException], ...]:
@@ -204,8 +280,23 @@ def _sigterm_raises():
         signal.signal(signal.SIGTERM, previous)
 
 
+def with_shared_options(fn, wrapper) -> None:
+    """Give `wrapper` the signature of `fn` with each parameter that has no annotation annotated with the
+    shared option of its name (SHARED_OPTIONS); Typer reads the options from this signature."""
+    sig = inspect.signature(fn, eval_str=True)
+    params = []
+    for p in sig.parameters.values():
+        if p.annotation is p.empty:
+            if p.name not in SHARED_OPTIONS:
+                raise TypeError(f"{fn.__name__}: parameter '{p.name}' has no annotation and is no shared option ({', '.join(SHARED_OPTIONS)})")
+            p = p.replace(annotation=SHARED_OPTIONS[p.name])
+        params.append(p)
+    wrapper.__signature__ = sig.replace(parameters=params)
+
+
 def gx_command(fn):
-    """Wrap a command: GxError -> one red line on stderr and its exit code; tracebacks only when verbose."""
+    """Wrap a command: GxError -> one red line on stderr and its exit code; tracebacks only when verbose.
+    Parameters without an annotation are shared options (with_shared_options)."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
@@ -252,6 +343,7 @@ def gx_command(fn):
                 )
             raise typer.Exit(1) from None
 
+    with_shared_options(fn, wrapper)
     return wrapper
 
 

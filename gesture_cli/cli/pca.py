@@ -7,20 +7,7 @@ from typing import Annotated
 
 import typer
 
-from gesture_cli.cli.options import (
-    BackboneOpt,
-    ConfigOpt,
-    DeviceOpt,
-    ForceOpt,
-    PrecisionOpt,
-    RunDirOpt,
-    SeedOpt,
-    VerboseOpt,
-    argv,
-    flags,
-    gx_command,
-    make_console,
-)
+from gesture_cli.cli.options import PrecisionOpt, argv, flags, gx_command, make_console
 
 COMPUTE_EXAMPLE = (
     "Example: gx pca-compute --backbone dinov2-small --dataset video:data/signers --frame-stride 5 -r runs/pca   "
@@ -42,7 +29,7 @@ BatchOpt = Annotated[int | None, typer.Option("--batch-size", help="Frames per f
 @gx_command
 def pca_compute(
     paths: Annotated[list[Path] | None, typer.Argument(help="With --merge: run dirs or pca/<backbone> folders to combine.", show_default=False)] = None,
-    backbone: BackboneOpt = None,
+    backbone=None,
     dataset: PcaDatasetOpt = None,
     merge: Annotated[bool, typer.Option("--merge", help="Combine the statistics of finished runs (PATHS) into one PCA in --run-dir, as if computed in one run.")] = False,
     n_components: Annotated[int | None, typer.Option("--n-components", "-k", help="Components kept [default: 10].", show_default=False)] = None,
@@ -55,12 +42,7 @@ def pca_compute(
     shard: Annotated[str | None, typer.Option("--shard", help="I/N: only clips (images) I, I+N, ...: one machine's part, merged later with --merge.", show_default=False)] = None,
     batch_size: BatchOpt = None,
     precision: PrecisionOpt = None,
-    run_dir: RunDirOpt = None,
-    device: DeviceOpt = "auto",
-    seed: SeedOpt = None,
-    config: ConfigOpt = None,
-    force: ForceOpt = False,
-    verbose: VerboseOpt = False,
+    run_dir=None, device="auto", seed=None, config=None, force=False, verbose=False,
 ) -> None:
     """Exact streaming PCA of patch features over images and videos into pca/<backbone>/{pca.json,pca.safetensors}."""
     from gesture_cli.core.errors import UsageError
@@ -72,7 +54,7 @@ def pca_compute(
         given = [n for n, v in (("--dataset", dataset), ("--shard", shard), ("--frame-stride", frame_stride), ("--max-samples", max_samples)) if v is not None]
         if given:
             raise UsageError(f"--merge combines finished runs; it takes no {', '.join(given)}")
-        from gesture_cli.models.pca import merge_pca
+        from gesture_cli.tasks.pca import merge_pca
 
         entry = merge_pca([str(p) for p in paths or []], run, n_components=n_components, backbone=backbone, force=force, argv=argv())
         _compute_summary(console, run, entry, "merge")
@@ -82,7 +64,7 @@ def pca_compute(
 
     from gesture_cli.cli.progress import Bars
     from gesture_cli.core.config import resolve_config
-    from gesture_cli.models.pca import PCAConfig, compute_pca
+    from gesture_cli.tasks.pca import PCAConfig, compute_pca
 
     cfg = resolve_config(
         PCAConfig,
@@ -106,7 +88,7 @@ def pca_compute(
 @gx_command
 def pca_visualize(
     input: Annotated[str | None, typer.Option("--input", "-i", help="A video, an image, or a folder of them.", show_default=False)] = None,
-    backbone: BackboneOpt = None,
+    backbone=None,
     pca: Annotated[str | None, typer.Option("--pca", help="PCA folder or run dir to use [default: pca/<backbone> of --run-dir, or its only PCA].", show_default=False)] = None,
     start_component: Annotated[int | None, typer.Option("--start-component", help="First component shown [default: 0].", show_default=False)] = None,
     n_components: Annotated[int | None, typer.Option("--n-components", "-k", help="1 grey, 2 red+green, 3 RGB [default: 3].", show_default=False)] = None,
@@ -119,17 +101,13 @@ def pca_visualize(
     mask_background: Annotated[bool | None, typer.Option("--mask-background/--no-mask-background", help="Black out background patches of a --foreground PCA [default: on].", show_default=False)] = None,
     batch_size: BatchOpt = None,
     precision: PrecisionOpt = None,
-    run_dir: RunDirOpt = None,
-    device: DeviceOpt = "auto",
-    config: ConfigOpt = None,
-    force: ForceOpt = False,
-    verbose: VerboseOpt = False,
+    run_dir=None, device="auto", config=None, force=False, verbose=False,
 ) -> None:
     """Render PCA components of patch features as colour videos / images into pca/<backbone>/renders/."""
     from gesture_cli.cli.progress import Bars
     from gesture_cli.core.config import resolve_config
     from gesture_cli.core.rundir import RunDir
-    from gesture_cli.viz.pca_render import VisualizeConfig, render_pca
+    from gesture_cli.tasks.pca_visualize import VisualizeConfig, render_pca
 
     cfg = resolve_config(
         VisualizeConfig,

@@ -7,28 +7,7 @@ from typing import Annotated
 
 import typer
 
-from gesture_cli.cli.options import (
-    ConfigOpt,
-    DeviceOpt,
-    ForceOpt,
-    RunDirOpt,
-    SeedOpt,
-    VerboseOpt,
-    argv,
-    flags,
-    gx_command,
-    make_console,
-    precision_line,
-)
-from gesture_cli.cli.train_options import (
-    CheckpointEveryOpt,
-    EvalEveryOpt,
-    GradAccumOpt,
-    MaxStepsOpt,
-    PrecisionOpt,
-    WeightDecayOpt,
-    opt,
-)
+from gesture_cli.cli.options import PrecisionOpt, argv, flags, gx_command, make_console, opt, precision_line
 
 EXAMPLE = (
     "Example: gx pose-convert data/phoenix -o data/phoenix-gx   |   gx pose-convert samples.pkl --allow-pickle -o data/gx   |   "
@@ -46,20 +25,15 @@ def pose_convert(
     fps: Annotated[float | None, typer.Option("--fps", help="Frame rate for formats that record none (OpenPose JSON, parquet, pickle).", show_default=False)] = None,
     split: Annotated[str | None, typer.Option("--split", help="Convert one split: train | val | test [default: all samples].", show_default=False)] = None,
     dataset_opt: Annotated[list[str] | None, typer.Option("--dataset-opt", help="Source option KEY=VALUE (repeatable), e.g. train_size=1000 for synthetic-signs.", show_default=False)] = None,
-    seed: SeedOpt = None,
+    seed=None,
     force: Annotated[bool, typer.Option("--force", help="Replace OUTDIR if it exists and is not empty.")] = False,
-    verbose: VerboseOpt = False,
+    verbose=False,
 ) -> None:
     """Convert keypoint sequences to gx's pose format: one safetensors file per sample (keypoints + mask) and an index with texts."""
-    from gesture_cli.data.pose import make_pose_dataset, write_pose_folder
-    from gesture_cli.data.registry import parse_dataset_opts
+    from gesture_cli.tasks.pose import convert_poses
 
-    spec = source if ":" in source.split("/", 1)[0] or not Path(source).expanduser().exists() else f"pose:{source}"
-    opts = parse_dataset_opts(dataset_opt or [])
-    given = {"allow_pickle": allow_pickle or None, "layout": layout, "texts": str(texts) if texts else None, "fps": fps}
-    opts.update({k: v for k, v in given.items() if v is not None})
-    ds = make_pose_dataset(spec, split=split, seed=seed or 0, **opts)
-    out = write_pose_folder(ds, output, overwrite=force)
+    ds, out = convert_poses(source, output, allow_pickle=allow_pickle, layout=layout, texts=texts, fps=fps, split=split, dataset_opts=dataset_opt,
+                            seed=seed, force=force)
     _summary(make_console(), ds, out)
 
 
@@ -121,25 +95,19 @@ def pose_pretrain(
     embed_dim: Annotated[int | None, opt("--embed-dim", "Width of the shared pose-text space [default: 256].")] = None,
     temperature: Annotated[float | None, opt("--temperature", "Initial softmax temperature; learned [default: 0.07].")] = None,
     epochs: EpochsOpt = None,
-    max_steps: MaxStepsOpt = None,
+    max_steps=None,
     batch_size: BatchOpt = None,
-    grad_accum: GradAccumOpt = None,
+    grad_accum=None,
     lr: LrOpt = None,
-    weight_decay: WeightDecayOpt = None,
+    weight_decay=None,
     warmup_steps: WarmupOpt = None,
     patience: PatienceOpt = None,
-    eval_every: EvalEveryOpt = None,
-    checkpoint_every: CheckpointEveryOpt = None,
+    eval_every=None, checkpoint_every=None,
     precision: PrecisionOpt = None,
     max_samples: MaxSamplesOpt = None,
     val_fraction: ValFractionOpt = None,
     resume: ResumeOpt = False,
-    run_dir: RunDirOpt = None,
-    device: DeviceOpt = "auto",
-    seed: SeedOpt = None,
-    config: ConfigOpt = None,
-    force: ForceOpt = False,
-    verbose: VerboseOpt = False,
+    run_dir=None, device="auto", seed=None, config=None, force=False, verbose=False,
 ) -> None:
     """Align a pose encoder with a frozen UMT5 text encoder (symmetric InfoNCE, learnable temperature).
 
@@ -151,7 +119,7 @@ def pose_pretrain(
     """
     from gesture_cli.core.config import resolve_config
     from gesture_cli.core.rundir import RunDir
-    from gesture_cli.train.pose import PosePretrainConfig, pretrain_pose
+    from gesture_cli.tasks.translate import PosePretrainConfig, pretrain_pose
 
     cfg = resolve_config(PosePretrainConfig, config, flags(
         dataset=dataset, dataset_opts=dataset_opt or None, text_model=text_model, encoder_config=str(encoder_config) if encoder_config else None,
@@ -183,25 +151,19 @@ def pose_finetune(
     max_new_tokens: Annotated[int | None, opt("--max-new-tokens", "Tokens generated per sequence at most [default: 64].")] = None,
     max_text_tokens: Annotated[int | None, opt("--max-text-tokens", "Target tokens at most, eos included [default: 128].")] = None,
     epochs: EpochsOpt = None,
-    max_steps: MaxStepsOpt = None,
+    max_steps=None,
     batch_size: BatchOpt = None,
-    grad_accum: GradAccumOpt = None,
+    grad_accum=None,
     lr: LrOpt = None,
-    weight_decay: WeightDecayOpt = None,
+    weight_decay=None,
     warmup_steps: WarmupOpt = None,
     patience: PatienceOpt = None,
-    eval_every: EvalEveryOpt = None,
-    checkpoint_every: CheckpointEveryOpt = None,
+    eval_every=None, checkpoint_every=None,
     precision: PrecisionOpt = None,
     max_samples: MaxSamplesOpt = None,
     val_fraction: ValFractionOpt = None,
     resume: ResumeOpt = False,
-    run_dir: RunDirOpt = None,
-    device: DeviceOpt = "auto",
-    seed: SeedOpt = None,
-    config: ConfigOpt = None,
-    force: ForceOpt = False,
-    verbose: VerboseOpt = False,
+    run_dir=None, device="auto", seed=None, config=None, force=False, verbose=False,
 ) -> None:
     """Train pose encoder + projection + UMT5 to write the sentence a pose sequence signs.
 
@@ -214,7 +176,7 @@ def pose_finetune(
     """
     from gesture_cli.core.config import resolve_config
     from gesture_cli.core.rundir import RunDir
-    from gesture_cli.train.pose import PoseFinetuneConfig, finetune_pose
+    from gesture_cli.tasks.translate import PoseFinetuneConfig, finetune_pose
 
     cfg = resolve_config(PoseFinetuneConfig, config, flags(
         dataset=dataset, dataset_opts=dataset_opt or None, init=init, pretrained=str(pretrained) if pretrained else None, text_model=text_model,
@@ -296,13 +258,13 @@ SHORT_VARIANTS = {  # the summary table's names; translate.json has the full des
 }
 
 
-def run_evaluate_translate(cfg, *, run, device: str, force: bool, console) -> None:
+def run_evaluate(cfg, *, run, device: str, force: bool, console) -> None:
     """Score pose/finetune/ on a split and print the metrics; cfg: the shared EvaluateConfig (dataset, split, ...)."""
     from rich.markup import escape
     from rich.table import Table
 
     from gesture_cli.cli.progress import Bars
-    from gesture_cli.eval.translate import EvaluateTranslateConfig, evaluate_translation
+    from gesture_cli.tasks.translate import EvaluateTranslateConfig, evaluate_translation
 
     params = _command_params()
     cfg = EvaluateTranslateConfig(dataset=cfg.dataset, split=cfg.split, max_samples=cfg.max_samples, batch_size=cfg.batch_size,
@@ -332,7 +294,7 @@ def run_evaluate_translate(cfg, *, run, device: str, force: bool, console) -> No
         console.print(f"Wrote {res['predictions_csv']}", highlight=False)
 
 
-def run_infer_translate(cfg, *, run, device: str, as_json: bool, console) -> None:
+def run_infer(cfg, *, run, device: str, as_json: bool, console) -> None:
     """Translate --input FILE or --sample-id ID and print the text (or JSON). `cfg` is unused (None): translate
     takes a dataset sample id where other tasks need --input, so it reads its own options (InferTranslateConfig)."""
     import json
@@ -340,7 +302,7 @@ def run_infer_translate(cfg, *, run, device: str, as_json: bool, console) -> Non
     from rich.markup import escape
 
     from gesture_cli.core.config import resolve_config
-    from gesture_cli.eval.translate import InferTranslateConfig, infer_translation
+    from gesture_cli.tasks.translate import InferTranslateConfig, infer_translation
 
     p = _command_params()
     cfg = resolve_config(InferTranslateConfig, p.get("config"), flags(

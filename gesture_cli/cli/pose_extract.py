@@ -3,14 +3,13 @@
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from gesture_cli.cli.options import VerboseOpt, gx_command, make_console
+from gesture_cli.cli.options import gx_command, make_console
 
 EXAMPLE = (
     "Example: gx pose-extract videos/ -o poses   |   gx pose-extract how2sign/train.csv -o data/h2s-poses --workers 8 --fps 15   |   "
@@ -18,13 +17,6 @@ EXAMPLE = (
 )
 VIEW_EXAMPLE = "Example: gx pose-view poses/clip.pose -o clip.html   |   gx pose-view poses --max-samples 20 -o poses.html   |   gx pose-view synthetic-signs --split test"
 SHOW_ROWS = 30  # videos listed one per row in the summary; more are summed up
-
-
-def _default_workers() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS, Windows
-        return os.cpu_count() or 1
 
 
 @gx_command
@@ -41,7 +33,7 @@ def pose_extract(
     min_detection_confidence: Annotated[float, typer.Option("--min-detection-confidence", help="Holistic's threshold for a person/hand/face detection.")] = 0.5,
     min_tracking_confidence: Annotated[float, typer.Option("--min-tracking-confidence", help="Holistic's threshold below which tracking falls back to detection.")] = 0.5,
     force: Annotated[bool, typer.Option("--force", help="Extract again the videos an earlier run finished.")] = False,
-    verbose: VerboseOpt = False,
+    verbose=False,
 ) -> None:
     """Extract MediaPipe Holistic keypoints from signing videos into pose-format .pose files, many videos at once.
 
@@ -52,16 +44,14 @@ def pose_extract(
     content of the video and the settings); a broken one is reported and the others go on; the exit
     code is 1 when any video failed. Needs the holistic extra: pip install 'gesture-cli[holistic]'.
     """
-    from gesture_cli.data.pose_extract import ExtractConfig, collect_videos, extract_poses, parse_components
+    from gesture_cli.tasks.pose_extract import extract_pose_videos
 
-    cfg = ExtractConfig(model_complexity=model_complexity, refine_face=refine_face, components=parse_components(components), fps=fps,
-                        max_frames=max_frames, static=static, min_detection_confidence=min_detection_confidence,
-                        min_tracking_confidence=min_tracking_confidence)
-    jobs = collect_videos(list(inputs))
     console = make_console()
     with _ExtractProgress(console) as bar:
-        report = extract_poses(jobs, output, cfg, workers=workers or _default_workers(), force=force,
-                               on_start=bar.start, on_frames=bar.frames, on_video=bar.video, quiet=not verbose)
+        report = extract_pose_videos(inputs, output, model_complexity=model_complexity, refine_face=refine_face, components=components, fps=fps,
+                                     max_frames=max_frames, static=static, min_detection_confidence=min_detection_confidence,
+                                     min_tracking_confidence=min_tracking_confidence, workers=workers, force=force, quiet=not verbose,
+                                     on_start=bar.start, on_frames=bar.frames, on_video=bar.video)
     _summary(console, report)
 
 
@@ -121,7 +111,7 @@ def _summary(console, report) -> None:
     from rich.table import Table
 
     from gesture_cli.core.errors import DataError
-    from gesture_cli.data.pose_extract import DETECTED
+    from gesture_cli.tasks.pose_extract import DETECTED
 
     ok = [r for r in report.results if r.status != "failed"]
     table = Table(title=f"pose-extract: {report.count('done')} extracted, {report.count('skipped')} already done, {report.count('failed')} failed; "
@@ -169,39 +159,22 @@ def pose_view(
     max_frames: Annotated[int, typer.Option("--max-frames", help="Frames per sample at most; longer ones are shown at evenly spaced frames.")] = 600,
     keypoints: Annotated[str | None, typer.Option("--keypoints", help="Parts to draw: body, legs, hands, face, face-lite, all [default: body,hands,face].", show_default=False)] = None,
     allow_pickle: Annotated[bool, typer.Option("--allow-pickle", help="Read pickle files (they can run arbitrary code: only for files you trust).")] = False,
-    verbose: VerboseOpt = False,
+    verbose=False,
 ) -> None:
     """Write one self-contained HTML page that plays pose sequences: play/pause, frame slider, speed, part toggles, confidence shading, text and gloss.
 
     The page has its data and its script inline and fetches nothing, so it can be mailed or opened
     offline. gx report shows the same player for the pose datasets and translation samples of a run.
     """
-    from gesture_cli.cli.pose_render import input_spec
-    from gesture_cli.core.artifacts import atomic_write_text
-    from gesture_cli.core.errors import UsageError
-    from gesture_cli.data.pose import make_pose_dataset
-    from gesture_cli.data.pose_extract import read_pose_confidence
-    from gesture_cli.viz.pose_render import pick_sample, safe_name
-    from gesture_cli.viz.pose_view import render_pose_viewer
+    from gesture_cli.tasks.pose import write_pose_view
 
-    if max_samples < 1 or max_frames < 2:
-        raise UsageError("--max-samples must be at least 1 and --max-frames at least 2")
-    ds = make_pose_dataset(input_spec(source), split=split, **({"allow_pickle": True} if allow_pickle else {}))
-    samples = [pick_sample(ds, sid) for sid in sample_id] if sample_id else ds.samples[:max_samples]
-    if not samples:
-        raise UsageError(f"{source}: no samples{f' in split {split}' if split else ''}")
-    confidences = {s.id: c for s in samples if (c := read_pose_confidence(s)) is not None}
-    name = Path(source.split(":", 1)[-1]).expanduser()
-    out = output or Path(f"{safe_name(name.stem if name.suffix else name.name) or 'poses'}.html")
-    if out.is_dir():
-        out = out / f"{safe_name(name.stem if name.suffix else name.name) or 'poses'}.html"
-    page = render_pose_viewer(samples, title=f"{source}: {len(samples)} of {len(ds)} sample(s)", parts=keypoints, max_frames=max_frames,
-                              confidences=confidences)
-    atomic_write_text(out, page)
+    res = write_pose_view(source, output=output, split=split, sample_ids=sample_id, max_samples=max_samples, max_frames=max_frames,
+                          keypoints=keypoints, allow_pickle=allow_pickle)
+    ds, samples, out = res["dataset"], res["samples"], res["output"]
     console = make_console()
     more = f" (the first {len(samples)}; --max-samples shows more)" if not sample_id and len(ds) > len(samples) else ""
     console.print(f"{len(samples)} sample(s){more}, {ds.layout}, {sum(s.num_frames for s in samples):,} frames, "
-                  f"{len(page) / 1e6:.1f} MB", highlight=False)
+                  f"{res['page_chars'] / 1e6:.1f} MB", highlight=False)
     console.print(f"Wrote {out}", highlight=False, markup=False)
 
 

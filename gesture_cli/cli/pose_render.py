@@ -7,26 +7,12 @@ from typing import Annotated
 
 import typer
 
-from gesture_cli.cli.options import VerboseOpt, gx_command, make_console
+from gesture_cli.cli.options import gx_command, make_console
 
 EXAMPLE = (
     "Example: gx pose-render clip.pose -o clip.mp4 --png clip.png   |   gx pose-render clip.pose --video clip_color.mp4 -o overlay.mp4   |   "
     "gx pose-render data/signs-gx --sample-id test-00003 --png sheet.png   |   gx pose-render synthetic-signs --sample-id train-00000 -o s.mp4"
 )
-
-
-def input_spec(source: str) -> str:
-    """A file or folder -> `pose:PATH`; a pose dataset spec (`pose:PATH`, `synthetic-signs`) stays; anything else is a UsageError."""
-    from gesture_cli.core.errors import UsageError
-    from gesture_cli.data.pose import list_pose_datasets
-
-    if Path(source).expanduser().exists():
-        return f"pose:{source}"
-    names = [name for name, _ in list_pose_datasets()]
-    head = source.split("/", 1)[0]
-    if (":" in head and head.split(":", 1)[0].strip().lower() in names) or source.strip().lower() in names:
-        return source
-    raise UsageError(f"INPUT '{source}': no such file or folder, and not a pose dataset spec (pose:PATH, {', '.join(n for n in names if n != 'pose')})")
 
 
 @gx_command
@@ -43,7 +29,7 @@ def pose_render(
     sheet_frames: Annotated[int, typer.Option("--sheet-frames", help="Frames on the PNG contact sheet.")] = 8,
     allow_mismatch: Annotated[bool, typer.Option("--allow-mismatch", help="Draw over a --video whose frame count differs from the pose's (the frames both have).")] = False,
     allow_pickle: Annotated[bool, typer.Option("--allow-pickle", help="Read pickle files (they can run arbitrary code: only for files you trust).")] = False,
-    verbose: VerboseOpt = False,
+    verbose=False,
 ) -> None:
     """Draw a pose sequence as a skeleton (masked points are left out) to an MP4 video and/or a PNG contact sheet.
 
@@ -51,16 +37,10 @@ def pose_render(
     are framed around the drawn points. With --video the skeleton is drawn over the video's frames,
     which must match the pose frame for frame.
     """
-    from gesture_cli.data.pose import make_pose_dataset
-    from gesture_cli.viz.pose_render import pick_sample, render_pose, safe_name
+    from gesture_cli.tasks.pose import render_pose_sample
 
-    opts = {"allow_pickle": True} if allow_pickle else {}
-    ds = make_pose_dataset(input_spec(source), split=split, **opts)
-    sample = pick_sample(ds, sample_id)
-    if output is None and png is None:
-        output = Path(f"{safe_name(sample.id)}.mp4")
-    res = render_pose(sample, mp4=output, png=png, video=video, parts=keypoints, size=size, fps=fps, sheet_frames=sheet_frames,
-                      allow_mismatch=allow_mismatch)
+    ds, res = render_pose_sample(source, sample_id=sample_id, output=output, png=png, video=video, split=split, keypoints=keypoints, size=size,
+                                 fps=fps, sheet_frames=sheet_frames, allow_mismatch=allow_mismatch, allow_pickle=allow_pickle)
     console, err = make_console(), make_console(stderr=True)
     if ds.skipped:  # what INPUT held that was not read (a label table that cannot be read, ...)
         err.print("Skipped: " + "; ".join(f"{k}: {v}" for k, v in ds.skipped.items()), markup=False, highlight=False)

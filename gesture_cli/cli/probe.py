@@ -6,18 +6,7 @@ from typing import Annotated
 
 import typer
 
-from gesture_cli.cli.options import (
-    ConfigOpt,
-    DeviceOpt,
-    ForceOpt,
-    RunDirOpt,
-    SeedOpt,
-    VerboseOpt,
-    argv,
-    flags,
-    gx_command,
-    make_console,
-)
+from gesture_cli.cli.options import argv, flags, gx_command, make_console
 
 EXAMPLE = "Example: gx probe -r runs/demo --backbones tiny-dinov2,tiny-vit --tsne"
 
@@ -33,12 +22,7 @@ def probe(
     tsne: Annotated[bool | None, typer.Option("--tsne/--no-tsne", help="Also plot a t-SNE of the test features per backbone (at most 2000 points).", show_default=False)] = None,
     train_split: Annotated[str | None, typer.Option("--train-split", help="Split to fit on [default: train].", show_default=False)] = None,
     test_split: Annotated[str | None, typer.Option("--test-split", help="Split to score on [default: test].", show_default=False)] = None,
-    run_dir: RunDirOpt = None,
-    device: DeviceOpt = "auto",
-    seed: SeedOpt = None,
-    config: ConfigOpt = None,
-    force: ForceOpt = False,
-    verbose: VerboseOpt = False,
+    run_dir=None, device="auto", seed=None, config=None, force=False, verbose=False,
 ) -> None:
     """Train linear probes on frozen features of every backbone and compare them (DINOv2/v3 protocol).
 
@@ -48,7 +32,7 @@ def probe(
     """
     from gesture_cli.core.config import resolve_config
     from gesture_cli.core.rundir import RunDir
-    from gesture_cli.eval.probe import ProbeConfig, run_probes
+    from gesture_cli.tasks.probe import ProbeConfig, run_probes
 
     names = [b.strip() for b in backbones.split(",") if b.strip()] if backbones else None
     cfg = resolve_config(

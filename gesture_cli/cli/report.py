@@ -7,16 +7,16 @@ from typing import Annotated
 
 import typer
 
-from gesture_cli.cli.options import RunDirOpt, VerboseOpt, gx_command, make_console
+from gesture_cli.cli.options import gx_command, make_console
 
 EXAMPLE = "Example: gx report -r runs/demo   (then open runs/demo/report.html)"
 
 
 @gx_command
 def report(
-    run_dir: RunDirOpt = None,
+    run_dir=None,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Where to write the page [default: RUN/report.html].", show_default=False)] = None,
-    verbose: VerboseOpt = False,
+    verbose=False,
 ) -> None:
     """Write RUN/report.html: every table and picture of the run, with the provenance of each step.
 
@@ -25,7 +25,7 @@ def report(
     segmentation overlays and mIoU, keypoint drawings and PCKh, translation samples with BLEU/ROUGE,
     and for every step its command line, resolved config, input hashes, versions and times.
     """
-    from gesture_cli.viz.report import write_report
+    from gesture_cli.tasks.report import write_report
 
     out, n = write_report(run_dir, output)
     size = out.stat().st_size

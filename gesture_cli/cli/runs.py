@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from gesture_cli.cli.options import VerboseOpt, gx_command, make_console
+from gesture_cli.cli.options import gx_command, make_console
 
 runs_app = typer.Typer(
     help="List run directories, show the steps of one run, or move runs between machines (export / import).",
@@ -32,7 +32,7 @@ def runs(
     ctx: typer.Context,
     root: Annotated[Path, typer.Option("--root", help="Folder holding run directories (or a run directory itself).")] = Path("runs"),
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
-    verbose: VerboseOpt = False,
+    verbose=False,
 ) -> None:
     """List the run directories under --root with steps, status, duration and key metrics."""
     if ctx.invoked_subcommand is not None:
@@ -64,7 +64,7 @@ def runs(
 def show(
     run_dir: Annotated[Path, typer.Argument(help="A run directory.")],
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
-    verbose: VerboseOpt = False,
+    verbose=False,
 ) -> None:
     """Show every step of one run: command, status, start, duration, outputs and metrics."""
     from rich.table import Table
@@ -107,7 +107,7 @@ def export(
         typer.Option("--only", help="best: leave out checkpoints/last/ (resume state); the best weights, artifacts and run.json stay.", show_default=False),
     ] = None,
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing archive.")] = False,
-    verbose: VerboseOpt = False,
+    verbose=False,
 ) -> None:
     """Pack a run directory into one archive with a SHA256SUMS inside, to copy it to another machine."""
     from rich.filesize import decimal
@@ -141,7 +141,7 @@ def import_(
     archive: Annotated[Path, typer.Argument(metavar="FILE", help="An archive written by `gx runs export`.", show_default=False)],
     into: Annotated[Path, typer.Option("--into", help="Folder to put the run in; the run keeps its name.")] = Path("runs"),
     force: Annotated[bool, typer.Option("--force", help="Replace a run of the same name (only after the archive verified).")] = False,
-    verbose: VerboseOpt = False,
+    verbose=False,
 ) -> None:
     """Unpack a run archive: every file checked against SHA256SUMS, nothing outside the target, all or nothing."""
     from rich.filesize import decimal

@@ -7,36 +7,17 @@ from typing import Annotated
 import typer
 
 from gesture_cli.cli.options import (
-    BackboneOpt,
-    ConfigOpt,
-    DeviceOpt,
-    ForceOpt,
-    RunDirOpt,
-    SeedOpt,
-    VerboseOpt,
+    ImageSizeOpt,
+    MaxSamplesOpt,
+    PrecisionOpt,
     argv,
     flags,
     gx_command,
     make_console,
+    opt,
     precision_line,
 )
-from gesture_cli.cli.train_options import (
-    CheckpointEveryOpt,
-    EvalEveryOpt,
-    GradAccumOpt,
-    ImageSizeOpt,
-    MaxSamplesOpt,
-    MaxStepsOpt,
-    PrecisionOpt,
-    WarmupStepsOpt,
-    WeightDecayOpt,
-    batch_size_option,
-    epochs_option,
-    opt,
-    patience_option,
-    report_training,
-    resume_option,
-)
+from gesture_cli.cli.train_options import batch_size_option, epochs_option, patience_option, report_training, resume_option
 
 EXAMPLE = "Example: gx segment-train --backbone tiny-dinov2 --dataset synthetic-scenes --head linear --epochs 5 -r runs/demo"
 PER_CLASS_SHOWN = 30  # rows of the per-class IoU table; metrics.json has all
@@ -46,7 +27,7 @@ MEAN_NOTE = "mIoU: mean over classes in the labels or predictions; mean acc: mea
 
 @gx_command
 def segment_train(
-    backbone: BackboneOpt = None,
+    backbone=None,
     dataset: Annotated[str | None, opt("--dataset", "Segmentation dataset: synthetic-scenes, or seg:DIR (Cityscapes, ADE20K, or images/ + masks/ with classes.txt) [default: synthetic-scenes].", "-d")] = None,
     dataset_opt: Annotated[list[str] | None, opt("--dataset-opt", "Dataset option KEY=VALUE (repeatable): classes=FILE, reduce_zero_label=true, size=128 ...")] = None,
     head: Annotated[str | None, opt("--head", "linear | mask2former [default: linear].")] = None,
@@ -60,26 +41,19 @@ def segment_train(
     m2f_encoder_layers: Annotated[int | None, opt("--m2f-encoder-layers", "mask2former: pixel-decoder layers [default: 3].")] = None,
     m2f_decoder_layers: Annotated[int | None, opt("--m2f-decoder-layers", "mask2former: transformer-decoder layers [default: 6].")] = None,
     epochs: Annotated[int | None, epochs_option(10)] = None,
-    max_steps: MaxStepsOpt = None,
+    max_steps=None,
     batch_size: Annotated[int | None, batch_size_option("Images", 8)] = None,
-    grad_accum: GradAccumOpt = None,
+    grad_accum=None,
     lr: Annotated[float | None, opt("--lr", "Peak learning rate [default: 1e-3 linear, 1e-4 mask2former].")] = None,
-    weight_decay: WeightDecayOpt = None,
-    warmup_steps: WarmupStepsOpt = None,
+    weight_decay=None, warmup_steps=None,
     patience: Annotated[int | None, patience_option("mIoU", 5)] = None,
     val_fraction: Annotated[float | None, opt("--val-fraction", "Share of the training images held out when the dataset has no val split [default: 0.1].")] = None,
-    eval_every: EvalEveryOpt = None,
-    checkpoint_every: CheckpointEveryOpt = None,
+    eval_every=None, checkpoint_every=None,
     hflip: Annotated[bool | None, opt("--hflip/--no-hflip", "Random horizontal flips of image and mask [default: off].")] = None,
     precision: PrecisionOpt = None,
     max_samples: MaxSamplesOpt = None,
     resume: Annotated[bool, resume_option("segment")] = False,
-    run_dir: RunDirOpt = None,
-    device: DeviceOpt = "auto",
-    seed: SeedOpt = None,
-    config: ConfigOpt = None,
-    force: ForceOpt = False,
-    verbose: VerboseOpt = False,
+    run_dir=None, device="auto", seed=None, config=None, force=False, verbose=False,
 ) -> None:
     """Train a semantic-segmentation head on a frozen backbone's patch tokens and report mIoU.
 
@@ -93,7 +67,7 @@ def segment_train(
     from gesture_cli.cli.progress import Bars, training_callbacks
     from gesture_cli.core.config import resolve_config
     from gesture_cli.core.rundir import RunDir
-    from gesture_cli.train.segment import SegmentTrainConfig, train_segment
+    from gesture_cli.tasks.segment import SegmentTrainConfig, train_segment
 
     cfg = resolve_config(
         SegmentTrainConfig,
@@ -187,7 +161,7 @@ def _detect_options() -> dict:
 def run_evaluate(cfg, *, run, device: str, force: bool, console) -> None:
     """`gx evaluate segment`: mIoU, per-class IoU, pixel accuracy of segment/<backbone>/ on a split."""
     from gesture_cli.cli.progress import Bars
-    from gesture_cli.eval.segment import SegmentEvalOptions, evaluate_segment
+    from gesture_cli.tasks.segment import SegmentEvalOptions, evaluate_segment
 
     opts = SegmentEvalOptions(backbone=cfg.backbone, dataset=cfg.dataset, split=cfg.split, max_samples=cfg.max_samples,
                               precision=cfg.precision, **_task_options())
@@ -223,7 +197,7 @@ def run_infer(cfg, *, run, device: str, as_json: bool, console) -> None:
     import json
 
     from gesture_cli.cli.progress import Bars
-    from gesture_cli.eval.segment import SegmentInferOptions, infer_segment
+    from gesture_cli.tasks.segment import SegmentInferOptions, infer_segment
 
     opts = SegmentInferOptions(input=cfg.input, backbone=cfg.backbone, precision=cfg.precision, **_task_options(), **_detect_options())
     with Bars(console, unit="img") as bars:

@@ -1,60 +1,17 @@
-"""Options shared by the training commands (lora-train, keypoint-train, segment-train).
+"""Helpers of the training commands (lora-train, keypoint-train, segment-train, pose-pretrain, pose-finetune).
 
-Every option here defaults to None ("not given") so that resolve_config lets a --config file or the
-config dataclass fill it; the help text names the dataclass default instead of Typer showing None.
 Options whose help differs only by a command's default or noun are small factories returning the
-typer.Option, used as `Annotated[int | None, epochs_option(10)]`.
+typer.Option, used as `Annotated[int | None, epochs_option(10)]`; the options that are the same in
+every trainer are shared options (cli/options.py, SHARED_OPTIONS).
 
 No torch or transformers import here: `gx --help` must stay fast.
 """
 
 from __future__ import annotations
 
-from typing import Annotated
-
 import typer
 
-from gesture_cli.cli.options import PrecisionOpt  # noqa: F401  (re-exported: every trainer takes --precision)
-
-
-def opt(name: str, help: str, *extra: str):
-    """A typer.Option whose default (None) is not shown; the help text says the real default."""
-    return typer.Option(name, *extra, help=help, show_default=False)
-
-
-# ---- LoRA adapters (lora-train, keypoint-train) ----
-
-TargetModulesOpt = Annotated[
-    str | None,
-    opt("--target-modules", "Comma-separated Linear module names for LoRA [default: the family's query/value projections]."),
-]
-RankOpt = Annotated[int | None, opt("--rank", "LoRA rank r [default: 8].")]
-AlphaOpt = Annotated[float | None, opt("--alpha", "LoRA alpha; updates scale by alpha/r [default: 16].")]
-DropoutOpt = Annotated[float | None, opt("--dropout", "Dropout on the LoRA input [default: 0.1].")]
-
-# ---- input (lora-train, segment-train) ----
-
-ImageSizeOpt = Annotated[int | None, opt("--image-size", "Input side in pixels [default: the backbone's].")]
-MaxSamplesOpt = Annotated[int | None, opt("--max-samples", "Cap on images per split (seeded subset), for quick runs.")]
-
-# ---- the training loop (train/loop.py), all three commands ----
-
-MaxStepsOpt = Annotated[int | None, opt("--max-steps", "Optimizer steps in all; overrides --epochs.")]
-GradAccumOpt = Annotated[int | None, opt("--grad-accum", "Micro-batches per optimizer step [default: 1].")]
-WeightDecayOpt = Annotated[float | None, opt("--weight-decay", "AdamW weight decay, not on biases/norms [default: 0.01].")]
-WarmupStepsOpt = Annotated[
-    int | None,
-    opt("--warmup-steps", "Linear warm-up in optimizer steps [default: --warmup-ratio of all steps]."),
-]
-WarmupRatioOpt = Annotated[
-    float | None,
-    opt("--warmup-ratio", "Warm-up share of all steps when --warmup-steps is not given [default: 0.05]."),
-]
-EvalEveryOpt = Annotated[int | None, opt("--eval-every", "Optimizer steps between evaluations; 0 = every epoch [default: 0].")]
-CheckpointEveryOpt = Annotated[
-    int | None,
-    opt("--checkpoint-every", "Optimizer steps between saves of checkpoints/last/ [default: 100]."),
-]
+from gesture_cli.cli.options import opt
 
 
 def epochs_option(default: int):

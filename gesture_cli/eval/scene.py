@@ -27,8 +27,8 @@ COLUMN_PREFIX = "det_count_"
 def column_slug(name: str) -> str:
     """A CSV-friendly column fragment: 'traffic light' -> 'traffic_light'.
 
-    Both column families of the feature table use it (seg_<group> in eval/segment.py, det_count_<class>
-    here); it lives in this module because eval/segment.py imports it, never the other way round."""
+    Both column families of the feature table use it (seg_<group> in tasks/segment.py, det_count_<class>
+    here); it lives in this module because tasks/segment.py imports it, never the other way round."""
     return re.sub(r"[^0-9a-z]+", "_", str(name).strip().lower()).strip("_") or "class"
 
 

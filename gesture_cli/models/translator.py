@@ -1,11 +1,10 @@
-"""A trained sign-to-text translator (a run dir's pose/finetune/): its file kinds, loading it back, decoding.
+"""A trained sign-to-text translator (a run dir's pose/finetune/): its file kinds and decoding.
 
 `gx pose-finetune` (train/pose.py) writes the folder: encoder.safetensors (models/pose_encoder.py),
 bridge.safetensors (the pose -> text projection, kind BRIDGE_KIND), text_model/ (models/text.py) and
 translator.json (kind TRANSLATOR_KIND: layout, parts, normalisation, frames, decoding settings).
-`gx evaluate translate` / `gx infer translate` (eval/translate.py) rebuild it with `load_translator`
-and decode with `generate_texts`. Training and evaluation both import this module, so evaluation
-never imports training code.
+`gx evaluate translate` / `gx infer translate` (tasks/translate.py) rebuild it with `load_translator`
+and decode with `generate_texts`. Training and the tasks both import this module.
 """
 
 from __future__ import annotations
@@ -15,7 +14,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gesture_cli.core.errors import ArtifactError
 from gesture_cli.data.pose import PoseBatches
 
 FINETUNE_REL = "pose/finetune"  # where pose-finetune writes in a run dir
@@ -69,42 +67,4 @@ class Translator:
                            max_frames=int(self.info["max_frames"]), dims=int(self.info["dims"]))
 
 
-def finetune_dir(run) -> Path:
-    """pose/finetune/ of a run dir (a core.rundir.RunDir), which must hold a trained translator."""
-    path = run.path(FINETUNE_REL)
-    if not (path / "translator.json").is_file():
-        raise ArtifactError(f"{path}: no trained translator; run `gx pose-finetune -r {run.root}` first")
-    return path
-
-
-def load_translator(run, device="cpu", *, precision=None) -> Translator:
-    """Rebuild the fine-tuned PoseToText of a run dir from its files alone (in fp32). `precision` (a
-    core.device.Precision, e.g. from `inference_precision`): weights then stored in its dtype and the
-    forward and `generate` run under it."""
-    import torch
-
-    from gesture_cli.core.artifacts import load_json, load_tensors
-    from gesture_cli.core.device import resolve_device
-    from gesture_cli.models.pose_encoder import load_pose_encoder
-    from gesture_cli.models.sign2text import PoseToText
-    from gesture_cli.models.text import load_text_model
-
-    path = finetune_dir(run)
-    dev = resolve_device(device) if isinstance(device, str) else torch.device(device)
-    info = load_json(path / "translator.json", kind=TRANSLATOR_KIND)
-    text = load_text_model(path / "text_model", device=dev)
-    encoder = load_pose_encoder(path, device=dev)
-    tensors, meta = load_tensors(path / "bridge.safetensors", kind=BRIDGE_KIND, device=str(dev))
-    model = PoseToText(encoder, text.model, bridge=meta.get("bridge", info["bridge"]))
-    try:
-        model.proj.load_state_dict(tensors)
-    except RuntimeError as exc:
-        raise ArtifactError(f"{path / 'bridge.safetensors'}: does not fit the encoder and text model ({str(exc).splitlines()[0]})") from None
-    model.to(dev).eval()
-    if precision is not None:
-        precision.for_inference(model)
-    return Translator(model=model, tokenizer=text.tokenizer, info=info, path=path)
-
-
-__all__ = ["BRIDGE_KIND", "FINETUNE_REL", "TRANSLATOR_KIND", "Translator", "device_of", "finetune_dir", "generate_texts",
-           "load_translator", "pose_inputs"]
+__all__ = ["BRIDGE_KIND", "FINETUNE_REL", "TRANSLATOR_KIND", "Translator", "device_of", "generate_texts", "pose_inputs"]

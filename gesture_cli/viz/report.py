@@ -1,4 +1,4 @@
-"""`gx report`: one self-contained HTML page with every table and picture of a run directory.
+"""One self-contained HTML page with every table and picture of a run directory (`gx report`, written by tasks/report.py).
 
 The page is built from `run.json` and the files each step wrote, so it needs no knowledge of a
 command beyond a few presentation hints: for the newest successful step of every output it shows the
@@ -22,8 +22,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from gesture_cli.core.artifacts import atomic_write_text
-from gesture_cli.core.errors import GxError, UsageError
 from gesture_cli.core.rundir import RunDir
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".gif", ".webp")
@@ -463,17 +461,3 @@ def build_report(run: RunDir) -> str:
             f"<title>gx report: {esc(run.name)}</title><style>{CSS}</style></head><body>" + "".join(body) + "</body></html>")
 
 
-def write_report(run_dir: Path | None, output: Path | None = None) -> tuple[Path, int]:
-    """Write the report (atomically) and return its path and the number of steps shown."""
-    run = RunDir(run_dir)
-    if not run.manifest_path.is_file():
-        raise UsageError(f"{run.root}: not a run directory (no run.json); run a gx command with -r {run.root} first")
-    try:
-        run.recover_dead_steps()  # a killed step is shown as interrupted, not as running forever
-    except (OSError, GxError):
-        pass  # a run dir this user cannot write is still reported (with -o elsewhere), as it is
-    page = build_report(run)
-    out = Path(output) if output else run.root / "report.html"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out, page)
-    return out, len(current_steps(run))

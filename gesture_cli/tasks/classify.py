@@ -1,5 +1,7 @@
-"""Classification with a saved classifier: inputs for `gx infer classify` and the shared plumbing of
-`gx evaluate classify` / `gx infer classify` (which artifact, which backbone, which features).
+"""`gx lora-train`, `gx evaluate classify` and `gx infer classify`: the steps of a classifier, a linear
+probe (`--from probe`, probe/<backbone>/, written by `gx probe`: tasks/probe.py) or a fine-tuned one
+(`--from lora`, lora/<backbone>/, written by `gx lora-train`: train/lora.py), and their shared plumbing
+(which artifact, which backbone, which features).
 
 Inputs (`load_inputs`): one image file, a folder of images (searched recursively, sorted), or a
 Sign-MNIST-style CSV: 784 pixel columns, or 785 with the label first; a header line is optional.
@@ -17,6 +19,10 @@ from pathlib import Path
 import numpy as np
 
 from gesture_cli.core.errors import ArtifactError, DataError, UsageError, unknown_choice
+from gesture_cli.train.lora import LoraTrainConfig, train_lora
+
+__all__ = ["EvaluateConfig", "InferConfig", "LoraTrainConfig", "check_source", "evaluate_lora_classifier", "evaluate_probe", "infer_lora",
+           "infer_probe", "train_lora"]
 
 CLASSIFIER_SOURCES = ("probe", "lora")  # --from: where the classifier comes from
 PIXELS = 784  # 28 x 28 Sign MNIST image
@@ -36,7 +42,7 @@ class EvaluateConfig:
     precision: str | None = None  # auto | fp32 | bf16 | fp16; None = the artifact's own (core.device.inference_precision)
 
     def validate(self) -> None:
-        from gesture_cli.eval.trained import check_precision_option
+        from gesture_cli.tasks.trained import check_precision_option
 
         if self.source not in CLASSIFIER_SOURCES:
             raise unknown_choice("--from source", self.source, CLASSIFIER_SOURCES)
@@ -59,7 +65,7 @@ class InferConfig:
     precision: str | None = None  # auto | fp32 | bf16 | fp16; None = the artifact's own (core.device.inference_precision)
 
     def validate(self) -> None:
-        from gesture_cli.eval.trained import check_precision_option
+        from gesture_cli.tasks.trained import check_precision_option
 
         if not self.input:
             raise UsageError("--input is required: an image file, a folder of images or a CSV")
@@ -287,8 +293,8 @@ def infer_probe(run, *, backbone: str | None, input_path: Path | str, top_k: int
     import torch
 
     from gesture_cli.core.device import resolve_device
-    from gesture_cli.eval.probe import load_classifier, require_classifier
-    from gesture_cli.eval.trained import run_precision
+    from gesture_cli.tasks.probe import load_classifier, require_classifier
+    from gesture_cli.tasks.trained import run_precision
 
     if top_k < 1:
         raise UsageError("--top-k must be at least 1")
@@ -344,9 +350,9 @@ def evaluate_probe(run, *, backbone: str | None, dataset: str | None = None, spl
     from gesture_cli.core.artifacts import load_json, save_json
     from gesture_cli.core.device import resolve_device
     from gesture_cli.eval.classify import classification_metrics
-    from gesture_cli.eval.probe import load_classifier, require_classifier
-    from gesture_cli.eval.trained import run_precision
-    from gesture_cli.models.features import load_features
+    from gesture_cli.tasks.features import load_features
+    from gesture_cli.tasks.probe import load_classifier, require_classifier
+    from gesture_cli.tasks.trained import run_precision
 
     name, clf_path = require_classifier(run, backbone)
     probe, meta = load_classifier(clf_path)
@@ -413,7 +419,7 @@ def evaluate_probe(run, *, backbone: str | None, dataset: str | None = None, spl
 
 def require_lora(run, backbone: str | None) -> tuple[str, Path]:
     """(backbone folder name, lora/<backbone>/) of a trained LoRA classifier; None picks the only one."""
-    from gesture_cli.eval.trained import trained_dir
+    from gesture_cli.tasks.trained import trained_dir
 
     return trained_dir(run, "lora", backbone, what="LoRA classifier", command="lora-train", none_hint=", or use --from probe")
 
@@ -460,8 +466,8 @@ def evaluate_lora_classifier(run, *, backbone: str | None, dataset: str | None =
     from gesture_cli.data.registry import parse_dataset_opts
     from gesture_cli.data.splits import cap_samples
     from gesture_cli.eval.classify import classification_metrics
-    from gesture_cli.eval.trained import run_precision
     from gesture_cli.models.lora import load_lora_classifier
+    from gesture_cli.tasks.trained import run_precision
     from gesture_cli.viz.plots import render_confusion
 
     name, path = require_lora(run, backbone)
@@ -513,8 +519,8 @@ def infer_lora(run, *, backbone: str | None, input_path: Path | str, top_k: int 
     The model runs in `precision` (--precision), by default the one it was trained in."""
     import torch
 
-    from gesture_cli.eval.trained import run_precision
     from gesture_cli.models.lora import load_lora_classifier
+    from gesture_cli.tasks.trained import run_precision
 
     if top_k < 1:
         raise UsageError("--top-k must be at least 1")
