@@ -374,7 +374,6 @@ def image_clip(ds: ImageDataset, i: int) -> str:
     return path.as_posix()
 
 
-_image_clip = image_clip  # moved: re-exported until importers switch (issue 16)
 
 
 def make_frame_source(spec: str | DatasetSpec, *, seed: int = 0) -> FrameSource:

@@ -481,7 +481,7 @@ class FrameUnits:
 def frame_units(source, stride: int) -> FrameUnits:
     """`source` cut into units; a FrameSource of another kind is one unit (read by one process)."""
     from gesture_cli.data.images import to_rgb
-    from gesture_cli.data.video import ClipFrames, DatasetFrames, FrameMeta, _image_clip
+    from gesture_cli.data.video import ClipFrames, DatasetFrames, FrameMeta, image_clip
 
     if isinstance(source, ClipFrames):
         def read_clip(u: int, left: int | None) -> Iterator:
@@ -494,7 +494,7 @@ def frame_units(source, stride: int) -> FrameUnits:
 
         def read_image(u: int, left: int | None) -> Iterator:
             ds, i = rows[u]
-            yield to_rgb(ds.image(i)), FrameMeta(ds.classes[ds.labels[i]], _image_clip(ds, i), 0)
+            yield to_rgb(ds.image(i)), FrameMeta(ds.classes[ds.labels[i]], image_clip(ds, i), 0)
 
         return FrameUnits([1] * len(rows), read_image, source.warnings)
     return FrameUnits([source.count(stride)], lambda u, left: source.iter_frames(stride, left), source.warnings)

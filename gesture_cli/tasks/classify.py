@@ -462,8 +462,7 @@ def evaluate_lora_classifier(run, *, backbone: str | None, dataset: str | None =
     in `precision` (--precision), by default the one it was trained in.
     """
     from gesture_cli.core.artifacts import load_json, save_json
-    from gesture_cli.data import make_dataset
-    from gesture_cli.data.registry import parse_dataset_opts
+    from gesture_cli.data import make_dataset, parse_dataset
     from gesture_cli.data.splits import cap_samples
     from gesture_cli.eval.classify import classification_metrics
     from gesture_cli.models.lora import load_lora_classifier
@@ -478,10 +477,10 @@ def evaluate_lora_classifier(run, *, backbone: str | None, dataset: str | None =
     if not spec:
         raise UsageError(f"{path}/head.safetensors does not record its dataset; pass --dataset")
     ds_seed = seed if seed is not None else int(train_cfg.get("seed") or 0)
-    opts = parse_dataset_opts(tuple(train_cfg.get("dataset_opts") or ())) if spec == meta.get("dataset") else {}
-    if train_cfg.get("no_gesture") or (spec.startswith("hagrid") and "no_gesture" in classes):
-        opts.setdefault("no_gesture", True)  # HaGRID trained with its no_gesture class
-    ds = make_dataset(spec, split=split, seed=ds_seed, **opts)
+    ds_spec = parse_dataset(spec, tuple(train_cfg.get("dataset_opts") or ()) if spec == meta.get("dataset") else ())
+    if (train_cfg.get("no_gesture") or (ds_spec.name == "hagrid" and "no_gesture" in classes)) and "no_gesture" not in ds_spec.options:
+        ds_spec = parse_dataset(ds_spec, {"no_gesture": True})  # HaGRID trained with its no_gesture class
+    ds = make_dataset(ds_spec, split=split, seed=ds_seed)
     prec = run_precision(device, precision, meta.get("precision"), notify=notify)
     out_rel, png_rel = f"eval/classify-lora-{name}.json", f"eval/confusion-lora-{name}.png"
     config = {"task": "classify", "from": "lora", "backbone": name, "dataset": spec, "split": split, "seed": ds_seed, "max_samples": max_samples,

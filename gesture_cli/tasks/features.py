@@ -175,13 +175,12 @@ def extract_features(
     """
     from gesture_cli.core.device import resolve_device
     from gesture_cli.core.dist import init_dist
-    from gesture_cli.data import dataset_splits, make_dataset
-    from gesture_cli.data.registry import parse_dataset_opts
+    from gesture_cli.data import make_dataset, parse_dataset
 
-    splits = list(cfg.splits) or dataset_splits(cfg.dataset)
-    opts = parse_dataset_opts(cfg.dataset_opts)
+    spec = parse_dataset(cfg.dataset, cfg.dataset_opts)  # read once; the datasets below share it
+    splits = list(cfg.splits) or spec.splits()
     # Build datasets first: a bad file fails before any model is loaded or anything is written.
-    datasets = {s: make_dataset(cfg.dataset, split=s, seed=cfg.seed, **opts) for s in splits}
+    datasets = {s: make_dataset(spec, split=s, seed=cfg.seed) for s in splits}
     for split, ds in datasets.items():
         if len(ds) == 0:
             raise UsageError(f"dataset '{cfg.dataset}' split '{split}' has no images")

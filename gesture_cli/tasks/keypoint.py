@@ -38,8 +38,8 @@ class EvalData:
 
 def resolve_eval_data(meta: dict, *, dataset: str | None, split: str, seed: int | None, max_samples: int | None) -> EvalData:
     """The dataset split `gx evaluate keypoint` scores (see `evaluate_keypoint`)."""
-    from gesture_cli.data.keypoints import keypoint_dataset_splits, make_keypoint_dataset, make_keypoint_splits
-    from gesture_cli.data.registry import parse_dataset_opts
+    from gesture_cli.data.keypoints import make_keypoint_dataset, make_keypoint_splits
+    from gesture_cli.data.registry import parse_dataset
     from gesture_cli.data.splits import cap_samples
 
     train_cfg = dict(meta.get("config") or {})
@@ -48,8 +48,8 @@ def resolve_eval_data(meta: dict, *, dataset: str | None, split: str, seed: int 
         raise UsageError("the keypoint model does not record its dataset; pass --dataset")
     same = spec == train_cfg.get("dataset")
     ds_seed = seed if seed is not None else int(train_cfg.get("seed") or 0)
-    opts = parse_dataset_opts(tuple(train_cfg.get("dataset_opts") or ())) if same else {}
-    splits = keypoint_dataset_splits(spec)
+    ds_spec = parse_dataset(spec, tuple(train_cfg.get("dataset_opts") or ()) if same else (), kind="keypoints")
+    splits = ds_spec.splits()
     note = None
     if split not in splits:
         if len(splits) != 1:
@@ -60,13 +60,13 @@ def resolve_eval_data(meta: dict, *, dataset: str | None, split: str, seed: int 
     if same and split == trained_on.get("train") and trained_on.get("val_from_train"):
         # The split the model trained on: score only the part training held out for validation, rebuilt
         # from the recorded config (a key it lacks takes KeypointTrainConfig's default).
-        held = make_keypoint_splits(spec, tuple(train_cfg.get("dataset_opts") or ()), val_fraction=train_cfg.get("val_fraction", 0.1),
+        held = make_keypoint_splits(ds_spec, val_fraction=train_cfg.get("val_fraction", 0.1),
                                     max_samples=train_cfg.get("max_samples"), seed=train_cfg.get("seed", 0)).val
         if held is None:
             raise UsageError(f"'{spec}' split '{split}' is the training data and nothing was held out; pass another --dataset")
         note = (note + "; " if note else "") + f"scoring the {len(held)} samples training held out for validation"
         return EvalData(dataset=cap_samples(held, max_samples, ds_seed), split=held.split, note=note)
-    ds = make_keypoint_dataset(spec, split=split, seed=ds_seed, **opts)
+    ds = make_keypoint_dataset(ds_spec, split=split, seed=ds_seed)
     return EvalData(dataset=cap_samples(ds, max_samples, ds_seed), split=split, note=note)
 
 

@@ -13,11 +13,11 @@ from gesture_cli.core.errors import UsageError
 
 def input_spec(source: str) -> str:
     """A file or folder -> `pose:PATH`; a pose dataset spec (`pose:PATH`, `synthetic-signs`) stays; anything else is a UsageError."""
-    from gesture_cli.data.pose import list_pose_datasets
+    from gesture_cli.data.registry import list_datasets
 
     if Path(source).expanduser().exists():
         return f"pose:{source}"
-    names = [name for name, _ in list_pose_datasets()]
+    names = [name for name, _ in list_datasets("pose")]
     head = source.split("/", 1)[0]
     if (":" in head and head.split(":", 1)[0].strip().lower() in names) or source.strip().lower() in names:
         return source
@@ -29,13 +29,13 @@ def convert_poses(source: str, output: Path, *, allow_pickle: bool = False, layo
                   force: bool = False):
     """`gx pose-convert`: read `source` (a path or a pose spec) and write it as a gx pose folder; returns (dataset, folder written)."""
     from gesture_cli.data.pose import make_pose_dataset, write_pose_folder
-    from gesture_cli.data.registry import parse_dataset_opts
+    from gesture_cli.data.registry import parse_dataset
 
     spec = source if ":" in source.split("/", 1)[0] or not Path(source).expanduser().exists() else f"pose:{source}"
-    opts = parse_dataset_opts(dataset_opts or [])
     given = {"allow_pickle": allow_pickle or None, "layout": layout, "texts": str(texts) if texts else None, "fps": fps}
-    opts.update({k: v for k, v in given.items() if v is not None})
-    ds = make_pose_dataset(spec, split=split, seed=seed or 0, **opts)
+    ds_spec = parse_dataset(spec, dataset_opts or [], kind="pose")  # the flags above win over --dataset-opt
+    ds_spec = parse_dataset(ds_spec, {k: v for k, v in given.items() if v is not None})
+    ds = make_pose_dataset(ds_spec, split=split, seed=seed or 0)
     return ds, write_pose_folder(ds, output, overwrite=force)
 
 

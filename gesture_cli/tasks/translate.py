@@ -78,10 +78,12 @@ class InferTranslateConfig:
             raise UsageError("--num-beams and --max-new-tokens must be at least 1")
 
 
-def _dataset_for(info: dict, spec: str | None) -> tuple[str, tuple[str, ...]]:
-    """The dataset spec and options to read: the training ones unless another spec is given."""
+def _dataset_for(info: dict, spec: str | None):
+    """The pose dataset to read, parsed once (a DatasetSpec): the training one, with its options, unless another spec is given."""
+    from gesture_cli.data.registry import parse_dataset
+
     spec = spec or info["dataset"]
-    return spec, tuple(info.get("dataset_opts") or ()) if spec == info["dataset"] else ()
+    return parse_dataset(spec, tuple(info.get("dataset_opts") or ()) if spec == info["dataset"] else (), kind="pose")
 
 
 def _check_layout(samples, info: dict, where: str) -> None:
@@ -121,10 +123,12 @@ def evaluate_translation(run, cfg: EvaluateTranslateConfig, *, device="auto", ar
     split = normalize_split(cfg.split)
     if split not in POSE_SPLITS:
         raise UsageError(f"--split '{cfg.split}' is not one of {', '.join(POSE_SPLITS)}")
-    spec, opts = _dataset_for(info, cfg.dataset)
+    spec = _dataset_for(info, cfg.dataset)
     seed = cfg.seed if cfg.seed is not None else int(info.get("seed") or 0)
     # the splits exactly as pose-finetune made them (its --max-samples subset included); --max-samples then takes the first N
-    splits = make_pose_splits(spec, opts, seed=seed, max_samples=info.get("max_samples") if spec == info["dataset"] else None,
+    same = spec.text == info["dataset"]
+    opts = tuple(info.get("dataset_opts") or ()) if same else ()  # as recorded, for this step's config
+    splits = make_pose_splits(spec, seed=seed, max_samples=info.get("max_samples") if same else None,
                               val_fraction=float(info.get("val_fraction", 0.1)), need_text=False)
     ds = getattr(splits, split)
     if ds is None or not len(ds):
@@ -136,7 +140,7 @@ def evaluate_translation(run, cfg: EvaluateTranslateConfig, *, device="auto", ar
     num_beams = cfg.num_beams or int(info.get("num_beams", 1))
     max_new = cfg.max_new_tokens or int(info.get("max_new_tokens", 64))
     prec = run_precision(device, cfg.precision, info.get("precision"), notify=notify)
-    config = {"task": "translate", "dataset": spec, "dataset_opts": list(opts), "split": split, "seed": seed, "max_samples": cfg.max_samples,
+    config = {"task": "translate", "dataset": spec.text, "dataset_opts": list(opts), "split": split, "seed": seed, "max_samples": cfg.max_samples,
               "num_beams": num_beams, "max_new_tokens": max_new, "precision": prec.name}
     files = [path / "encoder.safetensors", path / "bridge.safetensors", path / "text_model"]
     step = run.begin("evaluate", config=config, outputs=[EVAL_JSON, EVAL_TXT, EVAL_CSV], inputs=[*files, *splits.source_files],
@@ -150,7 +154,7 @@ def evaluate_translation(run, cfg: EvaluateTranslateConfig, *, device="auto", ar
                                  on_progress=on_progress)
         metrics, rows = score_translations([s.id for s in samples], hyps, [s.text for s in samples], glosses=[s.gloss for s in samples])
         variants = metric_variants(metrics.pop("signatures"))
-        result = {"task": "translate", "model": str(path), "dataset": spec, "split": split, "num_beams": num_beams,
+        result = {"task": "translate", "model": str(path), "dataset": spec.text, "split": split, "num_beams": num_beams,
                   "decoding": "greedy" if num_beams == 1 else f"beam search ({num_beams} beams)", "precision": prec.name, **metrics,
                   "variants": variants, "seconds": round(time.perf_counter() - t0, 3)}
         save_json(step.stage(EVAL_JSON, is_dir=False), result, kind="eval-translate")
@@ -187,7 +191,6 @@ def infer_translation(run, cfg: InferTranslateConfig, *, device="auto", argv=Non
     cfg.precision, by default the one pose-finetune trained it in."""
     from gesture_cli.core.artifacts import load_json, save_json
     from gesture_cli.data.pose import make_pose_dataset
-    from gesture_cli.data.registry import parse_dataset_opts
 
     cfg.validate()
     path = finetune_dir(run)
@@ -201,8 +204,8 @@ def infer_translation(run, cfg: InferTranslateConfig, *, device="auto", argv=Non
         if not samples:
             raise DataError(f"{src}: no keypoint sequences found")
     else:
-        spec, opts = _dataset_for(info, cfg.dataset)
-        ds = make_pose_dataset(spec, seed=int(info.get("seed") or 0), **parse_dataset_opts(opts))
+        spec = _dataset_for(info, cfg.dataset)
+        ds = make_pose_dataset(spec, seed=int(info.get("seed") or 0))
         hit = [s for s in ds.samples if s.id == cfg.sample_id]
         if not hit:
             ids = [s.id for s in ds.samples]
