@@ -34,7 +34,7 @@ def convert_poses(source: str, output: Path, *, allow_pickle: bool = False, layo
     spec = source if ":" in source.split("/", 1)[0] or not Path(source).expanduser().exists() else f"pose:{source}"
     given = {"allow_pickle": allow_pickle or None, "layout": layout, "texts": str(texts) if texts else None, "fps": fps}
     ds_spec = parse_dataset(spec, dataset_opts or [], kind="pose")  # the flags above win over --dataset-opt
-    ds_spec = parse_dataset(ds_spec, {k: v for k, v in given.items() if v is not None})
+    ds_spec = parse_dataset(ds_spec, {k: v for k, v in given.items() if v is not None}, kind="pose")
     ds = make_pose_dataset(ds_spec, split=split, seed=seed or 0)
     return ds, write_pose_folder(ds, output, overwrite=force)
 
