@@ -1,8 +1,9 @@
-"""Small pieces every trainer shares around `fit`: checking the common options, the run-dir step,
-refusing to overwrite an unfinished run, and publishing the checkpoints next to the final artifacts.
+"""Small pieces the trainers share around `fit`: checking the common options, refusing to overwrite an
+unfinished run, the --resume check, a dataset as fit()'s batches, and publishing the checkpoints next to
+the final artifacts.
 
 The train / val / test splits with sample caps live in data/splits.py, because evaluation rebuilds
-the same splits and must not import training code; the trainers import them from here with the rest.
+the same splits and must not import training code.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from gesture_cli.core.errors import ArtifactError, UsageError
-from gesture_cli.data.splits import Splits, cap_samples, capped_indices, make_splits, random_holdout  # noqa: F401  (re-exported: the trainers' split helpers)
 
 
 def loop_config(cfg, *, lr: float, monitor: str, monitor_mode: str = "max"):
@@ -50,15 +50,48 @@ def check_lora_fields(cfg) -> None:
         raise UsageError(f"--target-modules applies to --method lora, not {cfg.method}")
 
 
-def begin_training_step(run, command: str, cfg, splits: Splits, *, out_rel: str, device: str, argv, force: bool):
-    """The run-dir step of a trainer: its config, the files and cache tokens of every split it reads, its output folder."""
+def lora_settings(cfg) -> dict:
+    """The settings of a LoRA-capable trainer's config as its checkpoint records them, for a --resume check
+    before the model is built: target modules sorted, and unset image size / target modules left out
+    (the backbone fills them in)."""
     from gesture_cli.core.config import config_to_dict
 
-    datasets = [d for d in (splits.train, splits.val, splits.test) if d is not None]
-    sources = sorted({str(p) for d in datasets for p in d.source_files})
-    tokens = {f"dataset:{d.split}": d.cache_token for d in datasets if d.cache_token}
-    return run.begin(command, config={**config_to_dict(cfg), "device": device}, inputs=[Path(p) for p in sources], input_keys=tokens,
-                     outputs=[out_rel], argv=argv, force=force)
+    return {k: sorted(v) if k == "target_modules" else v for k, v in config_to_dict(cfg).items()
+            if not (k in ("image_size", "target_modules") and not v)}
+
+
+def lora_notice(cfg, targets: list[str]) -> str:
+    """The LoRA part of a trainer's "trainable parameters" notice ("" for other methods)."""
+    return f", LoRA r={cfg.rank} alpha={cfg.alpha:g} on {', '.join(targets)}" if cfg.method == "lora" else ""
+
+
+def lora_record(cfg, resolved: dict) -> dict | None:
+    """What an artifact records of its LoRA adapters (None for other methods)."""
+    lora = {"targets": list(resolved.get("target_modules") or []), "rank": cfg.rank, "alpha": cfg.alpha, "dropout": cfg.dropout}
+    return lora if cfg.method == "lora" else None
+
+
+def split_sizes(splits) -> str:
+    """"train N (name), val N (name), test N" of a trainer's data notice."""
+    return (f"train {len(splits.train)} ({splits.names['train']}), val {len(splits.val) if splits.val else 0}"
+            f"{' (' + splits.names['val'] + ')' if 'val' in splits.names else ''}, test {len(splits.test) if splits.test else 0}")
+
+
+def split_scores(splits, score) -> dict:
+    """{"val": {"split": name, **score(dataset)}, "test": ...} over the splits a trainer has."""
+    return {role: {"split": splits.names.get(role, role), **score(ds)} for role, ds in (("val", splits.val), ("test", splits.test))
+            if ds is not None}
+
+
+class SizedBatches:
+    """A dataset as fit()'s BatchSource: batches of `dataset.batch(indices, size=size)`, made tensors by `get_batch`."""
+
+    def __init__(self, dataset, *, size: int):
+        self.dataset = dataset
+        self.size = size  # the side in pixels every image is resized to
+
+    def __len__(self) -> int:
+        return len(self.dataset)
 
 
 def check_resume(last_dir: Path, resolved: dict, keys: Sequence[str], *, command: str | None = None,
