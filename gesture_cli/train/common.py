@@ -83,6 +83,16 @@ def split_scores(splits, score) -> dict:
             if ds is not None}
 
 
+def split_numbers(metrics: dict, **wanted: str) -> dict:
+    """{name: one number of one split's scores}, each wanted as name="role.key" (e.g. test_pck="test.pck");
+    None where that split was not scored."""
+    out = {}
+    for name, where in wanted.items():
+        role, key = where.split(".", 1)
+        out[name] = metrics.get(role, {}).get(key)
+    return out
+
+
 class SizedBatches:
     """A dataset as fit()'s BatchSource: batches of `dataset.batch(indices, size=size)`, made tensors by `get_batch`."""
 

@@ -37,6 +37,7 @@ from gesture_cli.train.common import (
     lora_notice,
     lora_record,
     lora_settings,
+    split_numbers,
     split_scores,
     split_sizes,
 )
@@ -296,8 +297,7 @@ class KeypointTrainer(Trainer):
         }
         step_metrics = {
             "method": cfg.method,
-            "val_pck": metrics.get("val", {}).get("pck"),
-            "test_pck": metrics.get("test", {}).get("pck"),
+            **split_numbers(metrics, val_pck="val.pck", test_pck="test.pck"),
             "pck_kind": pck_kind,
             "trainable_params": trainable,
             "steps": result.state.step,

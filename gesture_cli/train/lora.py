@@ -42,6 +42,7 @@ from gesture_cli.train.common import (
     lora_notice,
     lora_record,
     lora_settings,
+    split_numbers,
     split_scores,
     split_sizes,
 )
@@ -292,9 +293,7 @@ class LoraTrainer(Trainer):
         }
         step_metrics = {
             "method": cfg.method,
-            "val_accuracy": metrics.get("val", {}).get("accuracy"),
-            "test_accuracy": metrics.get("test", {}).get("accuracy"),
-            "test_macro_f1": metrics.get("test", {}).get("macro_f1"),
+            **split_numbers(metrics, val_accuracy="val.accuracy", test_accuracy="test.accuracy", test_macro_f1="test.macro_f1"),
             "trainable_params": trainable,
             "steps": result.state.step,
             "samples_per_s": summary["train_samples_per_s"],

@@ -37,7 +37,7 @@ import numpy as np
 
 from gesture_cli.core.errors import UsageError, unknown_choice
 from gesture_cli.data.splits import Splits, make_splits, random_holdout
-from gesture_cli.train.common import SizedBatches, check_data_fields, loop_config, split_scores, split_sizes
+from gesture_cli.train.common import SizedBatches, check_data_fields, loop_config, split_numbers, split_scores, split_sizes
 from gesture_cli.train.skeleton import Built, FitData, Outcome, Plan, Trainer, fit_summary
 
 COMMAND = "segment-train"
@@ -397,9 +397,7 @@ class SegmentTrainer(Trainer):
         }
         step_metrics = {
             "head": cfg.head,
-            "val_mIoU": metrics.get("val", {}).get("mIoU"),
-            "test_mIoU": metrics.get("test", {}).get("mIoU"),
-            "test_pixel_acc": metrics.get("test", {}).get("pixel_acc"),
+            **split_numbers(metrics, val_mIoU="val.mIoU", test_mIoU="test.mIoU", test_pixel_acc="test.pixel_acc"),
             "trainable_params": trainable,
             "steps": result.state.step,
         }
