@@ -11,13 +11,30 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from gesture_cli.core.errors import ArtifactError, UsageError
 
 
+@dataclass(frozen=True)
+class LoopSettings:
+    """The fit() settings every trainer config has with the same default; a trainer's config subclasses it and
+    adds its own (epochs, batch_size, lr, patience, val_fraction and seed among them: their defaults differ)."""
+
+    max_steps: int | None = None  # optimizer steps in all; overrides epochs
+    grad_accum: int = 1  # micro-batches per optimizer step
+    weight_decay: float = 0.01  # AdamW decoupled weight decay (not on biases / norms)
+    warmup_steps: int | None = None  # linear warm-up in optimizer steps; None = warmup_ratio of all steps
+    warmup_ratio: float = 0.05  # warm-up share of all optimizer steps when warmup_steps is None
+    max_grad_norm: float = 1.0  # gradient clipping; 0 = off
+    eval_every: int = 0  # optimizer steps between evaluations; 0 = every epoch
+    checkpoint_every: int = 100  # optimizer steps between saves of checkpoints/last/
+    precision: str = "auto"  # auto | fp32 | bf16 | fp16 (core.device.resolve_precision: bf16 where fast, fp16 on older GPUs)
+
+
 def loop_config(cfg, *, lr: float, monitor: str, monitor_mode: str = "max"):
-    """The `fit` settings (TrainConfig) of a trainer config that carries the usual loop fields."""
+    """The `fit` settings (TrainConfig) of a trainer config: its LoopSettings and its own loop fields."""
     from gesture_cli.train.loop import TrainConfig
 
     return TrainConfig(
@@ -36,51 +53,6 @@ def check_data_fields(cfg) -> None:
         raise UsageError("--max-samples must be at least 2")
     if getattr(cfg, "image_size", None) is not None and cfg.image_size < 8:
         raise UsageError("--image-size must be at least 8 pixels")
-
-
-def check_lora_fields(cfg) -> None:
-    """--rank, --alpha, --dropout, and --target-modules only with --method lora."""
-    if cfg.rank < 1:
-        raise UsageError(f"--rank must be at least 1; got {cfg.rank}")
-    if not cfg.alpha > 0:
-        raise UsageError(f"--alpha must be positive; got {cfg.alpha}")
-    if not 0 <= cfg.dropout < 1:
-        raise UsageError(f"--dropout must lie in [0, 1); got {cfg.dropout}")
-    if cfg.target_modules and cfg.method != "lora":
-        raise UsageError(f"--target-modules applies to --method lora, not {cfg.method}")
-
-
-def lora_settings(cfg) -> dict:
-    """The settings of a LoRA-capable trainer's config as its checkpoint records them, for a --resume check
-    before the model is built: target modules sorted, and unset image size / target modules left out
-    (the backbone fills them in)."""
-    from gesture_cli.core.config import config_to_dict
-
-    return {k: sorted(v) if k == "target_modules" else v for k, v in config_to_dict(cfg).items()
-            if not (k in ("image_size", "target_modules") and not v)}
-
-
-def lora_notice(cfg, targets: list[str]) -> str:
-    """The LoRA part of a trainer's "trainable parameters" notice ("" for other methods)."""
-    return f", LoRA r={cfg.rank} alpha={cfg.alpha:g} on {', '.join(targets)}" if cfg.method == "lora" else ""
-
-
-def lora_record(cfg, resolved: dict) -> dict | None:
-    """What an artifact records of its LoRA adapters (None for other methods)."""
-    lora = {"targets": list(resolved.get("target_modules") or []), "rank": cfg.rank, "alpha": cfg.alpha, "dropout": cfg.dropout}
-    return lora if cfg.method == "lora" else None
-
-
-def split_sizes(splits) -> str:
-    """"train N (name), val N (name), test N" of a trainer's data notice."""
-    return (f"train {len(splits.train)} ({splits.names['train']}), val {len(splits.val) if splits.val else 0}"
-            f"{' (' + splits.names['val'] + ')' if 'val' in splits.names else ''}, test {len(splits.test) if splits.test else 0}")
-
-
-def split_scores(splits, score) -> dict:
-    """{"val": {"split": name, **score(dataset)}, "test": ...} over the splits a trainer has."""
-    return {role: {"split": splits.names.get(role, role), **score(ds)} for role, ds in (("val", splits.val), ("test", splits.test))
-            if ds is not None}
 
 
 def split_numbers(metrics: dict, **wanted: str) -> dict:

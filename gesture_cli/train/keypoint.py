@@ -29,19 +29,9 @@ import numpy as np
 
 from gesture_cli.core.errors import UsageError, unknown_choice
 from gesture_cli.data.splits import Splits
-from gesture_cli.train.common import (
-    SizedBatches,
-    check_data_fields,
-    check_lora_fields,
-    loop_config,
-    lora_notice,
-    lora_record,
-    lora_settings,
-    split_numbers,
-    split_scores,
-    split_sizes,
-)
-from gesture_cli.train.skeleton import Built, FitData, Outcome, Plan, Trainer, fit_summary
+from gesture_cli.train.common import LoopSettings, SizedBatches, check_data_fields, loop_config, split_numbers
+from gesture_cli.train.skeleton import FitData, Outcome, Plan, fit_summary
+from gesture_cli.train.tuning import TunedBuilt, TuningTrainer, check_lora_fields, lora_record
 
 COMMAND = "keypoint-train"
 METHODS = ("frozen", "lora", "full")
@@ -53,7 +43,7 @@ RESUME_KEYS = ("backbone", "method", "dataset", "dataset_opts", "head", "hidden"
 
 
 @dataclass(frozen=True)
-class KeypointTrainConfig:
+class KeypointTrainConfig(LoopSettings):
     backbone: str = "tiny-dinov2"  # registry name, hub id, local dir, timm:NAME or TorchScript file
     dataset: str = "synthetic-keypoints"  # keypoint dataset spec: synthetic-keypoints | mpii:JSON[:IMGDIR]
     dataset_opts: tuple[str, ...] = ()  # KEY=VALUE options of the source, e.g. margin=1.25 (mpii), train_samples=2000 (synthetic)
@@ -67,22 +57,13 @@ class KeypointTrainConfig:
     dropout: float = 0.1  # dropout on the LoRA input
     image_size: int | None = None  # crop side fed to the backbone, pixels; None = the backbone's default
     epochs: int = 30  # passes over the training split
-    max_steps: int | None = None  # optimizer steps in all; overrides epochs
     batch_size: int = 32  # crops per micro-batch and process
-    grad_accum: int = 1  # micro-batches per optimizer step
     lr: float | None = None  # peak learning rate; None = 1e-3 (frozen), 5e-4 (lora), 1e-4 (full)
-    weight_decay: float = 0.01  # AdamW decoupled weight decay (not on biases / norms)
-    warmup_steps: int | None = None  # linear warm-up in optimizer steps; None = warmup_ratio of all steps
-    warmup_ratio: float = 0.05  # warm-up share of all optimizer steps when warmup_steps is None
-    max_grad_norm: float = 1.0  # gradient clipping; 0 = off
     patience: int = 10  # evaluations without a better val PCK before stopping; 0 = never
     val_fraction: float = 0.1  # share of the training split held out when the dataset has no val split
-    eval_every: int = 0  # optimizer steps between evaluations; 0 = every epoch
-    checkpoint_every: int = 100  # optimizer steps between saves of checkpoints/last/
     flip: bool = True  # mirror half the crops and swap left/right joints
     rotate: float = 15.0  # random rotation within +-rotate degrees
     scale_jitter: float = 0.15  # random zoom: the crop window side varies within 1 +- scale_jitter
-    precision: str = "auto"  # auto | fp32 | bf16 | fp16 (core.device.resolve_precision: bf16 where fast, fp16 on older GPUs)
     max_samples: int | None = None  # cap per split (seeded random subset), for quick runs
     seed: int = 0  # head init, split, data order, augmentation
 
@@ -227,22 +208,14 @@ def score(model, dataset, *, size: int, batch_size: int) -> dict:
 # ---- the trainer ---------------------------------------------------------------------------------
 
 
-@dataclass
-class KeypointBuilt(Built):
-    backbone: object = None  # models.backbones.Backbone inside the regressor
-
-
-class KeypointTrainer(Trainer):
+class KeypointTrainer(TuningTrainer):
     command = COMMAND
     resume_keys = RESUME_KEYS
-
-    def settings_before_data(self) -> dict:
-        return lora_settings(self.cfg)  # fail fast with --resume: what can be checked from the config alone
 
     def make_splits(self, context) -> Splits:
         return make_splits(self.cfg)
 
-    def build(self, plan: Plan, *, acc, prec, say) -> KeypointBuilt:
+    def build(self, plan: Plan, *, acc, prec, say) -> TunedBuilt:
         import torch
 
         from gesture_cli.core.config import config_to_dict
@@ -262,17 +235,16 @@ class KeypointTrainer(Trainer):
             self.check_resume(resolved)
         trainable, total = count_parameters(model)
         notices = [
-            f"trainable parameters: {trainable:,} of {total:,} ({100 * trainable / max(1, total):.2f}%), method {cfg.method}, head {cfg.head}"
-            + lora_notice(cfg, targets),
-            f"data: {split_sizes(splits)}; {backbone.image_size} px crops; head sizes from {splits.train.head_source}",
+            self.parameter_notice(trainable, total, targets, detail=f", head {cfg.head}"),
+            f"data: {self.describe_splits(splits)}; {backbone.image_size} px crops; head sizes from {splits.train.head_source}",
         ]
         meta = {"config": resolved, "joints": list(MPII_JOINTS), "backbone": backbone.describe(), "method": cfg.method}
-        return KeypointBuilt(model=model, resolved=resolved, meta=meta, notices=notices, backbone=backbone, trainable=trainable, total=total)
+        return TunedBuilt(model=model, resolved=resolved, meta=meta, notices=notices, backbone=backbone, trainable=trainable, total=total)
 
-    def _score(self, model, dataset, built: KeypointBuilt) -> dict:
+    def _score(self, model, dataset, built: TunedBuilt) -> dict:
         return score(model, dataset, size=built.backbone.image_size, batch_size=max(self.cfg.batch_size, 64))
 
-    def make_data(self, plan: Plan, built: KeypointBuilt, *, acc, say) -> FitData:
+    def make_data(self, plan: Plan, built: TunedBuilt, *, acc, say) -> FitData:
         cfg, splits = self.cfg, plan.splits
 
         def eval_fn(m) -> dict[str, float]:
@@ -286,15 +258,11 @@ class KeypointTrainer(Trainer):
         return FitData(model=built.model, train_data=KeypointBatches(splits.train, size=built.backbone.image_size),
                        loss_fn=make_loss_fn(augment=augment), eval_fn=eval_fn if splits.val is not None else None)
 
-    def evaluate(self, plan: Plan, built: KeypointBuilt, data: FitData, result, *, prec) -> Outcome:
-        cfg, trainable, total = self.cfg, built.trainable, built.total
-        metrics = split_scores(plan.splits, lambda ds: self._score(built.model, ds, built))
+    def evaluate(self, plan: Plan, built: TunedBuilt, data: FitData, result, *, prec) -> Outcome:
+        cfg, trainable = self.cfg, built.trainable
+        metrics = self.score_splits(plan.splits, lambda ds: self._score(built.model, ds, built))
         pck_kind = (metrics.get("val") or metrics.get("test") or {}).get("pck_kind")
-        summary = {
-            "method": cfg.method, "head": cfg.head, "backbone": built.backbone.describe(), "trainable_params": trainable,
-            "total_params": total, "trainable_fraction": round(trainable / max(1, total), 6),
-            **fit_summary(result, best="best_val_pck", after_best={"pck_kind": pck_kind}),
-        }
+        summary = {**self.summary_start(built, head=cfg.head), **fit_summary(result, best="best_val_pck", after_best={"pck_kind": pck_kind})}
         step_metrics = {
             "method": cfg.method,
             **split_numbers(metrics, val_pck="val.pck", test_pck="test.pck"),
@@ -305,7 +273,7 @@ class KeypointTrainer(Trainer):
         }
         return Outcome(metrics=metrics, summary=summary, step_metrics=step_metrics)
 
-    def save(self, out: Path, plan: Plan, built: KeypointBuilt, outcome: Outcome) -> None:
+    def save(self, out: Path, plan: Plan, built: TunedBuilt, outcome: Outcome) -> None:
         from gesture_cli.core.artifacts import save_json
         from gesture_cli.data.keypoints import FLIP_PAIRS, MPII_JOINTS, SKELETON
         from gesture_cli.models.keypoint_head import save_keypoint_model

@@ -33,20 +33,9 @@ import numpy as np
 from gesture_cli.core.errors import ArtifactError, DataError, UsageError, unknown_choice
 from gesture_cli.data.splits import Splits, cap_samples
 from gesture_cli.data.splits import make_splits as shared_splits
-from gesture_cli.train.common import (
-    SizedBatches,
-    check_data_fields,
-    check_lora_fields,
-    check_resume,
-    loop_config,
-    lora_notice,
-    lora_record,
-    lora_settings,
-    split_numbers,
-    split_scores,
-    split_sizes,
-)
-from gesture_cli.train.skeleton import Built, FitData, Outcome, Plan, Trainer, fit_summary
+from gesture_cli.train.common import LoopSettings, SizedBatches, check_data_fields, check_resume, loop_config, split_numbers
+from gesture_cli.train.skeleton import FitData, Outcome, Plan, fit_summary
+from gesture_cli.train.tuning import TunedBuilt, TuningTrainer, check_lora_fields, lora_record
 
 COMMAND = "lora-train"
 METHODS = ("lora", "full", "head")
@@ -58,7 +47,7 @@ RESUME_KEYS = ("backbone", "method", "dataset", "dataset_opts", "target_modules"
 
 
 @dataclass(frozen=True)
-class LoraTrainConfig:
+class LoraTrainConfig(LoopSettings):
     backbone: str = "tiny-dinov2"  # registry name, hub id, local dir, timm:NAME or TorchScript file
     dataset: str = "synthetic-hands"  # dataset spec (DESIGN §5)
     dataset_opts: tuple[str, ...] = ()  # KEY=VALUE options of the dataset source, e.g. label_map=contiguous, margin=0.2
@@ -70,22 +59,13 @@ class LoraTrainConfig:
     pool: str = "cls"  # cls | mean | cls+mean: what the head sees
     image_size: int | None = None  # input side in pixels; None = the backbone's default
     epochs: int = 10  # passes over the training split
-    max_steps: int | None = None  # optimizer steps in all; overrides epochs
     batch_size: int = 32  # images per micro-batch and process
-    grad_accum: int = 1  # micro-batches per optimizer step
     lr: float | None = None  # peak learning rate; None = 5e-4 (lora), 2e-5 (full), 1e-3 (head)
-    weight_decay: float = 0.01  # AdamW decoupled weight decay (not on biases / norms)
-    warmup_steps: int | None = None  # linear warm-up in optimizer steps; None = warmup_ratio of all steps
-    warmup_ratio: float = 0.05  # warm-up share of all optimizer steps when warmup_steps is None
-    max_grad_norm: float = 1.0  # gradient clipping; 0 = off
     patience: int = 5  # evaluations (epochs) without a better val_accuracy before stopping; 0 = never
     val_fraction: float = 0.1  # stratified share of the training split held out when the dataset has no val split
-    eval_every: int = 0  # optimizer steps between evaluations; 0 = every epoch
-    checkpoint_every: int = 100  # optimizer steps between saves of checkpoints/last/
     hflip: bool = False  # random horizontal flips (off: handedness carries meaning in sign languages)
     no_gesture: bool = False  # HaGRID: keep "no_gesture" boxes as a class
     merge: bool = False  # also write merged/: LoRA folded into a standalone transformers model
-    precision: str = "auto"  # auto | fp32 | bf16 | fp16 (core.device.resolve_precision: bf16 where fast, fp16 on older GPUs)
     max_samples: int | None = None  # cap per split (seeded random subset), for quick runs
     seed: int = 0  # head init, split, data order, dropout and augmentation
 
@@ -198,18 +178,13 @@ def score(logits, labels, classes) -> dict:
 
 
 @dataclass
-class LoraBuilt(Built):
-    backbone: object = None  # models.backbones.Backbone inside the classifier
-    classes: list[str] | None = None
-    targets: list[str] | None = None  # resolved LoRA target modules ([] for other methods)
+class LoraBuilt(TunedBuilt):
+    classes: list[str] | None = None  # class names, in label order
 
 
-class LoraTrainer(Trainer):
+class LoraTrainer(TuningTrainer):
     command = COMMAND
     resume_keys = RESUME_KEYS
-
-    def settings_before_data(self) -> dict:
-        return lora_settings(self.cfg)  # fail fast with --resume: what can be checked from the config alone
 
     def check_resume(self, settings: dict) -> None:
         """`check_resume`, and when this backbone has no checkpoint but another one in the run has, point at that one."""
@@ -257,14 +232,10 @@ class LoraTrainer(Trainer):
         if self.resume:  # now with the defaults the backbone resolved
             self.check_resume(resolved)
         trainable, total = count_parameters(model)
-        notices = [
-            f"trainable parameters: {trainable:,} of {total:,} ({100 * trainable / max(1, total):.2f}%), method {cfg.method}"
-            + lora_notice(cfg, targets),
-            f"data: {split_sizes(plan.splits)}; {len(classes)} classes",
-        ]
+        notices = [self.parameter_notice(trainable, total, targets), f"data: {self.describe_splits(plan.splits)}; {len(classes)} classes"]
         meta = {"config": resolved, "classes": classes, "backbone": backbone.describe(), "method": cfg.method}
-        return LoraBuilt(model=model, resolved=resolved, meta=meta, notices=notices, backbone=backbone, classes=classes, targets=targets,
-                         trainable=trainable, total=total)
+        return LoraBuilt(model=model, resolved=resolved, meta=meta, notices=notices, backbone=backbone, classes=classes, trainable=trainable,
+                         total=total)
 
     def make_data(self, plan: Plan, built: LoraBuilt, *, acc, say) -> FitData:
         from gesture_cli.models.augment import AugmentConfig
@@ -285,16 +256,12 @@ class LoraTrainer(Trainer):
 
     def evaluate(self, plan: Plan, built: LoraBuilt, data: FitData, result, *, prec) -> Outcome:
         cfg, size = self.cfg, built.backbone.image_size
-        metrics = split_scores(plan.splits, lambda ds: self._score(built.model, ImageBatches(ds, size=size), built.classes))
-        trainable, total = built.trainable, built.total
-        summary = {
-            "method": cfg.method, "backbone": built.backbone.describe(), "trainable_params": trainable, "total_params": total,
-            "trainable_fraction": round(trainable / max(1, total), 6), **fit_summary(result, best="best_val_accuracy"),
-        }
+        metrics = self.score_splits(plan.splits, lambda ds: self._score(built.model, ImageBatches(ds, size=size), built.classes))
+        summary = {**self.summary_start(built), **fit_summary(result, best="best_val_accuracy")}
         step_metrics = {
             "method": cfg.method,
             **split_numbers(metrics, val_accuracy="val.accuracy", test_accuracy="test.accuracy", test_macro_f1="test.macro_f1"),
-            "trainable_params": trainable,
+            "trainable_params": built.trainable,
             "steps": result.state.step,
             "samples_per_s": summary["train_samples_per_s"],
         }

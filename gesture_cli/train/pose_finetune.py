@@ -11,6 +11,7 @@ from typing import Any
 from gesture_cli.core.errors import ArtifactError, DataError, UsageError, unknown_choice
 from gesture_cli.data.pose import PoseSplits
 from gesture_cli.models.translator import BRIDGE_KIND, FINETUNE_REL, TRANSLATOR_KIND, device_of, generate_texts, pose_inputs
+from gesture_cli.train.common import LoopSettings
 from gesture_cli.train.pose_common import (
     PRETRAIN_REL,
     PoseSetup,
@@ -29,7 +30,7 @@ FINETUNE_RESUME_KEYS = ("dataset", "dataset_opts", "text_model", "encoder", "nor
 
 
 @dataclass(frozen=True)
-class PoseFinetuneConfig:
+class PoseFinetuneConfig(LoopSettings):
     dataset: str = "synthetic-signs"  # pose dataset spec with texts
     dataset_opts: tuple[str, ...] = ()  # KEY=VALUE options of the dataset source
     init: str = "auto"  # auto: the pretrained encoder when there is one, else from scratch | pretrained (required) | scratch
@@ -43,20 +44,11 @@ class PoseFinetuneConfig:
     bridge: str = "encoder"  # encoder: pose tokens are the UMT5 encoder's inputs_embeds | direct: they are its outputs
     max_text_tokens: int = 128  # target tokens at most (eos included); longer texts are truncated
     epochs: int = 30  # passes over the training split
-    max_steps: int | None = None  # optimizer steps in all; overrides epochs
     batch_size: int = 16  # sequences per micro-batch and process
-    grad_accum: int = 1  # micro-batches per optimizer step
     lr: float = 3e-4  # peak learning rate (pose encoder, projection and UMT5 alike)
-    weight_decay: float = 0.01  # AdamW decoupled weight decay (not on biases / norms)
-    warmup_steps: int | None = None  # linear warm-up in optimizer steps; None = warmup_ratio of all steps
-    warmup_ratio: float = 0.05  # warm-up share of all optimizer steps when warmup_steps is None
-    max_grad_norm: float = 1.0  # gradient clipping; 0 = off
     patience: int = 5  # evaluations without a better val BLEU-4 before stopping; 0 = never
-    eval_every: int = 0  # optimizer steps between evaluations; 0 = every epoch
-    checkpoint_every: int = 100  # optimizer steps between saves of checkpoints/last/
     num_beams: int = 1  # beams when decoding for validation and the final scores (1 = greedy); evaluate/infer default to it
     max_new_tokens: int = 64  # tokens generated per sequence at most
-    precision: str = "auto"  # auto | fp32 | bf16 | fp16 (core.device.resolve_precision)
     max_samples: int | None = None  # cap per split (seeded random subset), for quick runs
     val_fraction: float = 0.1  # share of train held out when the dataset has no val samples
     seed: int = 0  # weights, split, data order, frame sampling, dropout

@@ -13,6 +13,7 @@ from gesture_cli.core.errors import UsageError
 from gesture_cli.data.pose import PoseBatches, PoseSplits
 from gesture_cli.eval.retrieval import retrieval_metrics
 from gesture_cli.models.translator import device_of, pose_inputs
+from gesture_cli.train.common import LoopSettings
 from gesture_cli.train.pose_common import (
     PRETRAIN_REL,
     PoseSetup,
@@ -32,7 +33,7 @@ PRETRAIN_RESUME_KEYS = ("dataset", "dataset_opts", "text_model", "encoder", "nor
 
 
 @dataclass(frozen=True)
-class PosePretrainConfig:
+class PosePretrainConfig(LoopSettings):
     dataset: str = "synthetic-signs"  # pose dataset spec: synthetic-signs, pose:FILE|DIR (DESIGN §5)
     dataset_opts: tuple[str, ...] = ()  # KEY=VALUE options of the dataset source, e.g. train_size=1000
     text_model: str = "umt5-small"  # frozen text side: umt5-small, umt5-base, tiny-umt5, a hub id or a local directory
@@ -42,20 +43,11 @@ class PosePretrainConfig:
     normalize: str = "shoulders"  # none | max-abs | shoulders | shoulders-frame (data/pose.py)
     max_frames: int = 256  # frames per sequence at most (longer ones are subsampled)
     embed_dim: int = 256  # width of the shared pose-text space
-    temperature: float = 0.07  # initial softmax temperature (learned; 1/temperature is capped at 100)
+    temperature: float = 0.07  # initial softmax temperature (learned, without weight decay; 1/temperature is capped at 100)
     epochs: int = 20  # passes over the training split
-    max_steps: int | None = None  # optimizer steps in all; overrides epochs
-    batch_size: int = 32  # sequences per micro-batch and process (the negatives of InfoNCE)
-    grad_accum: int = 1  # micro-batches per optimizer step (InfoNCE negatives stay within a micro-batch)
+    batch_size: int = 32  # sequences per micro-batch and process (the negatives of InfoNCE: they stay within a micro-batch)
     lr: float = 5e-4  # peak learning rate
-    weight_decay: float = 0.01  # AdamW decoupled weight decay (not on biases / norms / the temperature)
-    warmup_steps: int | None = None  # linear warm-up in optimizer steps; None = warmup_ratio of all steps
-    warmup_ratio: float = 0.05  # warm-up share of all optimizer steps when warmup_steps is None
-    max_grad_norm: float = 1.0  # gradient clipping; 0 = off
     patience: int = 5  # evaluations without a better val R@1 before stopping; 0 = never
-    eval_every: int = 0  # optimizer steps between evaluations; 0 = every epoch
-    checkpoint_every: int = 100  # optimizer steps between saves of checkpoints/last/
-    precision: str = "auto"  # auto | fp32 | bf16 | fp16 (core.device.resolve_precision: bf16 where fast, fp16 on older GPUs)
     max_samples: int | None = None  # cap per split (seeded random subset), for quick runs
     val_fraction: float = 0.1  # share of train held out when the dataset has no val samples
     seed: int = 0  # weights, split, data order, frame sampling, dropout

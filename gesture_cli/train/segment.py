@@ -37,7 +37,7 @@ import numpy as np
 
 from gesture_cli.core.errors import UsageError, unknown_choice
 from gesture_cli.data.splits import Splits, make_splits, random_holdout
-from gesture_cli.train.common import SizedBatches, check_data_fields, loop_config, split_numbers, split_scores, split_sizes
+from gesture_cli.train.common import LoopSettings, SizedBatches, check_data_fields, loop_config, split_numbers
 from gesture_cli.train.skeleton import Built, FitData, Outcome, Plan, Trainer, fit_summary
 
 COMMAND = "segment-train"
@@ -50,7 +50,7 @@ RESUME_KEYS = ("backbone", "dataset", "dataset_opts", "head", "train_only", "cla
 
 
 @dataclass(frozen=True)
-class SegmentTrainConfig:
+class SegmentTrainConfig(LoopSettings):
     backbone: str = "tiny-dinov2"  # registry name, hub id, local dir, timm:NAME or TorchScript file
     dataset: str = "synthetic-scenes"  # segmentation dataset spec: synthetic-scenes | seg:DIR
     dataset_opts: tuple[str, ...] = ()  # KEY=VALUE options of the dataset source, e.g. classes=names.txt
@@ -65,20 +65,11 @@ class SegmentTrainConfig:
     m2f_encoder_layers: int = 3  # mask2former: deformable-attention layers of the pixel decoder
     m2f_decoder_layers: int = 6  # mask2former: masked-attention decoder layers
     epochs: int = 10  # passes over the training split
-    max_steps: int | None = None  # optimizer steps in all; overrides epochs
     batch_size: int = 8  # images per micro-batch and process
-    grad_accum: int = 1  # micro-batches per optimizer step
     lr: float | None = None  # peak learning rate; None = 1e-3 (linear), 1e-4 (mask2former)
-    weight_decay: float = 0.01  # AdamW decoupled weight decay (not on biases / norms)
-    warmup_steps: int | None = None  # linear warm-up in optimizer steps; None = warmup_ratio of all steps
-    warmup_ratio: float = 0.05  # warm-up share of all optimizer steps when warmup_steps is None
-    max_grad_norm: float = 1.0  # gradient clipping; 0 = off
     patience: int = 5  # evaluations without a better val mIoU before stopping; 0 = never
     val_fraction: float = 0.1  # share of the training images held out when the dataset has no val split
-    eval_every: int = 0  # optimizer steps between evaluations; 0 = every epoch
-    checkpoint_every: int = 100  # optimizer steps between saves of checkpoints/last/
     hflip: bool = False  # random horizontal flips of image and mask (not with --cache-features)
-    precision: str = "auto"  # auto | fp32 | bf16 | fp16 (core.device.resolve_precision: bf16 where fast, fp16 on older GPUs)
     max_samples: int | None = None  # cap on images per split (seeded subset), for quick runs
     seed: int = 0  # head init, split, data order and flips
 
@@ -343,7 +334,7 @@ class SegmentTrainer(Trainer):
         notices = [
             f"trainable parameters: {trainable:,} of {total:,} ({100 * trainable / max(1, total):.4f}%): head {cfg.head}"
             + (f", only {cfg.train_only}" if cfg.train_only != "all" else "") + f"; backbone {backbone.info.name} frozen",
-            f"data: {split_sizes(splits)}; {len(classes)} classes{' (class map ' + cmap.name + ')' if cmap else ''}; input {size}x{size}",
+            f"data: {self.describe_splits(splits)}; {len(classes)} classes{' (class map ' + cmap.name + ')' if cmap else ''}; input {size}x{size}",
         ]
         meta = {"config": resolved, "classes": classes, "backbone": backbone.describe(), "head": cfg.head}
         return SegmentBuilt(model=full, resolved=resolved, meta=meta, notices=notices, backbone=backbone, head=head, classes=classes,
@@ -387,7 +378,7 @@ class SegmentTrainer(Trainer):
 
         cfg, size, cmap = self.cfg, built.backbone.image_size, plan.splits.train.class_map
         full = prec.wrap(Segmenter(built.backbone, built.head.to(built.device)).eval())
-        metrics = split_scores(plan.splits, lambda ds: evaluate_dataset(full, ds, size=size, mode="whole"))
+        metrics = self.score_splits(plan.splits, lambda ds: evaluate_dataset(full, ds, size=size, mode="whole"))
         trainable, total = built.trainable, built.total
         summary = {
             "head": cfg.head, "train_only": cfg.train_only, "backbone": built.backbone.describe(), "classes": built.classes,

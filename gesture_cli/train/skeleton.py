@@ -91,6 +91,7 @@ class Trainer(ABC):
         settings = self.settings_before_data()
         if self.resume and settings is not None:
             self.check_resume(settings)
+        return None
 
     def settings_before_data(self) -> dict | None:
         """Settings a --resume can be checked against before any data is read (None: only once the model is built)."""
@@ -113,6 +114,18 @@ class Trainer(ABC):
         tokens = {f"dataset:{d.split}": d.cache_token for d in datasets if d.cache_token}
         return Plan(out_rel=self.out_rel, config={**config_to_dict(self.cfg), "device": device}, inputs=[Path(p) for p in sources],
                     input_keys=tokens, splits=splits, context=context)
+
+    @staticmethod
+    def describe_splits(splits) -> str:
+        """"train N (name), val N (name), test N": the sizes in a data notice (data.splits.Splits)."""
+        return (f"train {len(splits.train)} ({splits.names['train']}), val {len(splits.val) if splits.val else 0}"
+                f"{' (' + splits.names['val'] + ')' if 'val' in splits.names else ''}, test {len(splits.test) if splits.test else 0}")
+
+    @staticmethod
+    def score_splits(splits, score: Callable[[Any], dict]) -> dict:
+        """{"val": {"split": name, **score(dataset)}, "test": ...} over the held-out splits there are (data.splits.Splits)."""
+        return {role: {"split": splits.names.get(role, role), **score(ds)} for role, ds in (("val", splits.val), ("test", splits.test))
+                if ds is not None}
 
     # ---- in the step ----------------------------------------------------------------------------------
 
