@@ -1,6 +1,7 @@
-"""Small pieces the trainers share around `fit`: checking the common options, refusing to overwrite an
-unfinished run, the --resume check, a dataset as fit()'s batches, and publishing the checkpoints next to
-the final artifacts.
+"""Small pieces the trainers share around `fit`: the fit() settings every config has (LoopSettings) and
+their TrainConfig, checking the common data options, a dataset as fit()'s batches, picking step metrics,
+and for the skeleton (train/skeleton.py): the --resume check, refusing to overwrite an unfinished run,
+and publishing the checkpoints next to the final artifacts.
 
 The train / val / test splits with sample caps live in data/splits.py, because evaluation rebuilds
 the same splits and must not import training code.
