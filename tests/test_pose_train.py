@@ -149,7 +149,7 @@ def test_info_nce_is_symmetric_and_lowest_for_aligned_pairs():
 
 
 def test_retrieval_metrics_rank_sentences_and_poses():
-    from gesture_cli.train.pose import retrieval_metrics
+    from gesture_cli.eval.retrieval import retrieval_metrics
 
     sentences = torch.eye(3)
     s0, s1, s2 = sentences
@@ -271,7 +271,7 @@ def test_finetuned_model_beats_the_most_frequent_sentence(pose_run):
 
 
 def _split_texts(split: str) -> list[str]:
-    from gesture_cli.train.pose import make_pose_splits
+    from gesture_cli.data.pose import make_pose_splits
 
     return getattr(make_pose_splits("synthetic-signs", DATA_OPTS, seed=0, max_samples=None, val_fraction=0.1), split).texts
 

@@ -1,8 +1,10 @@
-"""Small pieces every trainer shares around `fit`: checking the common options, the run-dir step,
-refusing to overwrite an unfinished run, and publishing the checkpoints next to the final artifacts.
+"""Small pieces the trainers share around `fit`: the fit() settings every config has (LoopSettings) and
+their TrainConfig, checking the common data options, a dataset as fit()'s batches, picking step metrics,
+and for the skeleton (train/skeleton.py): the --resume check, refusing to overwrite an unfinished run,
+and publishing the checkpoints next to the final artifacts.
 
 The train / val / test splits with sample caps live in data/splits.py, because evaluation rebuilds
-the same splits and must not import training code; the trainers import them from here with the rest.
+the same splits and must not import training code.
 """
 
 from __future__ import annotations
@@ -10,14 +12,30 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from gesture_cli.core.errors import ArtifactError, UsageError
-from gesture_cli.data.splits import Splits, cap_samples, capped_indices, make_splits, random_holdout  # noqa: F401  (re-exported: the trainers' split helpers)
+
+
+@dataclass(frozen=True)
+class LoopSettings:
+    """The fit() settings every trainer config has with the same default; a trainer's config subclasses it and
+    adds its own (epochs, batch_size, lr, patience, val_fraction and seed among them: their defaults differ)."""
+
+    max_steps: int | None = None  # optimizer steps in all; overrides epochs
+    grad_accum: int = 1  # micro-batches per optimizer step
+    weight_decay: float = 0.01  # AdamW decoupled weight decay (not on biases / norms)
+    warmup_steps: int | None = None  # linear warm-up in optimizer steps; None = warmup_ratio of all steps
+    warmup_ratio: float = 0.05  # warm-up share of all optimizer steps when warmup_steps is None
+    max_grad_norm: float = 1.0  # gradient clipping; 0 = off
+    eval_every: int = 0  # optimizer steps between evaluations; 0 = every epoch
+    checkpoint_every: int = 100  # optimizer steps between saves of checkpoints/last/
+    precision: str = "auto"  # auto | fp32 | bf16 | fp16 (core.device.resolve_precision: bf16 where fast, fp16 on older GPUs)
 
 
 def loop_config(cfg, *, lr: float, monitor: str, monitor_mode: str = "max"):
-    """The `fit` settings (TrainConfig) of a trainer config that carries the usual loop fields."""
+    """The `fit` settings (TrainConfig) of a trainer config: its LoopSettings and its own loop fields."""
     from gesture_cli.train.loop import TrainConfig
 
     return TrainConfig(
@@ -38,27 +56,25 @@ def check_data_fields(cfg) -> None:
         raise UsageError("--image-size must be at least 8 pixels")
 
 
-def check_lora_fields(cfg) -> None:
-    """--rank, --alpha, --dropout, and --target-modules only with --method lora."""
-    if cfg.rank < 1:
-        raise UsageError(f"--rank must be at least 1; got {cfg.rank}")
-    if not cfg.alpha > 0:
-        raise UsageError(f"--alpha must be positive; got {cfg.alpha}")
-    if not 0 <= cfg.dropout < 1:
-        raise UsageError(f"--dropout must lie in [0, 1); got {cfg.dropout}")
-    if cfg.target_modules and cfg.method != "lora":
-        raise UsageError(f"--target-modules applies to --method lora, not {cfg.method}")
+def split_numbers(metrics: dict, **wanted: str) -> dict:
+    """{name: one number of one split's scores}, each wanted as name="role.key" (e.g. test_pck="test.pck");
+    None where that split was not scored."""
+    out = {}
+    for name, where in wanted.items():
+        role, key = where.split(".", 1)
+        out[name] = metrics.get(role, {}).get(key)
+    return out
 
 
-def begin_training_step(run, command: str, cfg, splits: Splits, *, out_rel: str, device: str, argv, force: bool):
-    """The run-dir step of a trainer: its config, the files and cache tokens of every split it reads, its output folder."""
-    from gesture_cli.core.config import config_to_dict
+class SizedBatches:
+    """A dataset as fit()'s BatchSource: batches of `dataset.batch(indices, size=size)`, made tensors by `get_batch`."""
 
-    datasets = [d for d in (splits.train, splits.val, splits.test) if d is not None]
-    sources = sorted({str(p) for d in datasets for p in d.source_files})
-    tokens = {f"dataset:{d.split}": d.cache_token for d in datasets if d.cache_token}
-    return run.begin(command, config={**config_to_dict(cfg), "device": device}, inputs=[Path(p) for p in sources], input_keys=tokens,
-                     outputs=[out_rel], argv=argv, force=force)
+    def __init__(self, dataset, *, size: int):
+        self.dataset = dataset
+        self.size = size  # the side in pixels every image is resized to
+
+    def __len__(self) -> int:
+        return len(self.dataset)
 
 
 def check_resume(last_dir: Path, resolved: dict, keys: Sequence[str], *, command: str | None = None,

@@ -1,7 +1,8 @@
 """`gx keypoint-train`: ViT keypoint regression (16 MPII joints) with a frozen, LoRA or fully tuned backbone.
 
 Three layers, as in `gesture_cli.train.lora`:
-    train_keypoint(cfg, run)     datasets, run-dir step, checkpoints, final artifacts under keypoint/<backbone>/
+    train_keypoint(cfg, run)     KeypointTrainer through the trainer skeleton (train/skeleton.py): datasets,
+                                 run-dir step, checkpoints, final artifacts under keypoint/<backbone>/
     fit(...)                     gesture_cli.train.loop: AdamW, warm-up + cosine, bf16 where native, resume
     build_keypoint_model(...)    gesture_cli.models.keypoint_head: backbone (+ LoRA) + regression head
 
@@ -19,26 +20,18 @@ and linked into the atomically committed final directory, exactly as `gx lora-tr
 
 from __future__ import annotations
 
-import contextlib
 import math
-import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from gesture_cli.core.errors import UsageError, unknown_choice
-from gesture_cli.train.common import (
-    Splits,
-    begin_training_step,
-    check_data_fields,
-    check_lora_fields,
-    check_resume,
-    loop_config,
-    set_aside_checkpoints,
-)
+from gesture_cli.data.splits import Splits
+from gesture_cli.train.common import LoopSettings, SizedBatches, check_data_fields, loop_config, split_numbers
+from gesture_cli.train.skeleton import FitData, Outcome, Plan, fit_summary
+from gesture_cli.train.tuning import TunedBuilt, TuningTrainer, check_lora_fields, lora_record
 
 COMMAND = "keypoint-train"
 METHODS = ("frozen", "lora", "full")
@@ -50,7 +43,7 @@ RESUME_KEYS = ("backbone", "method", "dataset", "dataset_opts", "head", "hidden"
 
 
 @dataclass(frozen=True)
-class KeypointTrainConfig:
+class KeypointTrainConfig(LoopSettings):
     backbone: str = "tiny-dinov2"  # registry name, hub id, local dir, timm:NAME or TorchScript file
     dataset: str = "synthetic-keypoints"  # keypoint dataset spec: synthetic-keypoints | mpii:JSON[:IMGDIR]
     dataset_opts: tuple[str, ...] = ()  # KEY=VALUE options of the source, e.g. margin=1.25 (mpii), train_samples=2000 (synthetic)
@@ -64,22 +57,13 @@ class KeypointTrainConfig:
     dropout: float = 0.1  # dropout on the LoRA input
     image_size: int | None = None  # crop side fed to the backbone, pixels; None = the backbone's default
     epochs: int = 30  # passes over the training split
-    max_steps: int | None = None  # optimizer steps in all; overrides epochs
     batch_size: int = 32  # crops per micro-batch and process
-    grad_accum: int = 1  # micro-batches per optimizer step
     lr: float | None = None  # peak learning rate; None = 1e-3 (frozen), 5e-4 (lora), 1e-4 (full)
-    weight_decay: float = 0.01  # AdamW decoupled weight decay (not on biases / norms)
-    warmup_steps: int | None = None  # linear warm-up in optimizer steps; None = warmup_ratio of all steps
-    warmup_ratio: float = 0.05  # warm-up share of all optimizer steps when warmup_steps is None
-    max_grad_norm: float = 1.0  # gradient clipping; 0 = off
     patience: int = 10  # evaluations without a better val PCK before stopping; 0 = never
     val_fraction: float = 0.1  # share of the training split held out when the dataset has no val split
-    eval_every: int = 0  # optimizer steps between evaluations; 0 = every epoch
-    checkpoint_every: int = 100  # optimizer steps between saves of checkpoints/last/
     flip: bool = True  # mirror half the crops and swap left/right joints
     rotate: float = 15.0  # random rotation within +-rotate degrees
     scale_jitter: float = 0.15  # random zoom: the crop window side varies within 1 +- scale_jitter
-    precision: str = "auto"  # auto | fp32 | bf16 | fp16 (core.device.resolve_precision: bf16 where fast, fp16 on older GPUs)
     max_samples: int | None = None  # cap per split (seeded random subset), for quick runs
     seed: int = 0  # head init, split, data order, augmentation
 
@@ -114,15 +98,8 @@ def make_splits(cfg: KeypointTrainConfig) -> Splits:
     return make_keypoint_splits(cfg.dataset, cfg.dataset_opts, val_fraction=cfg.val_fraction, max_samples=cfg.max_samples, seed=cfg.seed)
 
 
-class KeypointBatches:
+class KeypointBatches(SizedBatches):
     """A KeypointDataset as a `BatchSource` for fit(): get_batch(indices) -> dict of CPU tensors."""
-
-    def __init__(self, dataset, *, size: int):
-        self.dataset = dataset
-        self.size = size
-
-    def __len__(self) -> int:
-        return len(self.dataset)
 
     def get_batch(self, indices):
         import torch
@@ -228,155 +205,99 @@ def score(model, dataset, *, size: int, batch_size: int) -> dict:
     return out
 
 
-# ---- the command's core -------------------------------------------------------------------------
+# ---- the trainer ---------------------------------------------------------------------------------
 
 
-def train_keypoint(
-    cfg: KeypointTrainConfig,
-    run,
-    *,
-    device: str = "auto",
-    force: bool = False,
-    resume: bool = False,
-    argv: list[str] | None = None,
-    callbacks: dict[str, list[Callable]] | None = None,
-    notify: Callable[[str], None] | None = None,
-) -> dict:
-    """Train, evaluate and write keypoint/<backbone>/ (see the module docstring); returns a summary dict."""
-    import torch
+class KeypointTrainer(TuningTrainer):
+    command = COMMAND
+    resume_keys = RESUME_KEYS
 
-    from gesture_cli.core.config import config_to_dict
-    from gesture_cli.core.device import make_precision
-    from gesture_cli.data.keypoints import MPII_JOINTS, NUM_JOINTS
-    from gesture_cli.models.backbones import build_backbone
-    from gesture_cli.models.features import backbone_dirname
-    from gesture_cli.models.keypoint_head import build_keypoint_model
-    from gesture_cli.models.lora import count_parameters
-    from gesture_cli.train.checkpoint import load_checkpoint, load_model_state, read_checkpoint_state
-    from gesture_cli.train.common import link_tree, refuse_unfinished
-    from gesture_cli.train.loop import fit, make_accelerator
+    def make_splits(self, context) -> Splits:
+        return make_splits(self.cfg)
 
-    cfg.validate()
-    say = notify or (lambda _line: None)
-    out_rel = f"keypoint/{backbone_dirname(cfg.backbone)}"
-    ckpt_dir = run.path(out_rel, "checkpoints")
-    given = {k: sorted(v) if k == "target_modules" else v for k, v in config_to_dict(cfg).items()
-             if not (k in ("image_size", "target_modules") and not v)}
-    if resume:
-        check_resume(ckpt_dir / "last", given, RESUME_KEYS)
-    else:
-        refuse_unfinished(ckpt_dir / "last", force=force)
-    splits = make_splits(cfg)
-    step = begin_training_step(run, COMMAND, cfg, splits, out_rel=out_rel, device=device, argv=argv, force=force or resume)
-    if step.cached:
-        return {**step.entry, "cached": True, "is_main": True}
+    def build(self, plan: Plan, *, acc, prec, say) -> TunedBuilt:
+        import torch
 
-    acc = make_accelerator(device)
-    prec = make_precision(acc.device, cfg.precision)
-    # Built in fp32: fit() stores the frozen part in the compute dtype once the trained part is known.
-    backbone = build_backbone(cfg.backbone, device=acc.device, dtype=torch.float32, image_size=cfg.image_size)
-    model = build_keypoint_model(backbone, num_joints=NUM_JOINTS, method=cfg.method, head=cfg.head, hidden=cfg.hidden, pool=cfg.pool,
-                                 targets=cfg.target_modules or None, rank=cfg.rank, alpha=cfg.alpha, dropout=cfg.dropout, seed=cfg.seed)
-    targets = sorted(getattr(backbone.model, "peft_config", {}).get("default").target_modules) if cfg.method == "lora" else []
-    resolved = {**config_to_dict(cfg), "image_size": backbone.image_size, "target_modules": targets}
-    if resume:  # again, with the defaults the backbone resolved
-        check_resume(ckpt_dir / "last", resolved, RESUME_KEYS)
+        from gesture_cli.core.config import config_to_dict
+        from gesture_cli.data.keypoints import MPII_JOINTS, NUM_JOINTS
+        from gesture_cli.models.backbones import build_backbone
+        from gesture_cli.models.keypoint_head import build_keypoint_model
+        from gesture_cli.models.lora import count_parameters
 
-    trainable, total = count_parameters(model)
-    if acc.is_main_process:
-        say(f"precision: {prec.describe()}")
-        say(f"trainable parameters: {trainable:,} of {total:,} ({100 * trainable / max(1, total):.2f}%), method {cfg.method}, head {cfg.head}"
-            + (f", LoRA r={cfg.rank} alpha={cfg.alpha:g} on {', '.join(targets)}" if cfg.method == "lora" else ""))
-        say(f"data: train {len(splits.train)} ({splits.names['train']}), val {len(splits.val) if splits.val else 0}"
-            f"{' (' + splits.names['val'] + ')' if 'val' in splits.names else ''}, test {len(splits.test) if splits.test else 0}; "
-            f"{backbone.image_size} px crops; head sizes from {splits.train.head_source}")
-        if resume:
-            st = read_checkpoint_state(ckpt_dir / "last")["trainer"]
-            say(f"resuming from step {st['step']}/{st['total_steps']} (epoch {st['epoch']})")
+        cfg, splits = self.cfg, plan.splits
+        # Built in fp32: fit() stores the frozen part in the compute dtype once the trained part is known.
+        backbone = build_backbone(cfg.backbone, device=acc.device, dtype=torch.float32, image_size=cfg.image_size)
+        model = build_keypoint_model(backbone, num_joints=NUM_JOINTS, method=cfg.method, head=cfg.head, hidden=cfg.hidden, pool=cfg.pool,
+                                     targets=cfg.target_modules or None, rank=cfg.rank, alpha=cfg.alpha, dropout=cfg.dropout, seed=cfg.seed)
+        targets = sorted(getattr(backbone.model, "peft_config", {}).get("default").target_modules) if cfg.method == "lora" else []
+        resolved = {**config_to_dict(cfg), "image_size": backbone.image_size, "target_modules": targets}
+        if self.resume:  # again, with the defaults the backbone resolved
+            self.check_resume(resolved)
+        trainable, total = count_parameters(model)
+        notices = [
+            self.parameter_notice(trainable, total, targets, detail=f", head {cfg.head}"),
+            f"data: {self.describe_splits(splits)}; {backbone.image_size} px crops; head sizes from {splits.train.head_source}",
+        ]
+        meta = {"config": resolved, "joints": list(MPII_JOINTS), "backbone": backbone.describe(), "method": cfg.method}
+        return TunedBuilt(model=model, resolved=resolved, meta=meta, notices=notices, backbone=backbone, trainable=trainable, total=total)
 
-    size = backbone.image_size
-    eval_bs = max(cfg.batch_size, 64)
+    def _score(self, model, dataset, built: TunedBuilt) -> dict:
+        return score(model, dataset, size=built.backbone.image_size, batch_size=max(self.cfg.batch_size, 64))
 
-    def eval_fn(m) -> dict[str, float]:
-        s = score(m, splits.val, size=size, batch_size=eval_bs)
-        out = {"val_loss": s["loss"], "val_pck": s["pck"] if s["pck"] is not None else 0.0}
-        if s["pck@0.2"] is not None:
-            out["val_pck_torso"] = s["pck@0.2"]["mean"]
-        return out
+    def make_data(self, plan: Plan, built: TunedBuilt, *, acc, say) -> FitData:
+        cfg, splits = self.cfg, plan.splits
 
-    meta = {"config": resolved, "joints": list(MPII_JOINTS), "backbone": backbone.describe(), "method": cfg.method}
-    augment = KeypointAugment(flip=cfg.flip, rotate=cfg.rotate, scale_jitter=cfg.scale_jitter)
-    is_main = acc.is_main_process
-    with step if is_main else contextlib.nullcontext():
-        set_aside_checkpoints(step, ckpt_dir, resume=resume, is_main=is_main)
-        result = fit(
-            model, train_data=KeypointBatches(splits.train, size=size), loss_fn=make_loss_fn(augment=augment),
-            eval_fn=eval_fn if splits.val is not None else None, cfg=cfg.train_config(), checkpoint_dir=ckpt_dir,
-            callbacks=callbacks, resume=resume, meta=meta, accelerator=acc, precision=prec,
-        )
-        if not is_main:
-            return {"is_main": False}
-        if result.best_dir is not None:  # the final artifacts carry the best validation weights
-            tensors, _, _, _ = load_checkpoint(result.best_dir, device=acc.device)
-            load_model_state(model, tensors, source=result.best_dir)
-        model.eval()
-        metrics: dict[str, Any] = {}
-        for role, ds in (("val", splits.val), ("test", splits.test)):
-            if ds is not None:
-                metrics[role] = {"split": splits.names.get(role, role), **score(model, ds, size=size, batch_size=eval_bs)}
-        st = result.state
-        summary = {
+        def eval_fn(m) -> dict[str, float]:
+            s = self._score(m, splits.val, built)
+            out = {"val_loss": s["loss"], "val_pck": s["pck"] if s["pck"] is not None else 0.0}
+            if s["pck@0.2"] is not None:
+                out["val_pck_torso"] = s["pck@0.2"]["mean"]
+            return out
+
+        augment = KeypointAugment(flip=cfg.flip, rotate=cfg.rotate, scale_jitter=cfg.scale_jitter)
+        return FitData(model=built.model, train_data=KeypointBatches(splits.train, size=built.backbone.image_size),
+                       loss_fn=make_loss_fn(augment=augment), eval_fn=eval_fn if splits.val is not None else None)
+
+    def evaluate(self, plan: Plan, built: TunedBuilt, data: FitData, result, *, prec) -> Outcome:
+        cfg, trainable = self.cfg, built.trainable
+        metrics = self.score_splits(plan.splits, lambda ds: self._score(built.model, ds, built))
+        pck_kind = (metrics.get("val") or metrics.get("test") or {}).get("pck_kind")
+        summary = {**self.summary_start(built, head=cfg.head), **fit_summary(result, best="best_val_pck", after_best={"pck_kind": pck_kind})}
+        step_metrics = {
             "method": cfg.method,
-            "head": cfg.head,
-            "backbone": backbone.describe(),
+            **split_numbers(metrics, val_pck="val.pck", test_pck="test.pck"),
+            "pck_kind": pck_kind,
             "trainable_params": trainable,
-            "total_params": total,
-            "trainable_fraction": round(trainable / max(1, total), 6),
-            "steps": st.step,
-            "epochs": round(st.step / max(1, st.steps_per_epoch), 3),
-            "best_step": st.best_step,
-            "best_val_pck": st.best_metric,
-            "pck_kind": (metrics.get("val") or metrics.get("test") or {}).get("pck_kind"),
-            "stopped_early": st.stopped_early,
-            "resumed_from": st.resumed_from,
-            "train_seconds": round(st.elapsed_s, 2),
-            "train_samples_per_s": round(st.samples / max(1e-9, st.elapsed_s), 2),
-            "weights": "best" if result.best_dir is not None else "last",
-            "num_processes": st.num_processes,
-            "precision": st.precision,
-            "skipped_steps": st.skipped_steps,
-        }
-        out = step.stage(out_rel)
-        _write_artifacts(out, model, cfg=cfg, resolved=resolved, splits=splits, summary=summary, metrics=metrics, log_path=result.log_path)
-        link_tree(ckpt_dir, out / "checkpoints")
-        step.metrics.update({"precision": summary["precision"],
-            "method": cfg.method,
-            "val_pck": metrics.get("val", {}).get("pck"),
-            "test_pck": metrics.get("test", {}).get("pck"),
-            "pck_kind": summary["pck_kind"],
-            "trainable_params": trainable,
-            "steps": st.step,
+            "steps": result.state.step,
             "samples_per_s": summary["train_samples_per_s"],
+        }
+        return Outcome(metrics=metrics, summary=summary, step_metrics=step_metrics)
+
+    def save(self, out: Path, plan: Plan, built: TunedBuilt, outcome: Outcome) -> None:
+        from gesture_cli.core.artifacts import save_json
+        from gesture_cli.data.keypoints import FLIP_PAIRS, MPII_JOINTS, SKELETON
+        from gesture_cli.models.keypoint_head import save_keypoint_model
+
+        cfg, resolved = self.cfg, built.resolved
+        save_keypoint_model(out, built.model, joints=MPII_JOINTS, extra={
+            "lora": lora_record(cfg, resolved), "dataset": cfg.dataset, "config": resolved, "splits": plan.splits.names,
+            "precision": outcome.summary["precision"],
         })
-    return {**step.entry, "cached": False, "is_main": True, "summary": summary, "metrics": metrics, "out": str(run.path(out_rel))}
+        save_json(out / "joints.json", {"joints": list(MPII_JOINTS), "flip_pairs": [list(p) for p in FLIP_PAIRS],
+                                        "skeleton": [list(e) for e in SKELETON], "units": "crop units: (0, 0) top-left, (1, 1) bottom-right"},
+                  kind="keypoint-joints")
+        save_json(out / "metrics.json", {**outcome.summary, **outcome.metrics}, kind="keypoint-metrics")
 
 
-def _write_artifacts(out: Path, model, *, cfg: KeypointTrainConfig, resolved: dict, splits: Splits, summary: dict, metrics: dict,
-                     log_path: Path) -> None:
-    from gesture_cli.core.artifacts import save_json
-    from gesture_cli.data.keypoints import FLIP_PAIRS, MPII_JOINTS, SKELETON
-    from gesture_cli.models.keypoint_head import save_keypoint_model
+def train_keypoint(cfg: KeypointTrainConfig, run, *, device: str = "auto", force: bool = False, resume: bool = False,
+                   argv: list[str] | None = None, callbacks: dict[str, list[Callable]] | None = None,
+                   notify: Callable[[str], None] | None = None) -> dict:
+    """Train, evaluate and write keypoint/<backbone>/ (see the module docstring); returns a summary dict."""
+    from gesture_cli.models.features import backbone_dirname
+    from gesture_cli.train.steps import run_trainer
 
-    lora = {"targets": list(resolved.get("target_modules") or []), "rank": cfg.rank, "alpha": cfg.alpha, "dropout": cfg.dropout}
-    save_keypoint_model(out, model, joints=MPII_JOINTS, extra={
-        "lora": lora if cfg.method == "lora" else None, "dataset": cfg.dataset, "config": resolved, "splits": splits.names,
-        "precision": summary["precision"],
-    })
-    save_json(out / "joints.json", {"joints": list(MPII_JOINTS), "flip_pairs": [list(p) for p in FLIP_PAIRS],
-                                    "skeleton": [list(e) for e in SKELETON], "units": "crop units: (0, 0) top-left, (1, 1) bottom-right"},
-              kind="keypoint-joints")
-    save_json(out / "metrics.json", {**summary, **metrics}, kind="keypoint-metrics")
-    shutil.copy2(log_path, out / "train_log.csv")
+    trainer = KeypointTrainer(cfg, run, out_rel=f"keypoint/{backbone_dirname(cfg.backbone)}", resume=resume, force=force)
+    return run_trainer(trainer, device=device, argv=argv, callbacks=callbacks, notify=notify)
 
 
 __all__ = ["KeypointAugment", "KeypointTrainConfig", "augment_keypoints", "make_splits", "masked_mse", "train_keypoint"]

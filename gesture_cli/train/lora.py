@@ -1,7 +1,8 @@
 """`gx lora-train`: fine-tune a backbone for image classification (LoRA, full, or head only).
 
 Three layers, as elsewhere in gx:
-    train_lora(cfg, run)        datasets, run-dir step, checkpoints, final artifacts under lora/<backbone>/
+    train_lora(cfg, run)        LoraTrainer through the trainer skeleton (train/skeleton.py): datasets,
+                                run-dir step, checkpoints, final artifacts under lora/<backbone>/
     fit(...)                    gesture_cli.train.loop: the shared training loop
     build_classifier(...)       gesture_cli.models.lora: backbone + PEFT adapters + Linear head
 
@@ -23,29 +24,18 @@ unless `--force` is given (then `--resume` is what you want).
 
 from __future__ import annotations
 
-import contextlib
-import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from gesture_cli.core.errors import ArtifactError, DataError, UsageError, unknown_choice
-from gesture_cli.train.common import (
-    Splits,
-    begin_training_step,
-    cap_samples,
-    check_data_fields,
-    check_lora_fields,
-    check_resume,
-    link_tree,
-    loop_config,
-    refuse_unfinished,
-    set_aside_checkpoints,
-)
-from gesture_cli.train.common import make_splits as shared_splits
+from gesture_cli.data.splits import Splits, cap_samples
+from gesture_cli.data.splits import make_splits as shared_splits
+from gesture_cli.train.common import LoopSettings, SizedBatches, check_data_fields, check_resume, loop_config, split_numbers
+from gesture_cli.train.skeleton import FitData, Outcome, Plan, fit_summary
+from gesture_cli.train.tuning import TunedBuilt, TuningTrainer, check_lora_fields, lora_record
 
 COMMAND = "lora-train"
 METHODS = ("lora", "full", "head")
@@ -57,7 +47,7 @@ RESUME_KEYS = ("backbone", "method", "dataset", "dataset_opts", "target_modules"
 
 
 @dataclass(frozen=True)
-class LoraTrainConfig:
+class LoraTrainConfig(LoopSettings):
     backbone: str = "tiny-dinov2"  # registry name, hub id, local dir, timm:NAME or TorchScript file
     dataset: str = "synthetic-hands"  # dataset spec (DESIGN §5)
     dataset_opts: tuple[str, ...] = ()  # KEY=VALUE options of the dataset source, e.g. label_map=contiguous, margin=0.2
@@ -69,22 +59,13 @@ class LoraTrainConfig:
     pool: str = "cls"  # cls | mean | cls+mean: what the head sees
     image_size: int | None = None  # input side in pixels; None = the backbone's default
     epochs: int = 10  # passes over the training split
-    max_steps: int | None = None  # optimizer steps in all; overrides epochs
     batch_size: int = 32  # images per micro-batch and process
-    grad_accum: int = 1  # micro-batches per optimizer step
     lr: float | None = None  # peak learning rate; None = 5e-4 (lora), 2e-5 (full), 1e-3 (head)
-    weight_decay: float = 0.01  # AdamW decoupled weight decay (not on biases / norms)
-    warmup_steps: int | None = None  # linear warm-up in optimizer steps; None = warmup_ratio of all steps
-    warmup_ratio: float = 0.05  # warm-up share of all optimizer steps when warmup_steps is None
-    max_grad_norm: float = 1.0  # gradient clipping; 0 = off
     patience: int = 5  # evaluations (epochs) without a better val_accuracy before stopping; 0 = never
     val_fraction: float = 0.1  # stratified share of the training split held out when the dataset has no val split
-    eval_every: int = 0  # optimizer steps between evaluations; 0 = every epoch
-    checkpoint_every: int = 100  # optimizer steps between saves of checkpoints/last/
     hflip: bool = False  # random horizontal flips (off: handedness carries meaning in sign languages)
     no_gesture: bool = False  # HaGRID: keep "no_gesture" boxes as a class
     merge: bool = False  # also write merged/: LoRA folded into a standalone transformers model
-    precision: str = "auto"  # auto | fp32 | bf16 | fp16 (core.device.resolve_precision: bf16 where fast, fp16 on older GPUs)
     max_samples: int | None = None  # cap per split (seeded random subset), for quick runs
     seed: int = 0  # head init, split, data order, dropout and augmentation
 
@@ -129,15 +110,8 @@ def make_splits(cfg: LoraTrainConfig) -> Splits:
     return out
 
 
-class ImageBatches:
-    """A dataset as a `BatchSource` for fit(): get_batch(indices) -> (uint8 images tensor, int64 labels)."""
-
-    def __init__(self, dataset, *, size: int):
-        self.dataset = dataset
-        self.size = size
-
-    def __len__(self) -> int:
-        return len(self.dataset)
+class ImageBatches(SizedBatches):
+    """An image dataset as a `BatchSource` for fit(): get_batch(indices) -> (uint8 images tensor, int64 labels)."""
 
     def get_batch(self, indices):
         import torch
@@ -200,186 +174,128 @@ def score(logits, labels, classes) -> dict:
     return out
 
 
-# ---- checks before training ---------------------------------------------------------------------
+# ---- the trainer ---------------------------------------------------------------------------------
 
 
-def _resume_check(cfg: LoraTrainConfig, run, last_dir: Path, resolved: dict) -> None:
-    """`check_resume`, and when this backbone has no checkpoint but another one in the run has, point at that one."""
-    from gesture_cli.models.features import backbone_dirname
-    from gesture_cli.train.checkpoint import find_checkpoint, read_checkpoint_state
-
-    if find_checkpoint(last_dir) is None:
-        others = []
-        for state_path in sorted(run.path("lora").glob("*/checkpoints/last/state.json")):
-            try:
-                meta = read_checkpoint_state(state_path.parent).get("meta", {})
-            except ArtifactError:
-                continue
-            if backbone_dirname(meta.get("config", {}).get("backbone", "")) != backbone_dirname(cfg.backbone):
-                others.append((meta.get("config", {}).get("backbone", "?"), state_path.parent))
-        if others:
-            name, path = others[0]
-            raise ArtifactError(
-                f"nothing to resume for backbone '{cfg.backbone}' in {run.root}: the checkpoint there ({path}) is from "
-                f"backbone '{name}'; resume with --backbone {name}, or drop --resume to train '{cfg.backbone}' from scratch"
-            )
-    check_resume(last_dir, resolved, RESUME_KEYS, backbone_hint=True)
+@dataclass
+class LoraBuilt(TunedBuilt):
+    classes: list[str] | None = None  # class names, in label order
 
 
-# ---- the command's core -------------------------------------------------------------------------
+class LoraTrainer(TuningTrainer):
+    command = COMMAND
+    resume_keys = RESUME_KEYS
+
+    def check_resume(self, settings: dict) -> None:
+        """`check_resume`, and when this backbone has no checkpoint but another one in the run has, point at that one."""
+        from gesture_cli.models.features import backbone_dirname
+        from gesture_cli.train.checkpoint import find_checkpoint, read_checkpoint_state
+
+        cfg, last_dir = self.cfg, self.checkpoint_dir / "last"
+        if find_checkpoint(last_dir) is None:
+            others = []
+            for state_path in sorted(self.run.path("lora").glob("*/checkpoints/last/state.json")):
+                try:
+                    meta = read_checkpoint_state(state_path.parent).get("meta", {})
+                except ArtifactError:
+                    continue
+                if backbone_dirname(meta.get("config", {}).get("backbone", "")) != backbone_dirname(cfg.backbone):
+                    others.append((meta.get("config", {}).get("backbone", "?"), state_path.parent))
+            if others:
+                name, path = others[0]
+                raise ArtifactError(
+                    f"nothing to resume for backbone '{cfg.backbone}' in {self.run.root}: the checkpoint there ({path}) is from "
+                    f"backbone '{name}'; resume with --backbone {name}, or drop --resume to train '{cfg.backbone}' from scratch"
+                )
+        check_resume(last_dir, settings, RESUME_KEYS, backbone_hint=True)
+
+    def make_splits(self, context) -> Splits:
+        return make_splits(self.cfg)
+
+    def build(self, plan: Plan, *, acc, prec, say) -> LoraBuilt:
+        import torch
+
+        from gesture_cli.core.config import config_to_dict
+        from gesture_cli.models.backbones import build_backbone
+        from gesture_cli.models.lora import build_classifier, count_parameters, lora_targets_of
+
+        cfg = self.cfg
+        # Built in fp32: fit() stores the frozen part in the compute dtype once the trained part is known.
+        backbone = build_backbone(cfg.backbone, device=acc.device, dtype=torch.float32, image_size=cfg.image_size)
+        classes = list(plan.splits.train.classes)
+        model = build_classifier(
+            backbone, num_classes=len(classes), method=cfg.method, pool=cfg.pool, targets=cfg.target_modules or None,
+            rank=cfg.rank, alpha=cfg.alpha, dropout=cfg.dropout, seed=cfg.seed,
+        )
+        targets = lora_targets_of(model)
+        resolved = {**config_to_dict(cfg), "image_size": backbone.image_size, "target_modules": targets}
+        if self.resume:  # now with the defaults the backbone resolved
+            self.check_resume(resolved)
+        trainable, total = count_parameters(model)
+        notices = [self.parameter_notice(trainable, total, targets), f"data: {self.describe_splits(plan.splits)}; {len(classes)} classes"]
+        meta = {"config": resolved, "classes": classes, "backbone": backbone.describe(), "method": cfg.method}
+        return LoraBuilt(model=model, resolved=resolved, meta=meta, notices=notices, backbone=backbone, classes=classes, trainable=trainable,
+                         total=total)
+
+    def make_data(self, plan: Plan, built: LoraBuilt, *, acc, say) -> FitData:
+        from gesture_cli.models.augment import AugmentConfig
+
+        splits, size = plan.splits, built.backbone.image_size
+        val_data = ImageBatches(splits.val, size=size) if splits.val is not None else None
+
+        def eval_fn(m) -> dict[str, float]:
+            s = self._score(m, val_data, built.classes)
+            return {"val_loss": s["loss"], "val_accuracy": s["accuracy"], "val_macro_f1": s["macro_f1"]}
+
+        return FitData(model=built.model, train_data=ImageBatches(splits.train, size=size),
+                       loss_fn=make_loss_fn(augment=AugmentConfig(hflip=self.cfg.hflip)), eval_fn=eval_fn if val_data is not None else None)
+
+    def _score(self, model, batches: ImageBatches, classes: list[str]) -> dict:
+        logits, labels = predict(model, batches, batch_size=max(self.cfg.batch_size, 64))
+        return score(logits, labels, classes)
+
+    def evaluate(self, plan: Plan, built: LoraBuilt, data: FitData, result, *, prec) -> Outcome:
+        cfg, size = self.cfg, built.backbone.image_size
+        metrics = self.score_splits(plan.splits, lambda ds: self._score(built.model, ImageBatches(ds, size=size), built.classes))
+        summary = {**self.summary_start(built), **fit_summary(result, best="best_val_accuracy")}
+        step_metrics = {
+            "method": cfg.method,
+            **split_numbers(metrics, val_accuracy="val.accuracy", test_accuracy="test.accuracy", test_macro_f1="test.macro_f1"),
+            "trainable_params": built.trainable,
+            "steps": result.state.step,
+            "samples_per_s": summary["train_samples_per_s"],
+        }
+        return Outcome(metrics=metrics, summary=summary, step_metrics=step_metrics, extra={"classes": built.classes})
+
+    def save(self, out: Path, plan: Plan, built: LoraBuilt, outcome: Outcome) -> None:
+        """Everything under the staged lora/<backbone>/ (see the module docstring)."""
+        from gesture_cli.core.artifacts import save_json
+        from gesture_cli.models.lora import save_backbone_weights, save_head, save_merged
+
+        cfg, classes, model = self.cfg, built.classes, built.model
+        save_backbone_weights(out, model)
+        save_head(out / "head.safetensors", model, classes=classes,
+                  extra={"lora": lora_record(cfg, built.resolved), "dataset": cfg.dataset, "config": built.resolved,
+                         "precision": outcome.summary["precision"]})
+        save_json(out / "labels.json", {"classes": classes, "num_classes": len(classes), "dataset": cfg.dataset}, kind="labels")
+        save_json(out / "metrics.json", {**outcome.summary, **outcome.metrics}, kind="lora-metrics")
+        if cfg.merge:
+            save_merged(out / "merged", model)
 
 
-def train_lora(
-    cfg: LoraTrainConfig,
-    run,
-    *,
-    device: str = "auto",
-    force: bool = False,
-    resume: bool = False,
-    argv: list[str] | None = None,
-    callbacks: dict[str, list[Callable]] | None = None,
-    notify: Callable[[str], None] | None = None,
-) -> dict:
+def train_lora(cfg: LoraTrainConfig, run, *, device: str = "auto", force: bool = False, resume: bool = False,
+               argv: list[str] | None = None, callbacks: dict[str, list[Callable]] | None = None,
+               notify: Callable[[str], None] | None = None) -> dict:
     """Fine-tune, evaluate and write lora/<backbone>/ (see the module docstring); returns a summary dict.
 
     `notify(line)` receives one-line notices (trainable parameters, resume point); `callbacks` go to fit().
     Under several processes only the main one writes; the others return {"is_main": False}.
     """
-    import torch
-
-    from gesture_cli.core.config import config_to_dict
-    from gesture_cli.core.device import make_precision
-    from gesture_cli.models.augment import AugmentConfig
-    from gesture_cli.models.backbones import build_backbone
     from gesture_cli.models.features import backbone_dirname
-    from gesture_cli.models.lora import build_classifier, count_parameters, lora_targets_of
-    from gesture_cli.train.checkpoint import load_checkpoint, load_model_state, read_checkpoint_state
-    from gesture_cli.train.loop import fit, make_accelerator
+    from gesture_cli.train.steps import run_trainer
 
-    cfg.validate()
-    say = notify or (lambda _line: None)
-    out_rel = f"lora/{backbone_dirname(cfg.backbone)}"
-    ckpt_dir = run.path(out_rel, "checkpoints")
-    # Fail fast, before any data is read: what can be checked from the config alone.
-    given = {k: sorted(v) if k == "target_modules" else v for k, v in config_to_dict(cfg).items()
-             if not (k in ("image_size", "target_modules") and not v)}
-    if resume:
-        _resume_check(cfg, run, ckpt_dir / "last", given)
-    else:
-        refuse_unfinished(ckpt_dir / "last", force=force)
-    splits = make_splits(cfg)
-    step = begin_training_step(run, COMMAND, cfg, splits, out_rel=out_rel, device=device, argv=argv, force=force or resume)
-    if step.cached:
-        return {**step.entry, "cached": True, "is_main": True}
-
-    acc = make_accelerator(device)
-    prec = make_precision(acc.device, cfg.precision)
-    # Built in fp32: fit() stores the frozen part in the compute dtype once the trained part is known.
-    backbone = build_backbone(cfg.backbone, device=acc.device, dtype=torch.float32, image_size=cfg.image_size)
-    classes = list(splits.train.classes)
-    model = build_classifier(
-        backbone, num_classes=len(classes), method=cfg.method, pool=cfg.pool, targets=cfg.target_modules or None,
-        rank=cfg.rank, alpha=cfg.alpha, dropout=cfg.dropout, seed=cfg.seed,
-    )
-    targets = lora_targets_of(model)
-    resolved = {**config_to_dict(cfg), "image_size": backbone.image_size, "target_modules": targets}
-    if resume:  # now with the defaults the backbone resolved
-        _resume_check(cfg, run, ckpt_dir / "last", resolved)
-
-    trainable, total = count_parameters(model)
-    if acc.is_main_process:
-        say(f"precision: {prec.describe()}")
-        say(f"trainable parameters: {trainable:,} of {total:,} ({100 * trainable / max(1, total):.2f}%), method {cfg.method}"
-            + (f", LoRA r={cfg.rank} alpha={cfg.alpha:g} on {', '.join(targets)}" if cfg.method == "lora" else ""))
-        say(f"data: train {len(splits.train)} ({splits.names['train']}), val {len(splits.val) if splits.val else 0}"
-            f"{' (' + splits.names['val'] + ')' if 'val' in splits.names else ''}, test {len(splits.test) if splits.test else 0}; "
-            f"{len(classes)} classes")
-        if resume:
-            st = read_checkpoint_state(ckpt_dir / "last")["trainer"]
-            say(f"resuming from step {st['step']}/{st['total_steps']} (epoch {st['epoch']})")
-
-    size = backbone.image_size
-    train_data = ImageBatches(splits.train, size=size)
-    val_data = ImageBatches(splits.val, size=size) if splits.val is not None else None
-
-    def eval_fn(m) -> dict[str, float]:
-        logits, labels = predict(m, val_data, batch_size=max(cfg.batch_size, 64))
-        s = score(logits, labels, classes)
-        return {"val_loss": s["loss"], "val_accuracy": s["accuracy"], "val_macro_f1": s["macro_f1"]}
-
-    meta = {"config": resolved, "classes": classes, "backbone": backbone.describe(), "method": cfg.method}
-    is_main = acc.is_main_process
-    ctx = step if is_main else contextlib.nullcontext()
-    with ctx:
-        set_aside_checkpoints(step, ckpt_dir, resume=resume, is_main=is_main)
-        result = fit(
-            model, train_data=train_data, loss_fn=make_loss_fn(augment=AugmentConfig(hflip=cfg.hflip)),
-            eval_fn=eval_fn if val_data is not None else None, cfg=cfg.train_config(), checkpoint_dir=ckpt_dir,
-            callbacks=callbacks, resume=resume, meta=meta, accelerator=acc, precision=prec,
-        )
-        if not is_main:
-            return {"is_main": False}
-        if result.best_dir is not None:  # final artifacts carry the best validation weights
-            tensors, _, _, _ = load_checkpoint(result.best_dir, device=acc.device)
-            load_model_state(model, tensors, source=result.best_dir)
-        model.eval()
-        metrics: dict[str, Any] = {}
-        for role, ds in (("val", splits.val), ("test", splits.test)):
-            if ds is not None:
-                logits, labels = predict(model, ImageBatches(ds, size=size), batch_size=max(cfg.batch_size, 64))
-                metrics[role] = {"split": splits.names.get(role, role), **score(logits, labels, classes)}
-        st = result.state
-        summary = {
-            "method": cfg.method,
-            "backbone": backbone.describe(),
-            "trainable_params": trainable,
-            "total_params": total,
-            "trainable_fraction": round(trainable / max(1, total), 6),
-            "steps": st.step,
-            "epochs": round(st.step / max(1, st.steps_per_epoch), 3),
-            "best_step": st.best_step,
-            "best_val_accuracy": st.best_metric,
-            "stopped_early": st.stopped_early,
-            "resumed_from": st.resumed_from,
-            "train_seconds": round(st.elapsed_s, 2),
-            "train_samples_per_s": round(st.samples / max(1e-9, st.elapsed_s), 2),
-            "weights": "best" if result.best_dir is not None else "last",
-            "num_processes": st.num_processes,
-            "precision": st.precision,
-            "skipped_steps": st.skipped_steps,
-        }
-        _write_artifacts(step.stage(out_rel), model, cfg=cfg, classes=classes, resolved=resolved, summary=summary, metrics=metrics,
-                         log_path=result.log_path, checkpoint_dir=ckpt_dir)
-        step.metrics.update({"precision": summary["precision"],
-            "method": cfg.method,
-            "val_accuracy": metrics.get("val", {}).get("accuracy"),
-            "test_accuracy": metrics.get("test", {}).get("accuracy"),
-            "test_macro_f1": metrics.get("test", {}).get("macro_f1"),
-            "trainable_params": trainable,
-            "steps": st.step,
-            "samples_per_s": summary["train_samples_per_s"],
-        })
-    return {**step.entry, "cached": False, "is_main": True, "summary": summary, "metrics": metrics, "out": str(run.path(out_rel)),
-            "classes": classes}
-
-
-def _write_artifacts(out: Path, model, *, cfg: LoraTrainConfig, classes: list[str], resolved: dict, summary: dict, metrics: dict,
-                     log_path: Path, checkpoint_dir: Path) -> None:
-    """Everything under the staged lora/<backbone>/ (see the module docstring)."""
-    from gesture_cli.core.artifacts import save_json
-    from gesture_cli.models.lora import save_backbone_weights, save_head, save_merged
-
-    save_backbone_weights(out, model)
-    lora = {"targets": list(resolved.get("target_modules") or []), "rank": cfg.rank, "alpha": cfg.alpha, "dropout": cfg.dropout}
-    save_head(out / "head.safetensors", model, classes=classes,
-              extra={"lora": lora if cfg.method == "lora" else None, "dataset": cfg.dataset, "config": resolved,
-                     "precision": summary["precision"]})
-    save_json(out / "labels.json", {"classes": classes, "num_classes": len(classes), "dataset": cfg.dataset}, kind="labels")
-    save_json(out / "metrics.json", {**summary, **metrics}, kind="lora-metrics")
-    shutil.copy2(log_path, out / "train_log.csv")
-    if cfg.merge:
-        save_merged(out / "merged", model)
-    link_tree(checkpoint_dir, out / "checkpoints")
+    trainer = LoraTrainer(cfg, run, out_rel=f"lora/{backbone_dirname(cfg.backbone)}", resume=resume, force=force)
+    return run_trainer(trainer, device=device, argv=argv, callbacks=callbacks, notify=notify)
 
 
 # ---- for `gx evaluate` / `gx infer` -------------------------------------------------------------

@@ -1,7 +1,8 @@
 """`gx segment-train`: a segmentation head on a frozen backbone (linear or Mask2Former).
 
 Three layers, as elsewhere in gx:
-    train_segment(cfg, run)     datasets, class map, token cache, run-dir step, final artifacts under segment/<backbone>/
+    train_segment(cfg, run)     SegmentTrainer through the trainer skeleton (train/skeleton.py): datasets,
+                                class map, token cache, run-dir step, final artifacts under segment/<backbone>/
     fit(...)                    gesture_cli.train.loop: the shared training loop (bf16, accumulation, patience, resume)
     Segmenter / heads           gesture_cli.models.seg_heads
 
@@ -23,7 +24,6 @@ the atomically renamed final directory; `--resume` continues an interrupted run.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
@@ -32,21 +32,13 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from gesture_cli.core.errors import UsageError, unknown_choice
-from gesture_cli.train.common import (
-    Splits,
-    begin_training_step,
-    check_data_fields,
-    check_resume,
-    loop_config,
-    make_splits,
-    random_holdout,
-    set_aside_checkpoints,
-)
+from gesture_cli.data.splits import Splits, make_splits, random_holdout
+from gesture_cli.train.common import LoopSettings, SizedBatches, check_data_fields, loop_config, split_numbers
+from gesture_cli.train.skeleton import Built, FitData, Outcome, Plan, Trainer, fit_summary
 
 COMMAND = "segment-train"
 DEFAULT_LR = {"linear": 1e-3, "mask2former": 1e-4}
@@ -58,7 +50,7 @@ RESUME_KEYS = ("backbone", "dataset", "dataset_opts", "head", "train_only", "cla
 
 
 @dataclass(frozen=True)
-class SegmentTrainConfig:
+class SegmentTrainConfig(LoopSettings):
     backbone: str = "tiny-dinov2"  # registry name, hub id, local dir, timm:NAME or TorchScript file
     dataset: str = "synthetic-scenes"  # segmentation dataset spec: synthetic-scenes | seg:DIR
     dataset_opts: tuple[str, ...] = ()  # KEY=VALUE options of the dataset source, e.g. classes=names.txt
@@ -73,20 +65,11 @@ class SegmentTrainConfig:
     m2f_encoder_layers: int = 3  # mask2former: deformable-attention layers of the pixel decoder
     m2f_decoder_layers: int = 6  # mask2former: masked-attention decoder layers
     epochs: int = 10  # passes over the training split
-    max_steps: int | None = None  # optimizer steps in all; overrides epochs
     batch_size: int = 8  # images per micro-batch and process
-    grad_accum: int = 1  # micro-batches per optimizer step
     lr: float | None = None  # peak learning rate; None = 1e-3 (linear), 1e-4 (mask2former)
-    weight_decay: float = 0.01  # AdamW decoupled weight decay (not on biases / norms)
-    warmup_steps: int | None = None  # linear warm-up in optimizer steps; None = warmup_ratio of all steps
-    warmup_ratio: float = 0.05  # warm-up share of all optimizer steps when warmup_steps is None
-    max_grad_norm: float = 1.0  # gradient clipping; 0 = off
     patience: int = 5  # evaluations without a better val mIoU before stopping; 0 = never
     val_fraction: float = 0.1  # share of the training images held out when the dataset has no val split
-    eval_every: int = 0  # optimizer steps between evaluations; 0 = every epoch
-    checkpoint_every: int = 100  # optimizer steps between saves of checkpoints/last/
     hflip: bool = False  # random horizontal flips of image and mask (not with --cache-features)
-    precision: str = "auto"  # auto | fp32 | bf16 | fp16 (core.device.resolve_precision: bf16 where fast, fp16 on older GPUs)
     max_samples: int | None = None  # cap on images per split (seeded subset), for quick runs
     seed: int = 0  # head init, split, data order and flips
 
@@ -135,14 +118,8 @@ def make_seg_splits(cfg: SegmentTrainConfig) -> Splits:
                        cap_stream=11)
 
 
-class PixelBatches:
+class PixelBatches(SizedBatches):
     """A SegDataset as a fit() BatchSource: {"images": uint8 [B, S, S, 3], "masks": uint8 [B, S, S]}."""
-
-    def __init__(self, dataset, *, size: int):
-        self.dataset, self.size = dataset, size
-
-    def __len__(self) -> int:
-        return len(self.dataset)
 
     def get_batch(self, indices) -> dict:
         import torch
@@ -304,178 +281,150 @@ def _load_init_head(head, source: str) -> list[str]:
     return skipped
 
 
-# ---- the command's core -------------------------------------------------------------------------
+# ---- the trainer ---------------------------------------------------------------------------------
 
 
-def train_segment(
-    cfg: SegmentTrainConfig,
-    run,
-    *,
-    device: str = "auto",
-    force: bool = False,
-    resume: bool = False,
-    argv: list[str] | None = None,
-    callbacks: dict[str, list[Callable]] | None = None,
-    notify: Callable[[str], None] | None = None,
-    on_cache_progress: Callable[[str, int, int], None] | None = None,
-) -> dict:
-    """Train, evaluate and write segment/<backbone>/ (see the module docstring); returns a summary dict."""
-    import torch
+@dataclass
+class SegmentBuilt(Built):
+    backbone: object = None  # models.backbones.Backbone, frozen, in the compute dtype
+    head: object = None  # the trained segmentation head
+    device: object = None  # torch.device the model lives on
+    classes: list[str] | None = None
+    params: list | None = None  # what the optimizer updates (--train-only)
 
-    from gesture_cli.core.config import config_to_dict
-    from gesture_cli.core.device import make_precision
-    from gesture_cli.eval.segment import evaluate_dataset
-    from gesture_cli.models.backbones import build_backbone
-    from gesture_cli.models.features import backbone_dirname
-    from gesture_cli.models.seg_heads import Segmenter, build_seg_head, count_segmenter_parameters, freeze_for
-    from gesture_cli.train.checkpoint import load_checkpoint, load_model_state, read_checkpoint_state
-    from gesture_cli.train.common import link_tree, refuse_unfinished
-    from gesture_cli.train.loop import fit, make_accelerator
 
-    cfg.validate()
-    say = notify or (lambda _line: None)
-    out_rel = f"segment/{backbone_dirname(cfg.backbone)}"
-    ckpt_dir = run.path(out_rel, "checkpoints")
-    if not resume:
-        refuse_unfinished(ckpt_dir / "last", force=force)
-    splits = make_seg_splits(cfg)
-    step = begin_training_step(run, COMMAND, cfg, splits, out_rel=out_rel, device=device, argv=argv, force=force or resume)
-    if step.cached:
-        return {**step.entry, "cached": True, "is_main": True}
+class SegmentTrainer(Trainer):
+    command = COMMAND
+    resume_keys = RESUME_KEYS
 
-    acc = make_accelerator(device)
-    dev = acc.device
-    prec = make_precision(dev, cfg.precision)
-    # The backbone is frozen: stored in the compute dtype from the start (the token cache is made with it too).
-    backbone = build_backbone(cfg.backbone, device=dev, dtype=prec.dtype, image_size=cfg.image_size)
-    size = backbone.image_size
-    classes = list(splits.train.classes)
-    resolved = {**config_to_dict(cfg), "image_size": size}
-    if resume:
-        check_resume(ckpt_dir / "last", resolved, RESUME_KEYS)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(cfg.seed)
-        head = build_seg_head(cfg.head, embed_dim=backbone.info.embed_dim, num_classes=len(classes), **cfg.head_args(size))
-    if cfg.init_head:
-        skipped = _load_init_head(head, cfg.init_head)
-        say(f"head initialised from {cfg.init_head}" + (f" (kept fresh: {', '.join(skipped)})" if skipped else ""))
-    params = freeze_for(head, cfg.train_only)
-    full = Segmenter(backbone, head)
-    trainable, total = count_segmenter_parameters(full)
-    is_main = acc.is_main_process
-    if is_main:
-        say(f"precision: {prec.describe()}")
-        say(f"trainable parameters: {trainable:,} of {total:,} ({100 * trainable / max(1, total):.4f}%): head {cfg.head}"
-            + (f", only {cfg.train_only}" if cfg.train_only != "all" else "") + f"; backbone {backbone.info.name} frozen")
-        say(f"data: train {len(splits.train)} ({splits.names['train']}), val {len(splits.val) if splits.val else 0}"
-            f"{' (' + splits.names['val'] + ')' if 'val' in splits.names else ''}, test {len(splits.test) if splits.test else 0}; "
-            f"{len(classes)} classes{' (class map ' + splits.train.class_map.name + ')' if splits.train.class_map else ''}; "
-            f"input {size}x{size}")
-        if resume:
-            st = read_checkpoint_state(ckpt_dir / "last")["trainer"]
-            say(f"resuming from step {st['step']}/{st['total_steps']} (epoch {st['epoch']})")
+    def __init__(self, cfg, run, *, out_rel: str, resume: bool = False, force: bool = False, cache_root: Path,
+                 on_cache_progress: Callable[[str, int, int], None] | None = None):
+        super().__init__(cfg, run, out_rel=out_rel, resume=resume, force=force)
+        self.cache_root = cache_root  # token caches of --cache-features, one folder per split and key
+        self.on_cache_progress = on_cache_progress
 
-    eval_batch = max(cfg.batch_size, 16)
-    if cfg.cache_features:
-        cache_root = run.path("cache", "segment", backbone_dirname(cfg.backbone))
-        built = {}
-        for role, ds in (("train", splits.train), ("val", splits.val)):
-            if ds is None:
-                continue
-            directory = cache_root / f"{role}-{cache_key(backbone.describe(), ds, size=size)}"
-            fresh = not (directory / "meta.json").is_file()
-            if is_main:  # one process computes the tokens; the others wait and read them
-                progress = (lambda d, t, _r=role: on_cache_progress(_r, d, t)) if on_cache_progress and fresh else None
-                build_token_cache(full, ds, directory, size=size, batch_size=eval_batch, on_progress=progress)
-                say(f"{role} tokens: {'cached now' if fresh else 'reused'} at {directory}")
-            acc.wait_for_everyone()
-            built[role] = TokenBatches(directory)
-        train_data, val_data = built["train"], built.get("val")
-        model = Segmenter(None, head)  # the backbone stays out of the training loop entirely
-    else:
-        train_data = PixelBatches(splits.train, size=size)
-        val_data = PixelBatches(splits.val, size=size) if splits.val is not None else None
-        model = full
+    def make_splits(self, context) -> Splits:
+        return make_seg_splits(self.cfg)
 
-    def eval_fn(m) -> dict[str, float]:
-        s = score_batches(m, val_data, num_classes=len(classes), batch_size=eval_batch)
-        return {"val_mIoU": s["mIoU"] or 0.0, "val_pixel_acc": s["pixel_acc"] or 0.0}
+    def build(self, plan: Plan, *, acc, prec, say) -> SegmentBuilt:
+        import torch
 
-    cmap = splits.train.class_map
-    meta = {"config": resolved, "classes": classes, "backbone": backbone.describe(), "head": cfg.head}
-    with step if is_main else contextlib.nullcontext():
-        set_aside_checkpoints(step, ckpt_dir, resume=resume, is_main=is_main)
-        result = fit(
-            model, train_data=train_data, loss_fn=make_loss_fn(hflip=cfg.hflip), eval_fn=eval_fn if val_data is not None else None,
-            cfg=cfg.train_config(), checkpoint_dir=ckpt_dir, params=params, callbacks=callbacks, resume=resume, meta=meta, accelerator=acc,
-            precision=prec,
-        )
-        if not is_main:
-            return {"is_main": False}
-        if result.best_dir is not None:  # final artifacts carry the best validation weights
-            tensors, _, _, _ = load_checkpoint(result.best_dir, device=dev)
-            load_model_state(model, tensors, source=result.best_dir)
-        full = prec.wrap(Segmenter(backbone, head.to(dev)).eval())
-        metrics: dict[str, Any] = {}
-        for role, ds in (("val", splits.val), ("test", splits.test)):
-            if ds is not None:
-                metrics[role] = {"split": splits.names.get(role, role), **evaluate_dataset(full, ds, size=size, mode="whole")}
-        st = result.state
+        from gesture_cli.core.config import config_to_dict
+        from gesture_cli.models.backbones import build_backbone
+        from gesture_cli.models.seg_heads import Segmenter, build_seg_head, count_segmenter_parameters, freeze_for
+
+        cfg, splits = self.cfg, plan.splits
+        # The backbone is frozen: stored in the compute dtype from the start (the token cache is made with it too).
+        backbone = build_backbone(cfg.backbone, device=acc.device, dtype=prec.dtype, image_size=cfg.image_size)
+        size = backbone.image_size
+        classes = list(splits.train.classes)
+        resolved = {**config_to_dict(cfg), "image_size": size}
+        if self.resume:
+            self.check_resume(resolved)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(cfg.seed)
+            head = build_seg_head(cfg.head, embed_dim=backbone.info.embed_dim, num_classes=len(classes), **cfg.head_args(size))
+        if cfg.init_head:
+            skipped = _load_init_head(head, cfg.init_head)
+            say(f"head initialised from {cfg.init_head}" + (f" (kept fresh: {', '.join(skipped)})" if skipped else ""))
+        params = freeze_for(head, cfg.train_only)
+        full = Segmenter(backbone, head)
+        trainable, total = count_segmenter_parameters(full)
+        cmap = splits.train.class_map
+        notices = [
+            f"trainable parameters: {trainable:,} of {total:,} ({100 * trainable / max(1, total):.4f}%): head {cfg.head}"
+            + (f", only {cfg.train_only}" if cfg.train_only != "all" else "") + f"; backbone {backbone.info.name} frozen",
+            f"data: {self.describe_splits(splits)}; {len(classes)} classes{' (class map ' + cmap.name + ')' if cmap else ''}; input {size}x{size}",
+        ]
+        meta = {"config": resolved, "classes": classes, "backbone": backbone.describe(), "head": cfg.head}
+        return SegmentBuilt(model=full, resolved=resolved, meta=meta, notices=notices, backbone=backbone, head=head, classes=classes,
+                            device=acc.device, params=params, trainable=trainable, total=total)
+
+    def make_data(self, plan: Plan, built: SegmentBuilt, *, acc, say) -> FitData:
+        from gesture_cli.models.seg_heads import Segmenter
+
+        cfg, splits, size = self.cfg, plan.splits, built.backbone.image_size
+        eval_batch = max(cfg.batch_size, 16)
+        if cfg.cache_features:
+            caches = {}
+            for role, ds in (("train", splits.train), ("val", splits.val)):
+                if ds is None:
+                    continue
+                directory = self.cache_root / f"{role}-{cache_key(built.backbone.describe(), ds, size=size)}"
+                fresh = not (directory / "meta.json").is_file()
+                if acc.is_main_process:  # one process computes the tokens; the others wait and read them
+                    progress = (lambda d, t, _r=role: self.on_cache_progress(_r, d, t)) if self.on_cache_progress and fresh else None
+                    build_token_cache(built.model, ds, directory, size=size, batch_size=eval_batch, on_progress=progress)
+                    say(f"{role} tokens: {'cached now' if fresh else 'reused'} at {directory}")
+                acc.wait_for_everyone()
+                caches[role] = TokenBatches(directory)
+            train_data, val_data = caches["train"], caches.get("val")
+            model = Segmenter(None, built.head)  # the backbone stays out of the training loop entirely
+        else:
+            train_data = PixelBatches(splits.train, size=size)
+            val_data = PixelBatches(splits.val, size=size) if splits.val is not None else None
+            model = built.model
+
+        def eval_fn(m) -> dict[str, float]:
+            s = score_batches(m, val_data, num_classes=len(built.classes), batch_size=eval_batch)
+            return {"val_mIoU": s["mIoU"] or 0.0, "val_pixel_acc": s["pixel_acc"] or 0.0}
+
+        return FitData(model=model, train_data=train_data, loss_fn=make_loss_fn(hflip=cfg.hflip),
+                       eval_fn=eval_fn if val_data is not None else None, params=built.params)
+
+    def evaluate(self, plan: Plan, built: SegmentBuilt, data: FitData, result, *, prec) -> Outcome:
+        from gesture_cli.eval.segment import evaluate_dataset
+        from gesture_cli.models.seg_heads import Segmenter
+
+        cfg, size, cmap = self.cfg, built.backbone.image_size, plan.splits.train.class_map
+        full = prec.wrap(Segmenter(built.backbone, built.head.to(built.device)).eval())
+        metrics = self.score_splits(plan.splits, lambda ds: evaluate_dataset(full, ds, size=size, mode="whole"))
+        trainable, total = built.trainable, built.total
         summary = {
-            "head": cfg.head,
-            "train_only": cfg.train_only,
-            "backbone": backbone.describe(),
-            "classes": classes,
-            "class_map": cmap.name if cmap else None,
-            "trainable_params": trainable,
-            "total_params": total,
-            "trainable_fraction": round(trainable / max(1, total), 8),
-            "cached_features": cfg.cache_features,
-            "steps": st.step,
-            "epochs": round(st.step / max(1, st.steps_per_epoch), 3),
-            "best_step": st.best_step,
-            "best_val_mIoU": st.best_metric,
-            "stopped_early": st.stopped_early,
-            "resumed_from": st.resumed_from,
-            "train_seconds": round(st.elapsed_s, 2),
-            "train_samples_per_s": round(st.samples / max(1e-9, st.elapsed_s), 2),
-            "weights": "best" if result.best_dir is not None else "last",
-            "precision": st.precision,
-            "skipped_steps": st.skipped_steps,
+            "head": cfg.head, "train_only": cfg.train_only, "backbone": built.backbone.describe(), "classes": built.classes,
+            "class_map": cmap.name if cmap else None, "trainable_params": trainable, "total_params": total,
+            "trainable_fraction": round(trainable / max(1, total), 8), "cached_features": cfg.cache_features,
+            **fit_summary(result, best="best_val_mIoU", processes=False),
         }
-        out = step.stage(out_rel)
-        _write_artifacts(out, head, cfg=cfg, classes=classes, resolved=resolved, backbone=backbone, splits=splits, summary=summary,
-                         metrics=metrics, log_path=result.log_path)
-        link_tree(ckpt_dir, out / "checkpoints")
-        step.metrics.update({"precision": summary["precision"],
+        step_metrics = {
             "head": cfg.head,
-            "val_mIoU": metrics.get("val", {}).get("mIoU"),
-            "test_mIoU": metrics.get("test", {}).get("mIoU"),
-            "test_pixel_acc": metrics.get("test", {}).get("pixel_acc"),
+            **split_numbers(metrics, val_mIoU="val.mIoU", test_mIoU="test.mIoU", test_pixel_acc="test.pixel_acc"),
             "trainable_params": trainable,
-            "steps": st.step,
+            "steps": result.state.step,
+        }
+        return Outcome(metrics=metrics, summary=summary, step_metrics=step_metrics)
+
+    def save(self, out: Path, plan: Plan, built: SegmentBuilt, outcome: Outcome) -> None:
+        """head.safetensors, class_map.json and metrics.json under the staged segment/<backbone>/."""
+        from gesture_cli.core.artifacts import save_json
+        from gesture_cli.models.seg_heads import save_seg_head
+
+        cfg, classes, train = self.cfg, built.classes, plan.splits.train
+        cmap = train.class_map
+        save_seg_head(out / "head.safetensors", built.head, meta={
+            "embed_dim": built.backbone.info.embed_dim, "classes": classes, "backbone": built.backbone.describe(), "dataset": cfg.dataset,
+            "class_map": cmap.to_json() if cmap else None, "source_classes": train.source_classes, "config": built.resolved,
+            "precision": outcome.summary["precision"],
         })
-    return {**step.entry, "cached": False, "is_main": is_main, "summary": summary, "metrics": metrics, "out": str(run.path(out_rel))}
+        save_json(out / "class_map.json", {
+            "classes": classes, "class_map": cmap.to_json() if cmap else None, "source_classes": train.source_classes or classes,
+            "dataset": cfg.dataset,
+        }, kind="segment-classes")
+        save_json(out / "metrics.json", {**outcome.summary, **outcome.metrics}, kind="segment-metrics")
 
 
-def _write_artifacts(out: Path, head, *, cfg: SegmentTrainConfig, classes: list[str], resolved: dict, backbone, splits: Splits,
-                     summary: dict, metrics: dict, log_path: Path) -> None:
-    """head.safetensors, class_map.json, metrics.json, train_log.csv under the staged segment/<backbone>/."""
-    from gesture_cli.core.artifacts import save_json
-    from gesture_cli.models.seg_heads import save_seg_head
+def train_segment(cfg: SegmentTrainConfig, run, *, device: str = "auto", force: bool = False, resume: bool = False,
+                  argv: list[str] | None = None, callbacks: dict[str, list[Callable]] | None = None,
+                  notify: Callable[[str], None] | None = None,
+                  on_cache_progress: Callable[[str, int, int], None] | None = None) -> dict:
+    """Train, evaluate and write segment/<backbone>/ (see the module docstring); returns a summary dict."""
+    from gesture_cli.models.features import backbone_dirname
+    from gesture_cli.train.steps import run_trainer
 
-    cmap = splits.train.class_map
-    save_seg_head(out / "head.safetensors", head, meta={
-        "embed_dim": backbone.info.embed_dim, "classes": classes, "backbone": backbone.describe(), "dataset": cfg.dataset,
-        "class_map": cmap.to_json() if cmap else None, "source_classes": splits.train.source_classes, "config": resolved,
-        "precision": summary["precision"],
-    })
-    save_json(out / "class_map.json", {
-        "classes": classes, "class_map": cmap.to_json() if cmap else None, "source_classes": splits.train.source_classes or classes,
-        "dataset": cfg.dataset,
-    }, kind="segment-classes")
-    save_json(out / "metrics.json", {**summary, **metrics}, kind="segment-metrics")
-    shutil.copy2(log_path, out / "train_log.csv")
+    name = backbone_dirname(cfg.backbone)
+    trainer = SegmentTrainer(cfg, run, out_rel=f"segment/{name}", resume=resume, force=force, cache_root=run.path("cache", "segment", name),
+                             on_cache_progress=on_cache_progress)
+    return run_trainer(trainer, device=device, argv=argv, callbacks=callbacks, notify=notify)
 
 
 __all__ = ["SegmentTrainConfig", "build_token_cache", "make_seg_splits", "train_segment"]
