@@ -283,7 +283,7 @@ def test_mpii_train_and_evaluate_on_the_held_out_person(runner, tmp_path, real_d
 def test_resume_ends_where_an_uninterrupted_run_ends(tmp_path):
     from gesture_cli.core.artifacts import load_tensors
     from gesture_cli.core.rundir import RunDir
-    from gesture_cli.train.keypoint import KeypointTrainConfig, train_keypoint
+    from gesture_cli.tasks.keypoint import KeypointTrainConfig, train_keypoint
     from gesture_cli.train.loop import TrainingInterrupted
 
     cfg = KeypointTrainConfig(backbone="tiny-dinov2", method="lora", image_size=32, max_steps=6, batch_size=8, patience=0,

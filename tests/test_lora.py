@@ -195,9 +195,9 @@ def test_bad_options_are_one_line_errors(runner, tmp_path):
 
 
 def test_interrupted_run_resumes_to_the_same_weights(runner, tmp_path):
+    from gesture_cli.tasks.classify import LoraTrainConfig, train_lora
     from gesture_cli.train.checkpoint import load_checkpoint
     from gesture_cli.train.loop import TrainingInterrupted
-    from gesture_cli.train.lora import LoraTrainConfig, train_lora
 
     cfg = LoraTrainConfig(backbone="tiny-dinov3", image_size=32, max_samples=48, batch_size=8, epochs=2, checkpoint_every=4, lr=1e-2)
     straight = train_lora(cfg, RunDir(tmp_path / "a"), device="cpu")

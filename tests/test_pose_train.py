@@ -356,9 +356,9 @@ def test_bad_input_gives_one_line_errors(pose_run, runner, tmp_path):
 
 
 def test_finetune_resumes_to_the_same_weights(tmp_path):
+    from gesture_cli.tasks.translate import PoseFinetuneConfig, finetune_pose
     from gesture_cli.train.checkpoint import load_checkpoint
     from gesture_cli.train.loop import TrainingInterrupted
-    from gesture_cli.train.pose import PoseFinetuneConfig, finetune_pose
 
     cfg = PoseFinetuneConfig(dataset_opts=("train_size=24", "val_size=6", "test_size=0", "signers=1"), text_model="tiny-umt5",
                              encoder_opts=ENC_OPTS, keypoints="body,hands", max_frames=12, bridge="direct", max_steps=6, batch_size=8,
@@ -413,7 +413,7 @@ def test_a_hub_text_model_is_referenced_not_copied_and_reloaded_for_finetuning(t
     from pathlib import Path
 
     from gesture_cli.models.text import read_text_model_info
-    from gesture_cli.train.pose import PoseFinetuneConfig, PosePretrainConfig, finetune_pose, pretrain_pose
+    from gesture_cli.tasks.translate import PoseFinetuneConfig, PosePretrainConfig, finetune_pose, pretrain_pose
 
     _fake_hub_snapshot(Path(os.environ["GX_HOME"]), "google/umt5-small", _corpus(100))
     data = ("train_size=16", "val_size=4", "test_size=0", "signers=1")

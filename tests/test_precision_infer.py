@@ -48,7 +48,7 @@ def bf16_run(tmp_path_factory):
 
     from gesture_cli.data import make_dataset
     from gesture_cli.data.pose import make_pose_dataset
-    from gesture_cli.data.registry import parse_dataset_opts
+    from gesture_cli.data.registry import parse_dataset
 
     root = tmp_path_factory.mktemp("precision_infer")
     run = root / "run"
@@ -71,7 +71,7 @@ def bf16_run(tmp_path_factory):
     rng = np.random.default_rng(0)
     for i in range(2):
         assert cv2.imwrite(str(photos / f"p{i}.png"), rng.integers(0, 256, (40, 56, 3), dtype=np.uint8))
-    sample = make_pose_dataset("synthetic-signs", seed=0, **parse_dataset_opts(SIGN_OPTS)).samples[0].id
+    sample = make_pose_dataset(parse_dataset("synthetic-signs", SIGN_OPTS, kind="pose"), seed=0).samples[0].id
     return run, {"hands": hands, "photos": photos, "sample": sample}
 
 

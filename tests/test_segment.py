@@ -271,8 +271,8 @@ def test_resume_after_a_stop_gives_the_uninterrupted_head(tmp_path):
     """BatchNorm statistics ride in the checkpoints: a stopped and resumed run ends with the same head."""
     from gesture_cli.core.config import resolve_config
     from gesture_cli.core.rundir import RunDir
+    from gesture_cli.tasks.segment import SegmentTrainConfig, train_segment
     from gesture_cli.train.loop import TrainingInterrupted
-    from gesture_cli.train.segment import SegmentTrainConfig, train_segment
 
     opts = tuple(f"{k}={v}" for k, v in {"size": 32, "train_images": 24, "val_images": 6, "test_images": 0}.items())
     cfg = resolve_config(SegmentTrainConfig, None, {"backbone": "tiny-vit", "dataset_opts": opts, "image_size": 32, "epochs": 3,
@@ -303,7 +303,7 @@ def test_mask2former_class_embed_only_trains_the_class_predictor(tmp_path):
     from gesture_cli.core.config import resolve_config
     from gesture_cli.core.rundir import RunDir
     from gesture_cli.models.seg_heads import build_seg_head
-    from gesture_cli.train.segment import SegmentTrainConfig, train_segment
+    from gesture_cli.tasks.segment import SegmentTrainConfig, train_segment
 
     opts = tuple(f"{k}={v}" for k, v in {"size": 32, "train_images": 4, "val_images": 2, "test_images": 0}.items())
     cfg = resolve_config(SegmentTrainConfig, None, {

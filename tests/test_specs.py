@@ -101,7 +101,7 @@ def test_backbone_ref_paths_and_errors(tmp_path):
 
 @pytest.mark.parametrize("text", ["dinov2-small", "timm:a/b", "org/name", "/abs/dir/model.pt2", "./rel/x", "~/m", "weird name!", ""])
 def test_backbone_dirname_is_a_function_of_the_text(text):
-    # the rules of models/features.backbone_dirname, kept for artifacts written before the ref existed
+    # the folder-name rules artifacts were written with before the ref existed, kept for them
     import re
     from pathlib import Path
 

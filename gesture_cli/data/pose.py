@@ -38,10 +38,8 @@ from typing import Any
 import numpy as np
 
 from gesture_cli.core.errors import ArtifactError, DataError, UsageError
-from gesture_cli.data.pose_batches import NORMALIZATIONS as NORMALIZATIONS  # moved: re-exported until importers switch (issue 16)
-from gesture_cli.data.pose_batches import PoseBatches as PoseBatches  # moved: re-exported until importers switch (issue 16)
 from gesture_cli.data.pose_sample import PoseSample, normalize_split
-from gesture_cli.data.registry import DatasetSource, DatasetSpec, get_source, list_datasets, parse_dataset, register_dataset
+from gesture_cli.data.registry import DatasetSpec, parse_dataset, register_dataset
 from gesture_cli.data.splits import capped_indices
 
 POSE_SPLITS = ("train", "val", "test")
@@ -108,15 +106,6 @@ class PoseDataset:
 
 
 # ---- the pose datasets of the one registry (data/registry.py, kind "pose") ------------------------
-
-
-def get_pose_source(spec: str) -> tuple[DatasetSource, str | None]:
-    """The registered pose source of a spec and its argument, or a UsageError with a suggestion."""
-    return get_source(spec, kind="pose")
-
-
-def list_pose_datasets() -> list[tuple[str, str]]:
-    return list_datasets("pose")
 
 
 def make_pose_dataset(spec: str | DatasetSpec, *, split: str | None = None, seed: int = 0, **opts) -> PoseDataset:
@@ -305,7 +294,7 @@ def _cap(samples: list, n: int | None, seed: int) -> list:
 def make_pose_splits(spec: str | DatasetSpec, dataset_opts: Sequence[str] = (), *, seed: int, max_samples: int | None, val_fraction: float,
                      need_text: bool = True) -> PoseSplits:
     """Train / val / test of a pose dataset, read once, as `gx pose-pretrain` / `gx pose-finetune` train on them
-    and `gx evaluate translate` rebuilds them (train/pose.py's docstring: Data).
+    and `gx evaluate translate` rebuilds them (train/pose_common.py's docstring: Data).
 
     The dataset's own splits (a sample without one gets a stable `auto_split`); an empty val split is
     replaced by a seeded `val_fraction` of train; then each is capped at a seeded `max_samples` subset."""

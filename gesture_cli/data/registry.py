@@ -310,11 +310,6 @@ def list_datasets(kind: str = "image") -> list[tuple[str, str]]:
     return [(s.name, f"{s.usage}: {s.help}") for s in sorted(dataset_sources(kind).values(), key=lambda s: s.name)]
 
 
-def parse_dataset_opts(items: Sequence[str]) -> dict[str, object]:
-    """Turn `--dataset-opt KEY=VALUE` strings into keyword options (int, float, bool or str), no source known."""
-    return {key: _parse_value(text) for key, text in _split_opts(items).items()}
-
-
 def _split_opts(items: Sequence[str]) -> dict[str, str]:
     """`KEY=VALUE` strings -> {key: value text}; '-' in a key reads as '_'."""
     out: dict[str, str] = {}

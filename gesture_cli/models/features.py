@@ -13,22 +13,11 @@ of a dataset into pooled features and knows nothing of run directories.
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 POOL_KINDS = ("cls", "mean", "cls+mean")
 MAX_AUTO_WORKERS = 8  # decoding processes per rank when --workers is auto
-
-
-def backbone_dirname(spec: str) -> str:
-    """A filesystem-safe folder name for a backbone spec (hub ids keep owner--name, paths their stem)."""
-    p = Path(spec)
-    if spec.startswith(("/", "./", "../", "~")) or p.suffix in {".pt", ".pt2"}:
-        spec = p.stem if p.suffix else p.name
-    spec = spec.replace("timm:", "timm-").replace("/", "--")
-    return re.sub(r"[^A-Za-z0-9._+-]", "_", spec) or "backbone"
 
 
 # ----------------------------------------------------------------------------------------------

@@ -283,7 +283,7 @@ def load_classifier(directory: Path, *, device="cpu", dtype=torch.float32, merge
 
 def lora_dir(run, backbone: str) -> Path:
     """lora/<backbone>/ of a run dir (a core.rundir.RunDir), which must hold a trained classifier."""
-    from gesture_cli.models.features import backbone_dirname
+    from gesture_cli.models.backbone_ref import backbone_dirname
 
     path = run.path("lora", backbone_dirname(backbone))
     if not (path / "head.safetensors").is_file():

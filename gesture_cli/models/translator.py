@@ -1,6 +1,6 @@
 """A trained sign-to-text translator (a run dir's pose/finetune/): its file kinds and decoding.
 
-`gx pose-finetune` (train/pose.py) writes the folder: encoder.safetensors (models/pose_encoder.py),
+`gx pose-finetune` (train/pose_finetune.py) writes the folder: encoder.safetensors (models/pose_encoder.py),
 bridge.safetensors (the pose -> text projection, kind BRIDGE_KIND), text_model/ (models/text.py) and
 translator.json (kind TRANSLATOR_KIND: layout, parts, normalisation, frames, decoding settings).
 `gx evaluate translate` / `gx infer translate` (tasks/translate.py) rebuild it with `load_translator`
@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gesture_cli.data.pose import PoseBatches
+from gesture_cli.data.pose_batches import PoseBatches
 
 FINETUNE_REL = "pose/finetune"  # where pose-finetune writes in a run dir
 BRIDGE_KIND = "pose-bridge"

@@ -1,6 +1,6 @@
 """`gx lora-train`, `gx evaluate classify` and `gx infer classify`: the steps of a classifier, a linear
 probe (`--from probe`, probe/<backbone>/, written by `gx probe`: tasks/probe.py) or a fine-tuned one
-(`--from lora`, lora/<backbone>/, written by `gx lora-train`: train/lora.py), and their shared plumbing
+(`--from lora`, lora/<backbone>/, written by `gx lora-train`: `train_lora` here, trainer in train/lora.py), and their shared plumbing
 (which artifact, which backbone, which features).
 
 Inputs (`load_inputs`): one image file, a folder of images (searched recursively, sorted), or a
@@ -13,13 +13,29 @@ from __future__ import annotations
 
 import csv
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from gesture_cli.core.errors import ArtifactError, DataError, UsageError, unknown_choice
-from gesture_cli.train.lora import LoraTrainConfig, train_lora
+from gesture_cli.models.backbone_ref import backbone_dirname
+from gesture_cli.tasks.training import run_trainer
+from gesture_cli.train.lora import LoraTrainConfig, LoraTrainer
+
+
+def train_lora(cfg: LoraTrainConfig, run, *, device: str = "auto", force: bool = False, resume: bool = False,
+               argv: list[str] | None = None, callbacks: dict[str, list[Callable]] | None = None,
+               notify: Callable[[str], None] | None = None) -> dict:
+    """Fine-tune, evaluate and write lora/<backbone>/ (see the module docstring); returns a summary dict.
+
+    `notify(line)` receives one-line notices (trainable parameters, resume point); `callbacks` go to fit().
+    Under several processes only the main one writes; the others return {"is_main": False}.
+    """
+    trainer = LoraTrainer(cfg, run, out_rel=f"lora/{backbone_dirname(cfg.backbone)}", resume=resume, force=force)
+    return run_trainer(trainer, device=device, argv=argv, callbacks=callbacks, notify=notify)
+
 
 __all__ = ["EvaluateConfig", "InferConfig", "LoraTrainConfig", "check_source", "evaluate_lora_classifier", "evaluate_probe", "infer_lora",
            "infer_probe", "train_lora"]
@@ -87,7 +103,7 @@ class InferInputs:
 
 def check_source(run, source: str, backbone: str | None) -> None:
     """Validate --from; `lora` needs lora/<backbone>/ (written by `gx lora-train`)."""
-    from gesture_cli.models.features import backbone_dirname
+    from gesture_cli.models.backbone_ref import backbone_dirname
 
     if source not in CLASSIFIER_SOURCES:
         raise unknown_choice("--from source", source, CLASSIFIER_SOURCES)

@@ -21,7 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gesture_cli.core.errors import UsageError
-from gesture_cli.models.features import POOL_KINDS, auto_workers, backbone_dirname, contiguous_batches, iter_batch_features
+from gesture_cli.models.backbone_ref import backbone_dirname
+from gesture_cli.models.features import POOL_KINDS, auto_workers, contiguous_batches, iter_batch_features
 
 FEATURES_KIND = "features"
 

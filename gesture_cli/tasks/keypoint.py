@@ -7,6 +7,7 @@ PCKh / PCK and the summary table are `gesture_cli.eval.keypoint`; the skeleton d
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,11 +16,23 @@ import numpy as np
 from gesture_cli.core.errors import DataError, UsageError
 from gesture_cli.data.keypoints import MPII_JOINTS
 from gesture_cli.eval.keypoint import PCK_NOTE, keypoint_metrics, predict_keypoints, summary_rows
+from gesture_cli.models.backbone_ref import backbone_dirname
 from gesture_cli.tasks.trained import run_precision, trained_dir
-from gesture_cli.train.keypoint import KeypointTrainConfig, train_keypoint
+from gesture_cli.tasks.training import run_trainer
+from gesture_cli.train.keypoint import KeypointTrainConfig, KeypointTrainer
 from gesture_cli.viz.keypoint import render_skeleton
 
 # what `gx keypoint-train` and `gx evaluate keypoint` print beside their numbers comes from eval/
+
+
+def train_keypoint(cfg: KeypointTrainConfig, run, *, device: str = "auto", force: bool = False, resume: bool = False,
+                   argv: list[str] | None = None, callbacks: dict[str, list[Callable]] | None = None,
+                   notify: Callable[[str], None] | None = None) -> dict:
+    """Train, evaluate and write keypoint/<backbone>/ (see the module docstring); returns a summary dict."""
+    trainer = KeypointTrainer(cfg, run, out_rel=f"keypoint/{backbone_dirname(cfg.backbone)}", resume=resume, force=force)
+    return run_trainer(trainer, device=device, argv=argv, callbacks=callbacks, notify=notify)
+
+
 __all__ = ["PCK_NOTE", "KeypointTrainConfig", "evaluate_keypoint", "infer_keypoint", "summary_rows", "train_keypoint"]
 
 

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from gesture_cli.core.errors import ArtifactError, DataError, UsageError
-from gesture_cli.models.features import backbone_dirname
+from gesture_cli.models.backbone_ref import backbone_dirname
 from gesture_cli.models.pca import (
     RANGE_PERCENTILES,
     RESERVOIR_SIZE,

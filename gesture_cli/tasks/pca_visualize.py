@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from gesture_cli.core.errors import ArtifactError, DataError, UsageError
-from gesture_cli.models.features import backbone_dirname
+from gesture_cli.models.backbone_ref import backbone_dirname
 from gesture_cli.models.pca import PatchProjector
 from gesture_cli.tasks.pca import PCA_JSON, PCA_TENSORS, describe_pca, find_pca_dirs, load_pca, load_pca_info, resolve_pca_dir
 from gesture_cli.viz.pca_render import DEFAULT_FPS, UPSAMPLE_MODES, VideoWriter, render_contact_sheet, render_frame, write_png

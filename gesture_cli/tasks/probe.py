@@ -18,7 +18,7 @@ import numpy as np
 
 from gesture_cli.core.errors import ArtifactError, UsageError, unknown_choice
 from gesture_cli.eval.probe import SOLVER_CHOICES, LinearProbe, c_grid, fit_probe, knn_accuracy, resolve_solver
-from gesture_cli.models.features import backbone_dirname
+from gesture_cli.models.backbone_ref import backbone_dirname
 
 CLASSIFIER_KIND = "linear-probe"
 

@@ -29,9 +29,23 @@ import numpy as np
 from gesture_cli.core.errors import DataError, UsageError, unknown_choice
 from gesture_cli.eval.scene import column_slug
 from gesture_cli.eval.segment import INFERENCE_MODES, evaluate_dataset, predict_image
+from gesture_cli.models.backbone_ref import backbone_dirname
 from gesture_cli.tasks.trained import check_precision_option, run_precision, trained_dir
-from gesture_cli.train.segment import SegmentTrainConfig, train_segment
+from gesture_cli.tasks.training import run_trainer
+from gesture_cli.train.segment import SegmentTrainConfig, SegmentTrainer
 from gesture_cli.viz.segment import draw_boxes, render_mask, render_overlay
+
+
+def train_segment(cfg: SegmentTrainConfig, run, *, device: str = "auto", force: bool = False, resume: bool = False,
+                  argv: list[str] | None = None, callbacks: dict[str, list[Callable]] | None = None,
+                  notify: Callable[[str], None] | None = None,
+                  on_cache_progress: Callable[[str, int, int], None] | None = None) -> dict:
+    """Train, evaluate and write segment/<backbone>/ (see the module docstring); returns a summary dict."""
+    name = backbone_dirname(cfg.backbone)
+    trainer = SegmentTrainer(cfg, run, out_rel=f"segment/{name}", resume=resume, force=force, cache_root=run.path("cache", "segment", name),
+                             on_cache_progress=on_cache_progress)
+    return run_trainer(trainer, device=device, argv=argv, callbacks=callbacks, notify=notify)
+
 
 __all__ = ["SegmentEvalOptions", "SegmentInferOptions", "SegmentTrainConfig", "evaluate_segment", "infer_segment", "train_segment",
            "write_features_csv"]

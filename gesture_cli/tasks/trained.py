@@ -14,7 +14,7 @@ def trained_dir(run, folder: str, backbone: str | None, *, what: str, command: s
     what: the model in words ("LoRA classifier"); marker: the file that marks a finished model;
     none_hint: added to the error when the run has no such model at all (e.g. another source to use).
     """
-    from gesture_cli.models.features import backbone_dirname
+    from gesture_cli.models.backbone_ref import backbone_dirname
 
     trained = sorted(p.parent.name for p in run.path(folder).glob(f"*/{marker}"))
     if backbone is None:

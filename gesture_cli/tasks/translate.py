@@ -3,8 +3,8 @@ the pose -> text translator, and the fine-tuned translator's files (pose/finetun
 
 Files of `gx evaluate translate` under eval/: translate.json (metrics, variants, settings),
 evaluation_results.txt (per sample: id, reference, hypothesis, sentence BLEU-4 and ROUGE-L), and
-predictions.csv (the same as a table). The metrics are `gesture_cli.eval.translate`; training is
-`gesture_cli.train.pose`.
+predictions.csv (the same as a table). The metrics are `gesture_cli.eval.translate`; the trainers are
+`gesture_cli.train.pose_pretrain` and `gesture_cli.train.pose_finetune` (what they share, and how: train/pose_common.py).
 """
 
 from __future__ import annotations
@@ -20,7 +20,27 @@ from gesture_cli.core.errors import ArtifactError, DataError, UsageError
 from gesture_cli.eval.translate import METRIC_KEYS, metric_variants, normalize_whitespace, score_translations
 from gesture_cli.models.translator import BRIDGE_KIND, FINETUNE_REL, TRANSLATOR_KIND, Translator
 from gesture_cli.tasks.trained import check_precision_option, run_precision
-from gesture_cli.train.pose import PoseFinetuneConfig, PosePretrainConfig, finetune_pose, pretrain_pose
+from gesture_cli.tasks.training import run_trainer
+from gesture_cli.train.pose_common import PRETRAIN_REL
+from gesture_cli.train.pose_finetune import FinetuneTrainer, PoseFinetuneConfig
+from gesture_cli.train.pose_pretrain import PosePretrainConfig, PretrainTrainer
+
+
+def pretrain_pose(cfg: PosePretrainConfig, run, *, device: str = "auto", force: bool = False, resume: bool = False,
+                  argv: list[str] | None = None, callbacks: dict[str, list[Callable]] | None = None,
+                  notify: Callable[[str], None] | None = None) -> dict:
+    """Align the pose encoder with a frozen text encoder; writes pose/pretrain/ (see train/pose_common.py's docstring)."""
+    trainer = PretrainTrainer(cfg, run, out_rel=PRETRAIN_REL, resume=resume, force=force)
+    return run_trainer(trainer, device=device, argv=argv, callbacks=callbacks, notify=notify)
+
+
+def finetune_pose(cfg: PoseFinetuneConfig, run, *, device: str = "auto", force: bool = False, resume: bool = False,
+                  argv: list[str] | None = None, callbacks: dict[str, list[Callable]] | None = None,
+                  notify: Callable[[str], None] | None = None) -> dict:
+    """Train pose encoder + projection + UMT5 to generate text; writes pose/finetune/ (see train/pose_common.py's docstring)."""
+    trainer = FinetuneTrainer(cfg, run, out_rel=FINETUNE_REL, resume=resume, force=force)
+    return run_trainer(trainer, device=device, argv=argv, callbacks=callbacks, notify=notify)
+
 
 __all__ = ["EvaluateTranslateConfig", "InferTranslateConfig", "PoseFinetuneConfig", "PosePretrainConfig", "evaluate_translation", "finetune_pose",
            "infer_translation", "load_translator", "pretrain_pose"]

@@ -21,7 +21,6 @@ and linked into the atomically committed final directory, exactly as `gx lora-tr
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -289,15 +288,4 @@ class KeypointTrainer(TuningTrainer):
         save_json(out / "metrics.json", {**outcome.summary, **outcome.metrics}, kind="keypoint-metrics")
 
 
-def train_keypoint(cfg: KeypointTrainConfig, run, *, device: str = "auto", force: bool = False, resume: bool = False,
-                   argv: list[str] | None = None, callbacks: dict[str, list[Callable]] | None = None,
-                   notify: Callable[[str], None] | None = None) -> dict:
-    """Train, evaluate and write keypoint/<backbone>/ (see the module docstring); returns a summary dict."""
-    from gesture_cli.models.features import backbone_dirname
-    from gesture_cli.train.steps import run_trainer
-
-    trainer = KeypointTrainer(cfg, run, out_rel=f"keypoint/{backbone_dirname(cfg.backbone)}", resume=resume, force=force)
-    return run_trainer(trainer, device=device, argv=argv, callbacks=callbacks, notify=notify)
-
-
-__all__ = ["KeypointAugment", "KeypointTrainConfig", "augment_keypoints", "make_splits", "masked_mse", "train_keypoint"]
+__all__ = ["KeypointAugment", "KeypointTrainConfig", "augment_keypoints", "make_splits", "masked_mse"]

@@ -24,7 +24,6 @@ unless `--force` is given (then `--resume` is what you want).
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -89,20 +88,19 @@ class LoraTrainConfig(LoopSettings):
 
 def make_splits(cfg: LoraTrainConfig) -> Splits:
     """Train / validation / test datasets for a config (see the module docstring)."""
-    from gesture_cli.data import dataset_splits, make_dataset, parse_spec
+    from gesture_cli.data import make_dataset, parse_dataset
     from gesture_cli.data.images import stratified_split
-    from gesture_cli.data.registry import parse_dataset_opts
 
-    opts = parse_dataset_opts(cfg.dataset_opts)
+    spec = parse_dataset(cfg.dataset, cfg.dataset_opts)  # read once; every split below is made from it
     if cfg.no_gesture:
-        if parse_spec(cfg.dataset)[0] != "hagrid":
+        if spec.name != "hagrid":
             raise UsageError(f"--no-gesture applies to hagrid:DIR datasets, not '{cfg.dataset}'")
-        opts["no_gesture"] = True
+        spec = parse_dataset(spec, {"no_gesture": True})
 
     def stratified(train, fraction):  # every class keeps its share in both parts
         return stratified_split(train.labels, test_fraction=fraction, seed=cfg.seed)
 
-    out = shared_splits(cfg.dataset, dataset_splits(cfg.dataset), lambda split: make_dataset(cfg.dataset, split=split, seed=cfg.seed, **opts),
+    out = shared_splits(cfg.dataset, spec.splits(), lambda split: make_dataset(spec, split=split, seed=cfg.seed),
                         val_fraction=cfg.val_fraction, holdout=stratified, max_samples=cfg.max_samples, seed=cfg.seed)
     for ds in (out.val, out.test):
         if ds is not None and list(ds.classes) != list(out.train.classes):
@@ -188,7 +186,7 @@ class LoraTrainer(TuningTrainer):
 
     def check_resume(self, settings: dict) -> None:
         """`check_resume`, and when this backbone has no checkpoint but another one in the run has, point at that one."""
-        from gesture_cli.models.features import backbone_dirname
+        from gesture_cli.models.backbone_ref import backbone_dirname
         from gesture_cli.train.checkpoint import find_checkpoint, read_checkpoint_state
 
         cfg, last_dir = self.cfg, self.checkpoint_dir / "last"
@@ -283,21 +281,6 @@ class LoraTrainer(TuningTrainer):
             save_merged(out / "merged", model)
 
 
-def train_lora(cfg: LoraTrainConfig, run, *, device: str = "auto", force: bool = False, resume: bool = False,
-               argv: list[str] | None = None, callbacks: dict[str, list[Callable]] | None = None,
-               notify: Callable[[str], None] | None = None) -> dict:
-    """Fine-tune, evaluate and write lora/<backbone>/ (see the module docstring); returns a summary dict.
-
-    `notify(line)` receives one-line notices (trainable parameters, resume point); `callbacks` go to fit().
-    Under several processes only the main one writes; the others return {"is_main": False}.
-    """
-    from gesture_cli.models.features import backbone_dirname
-    from gesture_cli.train.steps import run_trainer
-
-    trainer = LoraTrainer(cfg, run, out_rel=f"lora/{backbone_dirname(cfg.backbone)}", resume=resume, force=force)
-    return run_trainer(trainer, device=device, argv=argv, callbacks=callbacks, notify=notify)
-
-
 # ---- for `gx evaluate` / `gx infer` -------------------------------------------------------------
 
 
@@ -325,4 +308,4 @@ def evaluate_lora(run, backbone: str, dataset_spec: str, split: str = "test", de
     return {"backbone": info["name"], "dataset": dataset_spec, "split": split, **score(logits, labels, classes)}
 
 
-__all__ = ["LoraTrainConfig", "evaluate_lora", "make_splits", "train_lora"]
+__all__ = ["LoraTrainConfig", "evaluate_lora", "make_splits"]

@@ -1,5 +1,39 @@
-"""What `gx pose-pretrain` and `gx pose-finetune` share: config checks, the pose encoder's settings, the
-data both read (train/pose.py's docstring: Data) and their run-dir step record."""
+"""`gx pose-pretrain` and `gx pose-finetune`: sign-to-text from keypoint sequences.
+
+Three layers, as in train/lora.py:
+    pretrain_pose(cfg, run) / finetune_pose(cfg, run)   tasks/translate.py: the run-dir step under pose/, run by the
+                                                        trainer skeleton with PretrainTrainer (train/pose_pretrain.py)
+                                                        or FinetuneTrainer (train/pose_finetune.py); this module
+                                                        holds what both share
+    fit(...)                                            gesture_cli.train.loop: the shared training loop
+    PoseTextAligner / PoseToText                        gesture_cli.models.sign2text (+ models/text.py for UMT5)
+
+Pretraining aligns pooled pose embeddings with the pooled embeddings of a frozen UMT5 encoder
+(symmetric InfoNCE, learnable temperature). The text encoder never trains: its embedding of each distinct sentence is computed once
+before training. Each evaluation ranks the validation split's distinct sentences for every pose
+sequence (R@1, R@5 pose -> text, eval/retrieval.py; chance R@1 = 1 / number of distinct sentences) and
+the best R@1 picks `checkpoints/best/`.
+
+Fine-tuning starts from `pose/pretrain/encoder.safetensors` (`--init auto`: when it exists, else from
+scratch with a notice; `--init pretrained` requires it; `--init scratch` ignores it) and uses the text
+model pretraining was aligned with (its tokenizer and, for tiny-umt5, its weights come from
+`pose/pretrain/text_model/`). Pose tokens are projected into UMT5 (models/sign2text.py: `--bridge
+encoder|direct`), trained with teacher forcing; each evaluation decodes the validation split (greedy,
+or beam search with `--num-beams`) and scores sacrebleu BLEU-4, which picks `checkpoints/best/`.
+
+Data. Samples are normalised once (`--normalize`, data/pose.py) and reduced to the encoder's body
+parts; a training batch takes at most `--max-frames` frames per sequence, one random frame from each of
+that many equal segments (seeded by the batch's sample indices, so a resumed run draws the same
+frames); evaluation takes evenly spaced ones. Splits: the dataset's own train / val / test (pose
+folders without splits get a stable 80/10/10 by sample id); an empty val split is replaced by a seeded
+`--val-fraction` of train.
+
+Checkpoints and the atomic final directory work as in train/lora.py: checkpoints are written live to
+`pose/<stage>/checkpoints/` and hard-linked into the staged directory that replaces `pose/<stage>/`.
+"""
+
+# What both trainers share: config checks, the pose encoder's settings, the data both read and their
+# run-dir step record.
 
 from __future__ import annotations
 
@@ -11,29 +45,29 @@ from typing import Any
 import numpy as np
 
 from gesture_cli.core.errors import DataError, UsageError, unknown_choice
-from gesture_cli.data.pose import PoseBatches, PoseSplits, make_pose_splits
+from gesture_cli.data.pose import PoseSplits, make_pose_splits
+from gesture_cli.data.pose_batches import NORMALIZATIONS, PoseBatches
+from gesture_cli.data.registry import DatasetSpec, parse_dataset
 from gesture_cli.train.common import check_data_fields, check_resume, loop_config
 from gesture_cli.train.skeleton import Plan, Trainer
 
 PRETRAIN_REL = "pose/pretrain"
 
 
-def check_dataset_exists(spec: str) -> None:
-    """The cheap part of reading a pose dataset: a known source, and for pose:PATH a path that exists.
+def read_dataset_spec(cfg) -> DatasetSpec:
+    """The cheap part of reading a pose dataset, done once: cfg.dataset + cfg.dataset_opts parsed (a known
+    source, options it takes), and for pose:PATH a path that exists.
 
     Runs before the text model and the pretrained encoder are looked for, so that a mistyped path is
     reported as such, not as a model to download."""
-    from gesture_cli.data.pose import get_pose_source
-
-    source, arg = get_pose_source(spec)
-    if source.name == "pose" and arg and not Path(arg).expanduser().exists():
-        raise DataError(f"{Path(arg).expanduser()}: no such file or directory (--dataset {spec})")
+    spec = parse_dataset(cfg.dataset, cfg.dataset_opts, kind="pose")
+    if spec.name == "pose" and spec.arg and not Path(spec.arg).expanduser().exists():
+        raise DataError(f"{Path(spec.arg).expanduser()}: no such file or directory (--dataset {spec.text})")
+    return spec
 
 
 def validate_common(cfg) -> None:
     """The checks of the settings both pose configs have."""
-    from gesture_cli.data.pose import NORMALIZATIONS
-
     parse_encoder_opts(cfg.encoder_opts)
 
     if cfg.normalize is not None and cfg.normalize not in NORMALIZATIONS:
@@ -108,6 +142,7 @@ class PoseTrainer(Trainer):
     """A pose trainer: pose splits, a setup resolved from the data, the dataset as one cached input."""
 
     monitor: str  # the validation number that picks checkpoints/best/
+    dataset: DatasetSpec  # cfg.dataset + cfg.dataset_opts, read once by check() (read_dataset_spec)
 
     def train_config(self):
         return loop_config(self.cfg, lr=self.cfg.lr, monitor=self.monitor)
@@ -117,7 +152,7 @@ class PoseTrainer(Trainer):
 
     def make_splits(self, context) -> PoseSplits:
         cfg = self.cfg
-        return make_pose_splits(cfg.dataset, cfg.dataset_opts, seed=cfg.seed, max_samples=cfg.max_samples, val_fraction=cfg.val_fraction)
+        return make_pose_splits(self.dataset, seed=cfg.seed, max_samples=cfg.max_samples, val_fraction=cfg.val_fraction)
 
     @abstractmethod
     def resolve(self, splits: PoseSplits, context) -> PoseSetup:
@@ -138,5 +173,5 @@ class PoseTrainer(Trainer):
                            seed=self.cfg.seed, **kwargs)
 
 
-__all__ = ["PRETRAIN_REL", "PoseSetup", "PoseTrainer", "check_dataset_exists", "parse_encoder_opts", "points_of", "resolve_encoder_config",
+__all__ = ["PRETRAIN_REL", "PoseSetup", "PoseTrainer", "read_dataset_spec", "parse_encoder_opts", "points_of", "resolve_encoder_config",
            "validate_common"]

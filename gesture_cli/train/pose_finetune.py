@@ -1,22 +1,21 @@
-"""`gx pose-finetune`: pose encoder + projection + UMT5 trained to generate text (train/pose.py's docstring
+"""`gx pose-finetune`: pose encoder + projection + UMT5 trained to generate text (train/pose_common.py's docstring
 says how), written to pose/finetune/."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from gesture_cli.core.errors import ArtifactError, DataError, UsageError, unknown_choice
 from gesture_cli.data.pose import PoseSplits
-from gesture_cli.models.translator import BRIDGE_KIND, FINETUNE_REL, TRANSLATOR_KIND, device_of, generate_texts, pose_inputs
+from gesture_cli.models.translator import BRIDGE_KIND, TRANSLATOR_KIND, device_of, generate_texts, pose_inputs
 from gesture_cli.train.common import LoopSettings
 from gesture_cli.train.pose_common import (
     PRETRAIN_REL,
     PoseSetup,
     PoseTrainer,
-    check_dataset_exists,
+    read_dataset_spec,
     resolve_encoder_config,
     validate_common,
 )
@@ -111,7 +110,7 @@ class FinetuneTrainer(PoseTrainer):
 
         cfg, run = self.cfg, self.run
         cfg.validate()
-        check_dataset_exists(cfg.dataset)
+        self.dataset = read_dataset_spec(cfg)
         pre_dir = None if cfg.init == "scratch" else find_pretrained(run, cfg.pretrained)
         if pre_dir is None and (cfg.init == "pretrained" or cfg.pretrained):
             where = Path(cfg.pretrained).expanduser() if cfg.pretrained else run.path(PRETRAIN_REL)
@@ -270,14 +269,4 @@ class FinetuneTrainer(PoseTrainer):
                   kind="pose-finetune-metrics")
 
 
-def finetune_pose(cfg: PoseFinetuneConfig, run, *, device: str = "auto", force: bool = False, resume: bool = False,
-                  argv: list[str] | None = None, callbacks: dict[str, list[Callable]] | None = None,
-                  notify: Callable[[str], None] | None = None) -> dict:
-    """Train pose encoder + projection + UMT5 to generate text; writes pose/finetune/ (see train/pose.py's docstring)."""
-    from gesture_cli.train.steps import run_trainer
-
-    trainer = FinetuneTrainer(cfg, run, out_rel=FINETUNE_REL, resume=resume, force=force)
-    return run_trainer(trainer, device=device, argv=argv, callbacks=callbacks, notify=notify)
-
-
-__all__ = ["INITS", "PoseFinetuneConfig", "find_pretrained", "finetune_pose", "tokenize_targets"]
+__all__ = ["INITS", "PoseFinetuneConfig", "find_pretrained", "tokenize_targets"]

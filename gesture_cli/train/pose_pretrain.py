@@ -1,25 +1,24 @@
 """`gx pose-pretrain`: align pooled pose embeddings with a frozen UMT5 encoder's sentence embeddings
-(train/pose.py's docstring says how), written to pose/pretrain/."""
+(train/pose_common.py's docstring says how), written to pose/pretrain/."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from gesture_cli.core.errors import UsageError
-from gesture_cli.data.pose import PoseBatches, PoseSplits
+from gesture_cli.data.pose import PoseSplits
+from gesture_cli.data.pose_batches import PoseBatches
 from gesture_cli.eval.retrieval import retrieval_metrics
 from gesture_cli.models.translator import device_of, pose_inputs
 from gesture_cli.train.common import LoopSettings
 from gesture_cli.train.pose_common import (
-    PRETRAIN_REL,
     PoseSetup,
     PoseTrainer,
-    check_dataset_exists,
     points_of,
+    read_dataset_spec,
     resolve_encoder_config,
     validate_common,
 )
@@ -107,7 +106,7 @@ class PretrainTrainer(PoseTrainer):
         from gesture_cli.models.text import resolve_text_model, text_model_dir
 
         self.cfg.validate()
-        check_dataset_exists(self.cfg.dataset)
+        self.dataset = read_dataset_spec(self.cfg)
         src = resolve_text_model(self.cfg.text_model)  # fail fast, before any data is read
         if src.kind != "tiny":
             text_model_dir(src)
@@ -214,14 +213,4 @@ class PretrainTrainer(PoseTrainer):
         save_json(out / "metrics.json", {**outcome.summary, **outcome.metrics}, kind="pose-pretrain-metrics")
 
 
-def pretrain_pose(cfg: PosePretrainConfig, run, *, device: str = "auto", force: bool = False, resume: bool = False,
-                  argv: list[str] | None = None, callbacks: dict[str, list[Callable]] | None = None,
-                  notify: Callable[[str], None] | None = None) -> dict:
-    """Align the pose encoder with a frozen text encoder; writes pose/pretrain/ (see train/pose.py's docstring)."""
-    from gesture_cli.train.steps import run_trainer
-
-    trainer = PretrainTrainer(cfg, run, out_rel=PRETRAIN_REL, resume=resume, force=force)
-    return run_trainer(trainer, device=device, argv=argv, callbacks=callbacks, notify=notify)
-
-
-__all__ = ["HEADS_KIND", "PRETRAIN_KIND", "PosePretrainConfig", "pretrain_pose"]
+__all__ = ["HEADS_KIND", "PRETRAIN_KIND", "PosePretrainConfig"]

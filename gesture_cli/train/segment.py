@@ -108,12 +108,12 @@ class SegmentTrainConfig(LoopSettings):
 
 def make_seg_splits(cfg: SegmentTrainConfig) -> Splits:
     """Train / validation / test datasets of a config, with its class map applied (see the module docstring)."""
-    from gesture_cli.data.registry import parse_dataset_opts
-    from gesture_cli.data.segmentation import make_seg_dataset, seg_dataset_splits
+    from gesture_cli.data.registry import parse_dataset
+    from gesture_cli.data.segmentation import make_seg_dataset
 
-    opts = parse_dataset_opts(cfg.dataset_opts)
-    return make_splits(cfg.dataset, seg_dataset_splits(cfg.dataset),
-                       lambda split: make_seg_dataset(cfg.dataset, split=split, seed=cfg.seed, class_map=cfg.class_map, **opts),
+    spec = parse_dataset(cfg.dataset, cfg.dataset_opts, kind="segmentation")  # read once; every split below is made from it
+    return make_splits(cfg.dataset, spec.splits(),
+                       lambda split: make_seg_dataset(spec, split=split, seed=cfg.seed, class_map=cfg.class_map),
                        val_fraction=cfg.val_fraction, holdout=random_holdout(cfg.seed, stream=5), max_samples=cfg.max_samples, seed=cfg.seed,
                        cap_stream=11)
 
@@ -413,18 +413,4 @@ class SegmentTrainer(Trainer):
         save_json(out / "metrics.json", {**outcome.summary, **outcome.metrics}, kind="segment-metrics")
 
 
-def train_segment(cfg: SegmentTrainConfig, run, *, device: str = "auto", force: bool = False, resume: bool = False,
-                  argv: list[str] | None = None, callbacks: dict[str, list[Callable]] | None = None,
-                  notify: Callable[[str], None] | None = None,
-                  on_cache_progress: Callable[[str, int, int], None] | None = None) -> dict:
-    """Train, evaluate and write segment/<backbone>/ (see the module docstring); returns a summary dict."""
-    from gesture_cli.models.features import backbone_dirname
-    from gesture_cli.train.steps import run_trainer
-
-    name = backbone_dirname(cfg.backbone)
-    trainer = SegmentTrainer(cfg, run, out_rel=f"segment/{name}", resume=resume, force=force, cache_root=run.path("cache", "segment", name),
-                             on_cache_progress=on_cache_progress)
-    return run_trainer(trainer, device=device, argv=argv, callbacks=callbacks, notify=notify)
-
-
-__all__ = ["SegmentTrainConfig", "build_token_cache", "make_seg_splits", "train_segment"]
+__all__ = ["SegmentTrainConfig", "build_token_cache", "make_seg_splits"]

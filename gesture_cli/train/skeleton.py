@@ -1,7 +1,7 @@
 """The one trainer skeleton: what every training command does around fit(), in one order.
 
 A trainer (a `Trainer` subclass, one per command) holds only the steps that differ. The sequence has
-two halves, so that the code that opens the run-dir step can sit above both (train/steps.py):
+two halves, so that the code that opens the run-dir step can sit above both (tasks/training.py):
 
     prepare(trainer, device=...)           validate, fail-fast checks, --resume check (or refuse to
                                            overwrite an unfinished run), splits -> Plan

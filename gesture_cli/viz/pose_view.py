@@ -223,7 +223,7 @@ def report_pose_viewer(root, entry: dict) -> str:
     from pathlib import Path
 
     from gesture_cli.data.pose import make_pose_dataset
-    from gesture_cli.data.registry import parse_dataset_opts
+    from gesture_cli.data.registry import parse_dataset
 
     cfg = entry.get("config") or {}
     command, spec = entry.get("command"), cfg.get("dataset")
@@ -232,18 +232,18 @@ def report_pose_viewer(root, entry: dict) -> str:
         return ""
     texts: dict[str, dict[str, str]] = {}
     try:
-        opts = parse_dataset_opts(list(cfg.get("dataset_opts") or []))
+        spec = parse_dataset(spec, list(cfg.get("dataset_opts") or []), kind="pose")  # read once for every make below
         if translate:
             preds = Path(root) / "eval" / "predictions.csv"
             rows = list(csv.DictReader(open(preds, newline="", encoding="utf-8")))[:REPORT_SAMPLES] if preds.is_file() else []
             texts = {r["id"]: {"hypothesis": r.get("hypothesis", ""), "BLEU-4": r.get("bleu4", "")} for r in rows}
-            ds = make_pose_dataset(spec, split=cfg.get("split") or "test", seed=int(cfg.get("seed") or 0), **opts)
+            ds = make_pose_dataset(spec, split=cfg.get("split") or "test", seed=int(cfg.get("seed") or 0))
             samples = [s for s in ds.samples if s.id in texts]
             title = f"translated samples of {spec} / {cfg.get('split') or 'test'}"
         else:
-            ds = make_pose_dataset(spec, split="val", seed=int(cfg.get("seed") or 0), **opts)
+            ds = make_pose_dataset(spec, split="val", seed=int(cfg.get("seed") or 0))
             if not len(ds):
-                ds = make_pose_dataset(spec, seed=int(cfg.get("seed") or 0), **opts)
+                ds = make_pose_dataset(spec, seed=int(cfg.get("seed") or 0))
             samples = ds.samples[:REPORT_SAMPLES]
             title = f"{spec}: {len(samples)} sample(s) of {ds.split or 'all'}"
         if not samples:
@@ -255,4 +255,4 @@ def report_pose_viewer(root, entry: dict) -> str:
             samples, title=title, max_frames=REPORT_FRAMES, confidences=confidences, texts=texts)
     except Exception as exc:  # a dataset moved or deleted since the run: the report still renders, and says why
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        return f"<p class='muted'>Pose viewer: {html.escape(spec)} could not be read ({html.escape(first)}).</p>"
+        return f"<p class='muted'>Pose viewer: {html.escape(str(spec))} could not be read ({html.escape(first)}).</p>"

@@ -1,7 +1,8 @@
 """Opening the run-dir step of a trainer: prepare -> run.begin -> train inside the step (train/skeleton.py).
 
-The one place that opens a trainer's step; every training command calls it through its trainer's
-public function (train_lora, train_keypoint, ...).
+The one place that opens a trainer's step; each task module's training function (tasks.classify.train_lora,
+tasks.keypoint.train_keypoint, tasks.segment.train_segment, tasks.translate.pretrain_pose / finetune_pose)
+builds its trainer with the artifact folder it owns and hands it here.
 """
 
 from __future__ import annotations
