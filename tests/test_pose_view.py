@@ -82,7 +82,7 @@ window.addEventListener('load', () => {
 
 def test_report_embeds_the_viewer_for_pose_datasets_and_translations(tmp_path):
     from gesture_cli.core.rundir import RunDir
-    from gesture_cli.viz.report import build_report
+    from gesture_cli.tasks.report import build_report
 
     rd = RunDir(tmp_path / "run")
     step = rd.begin("pose-pretrain", config={"dataset": "synthetic-signs", "dataset_opts": SIGN_OPTS, "seed": 0}, outputs=["pose/pretrain"],

@@ -68,7 +68,7 @@ def test_report_is_self_contained_and_shows_every_step(run_with_steps, runner):
 
 def test_report_keeps_only_the_newest_writer_of_each_output(run_with_steps, runner, tmp_path):
     from gesture_cli.core.rundir import RunDir
-    from gesture_cli.viz.report import current_steps
+    from gesture_cli.tasks.report import current_steps
 
     rd = RunDir(run_with_steps)
     for lr in (0.1, 0.2):
@@ -84,7 +84,7 @@ def test_report_keeps_only_the_newest_writer_of_each_output(run_with_steps, runn
 
 def test_evaluate_and_infer_of_a_task_sit_with_its_training(tmp_path):
     from gesture_cli.core.rundir import RunDir
-    from gesture_cli.viz.report import build_report
+    from gesture_cli.tasks.report import build_report
 
     rd = RunDir(tmp_path / "run")
     for command, out in (("segment-train", "segment/b"), ("evaluate", "eval/segment-b.json"), ("evaluate", "eval/classify-lora-b.json"),
@@ -177,8 +177,8 @@ def test_chromium_probe_catches_a_broken_image_and_a_script_error(tmp_path):
 
 def test_a_nested_output_is_shown_once_with_the_step_that_wrote_it(tmp_path):
     from gesture_cli.core.rundir import RunDir
+    from gesture_cli.tasks.report import build_report
     from gesture_cli.viz.pca_render import write_png
-    from gesture_cli.viz.report import build_report
 
     rd = RunDir(tmp_path / "run")
     outer = rd.begin("pca-compute", config={}, outputs=["pca/b"], argv=["gx", "pca-compute"])

@@ -35,7 +35,7 @@ def test_a_step_that_lost_a_race_on_its_output_is_no_cache_hit(tmp_path):
     assert run.begin("demo-step", config={"v": "slow"}, outputs=["out"]).cached
     assert run.last_ok("demo-step", output="out")["argv"] == ["gx", "slow"]
 
-    from gesture_cli.viz.report import current_steps
+    from gesture_cli.tasks.report import current_steps
 
     assert [s["argv"][1] for s in current_steps(run)] == ["slow"]
 
@@ -45,7 +45,7 @@ def test_racing_extracts_rerun_the_loser_and_report_the_winner(tmp_path, runner)
     into the same folder is between its start and its commit (the cls one commits last)."""
     from gesture_cli.core.config import resolve_config
     from gesture_cli.tasks.features import ExtractConfig, extract_features
-    from gesture_cli.viz.report import current_steps
+    from gesture_cli.tasks.report import current_steps
 
     run = RunDir(tmp_path / "race")
     cls_cfg = resolve_config(ExtractConfig, None, {"backbone": "tiny-dinov2", "dataset": "synthetic-hands", "image_size": 8,
@@ -78,7 +78,7 @@ def test_a_copied_run_keeps_its_cache_and_report(tmp_path, runner):
     times) is still the same result, a cache hit, and credited in the report."""
     import shutil
 
-    from gesture_cli.viz.report import current_steps
+    from gesture_cli.tasks.report import current_steps
 
     res = invoke(runner, *EXTRACT, "--max-samples", "8", "-r", tmp_path / "a")
     assert res.exit_code == 0, res.output

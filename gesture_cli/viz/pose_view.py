@@ -211,48 +211,18 @@ def viewer_iframe(samples: Sequence, *, title: str, height: int = 900, **kwargs)
             "sandbox='allow-scripts'></iframe>")
 
 
-# ---- gx report ------------------------------------------------------------------------------------
-REPORT_SAMPLES = 4  # samples per viewer in a report
+# ---- gx report ----------------------------------------------------------------------------------
 REPORT_FRAMES = 150  # frames per sample in a report (the page carries every viewer)
 
 
-def report_pose_viewer(root, entry: dict) -> str:
-    """The player for a report step: the validation samples a pose-pretrain/-finetune step trained on, or
-    the first translated samples of an `evaluate translate` step with their hypotheses; '' for other steps."""
-    import csv
-    from pathlib import Path
+def report_viewer(samples: Sequence, *, title: str, confidences: dict[str, np.ndarray] | None = None,
+                  texts: dict[str, dict[str, str]] | None = None) -> str:
+    """The player of a report step, under a one-line hint; tasks/report.py picks the samples and texts."""
+    return "<p class='muted'>Pose viewer (play, step, toggle parts):</p>" + viewer_iframe(
+        samples, title=title, max_frames=REPORT_FRAMES, confidences=confidences, texts=texts)
 
-    from gesture_cli.data.pose import make_pose_dataset
-    from gesture_cli.data.registry import parse_dataset
 
-    cfg = entry.get("config") or {}
-    command, spec = entry.get("command"), cfg.get("dataset")
-    translate = command == "evaluate" and cfg.get("task") == "translate"
-    if entry.get("status") != "ok" or not spec or (command not in ("pose-pretrain", "pose-finetune") and not translate):
-        return ""
-    texts: dict[str, dict[str, str]] = {}
-    try:
-        spec = parse_dataset(spec, list(cfg.get("dataset_opts") or []), kind="pose")  # read once for every make below
-        if translate:
-            preds = Path(root) / "eval" / "predictions.csv"
-            rows = list(csv.DictReader(open(preds, newline="", encoding="utf-8")))[:REPORT_SAMPLES] if preds.is_file() else []
-            texts = {r["id"]: {"hypothesis": r.get("hypothesis", ""), "BLEU-4": r.get("bleu4", "")} for r in rows}
-            ds = make_pose_dataset(spec, split=cfg.get("split") or "test", seed=int(cfg.get("seed") or 0))
-            samples = [s for s in ds.samples if s.id in texts]
-            title = f"translated samples of {spec} / {cfg.get('split') or 'test'}"
-        else:
-            ds = make_pose_dataset(spec, split="val", seed=int(cfg.get("seed") or 0))
-            if not len(ds):
-                ds = make_pose_dataset(spec, seed=int(cfg.get("seed") or 0))
-            samples = ds.samples[:REPORT_SAMPLES]
-            title = f"{spec}: {len(samples)} sample(s) of {ds.split or 'all'}"
-        if not samples:
-            return ""
-        from gesture_cli.data.pose_extract import read_pose_confidence
-
-        confidences = {s.id: c for s in samples if (c := read_pose_confidence(s)) is not None}
-        return "<p class='muted'>Pose viewer (play, step, toggle parts):</p>" + viewer_iframe(
-            samples, title=title, max_frames=REPORT_FRAMES, confidences=confidences, texts=texts)
-    except Exception as exc:  # a dataset moved or deleted since the run: the report still renders, and says why
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        return f"<p class='muted'>Pose viewer: {html.escape(str(spec))} could not be read ({html.escape(first)}).</p>"
+def report_viewer_failure(spec, exc: Exception) -> str:
+    """What a report step shows instead of the player when its pose data cannot be read (moved or deleted since the run)."""
+    first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return f"<p class='muted'>Pose viewer: {html.escape(str(spec))} could not be read ({html.escape(first)}).</p>"

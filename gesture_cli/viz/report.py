@@ -1,12 +1,15 @@
-"""One self-contained HTML page with every table and picture of a run directory (`gx report`, written by tasks/report.py).
+"""One self-contained HTML page with every table and picture of a run directory (`gx report`).
 
-The page is built from `run.json` and the files each step wrote, so it needs no knowledge of a
-command beyond a few presentation hints: for the newest successful step of every output it shows the
-step's metrics, the pictures it wrote (embedded as data URIs, so the file can be mailed or opened
-offline), tables for its CSV and JSON results, curves for any `train_log.csv`, and the provenance of
-the step (command line, resolved config, inputs with hashes, versions, git commit, host, times).
-Nothing is fetched from the network when the page is viewed. The page itself has no scripts; the pose
-player of pose datasets and translation samples runs inside an <iframe srcdoc> (viz/pose_view.py).
+    html = render_report(ReportPage(name=..., location=..., root=..., created=..., steps=[StepView(entry, files, viewer), ...]))
+
+tasks/report.py gathers the page (which steps' results are in place, the files each wrote, the pose
+samples to play); this module only draws it, so it needs no knowledge of a command beyond a few
+presentation hints: for every step it shows the step's metrics, the pictures it wrote (embedded as
+data URIs, so the file can be mailed or opened offline), tables for its CSV and JSON results, curves
+for any `train_log.csv`, and the provenance of the step (command line, resolved config, inputs with
+hashes, versions, git commit, host, times). Nothing is fetched from the network when the page is
+viewed. The page itself has no scripts; the pose player of pose datasets and translation samples runs
+inside an <iframe srcdoc> (viz/pose_view.py).
 """
 
 from __future__ import annotations
@@ -21,8 +24,6 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-
-from gesture_cli.core.rundir import RunDir
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".gif", ".webp")
 VIDEO_EXTS = (".mp4", ".webm", ".avi")
@@ -300,54 +301,29 @@ def render_text(path: Path, rel: str) -> str:
 # --------------------------------------------------------------------------- steps
 
 
-@dataclass
+@dataclass(frozen=True)
 class StepView:
-    entry: dict
-    files: list[Path] = field(default_factory=list)
+    """One step as the page shows it; tasks/report.py gathers it from the run directory."""
+
+    entry: dict  # the step's run.json entry: command, status, metrics, provenance
+    files: list[Path] = field(default_factory=list)  # the files it wrote, in the order shown (none for a failed step)
+    viewer: str = ""  # HTML shown after the files: the pose player of viz/pose_view.py, or ''
 
 
-def current_steps(run: RunDir) -> list[dict]:
-    """The steps whose results are in place: for each output, the newest finished step whose files are
-    on disk now (`RunDir.holds_output`: two writers of one output are told apart by what each
-    committed, not by the order they started); plus failures."""
-    steps = run.read_manifest().get("steps", [])
-    writer: dict[str, int] = {}  # output -> index of the step whose files are there
-    memo: dict[str, dict] = {}
-    for i in range(len(steps) - 1, -1, -1):
-        s = steps[i]
-        if s.get("status") == "ok":
-            for o in s.get("outputs", []):
-                if o not in writer and run.holds_output(s, o, steps, memo=memo):
-                    writer[o] = i
-    keep = []
-    for i, s in enumerate(steps):
-        if s.get("status") == "ok":
-            if any(writer.get(o) == i for o in s.get("outputs", [])) or not s.get("outputs"):
-                keep.append(s)
-        elif s.get("status") in ("failed", "interrupted") and i == max(
-            (j for j, t in enumerate(steps) if t.get("command") == s.get("command")), default=i
-        ):
-            keep.append(s)  # only a command's newest failure is worth showing
-    return keep
+@dataclass(frozen=True)
+class ReportPage:
+    """Everything the page shows, gathered beforehand: `render_report` reads only the files named here."""
+
+    name: str  # the run's name, in the title
+    location: str  # the run directory as the header names it (resolved)
+    root: Path  # the folder the step files lie in: their captions are relative to it
+    created: str  # when the run began (run.json)
+    steps: list[StepView] = field(default_factory=list)
 
 
-def step_files(run: RunDir, entry: dict, others: tuple[str, ...] = ()) -> list[Path]:
-    """The files a step wrote, minus checkpoints, hidden files and what another step's output nested in it holds
-    (pca/<backbone>/renders/ of pca-visualize inside pca/<backbone>/ of pca-compute is shown once, with its writer)."""
-    files: list[Path] = []
-    for o in entry.get("outputs", []):
-        p = run.root / o
-        nested = [run.root / x for x in others if x.startswith(o.rstrip("/") + "/")]
-        if p.is_file():
-            files.append(p)
-        elif p.is_dir():
-            files.extend(sorted(q for q in p.rglob("*") if q.is_file() and "checkpoints" not in q.relative_to(p).parts
-                                and not any(part.startswith(".") for part in q.relative_to(p).parts)
-                                and not any(q == n or n in q.parents for n in nested)))
-    return files
-
-
-def render_step(run: RunDir, entry: dict, others: tuple[str, ...] = ()) -> str:
+def render_step(view: StepView, root: Path) -> str:
+    """A step's section: headline, error, metrics, pictures, tables, curves, video links, viewer, provenance."""
+    entry = view.entry
     status = entry.get("status", "?")
     outs = ", ".join(entry.get("outputs", [])) or "-"
     dur = entry.get("duration_s")
@@ -360,11 +336,11 @@ def render_step(run: RunDir, entry: dict, others: tuple[str, ...] = ()) -> str:
     metrics = [(k, v) for k, v in (entry.get("metrics") or {}).items() if _is_scalar(v)]
     if metrics:
         parts.append(html_table(["metric", "value"], metrics))
-    files = step_files(run, entry, others) if status == "ok" else []
+    files = view.files
     images = [f for f in files if f.suffix.lower() in IMAGE_EXTS]
     figs = []
     for f in images[:MAX_IMAGES_PER_STEP]:
-        rel = f.relative_to(run.root).as_posix()
+        rel = f.relative_to(root).as_posix()
         try:
             uri = image_data_uri(f)
         except Exception:  # a picture that cannot be read is named, not shown broken
@@ -376,12 +352,12 @@ def render_step(run: RunDir, entry: dict, others: tuple[str, ...] = ()) -> str:
     if len(images) > MAX_IMAGES_PER_STEP:
         parts.append(f"<p class='muted'>{len(images) - MAX_IMAGES_PER_STEP} more pictures in the run directory.</p>")
     for f in files:
-        rel = f.relative_to(run.root).as_posix()
+        rel = f.relative_to(root).as_posix()
         if f.name == "train_log.csv":
             parts.append(render_train_log(f))
         elif f.suffix == ".csv":
             parts.append(render_csv(f, rel))
-        elif f.suffix == ".json" and f.name not in SKIP_JSON and not MODEL_DIRS.intersection(f.relative_to(run.root).parts[:-1]):
+        elif f.suffix == ".json" and f.name not in SKIP_JSON and not MODEL_DIRS.intersection(f.relative_to(root).parts[:-1]):
             table = render_json(f, rel)
             if table:
                 parts.append(f"<details><summary>{esc(rel)}</summary>{table}</details>")
@@ -389,11 +365,9 @@ def render_step(run: RunDir, entry: dict, others: tuple[str, ...] = ()) -> str:
             parts.append(render_text(f, rel))
     videos = [f for f in files if f.suffix.lower() in VIDEO_EXTS]
     if videos:
-        links = ", ".join(f"<a href='{esc(v.relative_to(run.root).as_posix())}'>{esc(v.relative_to(run.root).as_posix())}</a>" for v in videos)
+        links = ", ".join(f"<a href='{esc(v.relative_to(root).as_posix())}'>{esc(v.relative_to(root).as_posix())}</a>" for v in videos)
         parts.append(f"<p class='muted'>Videos (next to this report in the run directory): {links}</p>")
-    from gesture_cli.viz.pose_view import report_pose_viewer
-
-    parts.append(report_pose_viewer(run.root, entry))  # '' unless a pose dataset or translation step
+    parts.append(view.viewer)  # '' unless a pose dataset or translation step
     parts.append(render_provenance(entry))
     parts.append("</section>")
     return "".join(parts)
@@ -435,18 +409,17 @@ def section_of(step: dict, known: dict[str, str]) -> str:
     return known.get(command, "Other steps")
 
 
-def build_report(run: RunDir) -> str:
-    manifest = run.read_manifest()
-    steps = current_steps(run)
-    by_section: dict[str, list[dict]] = {}
+def render_report(page: ReportPage) -> str:
+    """The whole page: header, overview table, then each step under its section."""
+    steps = [v.entry for v in page.steps]
+    by_section: dict[str, list[StepView]] = {}
     known = {c: title for title, cmds in SECTIONS for c in cmds}
-    all_outputs = tuple(o for s in steps if s.get("status") == "ok" for o in s.get("outputs", []))
-    for s in steps:
-        by_section.setdefault(section_of(s, known), []).append(s)
+    for v in page.steps:
+        by_section.setdefault(section_of(v.entry, known), []).append(v)
     order = [t for t, _ in SECTIONS] + ["Other steps"]
     titles = [t for t in order if t in by_section]
     when = _dt.datetime.now().astimezone().isoformat(timespec="seconds")
-    body = [f"<header><h1>gx report: {esc(run.name)}</h1><p>{esc(run.root.resolve())} · created {esc(manifest.get('created', '?'))}"
+    body = [f"<header><h1>gx report: {esc(page.name)}</h1><p>{esc(page.location)} · created {esc(page.created)}"
             f" · {len(steps)} step(s) shown · report written {esc(when)}</p></header><main>"]
     body.append("<nav>" + "".join(f"<a href='#s{i}'>{esc(t)}</a>" for i, t in enumerate(titles)) + "</nav>")
     body.append("<h2>Overview</h2>" + overview(steps))
@@ -454,10 +427,8 @@ def build_report(run: RunDir) -> str:
         body.append(f"<h2 id='s{i}'>{esc(t)}</h2>")
         if SECTION_HELP.get(t):
             body.append(f"<p>{esc(SECTION_HELP[t])}</p>")
-        body.extend(render_step(run, s, all_outputs) for s in by_section[t])
+        body.extend(render_step(v, page.root) for v in by_section[t])
     body.append("</main>")
     return ("<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
             "<meta name='viewport' content='width=device-width, initial-scale=1'>"
-            f"<title>gx report: {esc(run.name)}</title><style>{CSS}</style></head><body>" + "".join(body) + "</body></html>")
-
-
+            f"<title>gx report: {esc(page.name)}</title><style>{CSS}</style></head><body>" + "".join(body) + "</body></html>")
