@@ -22,13 +22,13 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 def test_dropout_keeps_one_minus_p_scales_like_nn_dropout_and_saves_a_bool_mask():
     drop = KeepMaskDropout(p=0.1).train()
-    x = torch.randn(64, 201, 384, requires_grad=True)
+    x = (torch.rand(64, 201, 384, generator=torch.Generator().manual_seed(0)) + 0.5).requires_grad_()  # no zeros: y != 0 is the mask
     torch.manual_seed(0)
     y = drop(x)
     keep = y != 0
     assert abs(keep.float().mean().item() - 0.9) < 2e-3  # 4.9M draws: the standard error is 1.4e-4
     assert torch.equal(y[keep], (x * (1 / 0.9))[keep])  # what nn.Dropout's fp32 kernel gives, bit for bit
-    assert y.grad_fn.next_functions[0][0]._saved_other.dtype == torch.bool  # x * keep keeps only `keep`
+    assert y.grad_fn.next_functions[0][0]._saved_condition.dtype == torch.bool  # `where` keeps only the mask
     y.backward(torch.ones_like(y))
     assert torch.equal(x.grad, keep.float() * (1 / 0.9))
     torch.manual_seed(0)
@@ -37,7 +37,7 @@ def test_dropout_keeps_one_minus_p_scales_like_nn_dropout_and_saves_a_bool_mask(
 
 def test_dropout_in_bf16_matches_the_fp32_route_rounded_once():
     drop = KeepMaskDropout(p=0.25).train()
-    x = torch.randn(8, 50, 64).bfloat16()
+    x = (torch.rand(8, 50, 64, generator=torch.Generator().manual_seed(0)) + 0.5).bfloat16()
     torch.manual_seed(1)
     y = drop(x)
     keep = y != 0
@@ -117,3 +117,23 @@ def test_trained_backbones_use_it_and_saved_configs_do_not_name_it(tmp_path, met
     model.backbone.model.config.save_pretrained(tmp_path)
     assert ATTENTION not in (tmp_path / "config.json").read_text()
     assert "attn_implementation" not in json.loads((tmp_path / "config.json").read_text())
+
+
+def test_adapters_take_bf16_input_as_is_and_compute_what_peft_s_upcast_computes():
+    from gesture_cli.core.device import Precision
+
+    model = build_classifier(build_backbone("tiny-dinov3", image_size=32), num_classes=3, method="lora")
+    prec = Precision("bf16", torch.device("cpu"))
+    prec.wrap(prec.store_frozen(model)).train()
+    layers = [m for m in model.modules() if hasattr(m, "lora_A")]
+    assert layers and not any(m.cast_input_dtype_enabled for m in layers)
+    for m in layers:
+        m.lora_B["default"].weight.data.normal_(0, 0.5)  # LoRA B starts at zero: make the branch count
+    pixels = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    logits = []
+    for cast in (False, True):
+        for m in layers:
+            m.cast_input_dtype_enabled = cast
+        torch.manual_seed(3)
+        logits.append(model(pixels))
+    assert torch.equal(*logits)

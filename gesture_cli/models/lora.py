@@ -115,7 +115,11 @@ def apply_lora(backbone, *, targets: Sequence[str], rank: int, alpha: float, dro
     """Wrap backbone.model in a PeftModel with LoRA on `targets`; only the adapters are trainable.
 
     The adapters' dropout is models.train_kernels.KeepMaskDropout: PEFT's nn.Dropout's distribution with a
-    faster mask on CPU, kept as bool for backward."""
+    faster mask on CPU, kept as bool for backward. The adapters take their input in the dtype it comes in:
+    PEFT would cast a bf16 input up to the fp32 adapter weights, only for autocast to cast the dropped
+    input back down for the matmul (two copies of [B, N, D] per adapter and step, the same values: the
+    dropout scale is applied in fp32 either way and rounded once). Frozen weights are only ever stored
+    in a lower dtype than the adapters together with an autocast forward (core.device.Precision)."""
     from peft import LoraConfig, get_peft_model
 
     from gesture_cli.models.train_kernels import use_keep_mask_dropout
@@ -123,6 +127,9 @@ def apply_lora(backbone, *, targets: Sequence[str], rank: int, alpha: float, dro
     config = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=dropout, target_modules=list(targets), bias="none")
     peft_model = get_peft_model(backbone.model, config)
     use_keep_mask_dropout(peft_model)
+    for module in peft_model.modules():
+        if hasattr(module, "lora_A"):
+            module.cast_input_dtype_enabled = False  # read by PEFT's LoraLayer._cast_input_dtype
     peft_model.peft_config["default"].base_model_name_or_path = backbone.info.source if backbone.info.source != "tiny" else backbone.info.name
     backbone.model = peft_model
 

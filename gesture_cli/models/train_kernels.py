@@ -31,8 +31,8 @@ class KeepMaskDropout(nn.Dropout):
         if not self.training or self.p == 0 or self.p >= 1 or x.device.type != "cpu" or self.inplace:
             return super().forward(x)
         keep = torch.empty(x.shape, dtype=torch.int32).random_() >= round(self.p * _RANDOM_BITS)  # [*x.shape] bool
-        # x * keep saves only the bool mask for backward; the scale is a Python float, applied in fp32 opmath
-        return (x * keep).mul_(1.0 / (1.0 - self.p))
+        # `where` keeps only the bool mask for backward; the scale is a Python float, applied in fp32 opmath
+        return torch.where(keep, x, 0.0).mul_(1.0 / (1.0 - self.p))
 
 
 def use_keep_mask_dropout(model: nn.Module) -> int:
