@@ -10,7 +10,9 @@ alpha=16, dropout 0.1) on q_proj/v_proj, a Linear head on the CLS token, AdamW, 
                      fp32 master weights, the forward under bf16 autocast.
 
   gx route   `gesture_cli.train.loop.fit` with gx's classifier and loss: uint8 images in, batched
-             augmentation (crop, rotation, colour) and preprocessing on the device, every step.
+             augmentation (crop, rotation, colour) and preprocessing on the device, every step. The
+             classifier is what `gx lora-train` builds, with its CPU kernels (models.train_kernels: the
+             adapters' dropout mask, attention's bf16 backward in the fp32 kernel; same maths as PEFT's).
   hf route   `transformers.Trainer` on a PEFT model; its dataset hands out already normalised float
              pixels (no augmentation at all), so the baseline pays nothing for its inputs.
 

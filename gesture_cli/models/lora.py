@@ -112,11 +112,24 @@ def build_head(in_features: int, num_classes: int, *, seed: int = 0) -> nn.Linea
 
 
 def apply_lora(backbone, *, targets: Sequence[str], rank: int, alpha: float, dropout: float) -> None:
-    """Wrap backbone.model in a PeftModel with LoRA on `targets`; only the adapters are trainable."""
+    """Wrap backbone.model in a PeftModel with LoRA on `targets`; only the adapters are trainable.
+
+    The adapters' dropout is models.train_kernels.KeepMaskDropout: PEFT's nn.Dropout's distribution with a
+    faster mask on CPU, kept as bool for backward. The adapters take their input in the dtype it comes in:
+    PEFT would cast a bf16 input up to the fp32 adapter weights, only for autocast to cast the dropped
+    input back down for the matmul (two copies of [B, N, D] per adapter and step, the same values: the
+    dropout scale is applied in fp32 either way and rounded once). Frozen weights are only ever stored
+    in a lower dtype than the adapters together with an autocast forward (core.device.Precision)."""
     from peft import LoraConfig, get_peft_model
+
+    from gesture_cli.models.train_kernels import use_keep_mask_dropout
 
     config = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=dropout, target_modules=list(targets), bias="none")
     peft_model = get_peft_model(backbone.model, config)
+    use_keep_mask_dropout(peft_model)
+    for module in peft_model.modules():
+        if hasattr(module, "lora_A"):
+            module.cast_input_dtype_enabled = False  # read by PEFT's LoraLayer._cast_input_dtype
     peft_model.peft_config["default"].base_model_name_or_path = backbone.info.source if backbone.info.source != "tiny" else backbone.info.name
     backbone.model = peft_model
 
@@ -136,11 +149,17 @@ def build_classifier(
     """A classifier whose trainable parameters are exactly those `method` fine-tunes (see module doc).
 
     Every random initial weight (LoRA A matrices, the head) comes from `seed`, whatever the global RNG holds.
+    A transformers backbone trained through (`lora`, `full`) runs its attention as models.train_kernels'
+    `gx_sdpa`: the same forward, and on CPU in bf16 the faster fp32 kernel for backward.
     """
+    from gesture_cli.models.train_kernels import use_fp32_attention_backward
+
     if method not in METHODS:
         raise UsageError(f"--method '{method}' is not one of {', '.join(METHODS)}")
     for p in backbone.parameters():
         p.requires_grad_(False)
+    if method != "head":
+        use_fp32_attention_backward(backbone.model)
     if method == "lora":
         with torch.random.fork_rng(devices=[]):  # LoRA A matrices are drawn from the global RNG: seed them
             torch.manual_seed(seed)
