@@ -52,12 +52,40 @@ def test_the_same_name_reads_by_kind():
         ("synthetic-scenes", ("sise=3",), "segmentation", "unknown option 'sise' for dataset 'synthetic-scenes' (did you mean 'size'?); valid: class_map, size,"),
         ("mpii", (), "keypoints", "keypoint dataset 'mpii' needs JSON[:IMGDIR]: use mpii:JSON[:IMGDIR]"),
         ("synthetic-keypoints", ("sid=3",), "keypoints", "unknown option 'sid' for keypoint dataset 'synthetic-keypoints' (did you mean 'side'?)"),
+        ("video", (), "frames", "dataset 'video' needs a FILE or DIR: use video:path/to/clip.mp4 or video:path/to/dir"),
+        ("video:", (), "frames", "dataset 'video' needs a FILE or DIR: use video:path/to/clip.mp4 or video:path/to/dir"),
+        ("synthetic-video:x", (), "frames", "dataset 'synthetic-video' takes no ':ARG' part; got 'synthetic-video:x' (use plain 'synthetic-video')"),
     ],
 )
 def test_bad_specs_keep_their_messages(spec, opts, kind, message):
     with pytest.raises(UsageError) as err:
         parse_dataset(spec, opts, kind=kind)
     assert str(err.value).startswith(message), str(err.value)
+
+
+def test_frame_sources_are_a_kind_read_by_name():
+    from gesture_cli.data.video import ClipFrames, DatasetFrames, make_frame_source, parse_frame_spec
+
+    assert sorted(dataset_sources("frames")) == ["synthetic-video", "video"]
+    assert parse_frame_spec("video:clips").kind == "frames" and parse_frame_spec("Synthetic-Video").kind == "frames"
+    assert parse_frame_spec("synthetic-hands").kind == "image"
+    assert isinstance(make_frame_source("synthetic-video"), ClipFrames)
+    assert isinstance(make_frame_source(parse_dataset("synthetic-hands", ["train_per_class=1", "test_per_class=1"])), DatasetFrames)
+    with pytest.raises(UsageError, match="^dataset 'video' needs a FILE or DIR: use video:path/to/clip.mp4"):
+        make_frame_source("video:  ")
+    with pytest.raises(UsageError, match="^dataset 'synthetic-video' takes no ':ARG' part; got 'Synthetic-Video:x'"):
+        make_frame_source("Synthetic-Video:x")
+    with pytest.raises(UsageError, match="^dataset 'synthetic-signs' holds pose sequences with texts, not labelled images"):
+        make_frame_source("synthetic-signs")
+    # the image kind's errors and lists name image datasets only (video / synthetic-video as image datasets)
+    with pytest.raises(UsageError) as err:
+        parse_dataset("nope")
+    assert str(err.value) == "unknown dataset 'nope'; valid: " + ", ".join(sorted(dataset_sources("image")))
+    with pytest.raises(UsageError) as err:
+        parse_dataset("synthetic-scenes")
+    assert "frames" not in str(err.value) and "pca-compute" not in str(err.value)
+    for kind in ("pose", "segmentation", "keypoints"):
+        assert not set(dataset_sources(kind)) & set(dataset_sources("frames"))
 
 
 def test_makers_take_a_spec_or_its_text():

@@ -6,15 +6,18 @@
 
 A dataset kind is what its samples are: `image` (labelled images, `make_dataset`), `pose` (keypoint
 sequences with texts, data/pose.py), `segmentation` (images + masks, data/segmentation.py), `keypoints`
-(person crops + joints, data/keypoints.py). Each source registers itself with `@register_dataset(name,
+(person crops + joints, data/keypoints.py), `frames` (a `FrameSource` of clips for `gx pca-compute`,
+data/video.py; a name that is no frame source is read there as an image dataset). Each source registers itself with `@register_dataset(name,
 kind=...)`; the modules are imported on the first lookup of their kind, so `import gesture_cli.data`
 (and `gx --help`) stays cheap. A source is a function
 
     make(arg, *, spec, split, seed, **its_own_options) -> the kind's dataset
 
-where `arg` is the text after the first ':' of the spec (or None). Its keyword-only parameters after
-`seed` are the options it accepts; any other key is a UsageError that names the closest valid one.
-The same name may be registered under two kinds (`hf-dataset` holds images or poses).
+where `arg` is the text after the first ':' of the spec (or None); a frame source has no splits and
+takes no `split` (`make(arg, *, spec, seed)`). Its keyword-only parameters after `seed` are the
+options it accepts; any other key is a UsageError that names the closest valid one.
+The same name may be registered under two kinds (`hf-dataset` holds images or poses; `video` is an
+image dataset of frames and a frame source of clips).
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from typing import Any
 
 from gesture_cli.core.errors import UsageError, did_you_mean, unknown_choice
 
-KINDS = ("image", "pose", "segmentation", "keypoints")
+KINDS = ("image", "pose", "segmentation", "keypoints", "frames")
 
 # Modules that register the built-in sources of each kind; imported on the first lookup of that kind.
 # A new source module adds itself here (one line) and decorates its make function.
@@ -46,6 +49,7 @@ SOURCE_MODULES = {
     "pose": ("gesture_cli.data.pose", "gesture_cli.data.synthetic_signs", "gesture_cli.data.hub_dataset"),
     "segmentation": ("gesture_cli.data.segmentation",),
     "keypoints": ("gesture_cli.data.keypoints", "gesture_cli.data.synthetic_keypoints"),
+    "frames": ("gesture_cli.data.video", "gesture_cli.data.synthetic_video"),
 }
 
 _BASE_PARAMS = ("arg", "spec", "split", "seed")
@@ -107,6 +111,15 @@ KIND_RULES = {
         no_arg="keypoint dataset '{name}' takes no ':' part; got '{spec}'",
         needs_arg="keypoint dataset '{name}' needs {arg}: use {name}:{arg}",
         holds="body keypoints", command="keypoint-train",
+    ),
+    # Frame sources keep the image wording: `gx pca-compute --dataset` reads them beside image datasets.
+    # `video` is the one frame source with an ARG, hence the needs_arg text names its forms.
+    "frames": KindRules(
+        what="dataset", owner="dataset", empty="empty dataset spec; e.g. --dataset synthetic-hands or --dataset folder:DIR",
+        no_arg="dataset '{name}' takes no ':ARG' part; got '{spec}' (use plain '{name}')",
+        needs_arg="dataset '{name}' needs a FILE or DIR: use {name}:path/to/clip.mp4 or {name}:path/to/dir",
+        holds="video frames", command="pca-compute",
+        no_options="dataset '{name}' takes no options; got '{key}'",
     ),
 }
 
@@ -209,10 +222,16 @@ def parse_spec(spec: str) -> tuple[str, str | None]:
 
 
 def _other_kind_error(name: str, kind: str) -> UsageError | None:
-    """A name that belongs to another kind, handed to an image command: say which command reads it."""
+    """A name that belongs to another kind, handed to an image command: say which command reads it.
+
+    Frame sources are no other kind here: every one is an image dataset too, and `gx pca-compute`
+    reads image datasets as well.
+    """
     if kind != "image":
         return None
-    for other in KINDS[1:]:
+    for other in KINDS:
+        if other in ("image", "frames"):
+            continue
         if name in dataset_sources(other):
             rules = KIND_RULES[other]
             return UsageError(f"dataset '{name}' holds {rules.holds}, not {KIND_RULES[kind].holds}; use it with `gx {rules.command}`; "

@@ -18,7 +18,7 @@ import numpy as np
 from gesture_cli.core.errors import UsageError
 from gesture_cli.data.images import ImageDataset
 from gesture_cli.data.registry import register_dataset
-from gesture_cli.data.video import ArrayClip, ClipFrames, register_frame_source
+from gesture_cli.data.video import ArrayClip, ClipFrames
 
 GENERATOR_VERSION = 1  # bump whenever the drawing changes: it is part of the cache token
 N_CLIPS = 3
@@ -112,10 +112,13 @@ def _token(seed: int, n_clips: int, n_frames: int, size: int, n_subjects: int) -
     return f"synthetic-video:v{GENERATOR_VERSION}:seed={seed}:clips={n_clips}:frames={n_frames}:size={size}:subjects={n_subjects}"
 
 
-@register_frame_source("synthetic-video")
+@register_dataset(
+    "synthetic-video",
+    kind="frames",
+    help="seeded clips of moving coloured shapes on a textured background (3 clips x 24 frames, 96x96 RGB, 2 subjects)",
+    splits=("all",),
+)
 def make_synthetic_video_frames(arg: None, *, spec: str, seed: int) -> ClipFrames:
-    if arg is not None:
-        raise UsageError(f"dataset 'synthetic-video' takes no ':ARG' part; got '{spec}' (use plain 'synthetic-video')")
     clips = make_synthetic_clips(seed=seed)
     return ClipFrames(spec=spec, clips=clips, cache_token=_token(seed, N_CLIPS, N_FRAMES, SIZE, N_SUBJECTS))
 

@@ -17,7 +17,8 @@ own name for clips directly in DIR):
 
 `video:FILE` is one clip. Any other dataset spec that `make_dataset` accepts (`synthetic-hands`,
 `folder:DIR`, ...) becomes a frame source through `DatasetFrames`: every image of every split is a
-one-frame clip whose subject is its class name. `synthetic-video` registers its own source.
+one-frame clip whose subject is its class name. Frame sources are the registry's kind "frames"
+(`@register_dataset(name, kind="frames")`): `video:` here, `synthetic-video` in data/synthetic_video.py.
 
 Stride is applied per clip (frames 0, s, 2s, ... of each clip; `frame_index` keeps the clip's own
 numbering); `max_frames` caps the total. Videos are read with cv2.VideoCapture and converted to RGB.
@@ -32,7 +33,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Protocol, runtime_checkable
@@ -41,7 +42,7 @@ import numpy as np
 
 from gesture_cli.core.errors import DataError, UsageError
 from gesture_cli.data.images import IMAGE_EXTENSIONS, ImageDataset, decode_image, to_rgb
-from gesture_cli.data.registry import DatasetSpec, make_dataset, parse_dataset, parse_spec, register_dataset
+from gesture_cli.data.registry import DatasetSpec, dataset_sources, make_dataset, parse_dataset, parse_spec, register_dataset
 
 VIDEO_EXTENSIONS = frozenset({".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".gif"})
 _LAYOUT_HELP = "expected DIR/<subject>/<clip>.mp4, DIR/<subject>/<clip>/frame*.png, or videos / images directly in DIR"
@@ -303,28 +304,19 @@ def _subject(root: Path, clip_rel: Path) -> str:
 
 
 # ----------------------------------------------------------------------------------------------
-# Frame sources by spec: video:, registered generators, and any image dataset
+# Frame sources by spec: the registry's "frames" kind (video:, generators), and any image dataset
 # ----------------------------------------------------------------------------------------------
 
-# dataset name -> build(arg, *, spec, seed) -> FrameSource; names not here go through DatasetFrames.
-FRAME_SOURCES: dict[str, Callable[..., FrameSource]] = {}
-FRAME_SOURCE_MODULES = ("gesture_cli.data.synthetic_video",)
 
-
-def register_frame_source(name: str):
-    def decorator(fn):
-        if name in FRAME_SOURCES:
-            raise ValueError(f"frame source '{name}' is registered twice")
-        FRAME_SOURCES[name] = fn
-        return fn
-
-    return decorator
-
-
-@register_frame_source("video")
-def make_video_frames(arg: str | None, *, spec: str, seed: int) -> ClipFrames:
-    if not (arg or "").strip():
-        raise UsageError("dataset 'video' needs a FILE or DIR: use video:path/to/clip.mp4 or video:path/to/dir")
+@register_dataset(
+    "video",
+    kind="frames",
+    help="clips of a video file or a folder of videos / frame folders (DIR/<subject>/<clip>.mp4), subject = folder; read one frame at a time",
+    splits=("all",),
+    arg="FILE|DIR",
+    arg_required=True,  # the registry answers a missing FILE|DIR with KIND_RULES["frames"].needs_arg
+)
+def make_video_frames(arg: str, *, spec: str, seed: int) -> ClipFrames:
     root = Path(arg).expanduser()
     return ClipFrames(spec=spec, clips=scan_clips(root), source_files=[root])
 
@@ -374,19 +366,22 @@ def image_clip(ds: ImageDataset, i: int) -> str:
     return path.as_posix()
 
 
+def parse_frame_spec(spec: str | DatasetSpec) -> DatasetSpec:
+    """A spec read once: kind "frames" where its name is a frame source (`video:`, `synthetic-video`), else "image"."""
+    if isinstance(spec, DatasetSpec) and spec.kind == "frames":
+        return spec
+    name = spec.name if isinstance(spec, DatasetSpec) else parse_spec(spec)[0]
+    if name in dataset_sources("frames"):
+        # an image spec's options belong to its image maker; the frame maker reads the text alone
+        return parse_dataset(str(spec), kind="frames")
+    return parse_dataset(spec)
 
 
 def make_frame_source(spec: str | DatasetSpec, *, seed: int = 0) -> FrameSource:
     """A FrameSource for any dataset spec: `video:`, `synthetic-video`, or an image dataset (all its splits)."""
-    import importlib
-
-    for module in FRAME_SOURCE_MODULES:
-        importlib.import_module(module)
-    name, arg = (spec.name, spec.arg) if isinstance(spec, DatasetSpec) else parse_spec(spec)
-    build = FRAME_SOURCES.get(name)
-    if build is not None:
-        return build(arg, spec=str(spec), seed=seed)
-    spec = parse_dataset(spec)
+    spec = parse_frame_spec(spec)
+    if spec.kind == "frames":
+        return spec.source.make(spec.arg, spec=spec.text, seed=int(seed), **spec.options)
     splits = spec.splits()
     # PCA is unsupervised: every image counts once. A flat folder offers train/test/all: take all.
     splits = ["all"] if "all" in splits else splits
