@@ -105,9 +105,10 @@ def test_augmentation_is_batched_and_flips_only_when_asked():
 def test_lora_train_end_to_end(runner, tmp_path):
     from transformers import AutoModel
 
-    from gesture_cli.models.lora import build_classifier, load_classifier, load_lora_classifier
+    from gesture_cli.models.lora import build_classifier, load_classifier
+    from gesture_cli.tasks.classify import evaluate_lora, load_lora_classifier
     from gesture_cli.train.checkpoint import load_checkpoint, load_model_state
-    from gesture_cli.train.lora import ImageBatches, LoraTrainConfig, evaluate_lora, make_splits, predict
+    from gesture_cli.train.lora import ImageBatches, LoraTrainConfig, make_splits, predict
 
     run_dir = tmp_path / "run"
     # fp32: the reloaded, merged and re-evaluated models below are compared with fp32 references

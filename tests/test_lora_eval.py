@@ -75,7 +75,7 @@ def test_infer_lora_top1_matches_the_model(trained, runner, tmp_path):
     from gesture_cli.core.rundir import RunDir
     from gesture_cli.data import make_dataset
     from gesture_cli.data.sign_mnist import SIGN_MNIST_LETTERS
-    from gesture_cli.models.lora import load_lora_classifier
+    from gesture_cli.tasks.classify import load_lora_classifier
 
     run, _ = trained
     ds = make_dataset("synthetic-hands", split="test", seed=0)

@@ -12,7 +12,7 @@ names the projections `q_proj`/`v_proj` in every ViT family, older releases `que
 DINOv2 / ViT / I-JEPA; timm ViTs have one fused `qkv`. `--target-modules` overrides; a name the model
 lacks is a UsageError listing the valid Linear names.
 
-Artifacts (written by `gesture_cli.train.lora`):
+Artifacts (written by `gx lora-train`: tasks/classify.py with the trainer of train/lora.py):
   adapter/           PEFT's own format (adapter_config.json + adapter_model.safetensors) for `lora`
   backbone/          a transformers model directory (save_pretrained) for `full`
   head.safetensors   head weight and bias; its header holds the class names, pool, backbone
@@ -20,8 +20,8 @@ Artifacts (written by `gesture_cli.train.lora`):
   merged/            (`--merge`) LoRA folded into the weights: a plain transformers model directory
                      with a preprocessor_config.json, loadable by AutoModel.from_pretrained alone
 
-`load_lora_classifier(run, backbone)` reads a run dir's lora/<backbone>/ back for `gx evaluate`,
-`gx infer` and `gx gradcam`; it sits here, not in train/, so that eval/ and viz/ never import training.
+`load_classifier(directory)` reads such a folder back; which folder of a run dir holds it
+(lora/<backbone>/) is `gesture_cli.tasks.classify.load_lora_classifier`'s business.
 """
 
 from __future__ import annotations
@@ -298,30 +298,3 @@ def load_classifier(directory: Path, *, device="cpu", dtype=torch.float32, merge
     for p in model.parameters():
         p.requires_grad_(False)
     return model, meta
-
-
-def lora_dir(run, backbone: str) -> Path:
-    """lora/<backbone>/ of a run dir (a core.rundir.RunDir), which must hold a trained classifier."""
-    from gesture_cli.models.backbone_ref import backbone_dirname
-
-    path = run.path("lora", backbone_dirname(backbone))
-    if not (path / "head.safetensors").is_file():
-        raise ArtifactError(f"{path}: no trained classifier for backbone '{backbone}'; run `gx lora-train --backbone {backbone} -r {run.root}` first")
-    return path
-
-
-def load_lora_classifier(run, backbone: str, device="cpu", *, precision=None):
-    """(model: pixels [B, 3, S, S] -> logits [B, K], classes, backbone describe(), preprocess: images -> pixels).
-
-    `preprocess` takes uint8 or [0, 1] float images in any layout `Backbone.preprocess` accepts; the model
-    is in eval mode with LoRA merged into the weights. `precision` (a core.device.Precision, e.g. from
-    `inference_precision`): weights stored in its dtype and the forward run under it; None = plain fp32.
-    """
-    from gesture_cli.core.device import resolve_device
-
-    dev = resolve_device(device) if isinstance(device, str) else torch.device(device)
-    # Loaded in fp32 whatever the precision: LoRA is merged into the weights before they are rounded once.
-    model, meta = load_classifier(lora_dir(run, backbone), device=dev)
-    if precision is not None:
-        precision.for_inference(model)
-    return model, list(meta["classes"]), meta["backbone"], model.backbone.preprocess

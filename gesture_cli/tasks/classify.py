@@ -37,11 +37,68 @@ def train_lora(cfg: LoraTrainConfig, run, *, device: str = "auto", force: bool =
     return run_trainer(trainer, device=device, argv=argv, callbacks=callbacks, notify=notify)
 
 
-__all__ = ["EvaluateConfig", "InferConfig", "LoraTrainConfig", "check_source", "evaluate_lora_classifier", "evaluate_probe", "infer_lora",
+__all__ = ["EvaluateConfig", "InferConfig", "LoraTrainConfig", "check_source", "evaluate_lora", "evaluate_lora_classifier", "evaluate_probe", "infer_lora",
            "infer_probe", "train_lora"]
 
 CLASSIFIER_SOURCES = ("probe", "lora")  # --from: where the classifier comes from
 PIXELS = 784  # 28 x 28 Sign MNIST image
+
+
+# ---- the fine-tuned classifier of a run (lora/<backbone>/) ------------------------------------------
+
+
+def lora_dir(run, backbone: str) -> Path:
+    """lora/<backbone>/ of a run dir (a core.rundir.RunDir), which must hold a trained classifier."""
+    path = run.path("lora", backbone_dirname(backbone))
+    if not (path / "head.safetensors").is_file():
+        raise ArtifactError(f"{path}: no trained classifier for backbone '{backbone}'; run `gx lora-train --backbone {backbone} -r {run.root}` first")
+    return path
+
+
+def load_lora_classifier(run, backbone: str, device="cpu", *, precision=None):
+    """(model: pixels [B, 3, S, S] -> logits [B, K], classes, backbone describe(), preprocess: images -> pixels).
+
+    `preprocess` takes uint8 or [0, 1] float images in any layout `Backbone.preprocess` accepts; the model
+    is in eval mode with LoRA merged into the weights. `precision` (a core.device.Precision, e.g. from
+    `inference_precision`): weights stored in its dtype and the forward run under it; None = plain fp32.
+    """
+    import torch
+
+    from gesture_cli.core.device import resolve_device
+    from gesture_cli.models.lora import load_classifier
+
+    dev = resolve_device(device) if isinstance(device, str) else torch.device(device)
+    # Loaded in fp32 whatever the precision: LoRA is merged into the weights before they are rounded once.
+    model, meta = load_classifier(lora_dir(run, backbone), device=dev)
+    if precision is not None:
+        precision.for_inference(model)
+    return model, list(meta["classes"]), meta["backbone"], model.backbone.preprocess
+
+
+def evaluate_lora(run, backbone: str, dataset_spec: str, split: str = "test", device="cpu", *, batch_size: int = 64,
+                  max_samples: int | None = None, dataset_opts: dict | None = None) -> dict:
+    """Score a trained classifier on one split of a dataset: classification_metrics + loss (see eval.classify).
+
+    `dataset_opts` are the source's options (as make_dataset takes them); a HaGRID classifier trained
+    with a no_gesture class gets `no_gesture=True` by default.
+    """
+    from gesture_cli.data import make_dataset, parse_dataset
+    from gesture_cli.data.splits import cap_samples
+    from gesture_cli.train.lora import ImageBatches, predict, score
+
+    model, classes, info, _ = load_lora_classifier(run, backbone, device)
+    spec = parse_dataset(dataset_spec, dict(dataset_opts or {}))
+    if spec.name == "hagrid" and "no_gesture" in classes and "no_gesture" not in spec.options:
+        spec = parse_dataset(spec, {"no_gesture": True})
+    ds = make_dataset(spec, split=split)
+    if list(ds.classes) != classes:
+        raise DataError(
+            f"dataset '{dataset_spec}' has classes {ds.classes[:6]}... but the classifier was trained on {classes[:6]}...; evaluate on the same label set"
+        )
+    ds = cap_samples(ds, max_samples, 0)
+    logits, labels = predict(model, ImageBatches(ds, size=info["image_size"]), batch_size=batch_size)
+    return {"backbone": info["name"], "dataset": dataset_spec, "split": split, **score(logits, labels, classes)}
+
 
 
 @dataclass(frozen=True)
@@ -481,7 +538,6 @@ def evaluate_lora_classifier(run, *, backbone: str | None, dataset: str | None =
     from gesture_cli.data import make_dataset, parse_dataset
     from gesture_cli.data.splits import cap_samples
     from gesture_cli.eval.classify import classification_metrics
-    from gesture_cli.models.lora import load_lora_classifier
     from gesture_cli.tasks.trained import run_precision
     from gesture_cli.viz.plots import render_confusion
 
@@ -534,7 +590,6 @@ def infer_lora(run, *, backbone: str | None, input_path: Path | str, top_k: int 
     The model runs in `precision` (--precision), by default the one it was trained in."""
     import torch
 
-    from gesture_cli.models.lora import load_lora_classifier
     from gesture_cli.tasks.trained import run_precision
 
     if top_k < 1:

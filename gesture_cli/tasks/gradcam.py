@@ -59,8 +59,7 @@ def load_explained(run, source: str, backbone: str | None, *, device, precision:
     from gesture_cli.core.device import inference_precision
 
     if source == "lora":
-        from gesture_cli.models.lora import load_lora_classifier
-        from gesture_cli.tasks.classify import lora_head_meta, require_lora
+        from gesture_cli.tasks.classify import load_lora_classifier, lora_head_meta, require_lora
 
         name, path = require_lora(run, backbone)
         meta = lora_head_meta(path)

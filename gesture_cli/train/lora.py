@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from gesture_cli.core.errors import ArtifactError, DataError, UsageError, unknown_choice
-from gesture_cli.data.splits import Splits, cap_samples
+from gesture_cli.data.splits import Splits
 from gesture_cli.data.splits import make_splits as shared_splits
 from gesture_cli.train.common import LoopSettings, SizedBatches, check_data_fields, check_resume, loop_config, split_numbers
 from gesture_cli.train.skeleton import FitData, Outcome, Plan, fit_summary
@@ -192,7 +192,7 @@ class LoraTrainer(TuningTrainer):
         cfg, last_dir = self.cfg, self.checkpoint_dir / "last"
         if find_checkpoint(last_dir) is None:
             others = []
-            for state_path in sorted(self.run.path("lora").glob("*/checkpoints/last/state.json")):
+            for state_path in sorted(self.checkpoint_dir.parent.parent.glob("*/checkpoints/last/state.json")):  # the other backbones' folders
                 try:
                     meta = read_checkpoint_state(state_path.parent).get("meta", {})
                 except ArtifactError:
@@ -284,28 +284,4 @@ class LoraTrainer(TuningTrainer):
 # ---- for `gx evaluate` / `gx infer` -------------------------------------------------------------
 
 
-def evaluate_lora(run, backbone: str, dataset_spec: str, split: str = "test", device="cpu", *, batch_size: int = 64,
-                  max_samples: int | None = None, dataset_opts: dict | None = None) -> dict:
-    """Score a trained classifier on one split of a dataset: classification_metrics + loss (see eval.classify).
-
-    `dataset_opts` are the source's options (as make_dataset takes them); a HaGRID classifier trained
-    with a no_gesture class gets `no_gesture=True` by default.
-    """
-    from gesture_cli.data import make_dataset, parse_spec
-    from gesture_cli.models.lora import load_lora_classifier
-
-    model, classes, info, _ = load_lora_classifier(run, backbone, device)
-    opts = dict(dataset_opts or {})
-    if parse_spec(dataset_spec)[0] == "hagrid" and "no_gesture" in classes:
-        opts.setdefault("no_gesture", True)
-    ds = make_dataset(dataset_spec, split=split, **opts)
-    if list(ds.classes) != classes:
-        raise DataError(
-            f"dataset '{dataset_spec}' has classes {ds.classes[:6]}... but the classifier was trained on {classes[:6]}...; evaluate on the same label set"
-        )
-    ds = cap_samples(ds, max_samples, 0)
-    logits, labels = predict(model, ImageBatches(ds, size=info["image_size"]), batch_size=batch_size)
-    return {"backbone": info["name"], "dataset": dataset_spec, "split": split, **score(logits, labels, classes)}
-
-
-__all__ = ["LoraTrainConfig", "evaluate_lora", "make_splits"]
+__all__ = ["LoraTrainConfig", "make_splits"]
