@@ -7,9 +7,9 @@
 A dataset kind is what its samples are: `image` (labelled images, `make_dataset`), `pose` (keypoint
 sequences with texts, data/pose.py), `segmentation` (images + masks, data/segmentation.py), `keypoints`
 (person crops + joints, data/keypoints.py), `frames` (a `FrameSource` of clips for `gx pca-compute`,
-data/video.py; a name that is no frame source is read there as an image dataset). Each source registers itself with `@register_dataset(name,
-kind=...)`; the modules are imported on the first lookup of their kind, so `import gesture_cli.data`
-(and `gx --help`) stays cheap. A source is a function
+data/video.py; a name that is no frame source is read there as an image dataset). Each source
+registers itself with `@register_dataset(name, kind=...)`; the modules are imported on the first
+lookup of their kind, so `import gesture_cli.data` (and `gx --help`) stays cheap. A source is a function
 
     make(arg, *, spec, split, seed, **its_own_options) -> the kind's dataset
 
