@@ -25,7 +25,7 @@ from __future__ import annotations
 import importlib
 import inspect
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -290,15 +290,17 @@ def parse_dataset(spec: str | DatasetSpec, opts: Sequence[str] | Mapping[str, ob
                              f"use it with `gx {KIND_RULES[spec.kind].command}`")
         if not opts:
             return spec
-        more = dict(opts) if isinstance(opts, Mapping) else parse_dataset(spec.text, opts, kind=kind).options
-        spec, opts = spec.text, {**spec.options, **more}
+        # more options for a spec already read: type and check them against its source; the text is not read again
+        source = spec.source
+        more = dict(opts) if isinstance(opts, Mapping) else _typed_opts(_split_opts(opts), source)
+        return replace(spec, options=MappingProxyType(check_options(source, {**spec.options, **more})))
     if isinstance(opts, Mapping):
         given = dict(opts)  # keyword values from code: already typed
         source, arg = get_source(spec, kind=kind)
     else:
         texts = _split_opts(opts)
         source, arg = get_source(spec, kind=kind)
-        given = {key: _parse_value(text, source.parameters.get(key)) for key, text in texts.items()}
+        given = _typed_opts(texts, source)
     typed = check_options(source, given)
     return DatasetSpec(text=spec, name=source.name, arg=arg, kind=kind, options=MappingProxyType(typed))
 
@@ -327,6 +329,11 @@ def make_dataset(spec: str | DatasetSpec, *, split: str = "train", seed: int = 0
 def list_datasets(kind: str = "image") -> list[tuple[str, str]]:
     """(name, one-line help) of every registered dataset of a kind, sorted by name; the help starts with its spec form."""
     return [(s.name, f"{s.usage}: {s.help}") for s in sorted(dataset_sources(kind).values(), key=lambda s: s.name)]
+
+
+def _typed_opts(texts: Mapping[str, str], source: DatasetSource) -> dict[str, object]:
+    """`--dataset-opt` texts typed by the source's signature (int, float, bool or str; a str-only option keeps its text)."""
+    return {key: _parse_value(text, source.parameters.get(key)) for key, text in texts.items()}
 
 
 def _split_opts(items: Sequence[str]) -> dict[str, str]:
