@@ -250,20 +250,6 @@ def save_merged(directory: Path, model: ImageClassifier) -> None:
     (Path(directory) / "preprocessor_config.json").write_text(json.dumps(processor_config(model.backbone), indent=2) + "\n")
 
 
-def read_head_meta(path: Path) -> dict:
-    from safetensors import safe_open
-
-    path = Path(path)
-    if not path.is_file():
-        raise ArtifactError(f"{path}: file not found")
-    with safe_open(str(path), framework="pt") as f:
-        raw = (f.metadata() or {}).get("gx")
-    meta = json.loads(raw) if raw else {}
-    if meta.get("kind") != HEAD_KIND:
-        raise ArtifactError(f"{path}: expected a '{HEAD_KIND}' artifact, found '{meta.get('kind')}'")
-    return meta
-
-
 def load_classifier(directory: Path, *, device="cpu", dtype=torch.float32, merge: bool = True) -> tuple[ImageClassifier, dict]:
     """Rebuild a trained classifier from `lora/<backbone>/` files alone; returns (model in eval mode, head meta).
 
