@@ -80,37 +80,29 @@ def prepare_inputs(run: Path) -> None:
     import numpy as np
 
     from gesture_cli.data.synthetic_hands import SIGN_MNIST_LETTERS, generate_hands
+    from gesture_cli.data.synthetic_keypoints import render_figure
+    from gesture_cli.data.synthetic_scenes import render_scene
     from gesture_cli.data.synthetic_video import generate_clip
     from gesture_cli.viz.pca_render import write_png, write_video
 
-    hands = run / "inputs" / "hands"
-    if not hands.is_dir():
+    def hands() -> dict:
         images, labels = generate_hands(n_per_class=1, seed=7, split="demo-input")
-        tmp = hands.with_name(".hands.tmp")
-        tmp.mkdir(parents=True, exist_ok=True)
-        for k in range(0, 24, 4):
-            write_png(tmp / f"{k:02d}_{SIGN_MNIST_LETTERS[labels[k]]}.png", np.repeat(images[k][..., None], 3, axis=-1))
-        tmp.rename(hands)
-    scenes = run / "inputs" / "scenes"
-    if not scenes.is_dir():
-        from gesture_cli.data.synthetic_scenes import render_scene
+        return {f"{k:02d}_{SIGN_MNIST_LETTERS[labels[k]]}.png": np.repeat(images[k][..., None], 3, axis=-1) for k in range(0, 24, 4)}
 
-        tmp = scenes.with_name(".scenes.tmp")
+    folders = {  # folder -> () -> {file name: image}, called only when the folder is missing
+        "hands": hands,
+        "scenes": lambda: {f"scene{k}.png": render_scene(np.random.default_rng([7, k]), 96, 96)[0] for k in range(3)},
+        "figures": lambda: {f"figure{k}.png": render_figure(np.random.default_rng([7, k]), 64, clutter=False)[0] for k in range(3)},
+    }
+    for name, make_images in folders.items():
+        folder = run / "inputs" / name
+        if folder.is_dir():
+            continue
+        tmp = folder.with_name(f".{name}.tmp")  # written whole, then renamed: a killed demo leaves no half folder
         tmp.mkdir(parents=True, exist_ok=True)
-        for k in range(3):
-            image, _ = render_scene(np.random.default_rng([7, k]), 96, 96)
-            write_png(tmp / f"scene{k}.png", image)
-        tmp.rename(scenes)
-    figures = run / "inputs" / "figures"
-    if not figures.is_dir():
-        from gesture_cli.data.synthetic_keypoints import render_figure
-
-        tmp = figures.with_name(".figures.tmp")
-        tmp.mkdir(parents=True, exist_ok=True)
-        for k in range(3):
-            image = render_figure(np.random.default_rng([7, k]), 64, clutter=False)[0]
-            write_png(tmp / f"figure{k}.png", image)
-        tmp.rename(figures)
+        for file, image in make_images().items():
+            write_png(tmp / file, image)
+        tmp.rename(folder)
     clip = run / "inputs" / "clip.mp4"
     if not clip.is_file():
         tmp = clip.with_name(".clip.tmp.mp4")
