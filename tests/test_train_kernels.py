@@ -1,4 +1,4 @@
-"""models.train_kernels: LoRA's dropout with a bool mask and attention whose bf16 CPU backward runs the fp32
+"""models.train_kernels: LoRA's dropout with a one-byte mask and attention whose bf16 CPU backward runs the fp32
 kernel. Both must compute what the stock modules compute: the same distribution, the same forward, gradients
 at least as close to an fp32 reference."""
 
@@ -12,7 +12,7 @@ from torch import nn
 
 from gesture_cli.models.backbones import build_backbone
 from gesture_cli.models.lora import build_classifier
-from gesture_cli.models.train_kernels import ATTENTION, KeepMaskDropout, sdpa_fp32_backward, use_keep_mask_dropout
+from gesture_cli.models.train_kernels import ATTENTION, KeepMaskDropout, keep_mask, sdpa_fp32_backward, use_keep_mask_dropout
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -28,11 +28,23 @@ def test_dropout_keeps_one_minus_p_scales_like_nn_dropout_and_saves_a_bool_mask(
     keep = y != 0
     assert abs(keep.float().mean().item() - 0.9) < 2e-3  # 4.9M draws: the standard error is 1.4e-4
     assert torch.equal(y[keep], (x * (1 / 0.9))[keep])  # what nn.Dropout's fp32 kernel gives, bit for bit
-    assert y.grad_fn.next_functions[0][0]._saved_condition.dtype == torch.bool  # `where` keeps only the mask
+    (saved,) = y.grad_fn.saved_tensors  # backward keeps only the mask, one byte an element
+    assert saved.dtype == torch.uint8 and saved.shape == x.shape and torch.equal(saved.bool(), keep)
     y.backward(torch.ones_like(y))
     assert torch.equal(x.grad, keep.float() * (1 / 0.9))
     torch.manual_seed(0)
     assert torch.equal(drop(x), y)  # drawn from the global generator: fit's per-step seeds make it repeatable
+
+
+@pytest.mark.parametrize("n", [2 * 300_000, 2 * 300_000 + 1])
+def test_keep_mask_halves_are_each_kept_with_probability_one_minus_p(n):
+    torch.manual_seed(0)
+    keep = keep_mask(torch.Size([n]), 0.3).float()
+    assert keep.shape == (n,) and set(keep.unique().tolist()) == {0.0, 1.0}
+    # even elements come from the low 16 bits of a draw, odd ones from the high 15: both must be uniform
+    for half in (keep[0::2], keep[1::2]):
+        assert abs(half.mean().item() - 0.7) < 4e-3  # 300k draws: the standard error is 8e-4
+    assert not torch.equal(keep[0::2][:1000], keep[1::2][:1000])
 
 
 def test_dropout_in_bf16_matches_the_fp32_route_rounded_once():
@@ -137,3 +149,110 @@ def test_adapters_take_bf16_input_as_is_and_compute_what_peft_s_upcast_computes(
         torch.manual_seed(3)
         logits.append(model(pixels))
     assert torch.equal(*logits)
+
+
+# ---- one-addmm LoRA update ---------------------------------------------------------------------------
+
+
+def _lora_pair(dtype=torch.float32):
+    """Two identical LoRA classifiers over tiny-dinov3 with non-zero B matrices: one with gx's forward, one PEFT's."""
+    from peft.tuners.lora.layer import Linear
+
+    models = []
+    for _ in range(2):
+        model = build_classifier(build_backbone("tiny-dinov3", image_size=32), num_classes=3, method="lora", seed=0)
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                if "lora_B" in name:
+                    p.copy_(torch.randn(p.shape, generator=torch.Generator().manual_seed(len(name))) * 0.1)
+                elif not p.requires_grad and dtype != torch.float32:
+                    p.data = p.data.to(dtype)  # the frozen base in the compute dtype, as core.device.Precision stores it
+        models.append(model.eval())  # eval: no dropout, so both see the same adapter input
+    for module in models[1].modules():
+        if type(module) is Linear:
+            del module.forward  # back to PEFT's class forward
+    return models
+
+
+def _run(model, x, autocast_dtype=None):
+    with torch.autocast("cpu", dtype=autocast_dtype or torch.bfloat16, enabled=autocast_dtype is not None):
+        out = model(x)
+    out.float().square().sum().backward()
+    return out.float(), {n: p.grad for n, p in model.named_parameters() if p.requires_grad}
+
+
+def test_addmm_lora_computes_peft_s_sum_in_fp32():
+    gx, peft = _lora_pair()
+    lora_layers = [m for m in gx.modules() if type(m).__name__ == "Linear" and hasattr(m, "lora_A")]
+    assert lora_layers and all(m.forward.__func__.__name__ == "_addmm_lora_forward" for m in lora_layers)
+    x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    (out_gx, grads_gx), (out_peft, grads_peft) = _run(gx, x), _run(peft, x)
+    assert torch.allclose(out_gx, out_peft, rtol=1e-5, atol=1e-6)
+    assert grads_gx.keys() == grads_peft.keys() and len(grads_gx) > 2
+    for name, g in grads_gx.items():
+        assert torch.allclose(g, grads_peft[name], rtol=1e-4, atol=1e-6), name
+    assert gx.state_dict().keys() == peft.state_dict().keys()  # nothing new is saved
+
+
+def test_addmm_lora_in_bf16_is_at_least_as_close_to_fp32_as_peft():
+    ref, _ = _lora_pair()
+    x = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    want, _ = _run(ref, x)
+    gx, peft = _lora_pair(torch.bfloat16)
+    (out_gx, _), (out_peft, _) = _run(gx, x, torch.bfloat16), _run(peft, x, torch.bfloat16)
+    err_gx, err_peft = ((o - want).norm() / want.norm() for o in (out_gx, out_peft))
+    assert err_gx <= err_peft * 1.05 and err_gx < 2e-2
+
+
+def test_addmm_lora_leaves_disabled_and_merged_adapters_to_peft():
+    gx, peft = _lora_pair()
+    x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        with_adapters = gx(x)
+        with gx.backbone.model.disable_adapter(), peft.backbone.model.disable_adapter():
+            base = gx(x)
+            assert torch.equal(base, peft(x)) and not torch.allclose(base, with_adapters, atol=1e-3)
+        gx.backbone.model.merge_adapter()
+        assert torch.allclose(gx(x), with_adapters, rtol=1e-4, atol=1e-5)
+
+
+# ---- DINOv3 rotary embedding -------------------------------------------------------------------------
+
+
+def _rope_run(fn, dtype, grad_enabled=True):
+    """q, k as DINOv3 makes them (views of [B, N, H*D] projections), 5 prefix tokens; outputs and input grads."""
+    g = torch.Generator().manual_seed(0)
+    q_proj, k_proj = (torch.randn(2, 21, 4 * 8, generator=g).to(dtype).requires_grad_() for _ in range(2))
+    cos, sin = (torch.randn(16, 8, generator=g).to(dtype) for _ in range(2))
+    with torch.set_grad_enabled(grad_enabled):
+        q, k = (t.view(2, 21, 4, 8).transpose(1, 2) for t in (q_proj, k_proj))
+        q_out, k_out = fn(q, k, cos, sin)
+    if not grad_enabled:
+        return q_out, k_out
+    w = torch.randn(q_out.shape, generator=g).to(dtype)
+    (q_out * w).sum().backward() if dtype == torch.float32 else q_out.backward(w)
+    k_out.backward(w * 2)
+    return q_out.detach(), k_out.detach(), q_proj.grad, k_proj.grad
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_patch_rope_is_bit_for_bit_the_stock_forward_and_backward(dtype):
+    from transformers.models.dinov3_vit import modeling_dinov3_vit
+
+    from gesture_cli.models.train_kernels import _PatchRope, use_fused_rope
+
+    assert use_fused_rope(build_classifier(build_backbone("tiny-dinov3", image_size=32), num_classes=3, method="lora"))
+    fused = modeling_dinov3_vit.apply_rotary_pos_emb
+    stock = fused.stock
+    assert not hasattr(stock, "stock")  # installed once, over transformers' own function
+    gx, ref = _rope_run(fused, dtype), _rope_run(stock, dtype)
+    assert all(torch.equal(a, b) for a, b in zip(gx, ref, strict=True))
+    q = torch.randn(1, 2, 21, 8, requires_grad=True)
+    assert type(fused(q, q, *torch.randn(2, 16, 8))[0].grad_fn).__name__ == _PatchRope.__name__ + "Backward"
+    assert all(torch.equal(a, b) for a, b in zip(_rope_run(fused, dtype, False), _rope_run(stock, dtype, False), strict=True))
+
+
+def test_fused_rope_is_only_for_dinov3():
+    from gesture_cli.models.train_kernels import use_fused_rope
+
+    assert not use_fused_rope(build_backbone("tiny-dinov2", image_size=32).model)

@@ -115,18 +115,20 @@ def apply_lora(backbone, *, targets: Sequence[str], rank: int, alpha: float, dro
     """Wrap backbone.model in a PeftModel with LoRA on `targets`; only the adapters are trainable.
 
     The adapters' dropout is models.train_kernels.KeepMaskDropout: PEFT's nn.Dropout's distribution with a
-    faster mask on CPU, kept as bool for backward. The adapters take their input in the dtype it comes in:
-    PEFT would cast a bf16 input up to the fp32 adapter weights, only for autocast to cast the dropped
-    input back down for the matmul (two copies of [B, N, D] per adapter and step, the same values: the
-    dropout scale is applied in fp32 either way and rounded once). Frozen weights are only ever stored
+    faster mask on CPU, kept as one byte an element for backward. Each adapter adds its update to the
+    frozen layer's output in place, with one addmm (train_kernels.use_addmm_lora). The adapters take their
+    input in the dtype it comes in: PEFT would cast a bf16 input up to the fp32 adapter weights, only for
+    autocast to cast the dropped input back down for the matmul (two copies of [B, N, D] per adapter and
+    step, the same values: the dropout scale is applied in fp32 either way and rounded once). Frozen weights are only ever stored
     in a lower dtype than the adapters together with an autocast forward (core.device.Precision)."""
     from peft import LoraConfig, get_peft_model
 
-    from gesture_cli.models.train_kernels import use_keep_mask_dropout
+    from gesture_cli.models.train_kernels import use_addmm_lora, use_keep_mask_dropout
 
     config = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=dropout, target_modules=list(targets), bias="none")
     peft_model = get_peft_model(backbone.model, config)
     use_keep_mask_dropout(peft_model)
+    use_addmm_lora(peft_model)
     for module in peft_model.modules():
         if hasattr(module, "lora_A"):
             module.cast_input_dtype_enabled = False  # read by PEFT's LoraLayer._cast_input_dtype
@@ -150,9 +152,10 @@ def build_classifier(
 
     Every random initial weight (LoRA A matrices, the head) comes from `seed`, whatever the global RNG holds.
     A transformers backbone trained through (`lora`, `full`) runs its attention as models.train_kernels'
-    `gx_sdpa`: the same forward, and on CPU in bf16 the faster fp32 kernel for backward.
+    `gx_sdpa`: the same forward, and on CPU in bf16 the faster fp32 kernel for backward; a DINOv3 one
+    applies its rotary embedding through train_kernels' `_PatchRope` (bit for bit the stock result).
     """
-    from gesture_cli.models.train_kernels import use_fp32_attention_backward
+    from gesture_cli.models.train_kernels import use_fp32_attention_backward, use_fused_rope
 
     if method not in METHODS:
         raise UsageError(f"--method '{method}' is not one of {', '.join(METHODS)}")
@@ -160,6 +163,7 @@ def build_classifier(
         p.requires_grad_(False)
     if method != "head":
         use_fp32_attention_backward(backbone.model)
+        use_fused_rope(backbone.model)
     if method == "lora":
         with torch.random.fork_rng(devices=[]):  # LoRA A matrices are drawn from the global RNG: seed them
             torch.manual_seed(seed)
