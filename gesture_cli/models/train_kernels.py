@@ -14,8 +14,8 @@ rounded once, so every kept value is bit for bit what nn.Dropout gives.
 `result + lora_B(h) * scaling`, three [B, N, out] tensors (B h, its scaled copy, the sum) and three
 roundings in bf16. With one plain adapter on a frozen nn.Linear, the same sum is added to the layer's
 output in place, `out.addmm_(h, B^T, alpha=scaling)`: no new tensor, accumulated in fp32 and rounded
-once. Any other configuration (several or disabled adapters, merged weights, DoRA and other variants,
-a lora_B bias, a trained base layer) runs PEFT's own forward.
+once. Any other configuration (not on the CPU, several or disabled adapters, merged weights, DoRA and
+other variants, a lora_B bias, a trained base layer) runs PEFT's own forward.
 
 `use_fused_rope` (DINOv3's rotary embedding of the patch tokens' queries and keys, transformers'
 `apply_rotary_pos_emb`): stock autograd builds it from split, mul, neg, cat, mul, add and cat, seven
@@ -95,8 +95,9 @@ def _addmm_lora_forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
     active = self.active_adapters
     name = active[0] if len(active) == 1 else None
     base = self.base_layer
-    if (args or kwargs or self.disable_adapters or self.merged or name not in self.lora_A or name in self.lora_variant
-            or self.lora_B[name].bias is not None or type(base) is not nn.Linear or self.fan_in_fan_out or base.weight.requires_grad):
+    if (args or kwargs or x.device.type != "cpu" or self.disable_adapters or self.merged or name not in self.lora_A
+            or name in self.lora_variant or self.lora_B[name].bias is not None or type(base) is not nn.Linear
+            or self.fan_in_fan_out or base.weight.requires_grad):
         return type(self).forward(self, x, *args, **kwargs)
     flat = x.reshape(-1, x.shape[-1])
     # the frozen layer as F.linear computes it on [*, in] (and as autocast casts it), as a fresh 2-D tensor:
