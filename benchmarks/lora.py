@@ -12,7 +12,8 @@ alpha=16, dropout 0.1) on q_proj/v_proj, a Linear head on the CLS token, AdamW, 
   gx route   `gesture_cli.train.loop.fit` with gx's classifier and loss: uint8 images in, batched
              augmentation (crop, rotation, colour) and preprocessing on the device, every step. The
              classifier is what `gx lora-train` builds, with its CPU kernels (models.train_kernels: the
-             adapters' dropout mask, attention's bf16 backward in the fp32 kernel; same maths as PEFT's).
+             adapters' dropout mask, their update added by one addmm, DINOv3's patch RoPE in one function,
+             attention's bf16 backward in the fp32 kernel; the same maths as PEFT's and transformers').
   hf route   `transformers.Trainer` on a PEFT model; its dataset hands out already normalised float
              pixels (no augmentation at all), so the baseline pays nothing for its inputs.
 

@@ -1,6 +1,7 @@
-"""models.train_kernels: LoRA's dropout with a one-byte mask and attention whose bf16 CPU backward runs the fp32
-kernel. Both must compute what the stock modules compute: the same distribution, the same forward, gradients
-at least as close to an fp32 reference."""
+"""models.train_kernels: LoRA's dropout with a one-byte mask, the adapter update added by one addmm, DINOv3's
+patch RoPE as one autograd function, and attention whose bf16 CPU backward runs the fp32 kernel. Each must
+compute what the stock modules compute: the same distribution, the same forward (bit for bit where the
+roundings are the same), gradients at least as close to an fp32 reference."""
 
 from __future__ import annotations
 
