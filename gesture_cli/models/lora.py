@@ -119,8 +119,9 @@ def apply_lora(backbone, *, targets: Sequence[str], rank: int, alpha: float, dro
     frozen layer's output in place, with one addmm (train_kernels.use_addmm_lora). The adapters take their
     input in the dtype it comes in: PEFT would cast a bf16 input up to the fp32 adapter weights, only for
     autocast to cast the dropped input back down for the matmul (two copies of [B, N, D] per adapter and
-    step, the same values: the dropout scale is applied in fp32 either way and rounded once). Frozen weights are only ever stored
-    in a lower dtype than the adapters together with an autocast forward (core.device.Precision)."""
+    step, the same values: the dropout scale is applied in fp32 either way and rounded once). Frozen
+    weights are only ever stored in a lower dtype than the adapters together with an autocast forward
+    (core.device.Precision)."""
     from peft import LoraConfig, get_peft_model
 
     from gesture_cli.models.train_kernels import use_addmm_lora, use_keep_mask_dropout
