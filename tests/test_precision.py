@@ -265,11 +265,12 @@ def _check_trained(metrics_path, log_path, precision):
 
 
 @pytest.mark.parametrize("precision", PRECISIONS)
-def test_lora_train(runner, tmp_path, precision):
-    res = _ok(invoke(runner, "lora-train", "--backbone", "tiny-dinov2", "--dataset", "synthetic-hands", "--image-size", "16", "--max-samples", "96",
+@pytest.mark.parametrize(("backbone", "size"), [("tiny-dinov2", "16"), ("tiny-dinov3", "32")])  # dinov3: RoPE and registers
+def test_lora_train(runner, tmp_path, precision, backbone, size):
+    res = _ok(invoke(runner, "lora-train", "--backbone", backbone, "--dataset", "synthetic-hands", "--image-size", size, "--max-samples", "96",
                      "--batch-size", "32", "--max-steps", "30", "--lr", "3e-3", "--precision", precision, "-r", tmp_path))
     assert f"precision: {precision} on cpu" in res.output
-    out = tmp_path / "lora" / "tiny-dinov2"
+    out = tmp_path / "lora" / backbone
     _check_trained(out / "metrics.json", out / "train_log.csv", precision)
     assert (out / "adapter" / "adapter_model.safetensors").is_file()
 
