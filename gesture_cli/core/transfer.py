@@ -247,15 +247,27 @@ def export_run(run_dir: Path | str, out: Path | str, *, only_best: bool = False,
 # ---- import ----------------------------------------------------------------------------------------
 
 
+DOTDOT = "a '..' component"
+
+
+def archive_name_problem(name: str) -> str | None:
+    """Why an archive member name would land outside the destination, or None: an empty name, an absolute
+    path (POSIX or a Windows drive) or a '..' component (DOTDOT), with either slash. Used by every unpacker."""
+    norm = name.replace("\\", "/")
+    if not norm.strip("/"):
+        return "an empty name"
+    if norm.startswith("/") or re.match(r"^[A-Za-z]:", norm):
+        return "an absolute path"
+    if ".." in norm.split("/"):
+        return DOTDOT
+    return None
+
+
 def _member_problem(member: tarfile.TarInfo) -> str | None:
     """Why a member may not be unpacked, or None."""
-    name = member.name.replace("\\", "/")
-    if not name.strip("/"):
-        return "an empty name"
-    if name.startswith("/") or re.match(r"^[A-Za-z]:", name):
-        return "an absolute path"
-    if ".." in name.split("/"):
-        return "a '..' component (it would land outside the target folder)"
+    problem = archive_name_problem(member.name)
+    if problem is not None:
+        return f"{problem} (it would land outside the target folder)" if problem == DOTDOT else problem
     if member.issym():
         return f"a symbolic link (to {member.linkname}); run archives hold regular files only"
     if member.islnk():

@@ -38,6 +38,7 @@ from pathlib import Path, PurePosixPath
 
 from gesture_cli import __version__
 from gesture_cli.core.errors import DownloadError, UsageError
+from gesture_cli.core.transfer import archive_name_problem
 
 ProgressFn = Callable[[int, "int | None"], None]
 
@@ -318,18 +319,6 @@ def discard(archive: Path) -> None:
 # archives
 
 
-def _name_problem(name: str) -> str | None:
-    """Why an archive member name would land outside the destination, or None."""
-    norm = name.replace("\\", "/")
-    if not norm.strip("/"):
-        return "an empty name"
-    if norm.startswith("/") or re.match(r"^[A-Za-z]:", norm):
-        return "an absolute path"
-    if ".." in norm.split("/"):
-        return "a '..' component"
-    return None
-
-
 def _link_problem(member: str, target: str, *, hard: bool) -> str | None:
     """Why a link member escapes: symlinks resolve against the member's folder, hard links against the root."""
     norm = target.replace("\\", "/")
@@ -344,7 +333,7 @@ def _link_problem(member: str, target: str, *, hard: bool) -> str | None:
 
 def _check_zip(zf: zipfile.ZipFile, label: str) -> None:
     for info in zf.infolist():
-        problem = _name_problem(info.filename)
+        problem = archive_name_problem(info.filename)
         mode = info.external_attr >> 16
         if problem is None and stat.S_ISLNK(mode):
             problem = _link_problem(info.filename, zf.read(info).decode("utf-8", "replace"), hard=False)
@@ -358,11 +347,11 @@ def _check_zip(zf: zipfile.ZipFile, label: str) -> None:
 
 def _check_tar(tf: tarfile.TarFile, label: str) -> None:
     for m in tf.getmembers():
-        problem = _name_problem(m.name)
+        problem = archive_name_problem(m.name)
         if problem is None and m.issym():
             problem = _link_problem(m.name, m.linkname, hard=False)
         elif problem is None and m.islnk():
-            problem = _name_problem(m.linkname) and f"a hard link to {m.linkname}"
+            problem = archive_name_problem(m.linkname) and f"a hard link to {m.linkname}"
         if problem is None and m.isfifo():
             problem = "the type FIFO (a named pipe)"
         elif problem is None and (m.ischr() or m.isblk()):
