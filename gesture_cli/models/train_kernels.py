@@ -100,9 +100,9 @@ def _addmm_lora_forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
             or self.fan_in_fan_out or base.weight.requires_grad):
         return type(self).forward(self, x, *args, **kwargs)
     flat = x.reshape(-1, x.shape[-1])
-    # the frozen layer as F.linear computes it on [*, in] (and as autocast casts it), as a fresh 2-D tensor:
-    # neither it nor its input is saved for backward, so the update can be added in place
-    out = torch.addmm(base.bias, flat, base.weight.t()) if base.bias is not None else torch.mm(flat, base.weight.t())
+    # the frozen layer on [M, in] gives a fresh [M, out] tensor that neither it nor anything else keeps for
+    # backward, so the update can be added to it in place
+    out = base(flat)
     h = self.lora_A[name](self.lora_dropout[name](flat))  # [M, r]
     weight = self.lora_B[name].weight  # [out, r]
     if not (out.dtype == h.dtype == weight.dtype or torch.is_autocast_enabled(out.device.type)):
