@@ -255,7 +255,7 @@ def decode_and_scaling(args) -> None:
         # 1 process with every core vs 2 processes with one core each, through the CLI
         common = ["extract-features", "-b", str(snap), "-d", f"folder:{folder}", "--split", "all", "--batch-size", "32",
                   "--workers", "0", "--precision", "bf16", "--shard-size", "32"]
-        env = {**os.environ, "PYTHONPATH": str(REPO)}
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, (str(REPO), os.environ.get("PYTHONPATH"))))}
         cores = os.cpu_count() or 2
         one = _cli_speed([sys.executable, "-m", "gesture_cli", *common, "-r", str(tmp / "one")], {**env, "OMP_NUM_THREADS": str(cores)}, tmp / "one")
         torchrun = Path(sys.executable).with_name("torchrun")

@@ -3,18 +3,31 @@ benchmarks, summarised in one JSON file (what `make gpu-check` runs; about 5-8 m
 
 For each precision the demo's command lines (`gesture_cli.tasks.demo.demo_steps`: extract, probe, fine-tune,
 evaluate, infer, Grad-CAM, PCA compute and render, segmentation, keypoints, pose pretrain/finetune,
-translate, report) run in a run dir of their own with `--device cuda --precision P` added to every command
-that runs a model. Each step's exit code and time are recorded, and the precision every trained artifact
-says it was made in is checked against the one asked for. A GPU without bf16 (T4, V100) runs fp16 only.
+translate, report) run in a run dir of their own with `--device D --precision P` added to every command
+that runs a model, and `--verbose`, so a failure leaves its traceback in the log. Each step's exit code,
+time and (when it fails) the end of its output are recorded, and the precision every trained artifact says
+it was made in is checked against the one asked for. A step that fails does not stop the others: those
+that need its artifacts fail too, quickly, and the independent ones still run. A GPU without bf16 (T4,
+V100) runs fp16 only.
 
-Usage: python benchmarks/gpu_check.py [--out gpu-check.json] [--skip-benchmarks]
+The summary is rewritten after every stage, so a run cut short still leaves what it measured.
+
+`--device cpu` rehearses the same script on a CPU (bf16 only: fp16 on a CPU is a usage error), with
+`--quick` benchmark settings: it checks the script, not the numbers.
+
+Usage: python benchmarks/gpu_check.py [--out gpu-check.json] [--device cuda|cpu] [--precisions bf16,fp16]
+                                      [--skip-benchmarks] [--quick]
 Exit code: 0 when every step ran and every benchmark finished, 1 otherwise, 2 without CUDA.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
+import os
+import platform
 import subprocess
 import sys
 import tempfile
@@ -25,75 +38,156 @@ REPO = Path(__file__).resolve().parents[1]
 # Commands that run a model, and so take --device and --precision.
 MODEL_COMMANDS = {"extract-features", "lora-train", "evaluate", "infer", "gradcam", "pca-compute", "pca-visualize", "segment-train",
                   "keypoint-train", "pose-pretrain", "pose-finetune"}
-TRAINED = {"lora": "lora/tiny-dinov2/metrics.json", "segment": "segment/tiny-dinov2/metrics.json",
-           "keypoint": "keypoint/tiny-dinov2/metrics.json", "pose-pretrain": "pose/pretrain/metrics.json",
-           "pose-finetune": "pose/finetune/metrics.json"}
+BENCH_TIMEOUT_S = 300  # one benchmark that hangs must not eat the rest of a short GPU lease
 
 
-def run_commands(precision: str, root: Path) -> dict:
+def trained_metrics(backbone: str) -> dict[str, str]:
+    """Name -> metrics.json (relative to the run dir) of each artifact the demo trains."""
+    return {"lora": f"lora/{backbone}/metrics.json", "segment": f"segment/{backbone}/metrics.json",
+            "keypoint": f"keypoint/{backbone}/metrics.json", "pose-pretrain": "pose/pretrain/metrics.json",
+            "pose-finetune": "pose/finetune/metrics.json"}
+
+
+def invoke_captured(args: list[str]) -> tuple[int, str]:
+    """Run one gx command line in this process with --verbose; returns (exit code, its output), echoing the output."""
     from gesture_cli.cli.demo import invoke_gx
-    from gesture_cli.tasks.demo import demo_steps, prepare_inputs, run_step
+
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf), contextlib.redirect_stderr(buf):
+        try:
+            code = invoke_gx(["--verbose", *args])
+        except BaseException as exc:  # noqa: BLE001 - any crash is a result to record, not a reason to stop the check
+            import traceback
+
+            traceback.print_exc()
+            code = getattr(exc, "code", None) if isinstance(getattr(exc, "code", None), int) else 1
+    out = buf.getvalue()
+    sys.stdout.write(out)
+    sys.stdout.flush()
+    return code, out
+
+
+def run_commands(precision: str, root: Path, *, device: str) -> dict:
+    from gesture_cli.tasks.demo import MAIN, demo_steps, prepare_inputs, run_step
 
     run = root / precision
     run.mkdir(parents=True)
     prepare_inputs(run)
     steps, t0 = [], time.perf_counter()
     for step in demo_steps(run):
-        extra = ("--device", "cuda", "--precision", precision) if step.args[0] in MODEL_COMMANDS else ()
+        extra = ("--device", device, "--precision", precision) if step.args[0] in MODEL_COMMANDS else ()
         step = type(step)(step.title, (*step.args, *extra), step.forceable)
-        res = run_step(step, run, fresh=False, invoke=invoke_gx)
-        steps.append({"title": step.title, "command": "gx " + " ".join(step.args), "status": res.status, "exit_code": res.exit_code,
-                      "seconds": round(res.seconds, 2)})
+        outputs: list[str] = []
+
+        def invoke(args: list[str], outputs: list[str] = outputs) -> int:
+            code, out = invoke_captured(args)
+            outputs.append(out)
+            return code
+
+        res = run_step(step, run, fresh=False, invoke=invoke)
+        entry = {"title": step.title, "command": "gx " + " ".join(step.args), "status": res.status, "exit_code": res.exit_code,
+                 "seconds": round(res.seconds, 2)}
         if res.status == "failed":
-            break
+            entry["output_tail"] = "".join(outputs)[-3000:]
+        steps.append(entry)
+        print(f"   [{res.status:>6} {res.seconds:6.1f} s] {step.title}", flush=True)
     recorded = {}
-    for name, rel in TRAINED.items():
+    for name, rel in trained_metrics(MAIN).items():
         path = run / rel
         recorded[name] = json.loads(path.read_text()).get("precision") if path.is_file() else None
-    ok = all(s["status"] != "failed" for s in steps) and len(steps) == len(demo_steps(run))
-    ok = ok and all(v == precision for v in recorded.values())
+    ok = all(s["status"] != "failed" for s in steps) and all(v == precision for v in recorded.values())
     return {"ok": ok, "seconds": round(time.perf_counter() - t0, 1), "steps": steps, "recorded_precision": recorded}
 
 
 def run_benchmark(args: list[str], json_path: Path) -> dict:
     t0 = time.perf_counter()
-    res = subprocess.run([sys.executable, *args, "--json", str(json_path)], capture_output=True, text=True, cwd=REPO)
-    out = {"command": " ".join(args), "exit_code": res.returncode, "seconds": round(time.perf_counter() - t0, 1),
-           "output": res.stdout[-2000:] + res.stderr[-1000:]}
-    if json_path.is_file():
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, (str(REPO), os.environ.get("PYTHONPATH"))))}
+    try:
+        res = subprocess.run([sys.executable, *args, "--json", str(json_path)], capture_output=True, text=True, cwd=REPO, env=env,
+                             timeout=BENCH_TIMEOUT_S)
+        code, stdout, stderr = res.returncode, res.stdout, res.stderr
+    except subprocess.TimeoutExpired as exc:
+        code = 124
+        stdout = exc.stdout.decode() if isinstance(exc.stdout, bytes) else exc.stdout or ""
+        stderr = f"timed out after {BENCH_TIMEOUT_S} s"
+    out = {"command": " ".join(args), "exit_code": code, "seconds": round(time.perf_counter() - t0, 1),
+           "output": stdout[-2000:] + stderr[-1000:]}
+    print(stdout[-2000:] + stderr[-1000:], flush=True)
+    if code == 0 and json_path.is_file():
         out["result"] = json.loads(json_path.read_text())
     return out
 
 
-def main() -> int:
+def benchmark_commands(precisions: list[str], *, device: str, quick: bool) -> dict[str, list[str]]:
+    lora = ["--batch", "2", "--size", "64", "--steps", "2"] if quick else ["--batch", "32"]
+    extract = ["--images", "4", "--naive-images", "1", "--rounds", "1", "--seconds", "0.2"] if quick else []
+    benches = {f"lora-{p}": ["benchmarks/lora.py", "--device", device, "--precision", p, *lora] for p in precisions}
+    benches["extract"] = ["benchmarks/extract.py", "--device", device, "--no-compile", *extract]
+    return benches
+
+
+def environment() -> dict:
+    import torch
+
+    versions = {"python": platform.python_version(), "torch": torch.__version__, "cuda": torch.version.cuda}
+    for name in ("transformers", "peft", "accelerate", "huggingface_hub", "numpy"):
+        with contextlib.suppress(Exception):
+            versions[name] = __import__(name).__version__
+    with contextlib.suppress(Exception):
+        versions["gx_commit"] = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=REPO,
+                                               check=True).stdout.strip()
+    return versions
+
+
+def write_summary(path: Path, summary: dict) -> None:
+    tmp = path.with_name(path.name + ".partial")
+    tmp.write_text(json.dumps(summary, indent=1))
+    tmp.replace(path)
+
+
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=Path("gpu-check.json"), help="the JSON summary to write")
+    ap.add_argument("--device", choices=("cuda", "cpu"), default="cuda", help="cpu: a rehearsal of this script (bf16 only)")
+    ap.add_argument("--precisions", help="comma-separated, e.g. fp16 (default: bf16,fp16 on CUDA with bf16, fp16 on older CUDA, "
+                                         "bf16 on a CPU)")
     ap.add_argument("--skip-benchmarks", action="store_true", help="run the commands only")
-    args = ap.parse_args()
+    ap.add_argument("--quick", action="store_true", help="tiny benchmark settings (checks the script, not the numbers)")
+    args = ap.parse_args(argv)
 
     import torch
 
-    if not torch.cuda.is_available():
-        print("gpu-check needs a CUDA GPU: torch.cuda.is_available() is False here", file=sys.stderr)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        print("gpu-check needs a CUDA GPU: torch.cuda.is_available() is False here (--device cpu rehearses it)", file=sys.stderr)
         return 2
-    precisions = ["bf16", "fp16"] if torch.cuda.is_bf16_supported() else ["fp16"]
-    summary: dict = {"gpu": torch.cuda.get_device_name(0), "torch": torch.__version__, "cuda": torch.version.cuda,
-                     "precisions": {}, "benchmarks": {}}
+    if args.precisions:
+        precisions = [p.strip() for p in args.precisions.split(",") if p.strip()]
+    elif args.device == "cpu":
+        precisions = ["bf16"]
+    else:
+        precisions = ["bf16", "fp16"] if torch.cuda.is_bf16_supported() else ["fp16"]
+    allowed = {"fp32", "bf16"} | ({"fp16"} if args.device == "cuda" else set())
+    if bad := [p for p in precisions if p not in allowed]:
+        ap.error(f"--precisions: {', '.join(bad)} not one of {', '.join(sorted(allowed))} on {args.device}")
+    gpu = torch.cuda.get_device_name(0) if args.device == "cuda" else f"none (CPU rehearsal: {platform.processor() or platform.machine()})"
+    summary: dict = {"gpu": gpu, "device": args.device, "versions": environment(), "precisions": {}, "benchmarks": {}, "ok": False}
+    print(f"gpu-check on {gpu}: {', '.join(precisions)}; {summary['versions']}", flush=True)
+    write_summary(args.out, summary)
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         for p in precisions:
             print(f"== commands in {p}", flush=True)
-            summary["precisions"][p] = res = run_commands(p, root)
-            print(f"   {'ok' if res['ok'] else 'FAILED'} in {res['seconds']} s", flush=True)
+            summary["precisions"][p] = res = run_commands(p, root, device=args.device)
+            print(f"   {'ok' if res['ok'] else 'FAILED'} in {res['seconds']} s; recorded precision {res['recorded_precision']}", flush=True)
+            write_summary(args.out, summary)
         if not args.skip_benchmarks:
-            benches = {f"lora-{p}": ["benchmarks/lora.py", "--device", "cuda", "--precision", p, "--batch", "32"] for p in precisions}
-            benches["extract"] = ["benchmarks/extract.py", "--device", "cuda", "--no-compile"]
-            for name, cmd in benches.items():
-                print(f"== benchmark {name}", flush=True)
+            for name, cmd in benchmark_commands(precisions, device=args.device, quick=args.quick).items():
+                print(f"== benchmark {name}: {' '.join(cmd)}", flush=True)
                 summary["benchmarks"][name] = run_benchmark(cmd, root / f"{name}.json")
+                write_summary(args.out, summary)
     summary["ok"] = all(r["ok"] for r in summary["precisions"].values()) and all(
         b["exit_code"] == 0 for b in summary["benchmarks"].values())
-    args.out.write_text(json.dumps(summary, indent=1))
+    write_summary(args.out, summary)
     print(f"wrote {args.out}: {'ok' if summary['ok'] else 'FAILED'}")
     return 0 if summary["ok"] else 1
 

@@ -174,7 +174,7 @@ def main() -> None:
         print("RESULT " + json.dumps(out), flush=True)
         return
 
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_VERBOSITY": "error", "PYTHONPATH": str(REPO)}
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_VERBOSITY": "error", "PYTHONPATH": os.pathsep.join(filter(None, (str(REPO), os.environ.get("PYTHONPATH"))))}
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = Path(tmp) / "dinov3-vits16-random"

@@ -115,7 +115,7 @@ def main() -> None:
         print("RESULT " + json.dumps(res), flush=True)
         return
 
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_VERBOSITY": "error", "PYTHONPATH": str(REPO)}
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_VERBOSITY": "error", "PYTHONPATH": os.pathsep.join(filter(None, (str(REPO), os.environ.get("PYTHONPATH"))))}
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = Path(tmp) / "dinov2-small-random"

@@ -12,7 +12,7 @@ import math
 
 import pytest
 import torch
-from conftest import REPO, invoke, one_line_error
+from conftest import invoke, one_line_error
 from torch import nn
 
 from gesture_cli.core.device import NATIVE_BF16_ENV, Precision, inference_precision, make_precision, resolve_precision
@@ -319,21 +319,3 @@ def test_fp16_on_a_cpu_is_a_one_line_usage_error(runner, tmp_path):
 def test_make_precision_takes_device_strings():
     assert make_precision("cpu", "fp32") == Precision("fp32", CPU)
 
-
-def test_gpu_check_adds_precision_to_exactly_the_commands_that_run_a_model(runner):
-    """benchmarks/gpu_check.py appends --device/--precision to MODEL_COMMANDS: every one of them must take both,
-    and every command that takes --precision must be in the set (else the GPU check would skip it)."""
-    import importlib.util
-
-    from gesture_cli.cli.app import app
-
-    spec = importlib.util.spec_from_file_location("gpu_check", REPO / "benchmarks" / "gpu_check.py")
-    gpu_check = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(gpu_check)
-    import typer.main
-
-    commands = typer.main.get_command(app).commands
-    takes = {name for name, cmd in commands.items() if any("--precision" in p.opts for p in cmd.params)}
-    assert takes == gpu_check.MODEL_COMMANDS
-    for name in takes:
-        assert any("--device" in p.opts for p in commands[name].params), name
