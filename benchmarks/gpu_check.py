@@ -35,6 +35,8 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:  # gx need not be installed: a GPU image with PyTorch and no package index runs it from the checkout
+    sys.path.insert(0, str(REPO))
 # Commands that run a model, and so take --device and --precision.
 MODEL_COMMANDS = {"extract-features", "lora-train", "evaluate", "infer", "gradcam", "pca-compute", "pca-visualize", "segment-train",
                   "keypoint-train", "pose-pretrain", "pose-finetune"}

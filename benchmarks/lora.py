@@ -69,6 +69,16 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
+def _step_end() -> float:
+    """The time a step ended: on CUDA after its queued kernels finished, else a step would be timed by how fast it
+    was queued (gx's loop never waits for the GPU within a step; the Trainer does, for its grad norm)."""
+    import torch
+
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.synchronize()
+    return time.perf_counter()
+
+
 def _result(times: list[float], *, batch: int, warmup: int) -> dict:
     """Throughput from the end times of every step: the fastest timed step (the least disturbed by other
     processes on a shared machine) and the median."""
@@ -100,7 +110,7 @@ def child_gx(model_dir: Path, *, batch: int, size: int, steps: int, warmup: int,
     cfg = TrainConfig(max_steps=steps + warmup, batch_size=batch, lr=5e-4, checkpoint_every=0, log_every=1000, precision=precision)
     with tempfile.TemporaryDirectory() as tmp:
         fit(model, train_data=ImageBatches(ds, size=size), loss_fn=make_loss_fn(augment=AugmentConfig()), cfg=cfg,
-            checkpoint_dir=Path(tmp), callbacks={"on_step_end": [lambda s: times.append(time.perf_counter())]},
+            checkpoint_dir=Path(tmp), callbacks={"on_step_end": [lambda s: times.append(_step_end())]},
             accelerator=acc)
     return _result(times, batch=batch, warmup=warmup)
 
@@ -138,7 +148,7 @@ def child_hf(model_dir: Path, *, batch: int, size: int, steps: int, warmup: int,
 
     class Timer(TrainerCallback):
         def on_step_end(self, args, state, control, **kwargs):
-            times.append(time.perf_counter())
+            times.append(_step_end())
 
     with tempfile.TemporaryDirectory() as tmp:
         args = TrainingArguments(
