@@ -119,12 +119,23 @@ def save_tensors(path: Path, tensors: dict, *, kind: str, meta: dict | None = No
     atomic_write_bytes(Path(path), save(tensors, metadata={"gx": json.dumps(header, default=_json_default)}))
 
 
-def load_tensors(path: Path, *, kind: str, device: str = "cpu") -> tuple[dict, dict]:
-    """Load (tensors, meta) from a gx safetensors file, checking its kind and schema version."""
+def safetensors_device(device: object) -> str:
+    """A device as safetensors' loader takes it: it refuses an indexed CPU ('cpu:0', what a CPU process under
+    torchrun runs on), which torch itself accepts."""
+    import torch
+
+    dev = torch.device(device) if not isinstance(device, torch.device) else device
+    return dev.type if dev.type == "cpu" or dev.index is None else f"{dev.type}:{dev.index}"
+
+
+def load_tensors(path: Path, *, kind: str, device: object = "cpu") -> tuple[dict, dict]:
+    """Load (tensors, meta) from a gx safetensors file onto `device` (a torch.device or its name), checking its
+    kind and schema version."""
     from safetensors import safe_open
     from safetensors.torch import load_file
 
     path = Path(path)
+    device = safetensors_device(device)
     if not path.is_file():
         raise ArtifactError(f"{path}: file not found")
     try:

@@ -90,6 +90,19 @@ def launched_world_size() -> int:
     return int(os.environ.get("WORLD_SIZE", "1") or 1)
 
 
+def keep_one_process() -> bool:
+    """For a command that runs in one process, launched by `torchrun` / `accelerate launch` anyway (a script
+    that launches every gx command the same way): True on rank 0, which from here on is a plain one-process
+    run (the launcher's world variables reset, so nothing waits for the other ranks), and False on the others,
+    which should exit at once and touch nothing."""
+    if launched_world_size() == 1:
+        return True
+    if int(os.environ.get("RANK", "0") or 0) != 0:
+        return False
+    os.environ.update({"WORLD_SIZE": "1", "RANK": "0", "LOCAL_RANK": "0", "LOCAL_WORLD_SIZE": "1"})
+    return True
+
+
 def init_dist(device) -> Dist:
     """A `Dist` for this process; joins the launcher's process group (gloo on CPU, NCCL on CUDA).
 

@@ -178,8 +178,7 @@ def load_checkpoint(directory: Path, *, device="cpu") -> tuple[dict[str, torch.T
     """(model tensors, state, optimizer state_dict or None, rng tensors) of a checkpoint directory."""
     directory = Path(directory)
     state = read_checkpoint_state(directory)
-    dev = torch.device(device)
-    model, _ = load_tensors(directory / "model.safetensors", kind=MODEL_KIND, device="cpu" if dev.type == "cpu" else str(dev))
+    model, _ = load_tensors(directory / "model.safetensors", kind=MODEL_KIND, device=device)
     optimizer = None
     rng: dict[str, torch.Tensor] = {}
     opt_path = directory / "optimizer.safetensors"
