@@ -255,10 +255,11 @@ def test_killed_run_resumes_from_its_last_checkpoint(runner, tmp_path):
 
 
 @pytest.mark.slow
-def test_two_processes_with_torchrun(tmp_path):
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_two_processes_with_torchrun(tmp_path, precision):
     run_dir = tmp_path / "run"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "-m", "gesture_cli", "lora-train", "--backbone", "tiny-vit",
-           *QUICK, "--batch-size", "8", "--epochs", "2", "--checkpoint-every", "3", "-r", str(run_dir)]
+           *QUICK, "--batch-size", "8", "--epochs", "2", "--checkpoint-every", "3", "--precision", precision, "-r", str(run_dir)]
     res = subprocess.run(cmd, env=_env(tmp_path), cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stdout + res.stderr
     assert res.stdout.count("trainable parameters") == 1 and res.stdout.count("Wrote ") == 1  # rank 0 prints
@@ -266,6 +267,7 @@ def test_two_processes_with_torchrun(tmp_path):
     assert step["status"] == "ok"
     metrics = json.loads((run_dir / "lora" / "tiny-vit" / "metrics.json").read_text())
     assert metrics["num_processes"] == 2 and metrics["steps"] == 12  # 96 samples / (8 x 2) = 6 steps per epoch
+    assert metrics["precision"] == precision
     assert (run_dir / "lora" / "tiny-vit" / "adapter" / "adapter_model.safetensors").is_file()
 
 
