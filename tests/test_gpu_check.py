@@ -86,3 +86,22 @@ def test_the_whole_check_rehearsed_on_this_cpu(gpu_check, tmp_path, monkeypatch)
     assert all(b["exit_code"] == 0 and "result" in b for b in summary["benchmarks"].values())
     assert summary["benchmarks"]["lora-bf16"]["result"]["precision"] == "bf16"
     assert not list(tmp_path.glob("*.partial"))
+
+
+def test_the_offline_runner_names_the_modules_a_gpu_image_lacks(tmp_path):
+    """benchmarks/gpu_check_offline.sh run, with a Python that has none of gx's dependencies (the system one, with
+    no wheels beside the script): exit 2 and one line naming what to fetch, before anything runs."""
+    import shutil
+    import subprocess
+
+    python = shutil.which("python3", path="/usr/bin:/bin")
+    if python is None:
+        pytest.skip("no system python3")
+    (tmp_path / "benchmarks").mkdir()
+    script = shutil.copy(REPO / "benchmarks" / "gpu_check_offline.sh", tmp_path / "benchmarks")
+    res = subprocess.run(["bash", script, "run"], env={"PATH": "/usr/bin:/bin", "PYTHON": python}, capture_output=True, text=True,
+                         timeout=60)
+    assert res.returncode == 2
+    assert "gx needs these modules, missing here: torch transformers peft" in res.stderr and "'fetch'" in res.stderr
+    res = subprocess.run(["bash", script], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 2 and "gpu_check_offline.sh fetch [PYTHON_VERSION]" in res.stdout
