@@ -286,3 +286,29 @@ def test_progress_helpers_print_periodic_lines_when_not_a_terminal():
     lines = buf.getvalue().splitlines()
     assert lines[:1] == [lines[0]] and lines[0].startswith("train: 20000/20000 step")
     assert len(lines) <= 2, lines  # the final count (and at most one periodic line); never one per update
+
+
+@pytest.mark.parametrize("terminal", [False, True])
+def test_the_rate_counts_only_the_work_done_while_the_bar_was_open(terminal, monkeypatch):
+    """A resumed run's bar starts at its saved step, and a bar opened late is first told of work already done:
+    neither counts towards the rate (it once printed 183,430,068.9 step/s for a finished run resumed)."""
+    from rich.console import Console
+
+    from gesture_cli.cli import progress
+
+    now = [100.0]
+    monkeypatch.setattr(progress.time, "perf_counter", lambda: now[0])
+    buf = io.StringIO()
+    console = Console(file=buf, force_terminal=terminal, width=200)
+    with progress.progress_bar(console, "train", 600, unit="step", every_s=1.0) as update:
+        update(549)  # the step a resumed run starts at
+        for step in (550, 551):
+            now[0] += 2.0
+            update(step)
+    text = buf.getvalue()
+    assert "0.5 step/s" in text and "137" not in text and "274" not in text, text  # 2 steps in 4 s, not 551 in 4 s
+    buf.seek(0)
+    buf.truncate(0)
+    with progress.progress_bar(console, "translate test", 1, unit="seq") as update:
+        update(1)  # opened after the work: nothing was timed
+    assert "1/1" in buf.getvalue() and "seq/s" not in buf.getvalue(), buf.getvalue()

@@ -12,7 +12,10 @@ from contextlib import contextmanager
 
 @contextmanager
 def progress_bar(console, description: str, total: int | None, *, unit: str = "it", every_s: float = 10.0):
-    """Yield update(done, total=None) for a task; shows throughput in `unit`/s and an ETA."""
+    """Yield update(done, total=None) for a task; shows throughput in `unit`/s and an ETA.
+
+    The rate counts only the work done while the bar was open: the first update's `done` is its base (the
+    steps a resumed run had already made, or the items a lazily opened bar was first told of)."""
     if console.is_terminal:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
@@ -22,41 +25,46 @@ def progress_bar(console, description: str, total: int | None, *, unit: str = "i
             TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=False,
         ) as prog:
             task = prog.add_task(description, total=total, rate="")
-            t0 = time.perf_counter()
+            t0, base = time.perf_counter(), []
 
             def update(done: int, new_total: int | None = None) -> None:
                 dt = time.perf_counter() - t0
-                fields = {"rate": f"{done / dt:,.1f} {unit}/s" if dt > 0 else ""}
+                base[:] = base or [done]
+                fields = {"rate": f"{(done - base[0]) / dt:,.1f} {unit}/s" if dt > 0 and done > base[0] else ""}
                 prog.update(task, completed=done, total=new_total if new_total is not None else prog.tasks[0].total, **fields)
 
             yield update
         return
 
     t0 = last = time.perf_counter()
-    state = {"done": 0, "total": total, "printed_at": -1}
+    state = {"done": 0, "total": total, "printed_at": -1, "base": None}
 
     def update(done: int, new_total: int | None = None) -> None:
         nonlocal last
         state["done"] = done
+        if state["base"] is None:
+            state["base"] = done
         if new_total is not None:
             state["total"] = new_total
         now = time.perf_counter()
         finished = state["total"] is not None and done >= state["total"]
         if now - last >= every_s or finished:
             last = now
-            _line(console, description, done, state["total"], now - t0, unit)
+            _line(console, description, done, state["total"], now - t0, unit, base=state["base"])
             state["printed_at"] = done
 
     yield update
     if state["printed_at"] != state["done"]:
-        _line(console, description, state["done"], state["total"], time.perf_counter() - t0, unit)
+        _line(console, description, state["done"], state["total"], time.perf_counter() - t0, unit, base=state["base"] or 0)
 
 
-def _line(console, description: str, done: int, total: int | None, dt: float, unit: str) -> None:
-    rate = done / dt if dt > 0 else 0.0
+def _line(console, description: str, done: int, total: int | None, dt: float, unit: str, *, base: int) -> None:
+    """One plain progress line; the rate (and so the ETA) only when work was timed since the bar opened."""
+    rate = (done - base) / dt if dt > 0 and done > base else 0.0
     of = f"/{total}" if total else ""
     eta = f", ETA {max(0.0, (total - done) / rate):.0f}s" if total and rate > 0 and done < total else ""
-    console.print(f"{description}: {done}{of} {unit} ({rate:,.1f} {unit}/s{eta})", highlight=False)
+    speed = f" ({rate:,.1f} {unit}/s{eta})" if rate > 0 else ""
+    console.print(f"{description}: {done}{of} {unit}{speed}", highlight=False)
 
 
 @contextmanager
