@@ -195,6 +195,44 @@ def test_fp16_fit_skips_a_step_whose_gradients_overflow(tmp_path):
     assert state["trainer"]["skipped_steps"] == res.state.skipped_steps
 
 
+def test_a_resume_in_another_precision_is_said_and_recorded(tmp_path):
+    """A bf16 run stopped at step 6 and resumed in fp16 (a card without bf16): it trains on, says so once, and the
+    checkpoint and metrics.json say which steps ran in which precision."""
+    import warnings
+
+    from gesture_cli.core.errors import GxWarning
+    from gesture_cli.train.loop import TrainConfig, TrainingInterrupted, fit, make_accelerator
+    from gesture_cli.train.skeleton import fit_summary
+
+    def run(precision, *, resume):
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 1))
+        cfg = TrainConfig(max_steps=12, batch_size=16, lr=3e-2, warmup_steps=0, checkpoint_every=3, log_every=1)
+        stop = {"on_step_end": [lambda st: st.request_stop("test") if st.step == 6 and not resume else None]}
+        return fit(model, train_data=_Pairs(), loss_fn=lambda m, b: nn.functional.mse_loss(m(b[0]), b[1]), cfg=cfg,
+                   checkpoint_dir=tmp_path / "ckpt", accelerator=make_accelerator("cpu"), precision=Precision(precision, CPU),
+                   resume=resume, callbacks=stop)
+
+    with pytest.raises(TrainingInterrupted, match="step 6/12"):
+        run("bf16", resume=False)
+    assert json.loads((tmp_path / "ckpt" / "last" / "state.json").read_text())["trainer"]["precision_history"] == [[0, "bf16"]]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        res = run("fp16", resume=True)
+    said = [str(w.message) for w in caught if issubclass(w.category, GxWarning)]
+    assert len(said) == 1 and "in fp16, but its steps up to 6 ran in bf16" in said[0], said
+    assert res.state.step == 12 and res.state.resumed_from == 6
+    summary = fit_summary(res)
+    assert summary["precision"] == "fp16"
+    assert summary["precision_history"] == [{"from_step": 0, "precision": "bf16"}, {"from_step": 6, "precision": "fp16"}]
+    state = json.loads((res.last_dir / "state.json").read_text())["trainer"]
+    assert state["precision"] == "fp16" and state["precision_history"] == [[0, "bf16"], [6, "fp16"]]
+    with warnings.catch_warnings(record=True) as caught:  # the same precision again: nothing to say
+        warnings.simplefilter("always")
+        run("fp16", resume=True)
+    assert not [w for w in caught if issubclass(w.category, GxWarning)]
+
+
 # ---- every model command in fp32 and bf16 -------------------------------------------------------------
 
 PRECISIONS = ["fp32", "bf16"]

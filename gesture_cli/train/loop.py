@@ -50,13 +50,14 @@ import math
 import signal
 import threading
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from gesture_cli.core.errors import ArtifactError, GxError, UsageError
+from gesture_cli.core.errors import ArtifactError, GxError, GxWarning, UsageError
 from gesture_cli.train.checkpoint import find_checkpoint, load_checkpoint, load_model_state, restore_rng, write_checkpoint
 
 EVENTS = ("on_fit_start", "on_step_end", "on_eval_end", "on_checkpoint", "on_fit_end")
@@ -159,6 +160,7 @@ class FitState:
     bad_evals: int = 0  # evaluations since the last improvement
     samples_per_s: float = 0.0
     precision: str = "fp32"  # the resolved --precision the loop ran in (fp32 | bf16 | fp16)
+    precision_history: list = field(default_factory=list)  # [[first step, precision], ...]: a resume may change it
     skipped_steps: int = 0  # fp16 optimizer steps skipped by the gradient scaler (overflowing gradients)
     elapsed_s: float = 0.0  # training time so far, resumed runs included
     resumed_from: int | None = None  # step of the checkpoint this run resumed from
@@ -402,7 +404,7 @@ def fit(
     state = FitState(
         total_steps=total, steps_per_epoch=steps_per_epoch, micro_batches_per_epoch=micro_per_epoch,
         lr=cfg.lr * warmup_cosine(0, warmup=warmup, total=total, min_ratio=cfg.min_lr_ratio),
-        is_main=is_main, num_processes=world, precision=prec.name,
+        is_main=is_main, num_processes=world, precision=prec.name, precision_history=[[0, prec.name]],
     )
     last_dir, best_dir, log_path = checkpoint_dir / "last", checkpoint_dir / "best", checkpoint_dir / "train_log.csv"
     cfg_dict = asdict(cfg)
@@ -610,6 +612,7 @@ def _resume(state: FitState, model, optimizer, scheduler, *, names: list[str], c
     state.log = list(saved.get("log", []))
     state.lr = scheduler.get_last_lr()[0]
     state.resumed_from = state.step
+    _resume_precision(state, t, found)
     saved_world = int(t.get("num_processes", state.num_processes))
     if saved_world != state.num_processes and state.batch_in_epoch:
         # Another number of processes: keep the samples consumed in this epoch (not bit-exact any more).
@@ -618,11 +621,27 @@ def _resume(state: FitState, model, optimizer, scheduler, *, names: list[str], c
     return saved, rng
 
 
+def _resume_precision(state: FitState, trainer: dict, found: Path) -> None:
+    """Carry the checkpoint's precision history on. Resuming in another precision is allowed (a bf16 run
+    pre-empted and resumed on a card without bf16 has to), but it is said, and metrics.json lists both."""
+    history = trainer.get("precision_history") or ([[0, trainer["precision"]]] if trainer.get("precision") else None)
+    if not history:  # a checkpoint from before precision was recorded
+        return
+    state.precision_history = [list(h) for h in history]
+    before = history[-1][1]
+    if before != state.precision:
+        state.precision_history.append([state.step, state.precision])
+        if state.is_main:
+            warnings.warn(GxWarning(f"resuming {found} in {state.precision}, but its steps up to {state.step} ran in {before}; "
+                                    "metrics.json lists both under precision_history (pass --precision "
+                                    f"{before} to keep one)"), stacklevel=2)
+
+
 def _state_json(state: FitState, scheduler, cfg: dict, meta: dict | None) -> dict[str, Any]:
     trainer = {
         k: getattr(state, k)
         for k in ("step", "epoch", "batch_in_epoch", "samples", "total_steps", "best_metric", "best_step", "bad_evals",
-                  "elapsed_s", "stopped_early", "finished", "metrics", "num_processes", "skipped_steps")
+                  "elapsed_s", "stopped_early", "finished", "metrics", "num_processes", "skipped_steps", "precision", "precision_history")
     }
     sched = scheduler.state_dict()  # JSON-able: LambdaLR keeps None for plain functions
     return {"trainer": trainer, "scheduler": sched, "config": cfg, "meta": meta or {}, "log": state.log}

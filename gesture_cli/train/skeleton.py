@@ -165,7 +165,10 @@ def fit_summary(result, *, best: str | None = None, after_best: dict | None = No
                 "weights": "best" if result.best_dir is not None else "last"})
     if processes:
         out["num_processes"] = st.num_processes
-    out.update({"precision": st.precision, "skipped_steps": st.skipped_steps})
+    out["precision"] = st.precision
+    if len(st.precision_history) > 1:  # resumed in another precision: which steps ran in which
+        out["precision_history"] = [{"from_step": step, "precision": name} for step, name in st.precision_history]
+    out["skipped_steps"] = st.skipped_steps
     return out
 
 
