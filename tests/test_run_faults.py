@@ -456,3 +456,33 @@ def test_infer_translate_input_reads_past_an_unreadable_table(tmp_path, runner, 
     assert f"Skipped: label table not read: {clip.parent / 'named.csv'}: cannot read the label table" in res.output
     assert "other.tsv" not in res.output  # it does not name the file: never read
     assert json.loads((run / "infer" / "translate.json").read_text())["n"] == 1
+
+
+def test_a_run_finds_its_relative_dataset_from_any_folder_and_says_when_it_is_gone(runner, tmp_path, monkeypatch):
+    """--dataset folder:data typed in one folder is recorded absolute, so evaluate works from another; once the
+    data has moved, one line names the path, the step that recorded it, and --dataset."""
+    import cv2
+    import numpy as np
+
+    for split in ("train", "test"):
+        for c in ("a", "b"):
+            (tmp_path / "work" / "data" / split / c).mkdir(parents=True)
+            for i in range(4):
+                cv2.imwrite(str(tmp_path / "work" / "data" / split / c / f"{i}.png"), np.full((16, 16, 3), 60 * i + (c == "b") * 20, np.uint8))
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "work")
+    res = invoke(runner, "lora-train", "--backbone", "tiny-vit", "--dataset", "folder:data", "--method", "head", "--image-size", "16",
+                 "--max-steps", "2", "--batch-size", "4", "--precision", "fp32", "-r", "run")
+    assert res.exit_code == 0, res.output
+    config = json.loads((tmp_path / "work" / "run" / "run.json").read_text())["steps"][0]["config"]
+    assert config["dataset"] == f"folder:{tmp_path / 'work' / 'data'}"
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    run = str(tmp_path / "work" / "run")
+    res = invoke(runner, "evaluate", "classify", "--from", "lora", "--backbone", "tiny-vit", "-r", run)
+    assert res.exit_code == 0, res.output
+    (tmp_path / "work" / "data").rename(tmp_path / "work" / "moved")
+    res = invoke(runner, "evaluate", "classify", "--from", "lora", "--backbone", "tiny-vit", "--force", "-r", run)
+    one_line_error(res, 1, f"{tmp_path / 'work' / 'data'}: not found", "the classifier in", "pass --dataset")
+    res = invoke(runner, "evaluate", "classify", "--from", "lora", "--backbone", "tiny-vit", "--force", "-r", run,
+                 "--dataset", "folder:../work/moved")
+    assert res.exit_code == 0, res.output

@@ -96,6 +96,25 @@ def test_makers_take_a_spec_or_its_text():
     assert (by_spec.labels == by_text.labels).all()
 
 
+def test_a_relative_local_path_is_recorded_absolute(tmp_path, monkeypatch):
+    """Runs record --dataset's text, and evaluate, report or --resume may run from another folder: an existing
+    relative path of a path source becomes absolute; anything else stays as typed, for its own error."""
+    from gesture_cli.data.registry import absolute_spec_text
+
+    for name in ("poses", "gestures", "owner/name"):
+        (tmp_path / name).mkdir(parents=True)
+    (tmp_path / "valid.json").write_text("[]")
+    monkeypatch.chdir(tmp_path)
+    assert absolute_spec_text("pose:poses") == f"pose:{tmp_path / 'poses'}"
+    assert absolute_spec_text(" folder:gestures") == f"folder:{tmp_path / 'gestures'}"
+    assert absolute_spec_text("mpii:valid.json") == f"mpii:{tmp_path / 'valid.json'}"  # its images sit beside it
+    assert absolute_spec_text("mpii:valid.json:images") == "mpii:valid.json:images"  # two paths: as typed
+    assert absolute_spec_text(f"folder:{tmp_path}/gestures") == f"folder:{tmp_path}/gestures"  # absolute already
+    assert absolute_spec_text("folder:nowhere") == "folder:nowhere"
+    assert absolute_spec_text("hf-dataset:owner/name") == "hf-dataset:owner/name"  # a hub id, though a folder has its name
+    assert absolute_spec_text("synthetic-hands") == "synthetic-hands" and absolute_spec_text(None) is None
+
+
 REGISTRY = {"tiny-vit": type("E", (), {"source": "tiny", "family": "vit", "gated": False})(),
             "dinov2-small": type("E", (), {"source": "facebook/dinov2-small", "family": "dinov2", "gated": False})()}
 

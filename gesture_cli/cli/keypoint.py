@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from gesture_cli.cli.options import PrecisionOpt, argv, flags, gx_command, make_console, opt, precision_line
+from gesture_cli.cli.options import PrecisionOpt, argv, dataset_opt, flags, gx_command, make_console, opt, precision_line
 from gesture_cli.cli.train_options import (
     batch_size_option,
     epochs_option,
@@ -22,7 +22,7 @@ EXAMPLE = "Example: gx keypoint-train --backbone tiny-dinov2 --dataset synthetic
 @gx_command
 def keypoint_train(
     backbone=None,
-    dataset: Annotated[str | None, opt("--dataset", "Keypoint dataset: synthetic-keypoints, or mpii:JSON[:IMGDIR] (MPII person records, HRNet/mmpose JSON) [default: synthetic-keypoints].", "-d")] = None,
+    dataset: Annotated[str | None, dataset_opt("Keypoint dataset: synthetic-keypoints, or mpii:JSON[:IMGDIR] (MPII person records, HRNet/mmpose JSON) [default: synthetic-keypoints].")] = None,
     dataset_opt: Annotated[list[str] | None, opt("--dataset-opt", "Dataset source option KEY=VALUE (repeatable): margin=1.25 (mpii crop side / person height), train_samples=N, eval_samples=N, side=PX, clutter=false (synthetic).")] = None,
     method: Annotated[str | None, opt("--method", "frozen | lora | full [default: lora].")] = None,
     head: Annotated[str | None, opt("--head", "patch (integral regression over patch tokens) | pooled (MLP on pooled features) [default: patch].")] = None,

@@ -43,10 +43,23 @@ BackboneOpt = Annotated[
     str | None,
     typer.Option("--backbone", "-b", help="Registry name (dinov3-vits16, dinov2-small, ijepa-vith14, vit-base, sapiens-0.3b, tiny-dinov2, ...), Hugging Face id, local directory, timm:NAME or a .pt TorchScript file.", show_default=False),
 ]
-DatasetOpt = Annotated[
-    str | None,
-    typer.Option("--dataset", "-d", help="Dataset spec: sign-mnist, sign-mnist:DIR, csv:FILE, folder:DIR, synthetic-hands, ...", show_default=False),
-]
+
+
+def absolute_dataset(value: str | None) -> str | None:
+    """--dataset as runs record it: a relative local path made absolute (tasks.datasets.spec_as_recorded)."""
+    if value is None:
+        return None
+    from gesture_cli.tasks.datasets import spec_as_recorded
+
+    return spec_as_recorded(value)
+
+
+def dataset_opt(help: str):
+    """The --dataset/-d option of a command, its spec's local path recorded absolute."""
+    return typer.Option("--dataset", "-d", help=help, show_default=False, callback=absolute_dataset)
+
+
+DatasetOpt = Annotated[str | None, dataset_opt("Dataset spec: sign-mnist, sign-mnist:DIR, csv:FILE, folder:DIR, synthetic-hands, ...")]
 
 
 def opt(name: str, help: str, *extra: str):

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from gesture_cli.cli.options import PrecisionOpt, argv, flags, gx_command, make_console
+from gesture_cli.cli.options import PrecisionOpt, absolute_dataset, argv, flags, gx_command, make_console
 
 COMPUTE_EXAMPLE = (
     "Example: gx pca-compute --backbone dinov2-small --dataset video:data/signers --frame-stride 5 -r runs/pca   "
@@ -20,7 +20,7 @@ PcaDatasetOpt = Annotated[
     typer.Option(
         "--dataset", "-d",
         help="video:FILE|DIR (DIR/<subject>/<clip>.mp4 or DIR/<subject>/<clip>/frame*.png), synthetic-video, or any image dataset (folder:DIR, synthetic-hands, ...).",
-        show_default=False,
+        show_default=False, callback=absolute_dataset,
     ),
 ]
 BatchOpt = Annotated[int | None, typer.Option("--batch-size", help="Frames per forward pass; 0 = auto (halved on CUDA out-of-memory) [default: 0].", show_default=False)]

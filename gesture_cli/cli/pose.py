@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from gesture_cli.cli.options import PrecisionOpt, argv, flags, gx_command, make_console, opt, precision_line
+from gesture_cli.cli.options import PrecisionOpt, argv, dataset_opt, flags, gx_command, make_console, opt, precision_line
 
 EXAMPLE = (
     "Example: gx pose-convert data/phoenix -o data/phoenix-gx   |   gx pose-convert samples.pkl --allow-pickle -o data/gx   |   "
@@ -66,7 +66,7 @@ FINETUNE_EXAMPLE = "Example: gx pose-finetune --dataset synthetic-signs --epochs
 
 
 # Options both training commands share (Annotated types: one definition, one help text).
-DatasetSpecOpt = Annotated[str | None, opt("--dataset", "Pose dataset spec: synthetic-signs, pose:FILE|DIR (a gx pose folder, .pose files, ...) [default: synthetic-signs].", "-d")]
+DatasetSpecOpt = Annotated[str | None, dataset_opt("Pose dataset spec: synthetic-signs, pose:FILE|DIR (a gx pose folder, .pose files, ...) [default: synthetic-signs].")]
 DatasetOptOpt = Annotated[list[str] | None, opt("--dataset-opt", "Dataset source option KEY=VALUE (repeatable), e.g. train_size=1000.")]
 EncoderConfigOpt = Annotated[Path | None, opt("--encoder-config", "JSON/YAML pose encoder settings (see configs/pose_encoder.json) [default: its defaults].")]
 EncoderOptOpt = Annotated[list[str] | None, opt("--encoder-opt", "Pose encoder setting KEY=VALUE (repeatable), e.g. d_model=128, n_layers=2.")]

@@ -11,6 +11,7 @@ from gesture_cli.cli.options import (
     MaxSamplesOpt,
     PrecisionOpt,
     argv,
+    dataset_opt,
     flags,
     gx_command,
     make_console,
@@ -28,7 +29,7 @@ MEAN_NOTE = "mIoU: mean over classes in the labels or predictions; mean acc: mea
 @gx_command
 def segment_train(
     backbone=None,
-    dataset: Annotated[str | None, opt("--dataset", "Segmentation dataset: synthetic-scenes, or seg:DIR (Cityscapes, ADE20K, or images/ + masks/ with classes.txt) [default: synthetic-scenes].", "-d")] = None,
+    dataset: Annotated[str | None, dataset_opt("Segmentation dataset: synthetic-scenes, or seg:DIR (Cityscapes, ADE20K, or images/ + masks/ with classes.txt) [default: synthetic-scenes].")] = None,
     dataset_opt: Annotated[list[str] | None, opt("--dataset-opt", "Dataset option KEY=VALUE (repeatable): classes=FILE, reduce_zero_label=true, size=128 ...")] = None,
     head: Annotated[str | None, opt("--head", "linear | mask2former [default: linear].")] = None,
     train_only: Annotated[str | None, opt("--train-only", "mask2former: all | class_embed (only the class predictor, the head-only recipe) [default: all].")] = None,

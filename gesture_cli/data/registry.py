@@ -30,7 +30,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from gesture_cli.core.errors import UsageError, did_you_mean, unknown_choice
+from gesture_cli.core.errors import DataError, UsageError, did_you_mean, unknown_choice
 
 KINDS = ("image", "pose", "segmentation", "keypoints", "frames")
 
@@ -303,6 +303,38 @@ def parse_dataset(spec: str | DatasetSpec, opts: Sequence[str] | Mapping[str, ob
         given = _typed_opts(texts, source)
     typed = check_options(source, given)
     return DatasetSpec(text=spec, name=source.name, arg=arg, kind=kind, options=MappingProxyType(typed))
+
+
+PATH_ARGS = ("DIR", "FILE", "FILE|DIR", "JSON[:IMGDIR]")  # sources whose argument is a local path
+
+
+def recorded_dataset(spec: str | DatasetSpec, opts: Sequence[str] | Mapping[str, object] = (), *, kind: str = "image",
+                     recorded_in: str) -> DatasetSpec:
+    """parse_dataset for a spec read back from an artifact (`recorded_in` names it): when its local data is no
+    longer where the run saw it (a run moved with `gx runs import`, data moved since), one line that says so
+    and how to point at it, instead of the source's bare "not found"."""
+    spec = parse_dataset(spec, opts, kind=kind)
+    if spec.arg and spec.source.arg in PATH_ARGS[:3] and not Path(spec.arg).expanduser().exists():
+        raise DataError(f"{spec.arg}: not found; {recorded_in} was made from the dataset '{spec.text}'; "
+                        "pass --dataset with where that data is now")
+    return spec
+
+
+def absolute_spec_text(text: str | None) -> str | None:
+    """`--dataset` as commands record it: `name:relative/path` -> `name:/absolute/path` when the whole argument
+    is a local path that exists and the source reads one. Runs record the spec's text, and a later step
+    (evaluate, report, --resume) may run from another folder. Anything else is returned as typed, for the
+    parser and the source to judge."""
+    if not text or ":" not in text:
+        return text
+    name, arg = parse_spec(text)
+    path = Path(arg or "").expanduser()
+    if not arg or path.is_absolute() or not path.exists():
+        return text
+    reads = {dataset_sources(kind)[name].arg for kind in KINDS if name in dataset_sources(kind)}
+    if not reads or not reads <= set(PATH_ARGS):
+        return text
+    return f"{text.strip().partition(':')[0]}:{path.absolute()}"
 
 
 def dataset_splits(spec: str | DatasetSpec) -> list[str]:

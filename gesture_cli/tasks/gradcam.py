@@ -109,6 +109,10 @@ def make_images(cfg: GradcamConfig, explained: Explained) -> Images:
     spec = cfg.dataset or explained.dataset
     if not spec:
         raise UsageError(f"the {explained.source} classifier does not record its dataset; pass --dataset or --input")
+    if not cfg.dataset:
+        from gesture_cli.data.registry import recorded_dataset
+
+        spec = recorded_dataset(spec, recorded_in=f"the {explained.source} classifier")
     ds = make_dataset(spec, split=cfg.split, seed=explained.seed)
     idx = [int(i) for c in range(len(ds.classes)) for i in np.flatnonzero(ds.labels == c)[: cfg.samples_per_class]][: cfg.max_images]
     if not idx:

@@ -100,10 +100,11 @@ class InferTranslateConfig:
 
 def _dataset_for(info: dict, spec: str | None):
     """The pose dataset to read, parsed once (a DatasetSpec): the training one, with its options, unless another spec is given."""
-    from gesture_cli.data.registry import parse_dataset
+    from gesture_cli.data.registry import parse_dataset, recorded_dataset
 
-    spec = spec or info["dataset"]
-    return parse_dataset(spec, tuple(info.get("dataset_opts") or ()) if spec == info["dataset"] else (), kind="pose")
+    if spec and spec != info["dataset"]:
+        return parse_dataset(spec, kind="pose")
+    return recorded_dataset(info["dataset"], tuple(info.get("dataset_opts") or ()), kind="pose", recorded_in="the translator (pose-finetune)")
 
 
 def _check_layout(samples, info: dict, where: str) -> None:
