@@ -118,3 +118,20 @@ def test_missing_hub_model_names_gx_download(runner, tmp_path):
     assert res.exit_code == 1
     assert "gx download dinov2-small" in res.output and "Traceback" not in res.output
     assert not (tmp_path / "r" / "features").exists()
+
+
+def test_images_counts_each_image_once_when_all_is_assembled_from_its_parts(runner, tmp_path):
+    """csv: has train, test and 'all' (their rows, not a copy): the step's image count is the file's rows."""
+    from conftest import SHARED_REAL
+
+    path = SHARED_REAL / "sign_mnist" / "ritikaroy72_sign_mnist_train_187rows_noheader.csv"
+    if not path.is_file():
+        pytest.skip("shared Sign MNIST sample not found")
+    rows = sum(1 for line in path.read_text().splitlines() if line.strip())
+    res = invoke(runner, "extract-features", "-b", "tiny-vit", "-d", f"csv:{path}", "--image-size", "16", "--precision", "fp32",
+                 "-r", tmp_path / "run")
+    assert res.exit_code == 0, res.output
+    step = json.loads((tmp_path / "run" / "run.json").read_text())["steps"][-1]
+    splits = json.loads((tmp_path / "run" / "features" / "tiny-vit" / "meta.json").read_text())["splits"]
+    assert "all" in splits and splits["train"]["images"] + splits["test"]["images"] == rows
+    assert step["metrics"]["images"] == rows

@@ -322,7 +322,7 @@ def _extract(cfg: ExtractConfig, run, datasets: dict, ctx, *, device: str, force
         _save_meta(out / "meta.json", meta)
         step.metrics.update(
             {
-                "images": sum(sizes.values()),
+                "images": sum(extracted.values()),  # "all" assembled from its parts holds no images of its own
                 "images_per_s": round(total_images / total_time, 2) if total_time and total_images else None,
                 "feature_dim": meta["feature_dim"],
                 "dtype": meta["dtype"],
