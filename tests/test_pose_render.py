@@ -139,6 +139,8 @@ def test_bad_input_is_a_one_line_error(real_data, runner, tmp_path):
         ([pose, "--video", tmp_path / "broken.mkv", "-o", tmp_path / "x.mp4"], 1, "not a readable video"),
         ([pose, "--video", tmp_path / "nothing.mp4", "-o", tmp_path / "x.mp4"], 1, "no such video file"),
         ([pose, "-o", tmp_path / "x.avi"], 2, "must end in .mp4"),
+        ([pose, "-o", tmp_path / "x.mp4", "--fps", "0"], 2, "--fps must be a positive number of frames per second; got 0"),
+        ([pose, "-o", tmp_path / "x.mp4", "--fps", "-5"], 2, "got -5"),
         ([pose, "--keypoints", "body,hnads", "--png", tmp_path / "x.png"], 2, "did you mean 'hands'"),
         ([real_data / "sign_pose/how2sign_openpose_json", "--png", tmp_path], 2, "holds 3 samples; pass --sample-id"),
         ([real_data / "sign_pose/how2sign_openpose_json", "-s", "_fZbAxSSbX4_0-5-rgb_frnt", "--png", tmp_path], 2, "did you mean"),

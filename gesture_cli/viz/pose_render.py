@@ -27,6 +27,7 @@ time. Both files are written atomically (a temporary file renamed into place).
 from __future__ import annotations
 
 import io
+import math
 import os
 import uuid
 from collections.abc import Iterator
@@ -366,6 +367,8 @@ def render_pose(sample, *, mp4: Path | None = None, png: Path | None = None, vid
         raise UsageError("nothing to write: pass --output FILE.mp4 and/or --png FILE.png")
     if sheet_frames < 1:
         raise UsageError(f"--sheet-frames must be at least 1; got {sheet_frames}")
+    if fps is not None and not (math.isfinite(fps) and fps > 0):
+        raise UsageError(f"--fps must be a positive number of frames per second; got {fps:g}")
     out_fps = float(fps) if fps is not None else float(sample.fps)
     if not out_fps > 0:
         raise UsageError(f"sample '{sample.id}' records no frame rate; pass --fps")
