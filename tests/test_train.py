@@ -185,3 +185,18 @@ def test_optimizer_state_round_trip():
     assert fresh.param_groups[0]["betas"] == (0.8, 0.9) and fresh.param_groups[0]["lr"] == 1e-3
     for k, v in opt.state_dict()["state"][0].items():
         assert torch.equal(fresh.state_dict()["state"][0][k], v)
+
+
+@pytest.mark.parametrize(("batch_size", "world", "fixes"), [
+    (8, 1, "; lower --batch-size"),
+    (8, 2, "; lower --batch-size or launch fewer than 2 processes"),
+    (1, 2, "; launch fewer than 2 processes"),  # a batch of one cannot be lowered
+])
+def test_too_few_samples_for_one_batch_says_what_can_be_changed(tmp_path, batch_size, world, fixes):
+    from types import SimpleNamespace
+
+    acc = SimpleNamespace(num_processes=world, process_index=0, is_main_process=True, device=torch.device("cpu"))
+    cfg = TrainConfig(max_steps=2, batch_size=batch_size, drop_last=True)
+    with pytest.raises(UsageError) as err:
+        fit(make_model(), train_data=ToyData(n=1), loss_fn=loss_fn, cfg=cfg, checkpoint_dir=tmp_path, accelerator=acc)
+    assert str(err.value) == f"1 training samples make no full batch of {batch_size} x {world} processes{fixes}"

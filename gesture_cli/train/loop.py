@@ -383,7 +383,8 @@ def fit(
     probe_batches = micro_batches(epoch_order(n, seed=cfg.seed, epoch=0), batch_size=cfg.batch_size, rank=rank, world=world, drop_last=cfg.drop_last)
     micro_per_epoch = len(probe_batches)
     if micro_per_epoch == 0:
-        raise UsageError(f"{n} training samples make no full batch of {cfg.batch_size} x {world} processes; lower --batch-size")
+        fixes = [*(["lower --batch-size"] if cfg.batch_size > 1 else []), *([f"launch fewer than {world} processes"] if world > 1 else [])]
+        raise UsageError(f"{n} training samples make no full batch of {cfg.batch_size} x {world} processes; {' or '.join(fixes)}")
     steps_per_epoch = math.ceil(micro_per_epoch / cfg.grad_accum)
     total = cfg.max_steps if cfg.max_steps is not None else cfg.epochs * steps_per_epoch
     warmup = cfg.warmup_steps if cfg.warmup_steps is not None else int(round(cfg.warmup_ratio * total))
