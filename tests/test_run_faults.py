@@ -8,7 +8,7 @@ import json
 import pytest
 
 from gesture_cli.core.rundir import RunDir
-from tests.conftest import invoke, one_line_error
+from tests.conftest import SHARED_REAL, invoke, one_line_error
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -486,3 +486,18 @@ def test_a_run_finds_its_relative_dataset_from_any_folder_and_says_when_it_is_go
     res = invoke(runner, "evaluate", "classify", "--from", "lora", "--backbone", "tiny-vit", "--force", "-r", run,
                  "--dataset", "folder:../work/moved")
     assert res.exit_code == 0, res.output
+
+
+def test_a_file_where_a_folder_is_needed_is_one_line_naming_it(runner, tmp_path):
+    """A run dir whose features/ is a file, and an output path through a file: one line naming the file in the way."""
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "features").write_text("x")
+    res = invoke(runner, "extract-features", "-b", "tiny-vit", "-d", "synthetic-hands", "--max-samples", "8", "--precision", "fp32",
+                 "-r", tmp_path / "run")
+    one_line_error(res, 1, f"{tmp_path / 'run' / 'features'} is a file where a folder is needed", "move it or choose another path")
+    assert (tmp_path / "run" / "features").read_text() == "x"  # nothing the user had is lost
+    (tmp_path / "afile").write_text("x")
+    pose = SHARED_REAL / "sign_pose" / "pose_format_tests" / "mediapipe.pose"
+    if pose.is_file():
+        res = invoke(runner, "pose-view", pose, "-o", tmp_path / "afile" / "v.html")
+        one_line_error(res, 1, f"{tmp_path / 'afile'} is a file where a folder is needed")

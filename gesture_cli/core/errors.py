@@ -65,7 +65,7 @@ _REFUSED = frozenset({errno.EACCES, errno.EPERM, errno.EROFS})
 
 def write_error(exc: OSError, path: Path | str | None = None) -> GxError | None:
     """A one-line GxError for a write the file system refused, naming the path (`path`, else the one the
-    OSError carries) and the cause; None for any other OSError."""
+    OSError carries) and the cause, or for a path that runs through a file; None for any other OSError."""
     where = path if path is not None else exc.filename
     at = f" {where}" if where else " a file"
     why = exc.strerror or str(exc)
@@ -73,6 +73,18 @@ def write_error(exc: OSError, path: Path | str | None = None) -> GxError | None:
         return GxError(f"disk full or file-size limit while writing{at} ({why}); free space (or raise `ulimit -f`) and rerun")
     if exc.errno in _REFUSED:
         return GxError(f"cannot write{at} ({why}); make it writable or write somewhere else (--run-dir, --output)")
+    if exc.errno in (errno.EEXIST, errno.ENOTDIR) and where:
+        blocker = _file_in_the_way(Path(where))
+        if blocker is not None:
+            return GxError(f"{where}: {blocker} is a file where a folder is needed; move it or choose another path")
+    return None
+
+
+def _file_in_the_way(path: Path) -> Path | None:
+    """The first of `path` and its parents that exists and is not a folder (mkdir hit a file, or a path runs through one)."""
+    for candidate in (path, *path.parents):
+        if candidate.exists() and not candidate.is_dir():
+            return candidate
     return None
 
 
