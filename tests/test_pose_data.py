@@ -533,3 +533,39 @@ def test_parts_selection_and_normalised_adjacency(layout):
     with pytest.raises(UsageError) as err:
         sk.select_parts(layout, "body,hnads")
     one_line(err, "did you mean 'hands'")
+
+
+def test_a_label_table_that_labels_nothing_is_named(tmp_path):
+    """A labels.csv that is empty, has no name column, or names none of the files no longer leaves every sample
+    silently without text; texts given explicitly that name no sample are an error."""
+    import shutil
+
+    from conftest import SHARED_REAL
+
+    from gesture_cli.core.errors import GxWarning
+    from gesture_cli.data.pose_readers import read_pose_path
+
+    src = SHARED_REAL / "sign_pose" / "pose_format_tests" / "mediapipe.pose"
+    if not src.is_file():
+        pytest.skip("shared .pose sample not found")
+    folder = tmp_path / "poses"
+    folder.mkdir()
+    for name in ("a", "b"):
+        shutil.copy(src, folder / f"{name}.pose")
+    for content, needle in (("", "labels.csv: not a label table"), ("foo,bar\n1,2\n", "labels.csv: not a label table"),
+                            ("path,text\nghost.pose,hello\n", "labels.csv: names none of the 2 samples")):
+        (folder / "labels.csv").write_text(content)
+        with pytest.warns(GxWarning, match=needle):
+            ds = make_pose_dataset(f"pose:{folder}")
+        assert [s.text for s in ds.samples] == ["", ""]
+    (folder / "labels.csv").write_text("path,text\na.pose,hello\n")  # one sample labelled: nothing to say
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", GxWarning)
+        assert sorted(s.text for s in make_pose_dataset(f"pose:{folder}").samples) == ["", "hello"]
+    (folder / "labels.csv").unlink()
+    texts = tmp_path / "texts.csv"
+    texts.write_text('path,text\n"a.pose,unterminated\nfoo\n')
+    with pytest.raises(DataError, match=r"texts.csv: none of its rows names one of the 2 samples \(e.g. 'a'\)"):
+        read_pose_path(folder, texts=texts)

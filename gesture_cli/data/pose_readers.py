@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from gesture_cli.core.errors import DataError, UsageError
+from gesture_cli.core.errors import DataError, GxWarning, UsageError
 from gesture_cli.data.label_tables import (
     LABEL_KEY_COLUMNS,
     Labels,
@@ -753,6 +753,15 @@ def _table_names(table: Path, names: set[str], skipped: dict[str, int]) -> bool:
     return any(n and n.encode("utf-8") in data for n in names)
 
 
+LABELS_NAME = "labels.csv"  # the label table gx pose-extract writes beside its .pose files
+
+
+def _warn(message: str) -> None:
+    import warnings
+
+    warnings.warn(GxWarning(message), stacklevel=3)
+
+
 def glob_escape(text: str) -> str:
     return re.sub(r"([*?\[])", r"[\1]", text)
 
@@ -762,15 +771,23 @@ def _finish(
     texts: Path | str | None, label_files: list[Path], allow_pickle: bool,
 ) -> tuple[list[PoseSample], dict[str, int], list[Path]]:
     tables: list[tuple[Path, dict[str, Labels]]] = []
+    table_files: list[Path] = []
     for lf in label_files:
         try:
             table = read_label_table(lf, class_lists=[p for p in lf.parent.glob("*.csv") if p != lf])
         except DataError as exc:  # one bad table among many is a note, not the end of the whole read
             _bump(skipped, f"label table not read: {exc}")
+            _warn(f"{exc}; its samples get no texts from it")
             continue
         if table:
             tables.append((lf.parent, table))
+            table_files.append(lf)
+        elif lf.name.lower() == LABELS_NAME:  # other CSVs may be class lists or notes; this name says it is a label table
+            _bump(skipped, f"label table not read: {lf}")
+            _warn(f"{lf}: not a label table (it needs a header with a path or name column and a text, gloss or split column); "
+                  "its samples get no texts from it")
     explicit = read_labels(texts, allow_pickle=allow_pickle) if texts else None
+    from_tables = from_explicit = 0  # samples a table / --texts labelled
 
     samples: list[PoseSample] = []
     layouts: dict[str, str] = {}
@@ -787,10 +804,12 @@ def _finish(
             hit = next((table[k] for k in (*label_keys(rel), *label_keys(where.name)) if k in table), None)
             if hit is not None:
                 labels = dict(hit)
+                from_tables += 1
                 break
         if explicit is not None:
             hit = next((explicit[k] for k in (*label_keys(sample.id), *label_keys(where.name)) if k in explicit), None)
             labels.update(hit or {})
+            from_explicit += hit is not None
         sample.text = labels.get("text", sample.text)
         sample.gloss = labels.get("gloss", sample.gloss) or gloss_from_name(where.stem)
         sample.split = labels.get("split") or sample.split or _split_from_path(where.relative_to(root) if root in where.parents else Path(where.name))
@@ -798,6 +817,12 @@ def _finish(
         sample.signer = labels.get("signer", sample.signer) or (m["signer"] if m else "")
         layouts.setdefault(sample.layout, sample.source)
         samples.append(sample)
+    if explicit is not None and samples and not from_explicit:
+        raise DataError(f"{texts}: none of its rows names one of the {len(samples)} samples (e.g. '{samples[0].id}'); "
+                        "check its path or name column")
+    if tables and samples and not from_tables:
+        _warn(f"{', '.join(map(str, table_files))}: names none of the {len(samples)} samples of {path} (e.g. '{samples[0].id}'); "
+              "they get no texts from it")
     if len(layouts) > 1:
         desc = " and ".join(f"{lay} ({Path(src).name})" for lay, src in layouts.items())
         raise DataError(f"{path}: mixes keypoint layouts: {desc}; pick one with --layout (layout=) or convert them separately")
