@@ -14,7 +14,7 @@ import shutil
 import numpy as np
 import pytest
 
-from tests.conftest import invoke
+from tests.conftest import invoke, one_line_error
 
 BACKBONES = ("tiny-dinov2", "tiny-vit")
 CHANCE = 1 / 24
@@ -147,12 +147,13 @@ def test_evaluate_reuses_features_and_matches_probe(probed, runner):
     assert len(ev["per_class"]) == 24 and "accuracy" in res.output
 
 
-def _write_hands_csv(path, n: int, *, header: bool = True) -> np.ndarray:
-    """The first n synthetic-hands test images as a Sign MNIST CSV (raw labels 0..24 without 9)."""
+def _write_hands_csv(path, n: int, *, header: bool = True, contiguous: bool = False) -> np.ndarray:
+    """The first n synthetic-hands test images as a Sign MNIST CSV (raw labels 0..24 without 9, or the letter
+    indices 0..23 of a remapped copy)."""
     from gesture_cli.data import make_dataset
 
     ds = make_dataset("synthetic-hands", split="test", seed=0)
-    raw = ds.labels[:n] + (ds.labels[:n] >= 9)  # letter index -> Sign MNIST label (J = 9 is skipped)
+    raw = ds.labels[:n] if contiguous else ds.labels[:n] + (ds.labels[:n] >= 9)  # J = 9 is skipped in Sign MNIST's own
     with open(path, "w", newline="") as f:
         w = csv.writer(f)
         if header:
@@ -195,6 +196,25 @@ def test_infer_csv_and_evaluate_on_the_fly_agree_with_the_probe(probed, runner, 
 
     res = invoke(runner, "infer", "classify", "--backbone", "tiny-vit", "--input", data, "-r", run)  # Rich table
     assert res.exit_code == 0 and "hands.csv row 1" in res.output and "#3" in res.output
+
+
+def test_infer_reads_a_csv_remapped_to_0_23(probed, runner, tmp_path):
+    """A copy of Sign MNIST whose labels were remapped to 0..23 (it has a 9, which the original skips) gives the
+    same letters, and so the same accuracy, as the original labels."""
+    run, _ = probed
+    accuracy = {}
+    for contiguous in (False, True):
+        data = tmp_path / f"hands-{contiguous}.csv"
+        _write_hands_csv(data, 60, contiguous=contiguous)
+        assert (9 in {int(line.split(",")[0]) for line in data.read_text().splitlines()[1:]}) == contiguous
+        res = invoke(runner, "infer", "classify", "--from", "probe", "--backbone", "tiny-vit", "--input", data, "--json", "-r", run)
+        assert res.exit_code == 0, res.output
+        accuracy[contiguous] = json.loads((run / "infer" / "classify-probe-tiny-vit.json").read_text())["accuracy"]
+    assert accuracy[True] == accuracy[False]
+    bad = tmp_path / "bad.csv"
+    bad.write_text("label," + ",".join(f"p{i}" for i in range(784)) + "\n" + "\n".join(f"{v}," + ",".join(["0"] * 784) for v in (9, 24)) + "\n")
+    res = invoke(runner, "infer", "classify", "--from", "probe", "--backbone", "tiny-vit", "--input", bad, "-r", run)
+    one_line_error(res, 1, "row 2: label 24 is outside 0..23")
 
 
 def test_infer_image_file_and_folder(probed, runner, tmp_path):

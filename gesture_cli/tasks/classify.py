@@ -270,19 +270,27 @@ def _load_csv(path: Path, *, classes: list[str]) -> InferInputs:
         raise DataError(f"{path}: not a text CSV (undecodable byte at offset {e.start})") from None
     if not rows:
         raise DataError(f"{path}: no data rows; expected Sign-MNIST-style rows of {PIXELS} pixels (or label + {PIXELS} pixels)")
-    labels = [_csv_label(path, i + 1, v, classes) for i, v in enumerate(raw_labels)]
+    # Sign MNIST's own labels skip 9 (J): a 9 means a copy remapped to 0..23 (what label_map=contiguous reads)
+    contiguous = 9 in raw_labels
+    labels = [_csv_label(path, i + 1, v, classes, contiguous=contiguous) for i, v in enumerate(raw_labels)]
     images = np.stack(rows).reshape(-1, 28, 28)
     ds = ImageDataset(spec=f"infer:{path}", split="infer", classes=["?"], labels=np.zeros(len(images), dtype=np.int64),
                       images=images, source_files=[path])
     return InferInputs(dataset=ds, names=[f"{path.name} row {i + 1}" for i in range(len(images))], labels=labels)
 
 
-def _csv_label(path: Path, row: int, raw: int | None, classes: list[str]) -> str | None:
-    """A CSV label -> class name: Sign MNIST's 0..24 (no 9) when the classifier knows letters, else an id."""
+def _csv_label(path: Path, row: int, raw: int | None, classes: list[str], *, contiguous: bool = False) -> str | None:
+    """A CSV label -> class name: Sign MNIST's 0..24 (no 9) when the classifier knows letters, or 0..23 in a
+    `contiguous` (remapped) file, else an id."""
     if raw is None:
         return None
     from gesture_cli.data.sign_mnist import SIGN_MNIST_LETTERS, sign_mnist_label_to_letter
 
+    if list(classes) == list(SIGN_MNIST_LETTERS) and contiguous:
+        if not 0 <= raw < len(classes):
+            raise DataError(f"{path}: row {row}: label {raw} is outside 0..{len(classes) - 1}, the remapped labels this file uses "
+                            "(it has a 9, which Sign MNIST's own labels skip); fix or remove that row")
+        return classes[raw]
     if list(classes) == list(SIGN_MNIST_LETTERS):
         try:
             return sign_mnist_label_to_letter(raw)
