@@ -90,6 +90,12 @@ def test_ade20k_layout_reduces_zero_and_rejects_unknown_labels(tmp_path):
         make_seg_dataset(f"seg:{root}", split="val").mask(0)
 
 
+def test_a_missing_seg_folder_says_what_it_should_be(tmp_path, runner):
+    res = invoke(runner, "segment-train", "-b", "tiny-dinov2", "-d", f"seg:{tmp_path / 'nope'}", "--max-steps", "1", "-r", tmp_path / "run")
+    one_line_error(res, 1, f"{tmp_path / 'nope'}: segmentation folder not found; check the path", "images/ + masks/")
+    assert not (tmp_path / "run" / "segment").exists()
+
+
 def test_mask_whose_size_differs_from_its_image_is_a_clean_error(tmp_path, runner):
     from gesture_cli.data.segmentation import make_seg_dataset
 

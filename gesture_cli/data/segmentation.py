@@ -281,7 +281,8 @@ def cityscapes_lut() -> np.ndarray:
 
 def detect_layout(root: Path) -> str:
     if not root.is_dir():
-        raise DataError(f"{root}: segmentation folder not found")
+        raise DataError(f"{root}: segmentation folder not found; check the path (seg:DIR takes a Cityscapes, ADE20K, "
+                        "or images/ + masks/ folder)")
     if (root / "leftImg8bit").is_dir() and (root / "gtFine").is_dir():
         return "cityscapes"
     if (root / "images").is_dir() and (root / "annotations").is_dir():
