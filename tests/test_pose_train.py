@@ -331,6 +331,23 @@ def test_infer_translate_prints_the_text(pose_run, runner, real_data):
     assert res.exit_code == 2
 
 
+def test_evaluate_translate_on_a_test_only_dataset(pose_run, runner, real_data, tmp_path):
+    """Evaluation needs neither a train nor a val split: one real .pose file labelled as test is scored."""
+    import shutil
+
+    folder = tmp_path / "test-only"
+    folder.mkdir()
+    shutil.copy(real_data / "sign_pose" / "sgg_lexicon" / "sgg" / "pizza.pose", folder / "pizza.pose")
+    (folder / "labels.csv").write_text("path,text,split\npizza.pose,a pizza,test\n")
+    res = invoke(runner, "evaluate", "translate", "--dataset", f"pose:{folder}", "--force", "-r", pose_run["run"], "--device", "cpu")
+    assert res.exit_code == 0, res.output
+    ev = json.loads((pose_run["run"] / "eval" / "translate.json").read_text())
+    assert ev["n"] == 1 and ev["split"] == "test" and ev["dataset"] == f"pose:{folder}"
+    res = invoke(runner, "evaluate", "translate", "--dataset", f"pose:{folder}", "--split", "val", "-r", pose_run["run"])
+    _one_line_error(res, "has no 'val' samples; choose another --split")
+    invoke(runner, "evaluate", "translate", "--force", "-r", pose_run["run"], "--device", "cpu")  # the module's own result back
+
+
 def test_bad_input_gives_one_line_errors(pose_run, runner, tmp_path):
     empty = tmp_path / "empty"
     res = invoke(runner, "pose-finetune", "--init", "pretrained", *DATA, "-r", empty)

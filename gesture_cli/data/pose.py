@@ -292,17 +292,18 @@ def _cap(samples: list, n: int | None, seed: int) -> list:
 
 
 def make_pose_splits(spec: str | DatasetSpec, dataset_opts: Sequence[str] = (), *, seed: int, max_samples: int | None, val_fraction: float,
-                     need_text: bool = True) -> PoseSplits:
+                     need_text: bool = True, training: bool = True) -> PoseSplits:
     """Train / val / test of a pose dataset, read once, as `gx pose-pretrain` / `gx pose-finetune` train on them
     and `gx evaluate translate` rebuilds them (train/pose_common.py's docstring: Data).
 
     The dataset's own splits (a sample without one gets a stable `auto_split`); an empty val split is
-    replaced by a seeded `val_fraction` of train; then each is capped at a seeded `max_samples` subset."""
+    replaced by a seeded `val_fraction` of train; then each is capped at a seeded `max_samples` subset.
+    `training=False` (evaluation) needs neither a train nor a val split: it scores whichever split it is asked for."""
     ds = make_pose_dataset(parse_dataset(spec, dataset_opts, kind="pose"), split=None, seed=seed)
     spec = ds.spec
     parts = {name: select_split(ds.samples, name, seed=seed) for name in ("train", "val", "test")}
     names = {"train": "train", "val": "val", "test": "test"}
-    if not parts["train"]:
+    if not parts["train"] and training:
         raise DataError(f"dataset '{spec}': the training split is empty ({len(ds)} samples in all: {ds.split_counts()})")
     if need_text:
         missing = [s for s in parts["train"] if not s.text.strip()]
@@ -316,7 +317,7 @@ def make_pose_splits(spec: str | DatasetSpec, dataset_opts: Sequence[str] = (), 
         parts["val"] = [s for i, s in enumerate(parts["train"]) if i in held]
         parts["train"] = [s for i, s in enumerate(parts["train"]) if i not in held]
         names["val"] = f"{val_fraction:g} of train"
-    if not parts["val"]:
+    if not parts["val"] and training:
         raise DataError(f"dataset '{spec}': no validation samples; give it a val split or use --val-fraction > 0")
     parts = {k: _cap(v, max_samples, seed) for k, v in parts.items()}
     make = lambda name: replace(ds, split=name, samples=parts[name]) if parts[name] else None  # noqa: E731

@@ -825,7 +825,7 @@ def _finish(
               "they get no texts from it")
     if len(layouts) > 1:
         desc = " and ".join(f"{lay} ({Path(src).name})" for lay, src in layouts.items())
-        raise DataError(f"{path}: mixes keypoint layouts: {desc}; pick one with --layout (layout=) or convert them separately")
+        raise DataError(f"{path}: mixes keypoint layouts: {desc}; keep one with `gx pose-convert --layout NAME` (a dataset: --dataset-opt layout=NAME), or put each layout in its own folder")
     if not samples:
         what = f" of layout {wanted}" if wanted else ""
         raise DataError(

@@ -150,7 +150,7 @@ def evaluate_translation(run, cfg: EvaluateTranslateConfig, *, device="auto", ar
     same = spec.text == info["dataset"]
     opts = tuple(info.get("dataset_opts") or ()) if same else ()  # as recorded, for this step's config
     splits = make_pose_splits(spec, seed=seed, max_samples=info.get("max_samples") if same else None,
-                              val_fraction=float(info.get("val_fraction", 0.1)), need_text=False)
+                              val_fraction=float(info.get("val_fraction", 0.1)), need_text=False, training=False)
     ds = getattr(splits, split)
     if ds is None or not len(ds):
         raise DataError(f"dataset '{spec}' has no '{split}' samples; choose another --split")
