@@ -233,6 +233,43 @@ def test_a_resume_in_another_precision_is_said_and_recorded(tmp_path):
     assert not [w for w in caught if issubclass(w.category, GxWarning)]
 
 
+def test_a_resume_with_another_process_count_is_said_and_recorded(tmp_path):
+    """A checkpoint written by 2 processes (its state.json says so) resumed by 1: said once, the history kept,
+    and the epochs reported from the place in the epoch order (the steps per epoch doubled)."""
+    import warnings
+
+    from gesture_cli.core.errors import GxWarning
+    from gesture_cli.train.loop import TrainConfig, TrainingInterrupted, fit, make_accelerator
+    from gesture_cli.train.skeleton import fit_summary
+
+    def run(*, resume):
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 1))
+        cfg = TrainConfig(max_steps=12, batch_size=16, lr=3e-2, warmup_steps=0, checkpoint_every=3, log_every=1)
+        stop = {"on_step_end": [lambda st: st.request_stop("test") if st.step == 3 and not resume else None]}
+        return fit(model, train_data=_Pairs(), loss_fn=lambda m, b: nn.functional.mse_loss(m(b[0]), b[1]), cfg=cfg,
+                   checkpoint_dir=tmp_path / "ckpt", accelerator=make_accelerator("cpu"), precision=Precision("fp32", CPU),
+                   resume=resume, callbacks=stop)
+
+    with pytest.raises(TrainingInterrupted):
+        run(resume=False)
+    state_path = tmp_path / "ckpt" / "last" / "state.json"
+    state = json.loads(state_path.read_text())
+    per_epoch = len(_Pairs()) // 16  # micro-batches of one process per epoch
+    state["trainer"].update(num_processes=2, num_processes_history=[[0, 2]], batch_in_epoch=1)  # as 2 processes wrote it
+    state_path.write_text(json.dumps(state))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        res = run(resume=True)
+    said = [str(w.message) for w in caught if issubclass(w.category, GxWarning)]
+    assert len(said) == 1 and "with 1 process(es), but its steps up to 3 ran with 2" in said[0], said
+    summary = fit_summary(res)
+    assert summary["num_processes"] == 1 and summary["steps"] == 12
+    assert summary["num_processes_history"] == [{"from_step": 0, "num_processes": 2}, {"from_step": 3, "num_processes": 1}]
+    # 4 micro-batches an epoch for 1 process: 1 of 2 processes' is 2 of one's, then 9 more steps -> 11 = 2.75 epochs
+    assert summary["epochs"] == 2.75 and per_epoch == 4
+
+
 # ---- every model command in fp32 and bf16 -------------------------------------------------------------
 
 PRECISIONS = ["fp32", "bf16"]

@@ -161,6 +161,7 @@ class FitState:
     samples_per_s: float = 0.0
     precision: str = "fp32"  # the resolved --precision the loop ran in (fp32 | bf16 | fp16)
     precision_history: list = field(default_factory=list)  # [[first step, precision], ...]: a resume may change it
+    num_processes_history: list = field(default_factory=list)  # [[first step, processes], ...], likewise
     skipped_steps: int = 0  # fp16 optimizer steps skipped by the gradient scaler (overflowing gradients)
     elapsed_s: float = 0.0  # training time so far, resumed runs included
     resumed_from: int | None = None  # step of the checkpoint this run resumed from
@@ -406,6 +407,7 @@ def fit(
         total_steps=total, steps_per_epoch=steps_per_epoch, micro_batches_per_epoch=micro_per_epoch,
         lr=cfg.lr * warmup_cosine(0, warmup=warmup, total=total, min_ratio=cfg.min_lr_ratio),
         is_main=is_main, num_processes=world, precision=prec.name, precision_history=[[0, prec.name]],
+        num_processes_history=[[0, world]],
     )
     last_dir, best_dir, log_path = checkpoint_dir / "last", checkpoint_dir / "best", checkpoint_dir / "train_log.csv"
     cfg_dict = asdict(cfg)
@@ -615,6 +617,13 @@ def _resume(state: FitState, model, optimizer, scheduler, *, names: list[str], c
     state.resumed_from = state.step
     _resume_precision(state, t, found)
     saved_world = int(t.get("num_processes", state.num_processes))
+    state.num_processes_history = [list(h) for h in t.get("num_processes_history") or [[0, saved_world]]]
+    if saved_world != state.num_processes:
+        state.num_processes_history.append([state.step, state.num_processes])
+        if state.is_main:
+            warnings.warn(GxWarning(f"resuming {found} with {state.num_processes} process(es), but its steps up to {state.step} ran with "
+                                    f"{saved_world}; training goes on from the same sample, though not bit for bit as an uninterrupted "
+                                    "run, and metrics.json lists both under num_processes_history"), stacklevel=2)
     if saved_world != state.num_processes and state.batch_in_epoch:
         # Another number of processes: keep the samples consumed in this epoch (not bit-exact any more).
         pos = state.batch_in_epoch * saved_world // state.num_processes
@@ -642,7 +651,8 @@ def _state_json(state: FitState, scheduler, cfg: dict, meta: dict | None) -> dic
     trainer = {
         k: getattr(state, k)
         for k in ("step", "epoch", "batch_in_epoch", "samples", "total_steps", "best_metric", "best_step", "bad_evals",
-                  "elapsed_s", "stopped_early", "finished", "metrics", "num_processes", "skipped_steps", "precision", "precision_history")
+                  "elapsed_s", "stopped_early", "finished", "metrics", "num_processes", "skipped_steps", "precision", "precision_history",
+                  "num_processes_history")
     }
     sched = scheduler.state_dict()  # JSON-able: LambdaLR keeps None for plain functions
     return {"trainer": trainer, "scheduler": sched, "config": cfg, "meta": meta or {}, "log": state.log}

@@ -156,7 +156,10 @@ def fit_summary(result, *, best: str | None = None, after_best: dict | None = No
     best: the key of the best validation number (e.g. "best_val_accuracy"), placed after best_step with
     `after_best`; processes: whether num_processes is reported."""
     st = result.state
-    out = {"steps": st.step, "epochs": round(st.step / max(1, st.steps_per_epoch), 3), "best_step": st.best_step}
+    # epochs: where the run stands in its epoch order (a resume with another process count keeps that place,
+    # while the steps per epoch change with it)
+    epochs = st.epoch + st.batch_in_epoch / max(1, st.micro_batches_per_epoch)
+    out = {"steps": st.step, "epochs": round(epochs, 3), "best_step": st.best_step}
     if best is not None:
         out[best] = st.best_metric
     out.update(after_best or {})
@@ -165,6 +168,8 @@ def fit_summary(result, *, best: str | None = None, after_best: dict | None = No
                 "weights": "best" if result.best_dir is not None else "last"})
     if processes:
         out["num_processes"] = st.num_processes
+    if len(st.num_processes_history) > 1:  # resumed with another process count
+        out["num_processes_history"] = [{"from_step": step, "num_processes": n} for step, n in st.num_processes_history]
     out["precision"] = st.precision
     if len(st.precision_history) > 1:  # resumed in another precision: which steps ran in which
         out["precision_history"] = [{"from_step": step, "precision": name} for step, name in st.precision_history]
