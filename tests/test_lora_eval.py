@@ -116,3 +116,21 @@ def test_lora_errors_are_one_line(trained, runner, tmp_path):
     _clean_error(res, 1, str(bad), "row 2", "has 100 columns")
     res = invoke(runner, "evaluate", "classify", "--from", "lora", "--backbone", "tiny-vit", "-r", run)
     _clean_error(res, 1, "no LoRA artifact in", "lora/tiny-vit")
+
+
+def test_evaluating_the_split_training_drew_from_scores_only_what_it_held_out(runner, tmp_path):
+    """HaGRID's sample has one split, val: training draws train and validation from it, so evaluating on it scores
+    the held-out part only (it once scored all 45 images, 30 of them trained on)."""
+    from conftest import SHARED_REAL
+
+    if not (SHARED_REAL / "hagrid").is_dir():
+        pytest.skip("shared HaGRID sample not found")
+    run = tmp_path / "run"
+    res = invoke(runner, "lora-train", "-b", "tiny-vit", "-d", f"hagrid:{SHARED_REAL / 'hagrid'}", "--method", "head", "--image-size", "16",
+                 "--max-steps", "2", "--batch-size", "4", "--precision", "fp32", "-r", run)
+    assert res.exit_code == 0, res.output
+    res = invoke(runner, "evaluate", "classify", "--from", "lora", "-b", "tiny-vit", "--split", "val", "-r", run)
+    assert res.exit_code == 0, res.output
+    assert "is the one training drew from: scoring the 15 images it held out for validation" in res.output
+    ev = json.loads((run / "eval" / "classify-lora-tiny-vit.json").read_text())
+    assert ev["n"] == 15 and ev["scored"] == "the images training held out for validation"

@@ -76,7 +76,8 @@ def make_splits(spec: str, available: Sequence[str], make: Callable[[str], Any],
         carved = holdout(train, val_fraction)
         if carved is not None and len(carved[0]) and len(carved[1]):
             train, val = train.subset(carved[0]), train.subset(carved[1], split=f"{train_name}[val]")
-            names["val"], names["val_from_train"] = f"{val_fraction:g} of split {train_name}", True
+            # the count, not val_fraction: a stratified holdout keeps at least one sample of every class
+            names["val"], names["val_from_train"] = f"{len(val)} of {len(train) + len(val)} in split {train_name}", True
     test = None
     if "test" in available and train_name != "test":
         test, names["test"] = make("test"), "test"

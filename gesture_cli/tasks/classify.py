@@ -563,7 +563,13 @@ def evaluate_lora_classifier(run, *, backbone: str | None, dataset: str | None =
     ds_spec = parse_dataset(spec, opts) if dataset else recorded_dataset(spec, opts, recorded_in=f"the classifier in {path}")
     if (train_cfg.get("no_gesture") or (ds_spec.name == "hagrid" and "no_gesture" in classes)) and "no_gesture" not in ds_spec.options:
         ds_spec = parse_dataset(ds_spec, {"no_gesture": True})  # HaGRID trained with its no_gesture class
-    ds = make_dataset(ds_spec, split=split, seed=ds_seed)
+    held = _held_out_of_training(ds_spec, split, train_cfg) if spec == meta.get("dataset") else None
+    if held is not None:  # the split the classifier trained on: only what training held out for validation is scored
+        ds = held
+        if notify is not None:
+            notify(f"'{spec}' split '{split}' is the one training drew from: scoring the {len(ds)} images it held out for validation")
+    else:
+        ds = make_dataset(ds_spec, split=split, seed=ds_seed)
     prec = run_precision(device, precision, meta.get("precision"), notify=notify)
     out_rel, png_rel = f"eval/classify-lora-{name}.json", f"eval/confusion-lora-{name}.png"
     config = {"task": "classify", "from": "lora", "backbone": name, "dataset": spec, "split": split, "seed": ds_seed, "max_samples": max_samples,
@@ -586,12 +592,33 @@ def evaluate_lora_classifier(run, *, backbone: str | None, dataset: str | None =
             "split": split, "features": f"{meta.get('method', 'lora')} fine-tuned", "precision": prec.name,
             "seconds": round(time.perf_counter() - t0, 3), "classes": classes, **metrics,
         }
+        if held is not None:
+            result["scored"] = "the images training held out for validation"
         save_json(step.stage(out_rel, is_dir=False), result, kind="eval-classify")
         render_confusion(np.asarray(metrics["confusion"]), classes, step.stage(png_rel, is_dir=False),
                          title=f"lora {name}: {spec} / {split}, accuracy {metrics['accuracy']:.3f}")
         step.metrics.update({k: metrics[k] for k in ("accuracy", "macro_f1", "weighted_f1", "n")})
         step.metrics["precision"] = prec.name
     return {**result, "cached": False, "output": str(run.path(out_rel)), "confusion_png": str(run.path(png_rel))}
+
+
+def _held_out_of_training(spec, split: str, train_cfg: dict):
+    """The validation images training carved out of `split`, rebuilt from the recorded config, when `split` is the
+    one it trained on (a dataset without a val split, e.g. HaGRID's val-only sample); None otherwise."""
+    from dataclasses import fields
+
+    from gesture_cli.train.lora import LoraTrainConfig, make_splits
+
+    available = spec.splits()
+    train_name = "train" if "train" in available else available[0]
+    if split != train_name or ("val" in available and train_name != "val") or not train_cfg:  # a val split of its own: none carved
+        return None
+    known = {f.name for f in fields(LoraTrainConfig)} & {"dataset", "dataset_opts", "no_gesture", "val_fraction", "max_samples", "seed"}
+    cfg = LoraTrainConfig(**{k: tuple(v) if k == "dataset_opts" else v for k, v in train_cfg.items() if k in known})
+    held = make_splits(cfg).val
+    if held is None:
+        raise UsageError(f"'{spec}' split '{split}' is the classifier's training data and nothing was held out; pass another --dataset")
+    return held
 
 
 def infer_lora(run, *, backbone: str | None, input_path: Path | str, top_k: int = 3, device="auto", batch_size: int = 0,
