@@ -105,3 +105,27 @@ def test_every_trainer_under_torchrun_with_two_processes(tmp_path, precision):
     steps = RunDir(tmp_path / "run").steps()
     assert [s["command"] for s in steps] == ["segment-train", "keypoint-train", "pose-pretrain", "pose-finetune", "evaluate"]
     assert all(s["status"] == "ok" for s in steps)
+
+
+def test_errors_under_a_launcher_name_the_rank_and_a_shared_stop_is_said_once(runner, monkeypatch, capsys):
+    import typer
+
+    from gesture_cli.cli.options import gx_command
+    from gesture_cli.train.loop import TrainingInterrupted
+
+    _launched(monkeypatch, rank=1, world=2)
+    res = invoke(runner, "lora-train", "--method", "bogus")  # refused before any process group is joined
+    assert res.exit_code == 2 and "Error: (rank 1) unknown method 'bogus'" in res.output, res.output
+
+    @gx_command
+    def stopped():
+        raise TrainingInterrupted("training stopped at step 5/9 (SIGTERM received)", signum=15)
+
+    capsys.readouterr()
+    with pytest.raises(typer.Exit) as exc:
+        stopped()
+    assert exc.value.exit_code == 143 and capsys.readouterr().err == ""  # the exit code, not a second copy of rank 0's line
+    _launched(monkeypatch, rank=0, world=2)
+    with pytest.raises(typer.Exit):
+        stopped()
+    assert "Error: training stopped at step 5/9" in capsys.readouterr().err

@@ -325,10 +325,14 @@ def gx_command(fn):
         except _PASS_THROUGH:
             raise
         except GxError as exc:
+            rank = _launched_rank()
+            if rank and isinstance(exc, KeyboardInterrupt):  # a stop every process saw: rank 0 says it once
+                raise typer.Exit(exc.exit_code) from None
             if debug:
                 make_console(stderr=True).print_exception(show_locals=False)
             # escape: messages quote "[x, y]" and "[x, y, z]", which Rich would read as markup tags and drop
-            make_console(stderr=True).print(f"[bold red]Error:[/] {escape(str(exc))}", markup=True, highlight=False)
+            where = f"(rank {rank}) " if rank else ""  # under a launcher, which process it was
+            make_console(stderr=True).print(f"[bold red]Error:[/] {where}{escape(str(exc))}", markup=True, highlight=False)
             raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt as exc:
             code = getattr(exc, "exit_code", 130)  # 143 after SIGTERM, 130 after Ctrl-C
@@ -358,6 +362,14 @@ def gx_command(fn):
 
     with_shared_options(fn, wrapper)
     return wrapper
+
+
+def _launched_rank() -> int:
+    """This process's rank under torchrun / accelerate launch (0 when run alone)."""
+    try:
+        return int(os.environ.get("RANK", "0") or 0) if int(os.environ.get("WORLD_SIZE", "1") or 1) > 1 else 0
+    except ValueError:
+        return 0
 
 
 def flags(**kwargs) -> dict:
