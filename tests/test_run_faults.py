@@ -311,6 +311,8 @@ def test_a_run_dir_that_is_a_file_or_inside_one_is_a_usage_error(tmp_path, runne
     one_line_error(res, 2, f"run dir {f} is a file, not a folder; pass a folder to -r/--run-dir")
     res = invoke(runner, *EXTRACT, "-r", f / "run")  # before: NotADirectoryError
     one_line_error(res, 2, f"run dir {f / 'run'} is inside {f}, which is a file, not a folder")
+    for args in (("evaluate", "translate"), ("report",), ("infer", "segment", "--input", str(tmp_path))):  # commands that only read
+        one_line_error(invoke(runner, *args, "-r", f), 2, f"run dir {f} is a file, not a folder")
     assert f.read_text() == "not a folder"
 
 

@@ -202,6 +202,7 @@ class RunDir:
 
     def __init__(self, root: Path | str | None = None):
         self.root = Path(root) if root is not None else default_run_dir()
+        self._refuse_a_file()  # every command, reading ones too: a file is never a run dir
         self.manifest_path = self.root / "run.json"
         self._lock = FileLock(str(self.root / ".run.json.lock"), timeout=LOCK_TIMEOUT_S)
 
