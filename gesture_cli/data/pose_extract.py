@@ -669,8 +669,10 @@ def _sigterm_as_interrupt():
         yield
         return
 
+    from gesture_cli.core.errors import Terminated
+
     def handler(signum, frame):
-        raise KeyboardInterrupt
+        raise Terminated("SIGTERM received")  # a KeyboardInterrupt that exits 143, as every gx command does after SIGTERM
 
     old = signal.signal(signal.SIGTERM, handler)
     try:
