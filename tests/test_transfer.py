@@ -173,7 +173,7 @@ def test_import_refuses_archives_that_do_not_match_their_checksums(runner, tmp_p
     line = " ".join(res.output.split())
     assert line.startswith("Error: refusing to import bad.tar.gz: ") and message in line, line
     assert "nothing was imported" in line
-    assert list((tmp_path / "in").iterdir()) == []  # no run, no temporary folder
+    assert not (tmp_path / "in").exists()  # no run, no temporary folder, and not the --into folder it made
 
 
 def test_import_refuses_an_unlisted_extra_file(tmp_path):
@@ -187,7 +187,7 @@ def test_import_refuses_an_unlisted_extra_file(tmp_path):
         dst.addfile(extra, io.BytesIO(b"x = 1"))
     with pytest.raises(ArtifactError, match="mnist/lora/tiny-dinov2/extra.py is not listed in SHA256SUMS"):
         import_run(bad, tmp_path / "in")
-    assert list((tmp_path / "in").iterdir()) == []
+    assert not (tmp_path / "in").exists()
 
 
 # ---- hostile archives ------------------------------------------------------------------------------
@@ -222,7 +222,7 @@ def test_malicious_archives_are_refused_and_nothing_is_written(tmp_path, member,
     with pytest.raises(ArtifactError) as err:
         import_run(archive, into)
     assert why in str(err.value) and "nothing was imported" in str(err.value)
-    assert list(into.iterdir()) == []
+    assert not (tmp_path / "deep").exists()  # nothing written, not even the folders made for the import
     assert not (tmp_path / "escaped.txt").exists() and not (tmp_path / "deep" / "escaped.txt").exists()
     assert not Path("/tmp/gx-absolute-escape.txt").exists()
 
@@ -233,6 +233,26 @@ def test_not_an_archive_is_one_line(runner, tmp_path):
     assert res.exit_code == 1
     lines = [ln for ln in res.output.splitlines() if ln.strip()]
     assert len(lines) == 1 and lines[0].startswith("Error: refusing to import junk.tar.gz: not a readable tar archive"), res.output
+    assert not (tmp_path / "in").exists()  # the --into folder it made for the import is gone again
+
+
+def test_an_unwritable_into_folder_names_into(runner, tmp_path, monkeypatch):
+    import errno
+
+    run_dir = make_run(tmp_path)
+    archive = tmp_path / "r.tar.gz"
+    assert invoke(runner, "runs", "export", run_dir, "-o", archive).exit_code == 0
+    real_mkdtemp = __import__("tempfile").mkdtemp
+
+    def refused(*args, **kwargs):
+        raise PermissionError(errno.EACCES, "Permission denied", kwargs.get("dir"))
+
+    monkeypatch.setattr("tempfile.mkdtemp", refused)  # a read-only folder, whoever runs the test (root too)
+    res = invoke(runner, "runs", "import", archive, "--into", tmp_path / "ro" / "in")
+    assert res.exit_code == 1
+    assert f"Error: cannot write to {tmp_path / 'ro' / 'in'} (Permission denied); make it writable or pass another --into" in res.output
+    assert not (tmp_path / "ro").exists()
+    monkeypatch.setattr("tempfile.mkdtemp", real_mkdtemp)
 
 
 # ---- existing runs ---------------------------------------------------------------------------------

@@ -24,6 +24,8 @@ Core code: no printing; progress goes to an `on_progress(done_bytes, total_bytes
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import gzip
 import hashlib
 import io
@@ -38,7 +40,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-from gesture_cli.core.errors import ArtifactError, UsageError
+from gesture_cli.core.errors import ArtifactError, GxError, UsageError, write_error
 
 SUMS_NAME = "SHA256SUMS"
 MANIFEST = "run.json"
@@ -323,6 +325,13 @@ def _parse_sums(text: str, label: str) -> dict[str, str]:
     return out
 
 
+def _remove_empty(folders: list[Path]) -> None:
+    """Remove these folders (deepest first) where they are empty: the ones a failed import created."""
+    for d in folders:
+        with contextlib.suppress(OSError):
+            d.rmdir()
+
+
 def import_run(archive: Path | str, into: Path | str, *, force: bool = False, on_progress: ProgressFn | None = None) -> TransferResult:
     """Unpack a `gx runs export` archive into INTO/NAME, verified against its SHA256SUMS (module docstring)."""
     from gesture_cli.core.rundir import RunDir
@@ -343,8 +352,16 @@ def import_run(archive: Path | str, into: Path | str, *, force: bool = False, on
     def refuse(why: str) -> ArtifactError:
         return ArtifactError(f"refusing to import {label}: {why}; nothing was imported")
 
-    into.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".import-", dir=into))
+    created = [d for d in (into, *into.parents) if not d.exists()]  # the folders this import makes, removed again if it fails
+    try:
+        into.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".import-", dir=into))
+    except OSError as exc:
+        _remove_empty(created)
+        refused = write_error(exc, into)
+        if refused is not None and exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+            raise GxError(f"cannot write to {into} ({exc.strerror}); make it writable or pass another --into") from None
+        raise refused or exc from None
     top: str | None = None
     hashes: dict[str, str] = {}
     size = 0
@@ -437,6 +454,10 @@ def import_run(archive: Path | str, into: Path | str, *, force: bool = False, on
                 raise
         else:
             os.replace(root, dest)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        _remove_empty(created)  # a refused import leaves no empty --into folder behind
+        raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return TransferResult(name=top, run_dir=into / top, archive=archive, files=len(hashes), size=size, archive_size=total, replaced=replaced)
