@@ -143,7 +143,8 @@ def test_target_option_picks_the_explained_class(run, runner, tmp_path):
     np.testing.assert_array_equal(true_maps["lora_target"], np.arange(6))
 
     b_maps, b_meta, out = maps_and_records("--target", "b")  # class names match case-insensitively when unambiguous
-    assert {r["lora_target"] for r in b_meta["images"]} == {"B"} and "of class b" in out
+    assert {r["lora_target"] for r in b_meta["images"]} == {"B"} and "of class B" in out
+    assert b_meta["target"] == "B"  # recorded as the classifier spells it, not as typed
     for i, r in enumerate(b_meta["images"]):  # the same map where the prediction is B, another one elsewhere
         same = np.abs(b_maps["lora_gradcam"][i] - pred_maps["lora_gradcam"][i]).max() < 1e-5
         assert same == (r["lora_pred"] == "B"), (i, r)

@@ -206,7 +206,9 @@ def render_gradcam_run(cfg: GradcamConfig, run, *, device="auto", argv=None, not
                             **{f"{ex.source}_target": ex.classes[int(r["target"][i])] for ex, r in zip(explained, rows_per_source, strict=True)},
                             **{f"{ex.source}_deletion_drop": round(float(r["deletion"]["drop_top"][i]), 4) for ex, r in zip(explained, rows_per_source, strict=True)}})
         np.savez_compressed(out / "maps.npz", **arrays)
-        result = {"from": [ex.source for ex in explained], "backbone": first.name, "method": cfg.method, "target": cfg.target,
+        # a class name as the classifier spells it (--target b explains class B)
+        target = cfg.target.strip() if cfg.target.strip() in TARGET_KEYWORDS else explained[0].classes[int(targets[0][0])]
+        result = {"from": [ex.source for ex in explained], "backbone": first.name, "method": cfg.method, "target": target,
                   "precision": used,  # per source, like "deletion": with --compare each artifact defaults to its own
                   "attention": rows_per_source[0]["kind"], "n": len(records),
                   "deletion": {ex.source: {k: r["deletion"][k] for k in ("patches", "of", "mean_drop_top", "mean_drop_random")}
