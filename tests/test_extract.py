@@ -135,3 +135,33 @@ def test_images_counts_each_image_once_when_all_is_assembled_from_its_parts(runn
     splits = json.loads((tmp_path / "run" / "features" / "tiny-vit" / "meta.json").read_text())["splits"]
     assert "all" in splits and splits["train"]["images"] + splits["test"]["images"] == rows
     assert step["metrics"]["images"] == rows
+
+
+def test_feature_generators_never_leave_inference_mode_on_in_the_caller():
+    """A generator that yields inside `torch.inference_mode()` keeps it on in the caller's thread between batches,
+    and for good when it is abandoned (an error mid-extraction): a training run later in the same process then
+    made inference tensors and failed ("Inference tensors cannot be saved for backward")."""
+    import gc
+
+    import numpy as np
+    import torch
+
+    from gesture_cli.data import make_dataset
+    from gesture_cli.models.backbones import build_backbone
+    from gesture_cli.models.features import iter_batch_features
+    from gesture_cli.models.pca import iter_patch_batches
+
+    bb = build_backbone("tiny-vit", image_size=16)
+    ds = make_dataset("synthetic-hands", split="test", seed=0, train_per_class=1, test_per_class=1)
+    feats = iter_batch_features(bb, ds, [np.arange(4), np.arange(4, 8)], pool="cls", batch_size=4)
+    first = next(feats)
+    assert first.shape[0] == 4 and not torch.is_inference_mode_enabled()  # between batches
+    frames = ((np.zeros((20, 20, 3), np.uint8), i) for i in range(6))
+    patches = iter_patch_batches(bb, frames, batch_size=2)
+    next(patches)
+    assert not torch.is_inference_mode_enabled()
+    del feats, patches  # abandoned mid-way
+    gc.collect()
+    w = torch.nn.Parameter(torch.ones(3))
+    (w * torch.ones(3)).sum().backward()  # what a later trainer does: no inference tensors anywhere
+    assert not torch.is_inference_mode_enabled() and w.grad is not None

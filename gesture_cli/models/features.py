@@ -117,20 +117,24 @@ def iter_batch_features(
             on_backoff(bs)
 
     pin = backbone.device.type == "cuda"
-    with torch.inference_mode():
-        for raw in iter_loaded_batches(dataset, batches, size=backbone.image_size, workers=workers, pin_memory=pin):
-            outs: list = []
+    for raw in iter_loaded_batches(dataset, batches, size=backbone.image_size, workers=workers, pin_memory=pin):
+        outs: list = []
 
-            def forward(bs: int, raw=raw, outs=outs) -> None:
-                done = sum(len(o) for o in outs)  # resume after the chunks that fit before an OOM
-                while done < len(raw):
-                    pixels = backbone.preprocess(raw[done : done + bs])
-                    cls, patches, _ = backbone.forward_features(pixels)
-                    outs.append(backbone.pool(cls, patches, pool).float().cpu())
-                    done += len(outs[-1])
+        def forward(bs: int, raw=raw, outs=outs) -> None:
+            done = sum(len(o) for o in outs)  # resume after the chunks that fit before an OOM
+            while done < len(raw):
+                pixels = backbone.preprocess(raw[done : done + bs])
+                cls, patches, _ = backbone.forward_features(pixels)
+                outs.append(backbone.pool(cls, patches, pool).float().cpu())
+                done += len(outs[-1])
 
+        # Inference mode around the forward only, never across the yield: a context held open over a yield
+        # stays on in the caller's thread, and one abandoned generator (an error mid-way) would leave every
+        # later tensor of that thread an inference tensor that training cannot use.
+        with torch.inference_mode():
             run_with_oom_backoff(forward, min(state["bs"], len(raw)), on_backoff=backoff)
-            yield torch.cat(outs) if len(outs) > 1 else outs[0]
+            batch = torch.cat(outs) if len(outs) > 1 else outs[0]
+        yield batch
 
 
 def contiguous_batches(lo: int, hi: int, batch_size: int) -> list:

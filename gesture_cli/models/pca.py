@@ -402,7 +402,7 @@ def iter_patch_batches(
         if on_backoff is not None:
             on_backoff(bs)
 
-    with ThreadPoolExecutor(max_workers=1) as pool, torch.inference_mode():
+    with ThreadPoolExecutor(max_workers=1) as pool:  # inference mode around the forward only (features.iter_batch_features)
         pending = pool.submit(load)
         while True:
             loaded = pending.result()
@@ -422,11 +422,13 @@ def iter_patch_batches(
                     grid_box[:] = [grid]
                     done += len(chunk)
 
-            if device.type == "cuda":
-                run_with_oom_backoff(forward, min(state["bs"], len(raw)), on_backoff=backoff)
-            else:
-                forward(len(raw))
-            yield metas, torch.cat(outs) if len(outs) > 1 else outs[0], tuple(grid_box[0]), originals
+            with torch.inference_mode():
+                if device.type == "cuda":
+                    run_with_oom_backoff(forward, min(state["bs"], len(raw)), on_backoff=backoff)
+                else:
+                    forward(len(raw))
+                patches = torch.cat(outs) if len(outs) > 1 else outs[0]
+            yield metas, patches, tuple(grid_box[0]), originals
             if on_memory is not None and time.perf_counter() - last_memory >= MEMORY_EVERY_S:
                 last_memory = time.perf_counter()
                 on_memory(f"{memory_line(device)}, batch size {state['bs']}")
