@@ -113,6 +113,19 @@ def test_a_relative_local_path_is_recorded_absolute(tmp_path, monkeypatch):
     assert absolute_spec_text("folder:nowhere") == "folder:nowhere"
     assert absolute_spec_text("hf-dataset:owner/name") == "hf-dataset:owner/name"  # a hub id, though a folder has its name
     assert absolute_spec_text("synthetic-hands") == "synthetic-hands" and absolute_spec_text(None) is None
+    assert absolute_spec_text("folder:" + "x" * 300) == "folder:" + "x" * 300  # too long a name for the disk: as typed
+
+
+def test_a_dataset_recorded_relative_is_the_same_as_its_absolute_path(tmp_path, monkeypatch):
+    """Runs made before paths were recorded absolute hold them relative; --resume and evaluate from the same folder
+    must still see the same data (and its recorded options), not a different dataset."""
+    from gesture_cli.data.registry import same_dataset
+
+    (tmp_path / "data").mkdir()
+    monkeypatch.chdir(tmp_path)
+    assert same_dataset("folder:data", f"folder:{tmp_path / 'data'}") and same_dataset("folder:data", "folder:data")
+    assert not same_dataset("folder:data", f"folder:{tmp_path}") and not same_dataset("folder:data", "synthetic-hands")
+    assert same_dataset(None, None) and not same_dataset(None, "folder:data")
 
 
 REGISTRY = {"tiny-vit": type("E", (), {"source": "tiny", "family": "vit", "gated": False})(),

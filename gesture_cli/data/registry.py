@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -308,14 +309,24 @@ def parse_dataset(spec: str | DatasetSpec, opts: Sequence[str] | Mapping[str, ob
 PATH_ARGS = ("DIR", "FILE", "FILE|DIR", "JSON[:IMGDIR]")  # sources whose argument is a local path
 
 
+def same_dataset(recorded: str | None, given: str | None) -> bool:
+    """Whether a spec an artifact recorded and one given now name the same data: runs made before gx recorded
+    --dataset's paths absolute hold them relative (to the folder they ran in, which is this one on --resume)."""
+    if recorded is None or given is None:
+        return recorded == given
+    return recorded == given or absolute_spec_text(recorded) == absolute_spec_text(given)
+
+
 def recorded_dataset(spec: str | DatasetSpec, opts: Sequence[str] | Mapping[str, object] = (), *, kind: str = "image",
                      recorded_in: str) -> DatasetSpec:
     """parse_dataset for a spec read back from an artifact (`recorded_in` names it): when its local data is no
     longer where the run saw it (a run moved with `gx runs import`, data moved since), one line that says so
     and how to point at it, instead of the source's bare "not found"."""
     spec = parse_dataset(spec, opts, kind=kind)
-    if spec.arg and spec.source.arg in PATH_ARGS[:3] and not Path(spec.arg).expanduser().exists():
-        raise DataError(f"{spec.arg}: not found; {recorded_in} was made from the dataset '{spec.text}'; "
+    # the path to look for: the whole argument, or the JSON of `mpii:JSON[:IMGDIR]`
+    local = re.split(r"(?i)(?<=\.json):", spec.arg or "", maxsplit=1)[0] if spec.source.arg in PATH_ARGS else ""
+    if local and not Path(local).expanduser().exists():
+        raise DataError(f"{local}: not found; {recorded_in} was made from the dataset '{spec.text}'; "
                         "pass --dataset with where that data is now")
     return spec
 
@@ -329,7 +340,10 @@ def absolute_spec_text(text: str | None) -> str | None:
         return text
     name, arg = parse_spec(text)
     path = Path(arg or "").expanduser()
-    if not arg or path.is_absolute() or not path.exists():
+    try:
+        if not arg or path.is_absolute() or not path.exists():
+            return text
+    except OSError:  # a name too long for the file system, a folder it may not look into: the source will say
         return text
     reads = {dataset_sources(kind)[name].arg for kind in KINDS if name in dataset_sources(kind)}
     if not reads or not reads <= set(PATH_ARGS):

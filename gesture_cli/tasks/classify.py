@@ -430,6 +430,7 @@ def evaluate_probe(run, *, backbone: str | None, dataset: str | None = None, spl
 
     from gesture_cli.core.artifacts import load_json, save_json
     from gesture_cli.core.device import resolve_device
+    from gesture_cli.data.registry import same_dataset
     from gesture_cli.eval.classify import classification_metrics
     from gesture_cli.tasks.features import load_features
     from gesture_cli.tasks.probe import load_classifier, require_classifier
@@ -448,7 +449,7 @@ def evaluate_probe(run, *, backbone: str | None, dataset: str | None = None, spl
     dev = resolve_device(device)
     prec = run_precision(dev, precision, _features_precision(fmeta), notify=notify)
     reuse = (
-        feats_path.is_file() and fmeta.get("dataset") == spec and max_samples is None
+        feats_path.is_file() and same_dataset(fmeta.get("dataset"), spec) and max_samples is None
         and (seed is None or seed == meta.get("dataset_seed"))
         and _features_precision(fmeta) == prec.name  # --precision other than the features': extract anew in it
     )
@@ -545,7 +546,7 @@ def evaluate_lora_classifier(run, *, backbone: str | None, dataset: str | None =
     """
     from gesture_cli.core.artifacts import load_json, save_json
     from gesture_cli.data import make_dataset, parse_dataset
-    from gesture_cli.data.registry import recorded_dataset
+    from gesture_cli.data.registry import recorded_dataset, same_dataset
     from gesture_cli.data.splits import cap_samples
     from gesture_cli.eval.classify import classification_metrics
     from gesture_cli.tasks.trained import run_precision
@@ -559,11 +560,12 @@ def evaluate_lora_classifier(run, *, backbone: str | None, dataset: str | None =
     if not spec:
         raise UsageError(f"{path}/head.safetensors does not record its dataset; pass --dataset")
     ds_seed = seed if seed is not None else int(train_cfg.get("seed") or 0)
-    opts = tuple(train_cfg.get("dataset_opts") or ()) if spec == meta.get("dataset") else ()
+    same = same_dataset(meta.get("dataset"), spec)
+    opts = tuple(train_cfg.get("dataset_opts") or ()) if same else ()
     ds_spec = parse_dataset(spec, opts) if dataset else recorded_dataset(spec, opts, recorded_in=f"the classifier in {path}")
     if (train_cfg.get("no_gesture") or (ds_spec.name == "hagrid" and "no_gesture" in classes)) and "no_gesture" not in ds_spec.options:
         ds_spec = parse_dataset(ds_spec, {"no_gesture": True})  # HaGRID trained with its no_gesture class
-    held = _held_out_of_training(ds_spec, split, train_cfg) if spec == meta.get("dataset") else None
+    held = _held_out_of_training(ds_spec, split, train_cfg) if same else None
     if held is not None:  # the split the classifier trained on: only what training held out for validation is scored
         ds = held
         if notify is not None:
@@ -604,14 +606,15 @@ def evaluate_lora_classifier(run, *, backbone: str | None, dataset: str | None =
 
 def _held_out_of_training(spec, split: str, train_cfg: dict):
     """The validation images training carved out of `split`, rebuilt from the recorded config, when `split` is the
-    one it trained on (a dataset without a val split, e.g. HaGRID's val-only sample); None otherwise."""
+    one it trained on and the dataset has no test split (e.g. HaGRID's val-only sample); None otherwise."""
     from dataclasses import fields
 
     from gesture_cli.train.lora import LoraTrainConfig, make_splits
 
     available = spec.splits()
     train_name = "train" if "train" in available else available[0]
-    if split != train_name or ("val" in available and train_name != "val") or not train_cfg:  # a val split of its own: none carved
+    # only a dataset without a test split: with one, --split train asks for the training accuracy on purpose
+    if split != train_name or "test" in available or ("val" in available and train_name != "val") or not train_cfg:
         return None
     known = {f.name for f in fields(LoraTrainConfig)} & {"dataset", "dataset_opts", "no_gesture", "val_fraction", "max_samples", "seed"}
     cfg = LoraTrainConfig(**{k: tuple(v) if k == "dataset_opts" else v for k, v in train_cfg.items() if k in known})

@@ -52,14 +52,14 @@ class EvalData:
 def resolve_eval_data(meta: dict, *, dataset: str | None, split: str, seed: int | None, max_samples: int | None) -> EvalData:
     """The dataset split `gx evaluate keypoint` scores (see `evaluate_keypoint`)."""
     from gesture_cli.data.keypoints import make_keypoint_dataset, make_keypoint_splits
-    from gesture_cli.data.registry import parse_dataset, recorded_dataset
+    from gesture_cli.data.registry import parse_dataset, recorded_dataset, same_dataset
     from gesture_cli.data.splits import cap_samples
 
     train_cfg = dict(meta.get("config") or {})
     spec = dataset or train_cfg.get("dataset")
     if not spec:
         raise UsageError("the keypoint model does not record its dataset; pass --dataset")
-    same = spec == train_cfg.get("dataset")
+    same = same_dataset(train_cfg.get("dataset"), spec)
     ds_seed = seed if seed is not None else int(train_cfg.get("seed") or 0)
     if dataset:
         ds_spec = parse_dataset(spec, tuple(train_cfg.get("dataset_opts") or ()) if same else (), kind="keypoints")

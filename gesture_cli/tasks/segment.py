@@ -125,7 +125,7 @@ def evaluate_segment(run, opts: SegmentEvalOptions, *, device: str = "auto", arg
     """Score segment/<backbone>/ on a dataset split; writes eval/segment-<backbone>.json. The model runs in
     opts.precision, by default the one the head was trained in (`notify` gets the "precision: ..." line)."""
     from gesture_cli.core.artifacts import load_tensors, save_json
-    from gesture_cli.data.registry import parse_dataset, recorded_dataset
+    from gesture_cli.data.registry import parse_dataset, recorded_dataset, same_dataset
     from gesture_cli.data.segmentation import make_seg_dataset
     from gesture_cli.models.seg_heads import SEG_HEAD_KIND
 
@@ -135,7 +135,7 @@ def evaluate_segment(run, opts: SegmentEvalOptions, *, device: str = "auto", arg
     cmap, aggregate, classes = _resolve_class_map(meta, opts.class_map, head_path=path)
     cfg = meta.get("config", {})
     dataset = opts.dataset or meta.get("dataset") or cfg.get("dataset")
-    same = dataset == cfg.get("dataset")
+    same = same_dataset(cfg.get("dataset"), dataset)
     if opts.dataset:
         ds_spec = parse_dataset(dataset, cfg.get("dataset_opts", []) if same else (), kind="segmentation")
     else:

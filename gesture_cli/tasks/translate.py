@@ -100,9 +100,9 @@ class InferTranslateConfig:
 
 def _dataset_for(info: dict, spec: str | None):
     """The pose dataset to read, parsed once (a DatasetSpec): the training one, with its options, unless another spec is given."""
-    from gesture_cli.data.registry import parse_dataset, recorded_dataset
+    from gesture_cli.data.registry import parse_dataset, recorded_dataset, same_dataset
 
-    if spec and spec != info["dataset"]:
+    if spec and not same_dataset(info["dataset"], spec):
         return parse_dataset(spec, kind="pose")
     return recorded_dataset(info["dataset"], tuple(info.get("dataset_opts") or ()), kind="pose", recorded_in="the translator (pose-finetune)")
 
@@ -137,6 +137,7 @@ def evaluate_translation(run, cfg: EvaluateTranslateConfig, *, device="auto", ar
     The model runs in cfg.precision, by default the one pose-finetune trained it in (`notify` gets the "precision: ..." line)."""
     from gesture_cli.core.artifacts import atomic_write_text, load_json, save_json
     from gesture_cli.data.pose import POSE_SPLITS, make_pose_splits, normalize_split
+    from gesture_cli.data.registry import same_dataset
 
     cfg.validate()
     path = finetune_dir(run)
@@ -147,7 +148,7 @@ def evaluate_translation(run, cfg: EvaluateTranslateConfig, *, device="auto", ar
     spec = _dataset_for(info, cfg.dataset)
     seed = cfg.seed if cfg.seed is not None else int(info.get("seed") or 0)
     # the splits exactly as pose-finetune made them (its --max-samples subset included); --max-samples then takes the first N
-    same = spec.text == info["dataset"]
+    same = same_dataset(info["dataset"], spec.text)
     opts = tuple(info.get("dataset_opts") or ()) if same else ()  # as recorded, for this step's config
     splits = make_pose_splits(spec, seed=seed, max_samples=info.get("max_samples") if same else None,
                               val_fraction=float(info.get("val_fraction", 0.1)), need_text=False, training=False)

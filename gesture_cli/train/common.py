@@ -89,8 +89,14 @@ def check_resume(last_dir: Path, resolved: dict, keys: Sequence[str], *, command
     if found is None:
         how = f"run `gx {command}` without --resume" if command else "run without --resume"
         raise ArtifactError(f"nothing to resume: no checkpoint at {last_dir}; {how} to start training")
+    from gesture_cli.data.registry import same_dataset
+
     saved = read_checkpoint_state(found).get("meta", {}).get("config", {})
-    diffs = [(k, saved.get(k), resolved[k]) for k in keys if k in saved and k in resolved and saved.get(k) != resolved[k]]
+
+    def differs(key: str) -> bool:  # a dataset recorded with a relative path before gx made them absolute is the same data
+        return not same_dataset(saved[key], resolved[key]) if key == "dataset" else saved.get(key) != resolved[key]
+
+    diffs = [(k, saved.get(k), resolved[k]) for k in keys if k in saved and k in resolved and differs(k)]
     if not diffs:
         return
     key, old, new = diffs[0]
