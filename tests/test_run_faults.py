@@ -312,7 +312,9 @@ def test_a_run_dir_that_is_a_file_or_inside_one_is_a_usage_error(tmp_path, runne
     res = invoke(runner, *EXTRACT, "-r", f / "run")  # before: NotADirectoryError
     one_line_error(res, 2, f"run dir {f / 'run'} is inside {f}, which is a file, not a folder")
     for args in (("evaluate", "translate"), ("report",), ("infer", "segment", "--input", str(tmp_path))):  # commands that only read
-        one_line_error(invoke(runner, *args, "-r", f), 2, f"run dir {f} is a file, not a folder")
+        one_line_error(invoke(runner, *args, "-r", f), 2, f"run dir {f} is a file, not a folder; pass a folder to -r/--run-dir")
+    for args, name in ((("runs", "show", str(f)), "RUN_DIR"), (("runs", "export", str(f), "-o", str(tmp_path / "x.tar.gz")), "RUN")):
+        one_line_error(invoke(runner, *args), 2, f"run dir {f} is a file, not a folder; pass a folder as {name}")  # an argument
     assert f.read_text() == "not a folder"
 
 

@@ -73,7 +73,7 @@ def show(
     from gesture_cli.core.rundir import RunDir
     from gesture_cli.core.runs import step_rows
 
-    run = RunDir(run_dir)
+    run = RunDir(run_dir, given_as="RUN_DIR")
     if not run.manifest_path.is_file():
         raise UsageError(f"{run_dir}: not a run directory (no run.json)")
     rows = step_rows(run)

@@ -200,8 +200,9 @@ def _process_gone(entry: dict) -> bool:
 class RunDir:
     """One run directory and its manifest."""
 
-    def __init__(self, root: Path | str | None = None):
+    def __init__(self, root: Path | str | None = None, *, given_as: str = "-r/--run-dir"):
         self.root = Path(root) if root is not None else default_run_dir()
+        self.given_as = given_as  # the option or argument the path came from, for messages
         self._refuse_a_file()  # every command, reading ones too: a file is never a run dir
         self.manifest_path = self.root / "run.json"
         self._lock = FileLock(str(self.root / ".run.json.lock"), timeout=LOCK_TIMEOUT_S)
@@ -230,7 +231,8 @@ class RunDir:
             if p.exists():
                 if not p.is_dir():
                     what = "is a file" if p == self.root else f"is inside {p}, which is a file"
-                    raise UsageError(f"run dir {self.root} {what}, not a folder; pass a folder to -r/--run-dir")
+                    how = f"to {self.given_as}" if self.given_as.startswith("-") else f"as {self.given_as}"
+                    raise UsageError(f"run dir {self.root} {what}, not a folder; pass a folder {how}")
                 return
 
     def _unwritable(self, exc: OSError) -> GxError:

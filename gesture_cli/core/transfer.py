@@ -182,7 +182,7 @@ def export_run(run_dir: Path | str, out: Path | str, *, only_best: bool = False,
 
     run_dir, out = Path(run_dir), Path(out)
     fmt = archive_format(out)
-    run = RunDir(run_dir)
+    run = RunDir(run_dir, given_as="RUN")
     if not run.manifest_path.is_file():
         raise UsageError(f"{run_dir}: not a run directory (no {MANIFEST}); pass the folder a gx command wrote with -r")
     manifest = run.read_manifest()  # a corrupt manifest is refused here, not on the other machine
