@@ -40,7 +40,7 @@ import numpy as np
 from gesture_cli.core.errors import ArtifactError, DataError, UsageError
 from gesture_cli.data.pose_sample import PoseSample, normalize_split
 from gesture_cli.data.registry import DatasetSpec, parse_dataset, register_dataset
-from gesture_cli.data.splits import capped_indices
+from gesture_cli.data.splits import capped_indices, held_out_name
 
 POSE_SPLITS = ("train", "val", "test")
 POSE_DATASET_KIND = "pose-dataset"
@@ -316,10 +316,12 @@ def make_pose_splits(spec: str | DatasetSpec, dataset_opts: Sequence[str] = (), 
         held = set(order[:k].tolist())
         parts["val"] = [s for i, s in enumerate(parts["train"]) if i in held]
         parts["train"] = [s for i, s in enumerate(parts["train"]) if i not in held]
-        names["val"] = f"{val_fraction:g} of train"
+        names["val"] = "held out of train"  # named with its count once capped, below
     if not parts["val"] and training:
         raise DataError(f"dataset '{spec}': no validation samples; give it a val split or use --val-fraction > 0")
     parts = {k: _cap(v, max_samples, seed) for k, v in parts.items()}
+    if names["val"] != "val":
+        names["val"] = held_out_name(len(parts["val"]), "train")
     make = lambda name: replace(ds, split=name, samples=parts[name]) if parts[name] else None  # noqa: E731
     return PoseSplits(train=make("train"), val=make("val"), test=make("test"), names=names, source_files=list(ds.source_files),
                       cache_token=ds.cache_token)

@@ -45,6 +45,11 @@ def random_holdout(seed: int, *, stream: int) -> Callable:
     return carve
 
 
+def held_out_name(n: int, split: str) -> str:
+    """How a validation set carved out of the training split is named in summaries: '15 held out of split val'."""
+    return f"{n} held out of split {split}"
+
+
 @dataclass
 class Splits:
     """What a trainer trains, validates and tests on; `names` says where each came from."""
@@ -76,15 +81,16 @@ def make_splits(spec: str, available: Sequence[str], make: Callable[[str], Any],
         carved = holdout(train, val_fraction)
         if carved is not None and len(carved[0]) and len(carved[1]):
             train, val = train.subset(carved[0]), train.subset(carved[1], split=f"{train_name}[val]")
-            # the count, not val_fraction: a stratified holdout keeps at least one sample of every class
-            names["val"], names["val_from_train"] = f"{len(val)} of {len(train) + len(val)} in split {train_name}", True
+            names["val_from_train"] = True
     test = None
     if "test" in available and train_name != "test":
         test, names["test"] = make("test"), "test"
     train, val, test = (cap_samples(d, max_samples, seed, stream=cap_stream) for d in (train, val, test))
+    if names.get("val_from_train"):  # a count, not val_fraction: a stratified holdout keeps a sample of every class
+        names["val"] = held_out_name(len(val), train_name)
     if len(train) == 0:
         raise DataError(f"dataset '{spec}': the training split '{train_name}' is empty")
     return Splits(train=train, val=val, test=test, names=names)
 
 
-__all__ = ["Splits", "cap_samples", "capped_indices", "make_splits", "random_holdout"]
+__all__ = ["Splits", "cap_samples", "capped_indices", "held_out_name", "make_splits", "random_holdout"]
