@@ -10,7 +10,8 @@ it was made in is checked against the one asked for. A step that fails does not 
 that need its artifacts fail too, quickly, and the independent ones still run. A GPU without bf16 (T4,
 V100) runs fp16 only.
 
-The summary is rewritten after every stage, so a run cut short still leaves what it measured.
+The summary is rewritten after every step and benchmark, so a run cut short still leaves what it measured;
+Ctrl-C (or SIGTERM) stops the whole check, not just the step it was in.
 
 `--device cpu` rehearses the same script on a CPU (bf16 only: fp16 on a CPU is a usage error), with
 `--quick` benchmark settings: it checks the script, not the numbers.
@@ -28,10 +29,12 @@ import io
 import json
 import os
 import platform
+import signal
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -50,32 +53,45 @@ def trained_metrics(backbone: str) -> dict[str, str]:
             "pose-finetune": "pose/finetune/metrics.json"}
 
 
+class _Tee(io.TextIOBase):
+    """Writes to the real stream at once (live progress) and keeps a copy (the tail goes into the summary)."""
+
+    def __init__(self, stream):
+        self.stream, self.copy = stream, io.StringIO()
+
+    def write(self, text: str) -> int:
+        self.stream.write(text)
+        self.stream.flush()
+        return self.copy.write(text)
+
+
+STOPPED = (130, 143)  # gx's exit codes after Ctrl-C and SIGTERM: the check stops, it does not go on to the next step
+
+
 def invoke_captured(args: list[str]) -> tuple[int, str]:
-    """Run one gx command line in this process with --verbose; returns (exit code, its output), echoing the output."""
+    """Run one gx command line in this process with --verbose; returns (exit code, its output), shown live as well."""
     from gesture_cli.cli.demo import invoke_gx
 
-    buf = io.StringIO()
-    with contextlib.redirect_stdout(buf), contextlib.redirect_stderr(buf):
+    tee = _Tee(sys.stdout)
+    with contextlib.redirect_stdout(tee), contextlib.redirect_stderr(tee):
         try:
             code = invoke_gx(["--verbose", *args])
-        except BaseException as exc:  # noqa: BLE001 - any crash is a result to record, not a reason to stop the check
+        except Exception:  # noqa: BLE001 - a crash is a result to record; Ctrl-C and SIGTERM still stop the check
             import traceback
 
             traceback.print_exc()
-            code = getattr(exc, "code", None) if isinstance(getattr(exc, "code", None), int) else 1
-    out = buf.getvalue()
-    sys.stdout.write(out)
-    sys.stdout.flush()
-    return code, out
+            code = 1
+    return code, tee.copy.getvalue()
 
 
-def run_commands(precision: str, root: Path, *, device: str) -> dict:
+def run_commands(precision: str, root: Path, *, device: str, on_step: Callable[[dict], None] | None = None) -> dict:
     from gesture_cli.tasks.demo import MAIN, demo_steps, prepare_inputs, run_step
 
     run = root / precision
     run.mkdir(parents=True)
     prepare_inputs(run)
     steps, t0 = [], time.perf_counter()
+    result = {"ok": False, "seconds": 0.0, "steps": steps, "recorded_precision": {}}
     for step in demo_steps(run):
         extra = ("--device", device, "--precision", precision) if step.args[0] in MODEL_COMMANDS else ()
         step = type(step)(step.title, (*step.args, *extra), step.forceable)
@@ -92,26 +108,35 @@ def run_commands(precision: str, root: Path, *, device: str) -> dict:
         if res.status == "failed":
             entry["output_tail"] = "".join(outputs)[-3000:]
         steps.append(entry)
+        result["seconds"] = round(time.perf_counter() - t0, 1)
         print(f"   [{res.status:>6} {res.seconds:6.1f} s] {step.title}", flush=True)
-    recorded = {}
+        if on_step is not None:
+            on_step(result)  # the summary on disk after every step: a run cut short keeps what it did
+        if res.exit_code in STOPPED:
+            raise KeyboardInterrupt(f"stopped during '{step.title}'")
     for name, rel in trained_metrics(MAIN).items():
         path = run / rel
-        recorded[name] = json.loads(path.read_text()).get("precision") if path.is_file() else None
-    ok = all(s["status"] != "failed" for s in steps) and all(v == precision for v in recorded.values())
-    return {"ok": ok, "seconds": round(time.perf_counter() - t0, 1), "steps": steps, "recorded_precision": recorded}
+        result["recorded_precision"][name] = json.loads(path.read_text()).get("precision") if path.is_file() else None
+    result["ok"] = all(s["status"] != "failed" for s in steps) and all(v == precision for v in result["recorded_precision"].values())
+    return result
 
 
 def run_benchmark(args: list[str], json_path: Path) -> dict:
+    """One benchmark script in its own process group, so that a timeout ends its children (lora.py's routes) too."""
     t0 = time.perf_counter()
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, (str(REPO), os.environ.get("PYTHONPATH"))))}
+    proc = subprocess.Popen([sys.executable, *args, "--json", str(json_path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            cwd=REPO, env=env, start_new_session=True)
     try:
-        res = subprocess.run([sys.executable, *args, "--json", str(json_path)], capture_output=True, text=True, cwd=REPO, env=env,
-                             timeout=BENCH_TIMEOUT_S)
-        code, stdout, stderr = res.returncode, res.stdout, res.stderr
-    except subprocess.TimeoutExpired as exc:
-        code = 124
-        stdout = exc.stdout.decode() if isinstance(exc.stdout, bytes) else exc.stdout or ""
-        stderr = f"timed out after {BENCH_TIMEOUT_S} s"
+        stdout, stderr = proc.communicate(timeout=BENCH_TIMEOUT_S)
+        code = proc.returncode
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        stdout, _ = proc.communicate()
+        code, stderr = 124, f"timed out after {BENCH_TIMEOUT_S} s"
+    except BaseException:  # Ctrl-C or SIGTERM of the check: its benchmark goes too
+        os.killpg(proc.pid, signal.SIGKILL)
+        raise
     out = {"command": " ".join(args), "exit_code": code, "seconds": round(time.perf_counter() - t0, 1),
            "output": stdout[-2000:] + stderr[-1000:]}
     print(stdout[-2000:] + stderr[-1000:], flush=True)
@@ -147,6 +172,27 @@ def write_summary(path: Path, summary: dict) -> None:
     tmp.replace(path)
 
 
+def run_all(args, precisions: list[str], summary: dict) -> None:
+    """The commands in each precision, then the benchmarks; the summary on disk after every step."""
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        for p in precisions:
+            print(f"== commands in {p}", flush=True)
+
+            def save_partial(partial: dict, p: str = p) -> None:
+                summary["precisions"][p] = partial
+                write_summary(args.out, summary)
+
+            res = run_commands(p, root, device=args.device, on_step=save_partial)
+            save_partial(res)
+            print(f"   {'ok' if res['ok'] else 'FAILED'} in {res['seconds']} s; recorded precision {res['recorded_precision']}", flush=True)
+        if not args.skip_benchmarks:
+            for name, cmd in benchmark_commands(precisions, device=args.device, quick=args.quick).items():
+                print(f"== benchmark {name}: {' '.join(cmd)}", flush=True)
+                summary["benchmarks"][name] = run_benchmark(cmd, root / f"{name}.json")
+                write_summary(args.out, summary)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=Path("gpu-check.json"), help="the JSON summary to write")
@@ -175,18 +221,13 @@ def main(argv: list[str] | None = None) -> int:
     summary: dict = {"gpu": gpu, "device": args.device, "versions": environment(), "precisions": {}, "benchmarks": {}, "ok": False}
     print(f"gpu-check on {gpu}: {', '.join(precisions)}; {summary['versions']}", flush=True)
     write_summary(args.out, summary)
-    with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp)
-        for p in precisions:
-            print(f"== commands in {p}", flush=True)
-            summary["precisions"][p] = res = run_commands(p, root, device=args.device)
-            print(f"   {'ok' if res['ok'] else 'FAILED'} in {res['seconds']} s; recorded precision {res['recorded_precision']}", flush=True)
-            write_summary(args.out, summary)
-        if not args.skip_benchmarks:
-            for name, cmd in benchmark_commands(precisions, device=args.device, quick=args.quick).items():
-                print(f"== benchmark {name}: {' '.join(cmd)}", flush=True)
-                summary["benchmarks"][name] = run_benchmark(cmd, root / f"{name}.json")
-                write_summary(args.out, summary)
+    try:
+        run_all(args, precisions, summary)
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM turned into an exit code by gx: what ran is in the summary
+        summary["stopped"] = str(exc) or "interrupted"
+        write_summary(args.out, summary)
+        print(f"stopped ({summary['stopped']}); wrote {args.out}", file=sys.stderr)
+        return 130
     summary["ok"] = all(r["ok"] for r in summary["precisions"].values()) and all(
         b["exit_code"] == 0 for b in summary["benchmarks"].values())
     write_summary(args.out, summary)

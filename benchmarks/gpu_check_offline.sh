@@ -3,21 +3,23 @@
 # accelerate and the scientific stack, but no package index (an air-gapped box, a locked-down cluster node).
 # The few pure-Python or small packages gx needs beyond such an image travel as wheels in .whl/.
 #
-#   benchmarks/gpu_check_offline.sh fetch [PYTHON_VERSION]   on a machine with an index: wheels into .whl/
-#                                                            for that Python (default 3.12), pinned as in constraints.txt
-#   benchmarks/gpu_check_offline.sh run [gpu_check args]     on the GPU machine, from the repo root: installs .whl/*.whl
-#                                                            into /tmp/gx-site (no index, no dependencies), says which
-#                                                            of gx's imports are still missing, then runs the check
+#   benchmarks/gpu_check_offline.sh fetch [PYTHON_VERSION [PACKAGE ...]]
+#                          on a machine with an index: wheels into .whl/ for that Python (default 3.12), pinned as in
+#                          constraints.txt: the packages below, and any named after the version (what `run` said is missing)
+#   benchmarks/gpu_check_offline.sh run [gpu_check args]
+#                          on the GPU machine, from the repo root: installs .whl/*.whl into /tmp/gx-site (no index, no
+#                          dependencies), imports what gx needs and names what fails, then runs the check
 # Environment: PYTHON (default python3) runs the check; OUT, when set, is where gpu-check.json goes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # What a stock PyTorch image usually lacks, for every command of the demo: BLEU/ROUGE scoring (rouge-score and
 # nltk, whose defusedxml), the .pose format, and zstandard for `gx export`.
-PACKAGES=(rouge-score nltk defusedxml pose-format zstandard)
-# The imports gx and the demo need at run time (module names).
+PACKAGES=(rouge-score nltk defusedxml absl-py six pose-format zstandard)
+# The imports gx and the demo need at run time (modules, imported for real: a wheel installed without its
+# dependencies fails here, not halfway through the check).
 MODULES=(torch transformers peft accelerate safetensors huggingface_hub typer rich numpy filelock yaml sklearn pandas
-         matplotlib cv2 PIL pose_format pyarrow sacrebleu rouge_score nltk tokenizers zstandard)
+         matplotlib cv2 PIL pose_format pyarrow sacrebleu rouge_score.rouge_scorer tokenizers zstandard)
 
 pin() {  # NAME -> NAME==VERSION from constraints.txt (names compared as pip normalises them)
   local want line
@@ -30,6 +32,7 @@ pin() {  # NAME -> NAME==VERSION from constraints.txt (names compared as pip nor
 case "${1:-}" in
   fetch)
     pyver="${2:-3.12}"
+    PACKAGES+=("${@:3}")
     pip=(python3 -m pip)
     [ -x .venv/bin/python ] && pip=(.venv/bin/python -m pip)
     mkdir -p .whl
@@ -53,16 +56,29 @@ case "${1:-}" in
       export PYTHONPATH="/tmp/gx-site${PYTHONPATH:+:$PYTHONPATH}"
     fi
     export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
-    missing=$("$py" -c 'import importlib.util, sys; print(" ".join(m for m in sys.argv[1:] if importlib.util.find_spec(m) is None))' "${MODULES[@]}")
+    missing=$("$py" - "${MODULES[@]}" <<'PY'
+import importlib
+import sys
+
+failed = []
+for name in sys.argv[1:]:
+    try:
+        importlib.import_module(name)
+    except ImportError as exc:  # the module itself, or one it imports
+        failed.append(exc.name or name)
+print(" ".join(dict.fromkeys(failed)))
+PY
+)
     if [ -n "$missing" ]; then
-      echo "gx needs these modules, missing here: $missing (add their wheels to .whl/ with 'fetch' on a machine with an index)" >&2
+      echo "gx needs these modules, missing here: $missing (fetch their packages into .whl/ on a machine with an index:" \
+           "benchmarks/gpu_check_offline.sh fetch VERSION PACKAGE ...)" >&2
       exit 2
     fi
     nvidia-smi -L 2>/dev/null || true
     exec "$py" benchmarks/gpu_check.py --out "${OUT:-.}/gpu-check.json" "$@"
     ;;
   *)
-    sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'
     exit 2
     ;;
 esac

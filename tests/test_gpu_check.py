@@ -57,11 +57,45 @@ def test_a_failing_step_is_recorded_with_its_output_and_the_next_steps_still_run
     assert all(v is None for v in res["recorded_precision"].values())
 
 
-def test_a_benchmark_that_hangs_is_stopped_and_recorded(gpu_check, monkeypatch, tmp_path):
-    monkeypatch.setattr(gpu_check, "BENCH_TIMEOUT_S", 1)
-    out = gpu_check.run_benchmark(["-c", "import time; print('started', flush=True); time.sleep(30)"], tmp_path / "b.json")
-    assert out["exit_code"] == 124 and "timed out after 1 s" in out["output"]
-    assert "result" not in out
+def test_a_benchmark_that_hangs_is_stopped_with_its_children_and_recorded(gpu_check, monkeypatch, tmp_path):
+    """lora.py runs its routes in child processes: a timeout must end them too, not only the script."""
+    import os
+    import time
+
+    monkeypatch.setattr(gpu_check, "BENCH_TIMEOUT_S", 2)
+    pid_file = tmp_path / "child.pid"
+    script = ("import subprocess, sys, time; "
+              "c = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); "
+              f"open({str(pid_file)!r}, 'w').write(str(c.pid)); time.sleep(60)")
+    out = gpu_check.run_benchmark(["-c", script], tmp_path / "b.json")
+    assert out["exit_code"] == 124 and "timed out after 2 s" in out["output"] and "result" not in out
+    child = int(pid_file.read_text())
+    for _ in range(50):  # the grandchild was killed with its group (reaped by init, or a zombie until then)
+        try:
+            state = open(f"/proc/{child}/stat").read().split(")")[-1].split()[0]
+        except FileNotFoundError:
+            break
+        if state == "Z":
+            break
+        time.sleep(0.1)
+    else:
+        os.kill(child, 9)
+        raise AssertionError("the benchmark's child process outlived the timeout")
+
+
+def test_ctrl_c_in_a_step_stops_the_check_and_keeps_what_ran(gpu_check, monkeypatch, tmp_path):
+    from gesture_cli.tasks import demo
+
+    def steps(run):
+        return [demo.DemoStep("report", ("report", "-r", str(run)), forceable=False)] * 3
+
+    monkeypatch.setattr(demo, "demo_steps", steps)
+    monkeypatch.setattr(demo, "prepare_inputs", lambda run: None)
+    monkeypatch.setattr(gpu_check, "invoke_captured", lambda args: (130, "Interrupted."))
+    seen = []
+    with pytest.raises(KeyboardInterrupt, match="stopped during 'report'"):
+        gpu_check.run_commands("bf16", tmp_path, device="cpu", on_step=lambda partial: seen.append(len(partial["steps"])))
+    assert seen == [1]  # the summary was written with the interrupted step, and no later step ran
 
 
 def test_fp16_is_refused_on_a_cpu_rehearsal(gpu_check, tmp_path, capsys):
@@ -102,6 +136,6 @@ def test_the_offline_runner_names_the_modules_a_gpu_image_lacks(tmp_path):
     res = subprocess.run(["bash", script, "run"], env={"PATH": "/usr/bin:/bin", "PYTHON": python}, capture_output=True, text=True,
                          timeout=60)
     assert res.returncode == 2
-    assert "gx needs these modules, missing here: torch transformers peft" in res.stderr and "'fetch'" in res.stderr
+    assert "gx needs these modules, missing here: torch transformers peft" in res.stderr and "gpu_check_offline.sh fetch VERSION PACKAGE" in res.stderr
     res = subprocess.run(["bash", script], capture_output=True, text=True, timeout=60)
-    assert res.returncode == 2 and "gpu_check_offline.sh fetch [PYTHON_VERSION]" in res.stdout
+    assert res.returncode == 2 and "gpu_check_offline.sh fetch [PYTHON_VERSION [PACKAGE ...]]" in res.stdout
