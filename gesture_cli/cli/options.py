@@ -9,9 +9,7 @@ import contextlib
 import functools
 import inspect
 import os
-import signal
 import sys
-import threading
 from pathlib import Path
 from typing import Annotated
 
@@ -272,27 +270,6 @@ def show_gx_warnings():
         yield
 
 
-@contextlib.contextmanager
-def _sigterm_raises():
-    """While a command runs, SIGTERM raises Terminated (a KeyboardInterrupt) instead of killing the process
-    outright, so the open step removes its staged files and records `interrupted`. Trainers put their own
-    handler over this one (stop at the next step boundary, save checkpoints/last)."""
-    from gesture_cli.core.errors import Terminated
-
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum, frame):
-        raise Terminated("SIGTERM received")
-
-    previous = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
 def with_shared_options(fn, wrapper) -> None:
     """Give `wrapper` the signature of `fn` with each parameter that has no annotation annotated with the
     shared option of its name (SHARED_OPTIONS); Typer reads the options from this signature."""
@@ -315,17 +292,18 @@ def gx_command(fn):
     def wrapper(*args, **kwargs):
         from rich.markup import escape
 
-        from gesture_cli.core.errors import GxError, write_error
+        from gesture_cli.core.dist import launched_rank
+        from gesture_cli.core.errors import GxError, sigterm_raises_terminated, write_error
 
         debug = _debug_requested(kwargs)
         quiet_libraries(debug)
         try:
-            with show_gx_warnings(), _sigterm_raises():
+            with show_gx_warnings(), sigterm_raises_terminated():
                 return fn(*args, **kwargs)
         except _PASS_THROUGH:
             raise
         except GxError as exc:
-            rank = _launched_rank()
+            rank = launched_rank()
             if rank and isinstance(exc, KeyboardInterrupt):  # a stop every process saw: rank 0 says it once
                 raise typer.Exit(exc.exit_code) from None
             if debug:
@@ -336,6 +314,8 @@ def gx_command(fn):
             raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt as exc:
             code = getattr(exc, "exit_code", 130)  # 143 after SIGTERM, 130 after Ctrl-C
+            if launched_rank():  # every process got the signal: rank 0 says it once
+                raise typer.Exit(code) from None
             what = "Terminated (SIGTERM)." if code == 143 else "Interrupted."
             make_console(stderr=True).print(f"[yellow]{what}[/] Finished steps are kept; unfinished outputs were removed.")
             raise typer.Exit(code) from None
@@ -362,14 +342,6 @@ def gx_command(fn):
 
     with_shared_options(fn, wrapper)
     return wrapper
-
-
-def _launched_rank() -> int:
-    """This process's rank under torchrun / accelerate launch (0 when run alone)."""
-    try:
-        return int(os.environ.get("RANK", "0") or 0) if int(os.environ.get("WORLD_SIZE", "1") or 1) > 1 else 0
-    except ValueError:
-        return 0
 
 
 def flags(**kwargs) -> dict:

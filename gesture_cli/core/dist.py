@@ -86,8 +86,25 @@ class Dist:
 
 
 def launched_world_size() -> int:
-    """WORLD_SIZE set by a launcher, 1 for a plain run."""
-    return int(os.environ.get("WORLD_SIZE", "1") or 1)
+    """WORLD_SIZE set by a launcher, 1 for a plain run (or a malformed value)."""
+    try:
+        return int(os.environ.get("WORLD_SIZE", "1") or 1)
+    except ValueError:
+        return 1
+
+
+def launched_rank() -> int:
+    """RANK set by a launcher for a run of several processes; 0 for a plain run (or a malformed value)."""
+    try:
+        return int(os.environ.get("RANK", "0") or 0) if launched_world_size() > 1 else 0
+    except ValueError:
+        return 0
+
+
+# What the launchers tell a process about its group. A command that runs alone forgets all of it, so that
+# nothing in it (Accelerate reads LOCAL_RANK) tries to join a group again.
+LAUNCHER_VARS = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "GROUP_RANK", "GROUP_WORLD_SIZE", "ROLE_RANK",
+                 "ROLE_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
 
 
 def keep_one_process() -> bool:
@@ -97,9 +114,10 @@ def keep_one_process() -> bool:
     which should exit at once and touch nothing."""
     if launched_world_size() == 1:
         return True
-    if int(os.environ.get("RANK", "0") or 0) != 0:
+    if launched_rank() != 0:
         return False
-    os.environ.update({"WORLD_SIZE": "1", "RANK": "0", "LOCAL_RANK": "0", "LOCAL_WORLD_SIZE": "1"})
+    for name in LAUNCHER_VARS:
+        os.environ.pop(name, None)
     return True
 
 

@@ -6,6 +6,7 @@ or exits. `exit_code` follows DESIGN §2: 1 for runtime/data errors, 2 for usage
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import errno
 from collections.abc import Iterable
@@ -49,6 +50,28 @@ class GxWarning(Warning):
     with `warnings.warn`, never prints, and the CLI shows each distinct message once as a yellow line."""
 
 
+@contextlib.contextmanager
+def sigterm_raises_terminated():
+    """While inside, SIGTERM raises Terminated in the main thread instead of killing the process outright, so that
+    open steps roll back and worker pools stop (elsewhere: nothing, signals reach the main thread only). Trainers
+    put their own handler over this one (stop at the next step boundary, save checkpoints/last)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        raise Terminated("SIGTERM received")
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 class Terminated(KeyboardInterrupt):
     """SIGTERM, raised as an exception by the CLI boundary so that an open step rolls back its staged
     files and records `interrupted` instead of dying with them. Exit 143 (128 + 15), as the shell reports
@@ -61,6 +84,11 @@ class Terminated(KeyboardInterrupt):
 # no permission, a read-only mount
 _FULL = frozenset({errno.ENOSPC, errno.EFBIG, errno.EDQUOT})
 _REFUSED = frozenset({errno.EACCES, errno.EPERM, errno.EROFS})
+
+
+def is_refused(exc: OSError) -> bool:
+    """Whether the file system refused the operation (permissions, a read-only mount), as opposed to a full disk."""
+    return exc.errno in _REFUSED
 
 
 def write_error(exc: OSError, path: Path | str | None = None) -> GxError | None:

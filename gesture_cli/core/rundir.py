@@ -27,7 +27,6 @@ way until the step ends, so that a failed step leaves the old one in place.
 from __future__ import annotations
 
 import datetime as _dt
-import errno
 import hashlib
 import json
 import os
@@ -45,7 +44,7 @@ from filelock import FileLock
 
 from gesture_cli import __version__
 from gesture_cli.core.artifacts import atomic_write_text, follow_umask
-from gesture_cli.core.errors import ArtifactError, GxError, UsageError, write_error
+from gesture_cli.core.errors import ArtifactError, GxError, UsageError, is_refused, write_error
 
 MANIFEST_SCHEMA = 1
 DEFAULT_RUN_DIR = "runs/default"
@@ -237,7 +236,7 @@ class RunDir:
 
     def _unwritable(self, exc: OSError) -> GxError:
         refused = write_error(exc)
-        if refused is None or exc.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
+        if refused is None or not is_refused(exc):
             return refused or GxError(f"run dir {self.root}: {exc.strerror or exc}; pass another -r/--run-dir")
         return GxError(f"run dir {self.root} is not writable ({exc.strerror}); make it writable (chmod u+w) or pass another -r/--run-dir")
 

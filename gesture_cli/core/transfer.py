@@ -25,7 +25,6 @@ Core code: no printing; progress goes to an `on_progress(done_bytes, total_bytes
 from __future__ import annotations
 
 import contextlib
-import errno
 import gzip
 import hashlib
 import io
@@ -40,7 +39,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-from gesture_cli.core.errors import ArtifactError, GxError, UsageError, write_error
+from gesture_cli.core.errors import ArtifactError, GxError, UsageError, is_refused, write_error
 
 SUMS_NAME = "SHA256SUMS"
 MANIFEST = "run.json"
@@ -359,7 +358,7 @@ def import_run(archive: Path | str, into: Path | str, *, force: bool = False, on
     except OSError as exc:
         _remove_empty(created)
         refused = write_error(exc, into)
-        if refused is not None and exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        if refused is not None and is_refused(exc):
             raise GxError(f"cannot write to {into} ({exc.strerror}); make it writable or pass another --into") from None
         raise refused or exc from None
     top: str | None = None

@@ -40,7 +40,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gesture_cli.core.errors import DataError, ModelError, UsageError, did_you_mean
+from gesture_cli.core.errors import DataError, ModelError, UsageError, did_you_mean, sigterm_raises_terminated
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".3gp")
 TABLE_SUFFIXES = (".csv", ".tsv")
@@ -567,7 +567,7 @@ def extract_poses(
             for job, key, sha, _ in todo:
                 finish(job, key, sha, extract_video(str(job.video), str(pose_path(out_dir, job.id)), cfg, progress=sink, quiet=quiet))
         else:
-            with _sigterm_as_interrupt():
+            with sigterm_raises_terminated():  # a scheduler's stop ends the run like Ctrl-C, exit 143
                 _run_pool(todo, out_dir, cfg, workers=workers, finish=finish, on_frames=on_frames, quiet=quiet)
         labels = _write_labels(out_dir, jobs, results)
     finally:
@@ -657,28 +657,6 @@ def _die_with_parent() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
         if os.getppid() == 1:  # the parent died before prctl took effect
             os._exit(1)
-
-
-@contextmanager
-def _sigterm_as_interrupt():
-    """SIGTERM (a scheduler's stop, `kill`) ends the run like Ctrl-C: workers stopped, finished files kept."""
-    import signal
-    import threading
-
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    from gesture_cli.core.errors import Terminated
-
-    def handler(signum, frame):
-        raise Terminated("SIGTERM received")  # a KeyboardInterrupt that exits 143, as every gx command does after SIGTERM
-
-    old = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, old)
 
 
 def _write_labels(out_dir: Path, jobs: list[VideoJob], results: dict[str, VideoResult]) -> Path | None:
