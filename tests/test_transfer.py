@@ -332,3 +332,21 @@ def test_the_rate_counts_only_the_work_done_while_the_bar_was_open(terminal, mon
     with progress.progress_bar(console, "translate test", 1, unit="seq") as update:
         update(1)  # opened after the work: nothing was timed
     assert "1/1" in buf.getvalue() and "seq/s" not in buf.getvalue(), buf.getvalue()
+
+
+def test_the_rate_is_timed_from_the_first_update(monkeypatch):
+    """extract-features opens its bar, then reports each finished batch: the first batch's count is the base, so
+    its time must not count either (the rate read (k-1)/k of the truth for k batches)."""
+    from rich.console import Console
+
+    from gesture_cli.cli import progress
+
+    now = [100.0]
+    monkeypatch.setattr(progress.time, "perf_counter", lambda: now[0])
+    buf = io.StringIO()
+    with progress.progress_bar(Console(file=buf, force_terminal=False, width=200), "extract", 30, unit="img", every_s=0.5) as update:
+        now[0] = 110.0  # the first batch of 10 took 10 s before the bar heard of it
+        update(10)
+        now[0] = 111.0
+        update(20)
+    assert "extract: 20/30 img (10.0 img/s" in buf.getvalue(), buf.getvalue()

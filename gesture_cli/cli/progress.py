@@ -14,8 +14,8 @@ from contextlib import contextmanager
 def progress_bar(console, description: str, total: int | None, *, unit: str = "it", every_s: float = 10.0):
     """Yield update(done, total=None) for a task; shows throughput in `unit`/s and an ETA.
 
-    The rate counts only the work done while the bar was open: the first update's `done` is its base (the
-    steps a resumed run had already made, or the items a lazily opened bar was first told of)."""
+    The rate counts only the work timed while the bar was open: from the first update, whose `done` is its base
+    (the steps a resumed run had already made, or the batch a bar was first told of, whose time was not seen)."""
     if console.is_terminal:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
@@ -25,37 +25,38 @@ def progress_bar(console, description: str, total: int | None, *, unit: str = "i
             TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=False,
         ) as prog:
             task = prog.add_task(description, total=total, rate="")
-            t0, base = time.perf_counter(), []
+            base: list = []  # [count, time] of the first update: the rate is timed from there
 
             def update(done: int, new_total: int | None = None) -> None:
-                dt = time.perf_counter() - t0
-                base[:] = base or [done]
+                now = time.perf_counter()
+                base[:] = base or [done, now]
+                dt = now - base[1]
                 fields = {"rate": f"{(done - base[0]) / dt:,.1f} {unit}/s" if dt > 0 and done > base[0] else ""}
                 prog.update(task, completed=done, total=new_total if new_total is not None else prog.tasks[0].total, **fields)
 
             yield update
         return
 
-    t0 = last = time.perf_counter()
-    state = {"done": 0, "total": total, "printed_at": -1, "base": None}
+    last = time.perf_counter()
+    state = {"done": 0, "total": total, "printed_at": -1, "base": None, "t0": last}
 
     def update(done: int, new_total: int | None = None) -> None:
         nonlocal last
         state["done"] = done
-        if state["base"] is None:
-            state["base"] = done
+        if state["base"] is None:  # the rate is timed from the first update, with its count as the base
+            state["base"], state["t0"] = done, time.perf_counter()
         if new_total is not None:
             state["total"] = new_total
         now = time.perf_counter()
         finished = state["total"] is not None and done >= state["total"]
         if now - last >= every_s or finished:
             last = now
-            _line(console, description, done, state["total"], now - t0, unit, base=state["base"])
+            _line(console, description, done, state["total"], now - state["t0"], unit, base=state["base"])
             state["printed_at"] = done
 
     yield update
     if state["printed_at"] != state["done"]:
-        _line(console, description, state["done"], state["total"], time.perf_counter() - t0, unit, base=state["base"] or 0)
+        _line(console, description, state["done"], state["total"], time.perf_counter() - state["t0"], unit, base=state["base"] or 0)
 
 
 def _line(console, description: str, done: int, total: int | None, dt: float, unit: str, *, base: int) -> None:
