@@ -215,6 +215,11 @@ def test_infer_reads_a_csv_remapped_to_0_23(probed, runner, tmp_path):
     bad.write_text("label," + ",".join(f"p{i}" for i in range(784)) + "\n" + "\n".join(f"{v}," + ",".join(["0"] * 784) for v in (9, 24)) + "\n")
     res = invoke(runner, "infer", "classify", "--from", "probe", "--backbone", "tiny-vit", "--input", bad, "-r", run)
     one_line_error(res, 1, "row 2: label 24 is outside 0..23")
+    unsure = tmp_path / "unsure.csv"  # neither a 9 nor a 24: read as Sign MNIST's own, and said to be unsure
+    unsure.write_text("label," + ",".join(f"p{i}" for i in range(784)) + "\n" + "\n".join(f"{v}," + ",".join(["0"] * 784) for v in (3, 12)) + "\n")
+    res = invoke(runner, "infer", "classify", "--from", "probe", "--backbone", "tiny-vit", "--input", unsure, "-r", run)
+    assert res.exit_code == 0 and "neither a 9 nor a 24" in res.output, res.output
+    assert [r["label"] for r in json.loads((run / "infer" / "classify-probe-tiny-vit.json").read_text())["predictions"]] == ["D", "M"]
 
 
 def test_infer_image_file_and_folder(probed, runner, tmp_path):

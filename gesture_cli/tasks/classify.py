@@ -270,8 +270,16 @@ def _load_csv(path: Path, *, classes: list[str]) -> InferInputs:
         raise DataError(f"{path}: not a text CSV (undecodable byte at offset {e.start})") from None
     if not rows:
         raise DataError(f"{path}: no data rows; expected Sign-MNIST-style rows of {PIXELS} pixels (or label + {PIXELS} pixels)")
-    # Sign MNIST's own labels skip 9 (J): a 9 means a copy remapped to 0..23 (what label_map=contiguous reads)
+    # Sign MNIST's own labels skip 9 (J): a 9 means a copy remapped to 0..23 (what label_map=contiguous reads),
+    # a 24 the original; with neither, labels from 10 up read one letter apart in the two conventions
     contiguous = 9 in raw_labels
+    if not contiguous and 24 not in raw_labels and any(v is not None and v >= 10 for v in raw_labels) and _letters(classes):
+        import warnings
+
+        from gesture_cli.core.errors import GxWarning
+
+        warnings.warn(GxWarning(f"{path}: its labels have neither a 9 nor a 24, so they may be Sign MNIST's own (0..24 without 9, "
+                                "as read) or a copy remapped to 0..23; if remapped, the accuracy line is wrong"), stacklevel=2)
     labels = [_csv_label(path, i + 1, v, classes, contiguous=contiguous) for i, v in enumerate(raw_labels)]
     images = np.stack(rows).reshape(-1, 28, 28)
     ds = ImageDataset(spec=f"infer:{path}", split="infer", classes=["?"], labels=np.zeros(len(images), dtype=np.int64),
@@ -279,19 +287,26 @@ def _load_csv(path: Path, *, classes: list[str]) -> InferInputs:
     return InferInputs(dataset=ds, names=[f"{path.name} row {i + 1}" for i in range(len(images))], labels=labels)
 
 
+def _letters(classes: list[str]) -> bool:
+    """Whether a classifier's classes are Sign MNIST's 24 letters (so a CSV's numeric labels name letters)."""
+    from gesture_cli.data.sign_mnist import SIGN_MNIST_LETTERS
+
+    return list(classes) == list(SIGN_MNIST_LETTERS)
+
+
 def _csv_label(path: Path, row: int, raw: int | None, classes: list[str], *, contiguous: bool = False) -> str | None:
     """A CSV label -> class name: Sign MNIST's 0..24 (no 9) when the classifier knows letters, or 0..23 in a
     `contiguous` (remapped) file, else an id."""
     if raw is None:
         return None
-    from gesture_cli.data.sign_mnist import SIGN_MNIST_LETTERS, sign_mnist_label_to_letter
+    from gesture_cli.data.sign_mnist import sign_mnist_label_to_letter
 
-    if list(classes) == list(SIGN_MNIST_LETTERS) and contiguous:
+    if _letters(classes) and contiguous:
         if not 0 <= raw < len(classes):
             raise DataError(f"{path}: row {row}: label {raw} is outside 0..{len(classes) - 1}, the remapped labels this file uses "
                             "(it has a 9, which Sign MNIST's own labels skip); fix or remove that row")
         return classes[raw]
-    if list(classes) == list(SIGN_MNIST_LETTERS):
+    if _letters(classes):
         try:
             return sign_mnist_label_to_letter(raw)
         except DataError as e:
