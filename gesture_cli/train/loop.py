@@ -173,6 +173,12 @@ class FitState:
     is_main: bool = True
     num_processes: int = 1
 
+    @property
+    def epochs_done(self) -> float:
+        """Epochs as a fraction: the place in the epoch order (kept across a resume with another process count,
+        while the steps per epoch change with it)."""
+        return self.epoch + self.batch_in_epoch / max(1, self.micro_batches_per_epoch)
+
     def request_stop(self, reason: str = "a stop was requested") -> None:
         self.stop_reason = self.stop_reason or reason
 
@@ -617,18 +623,27 @@ def _resume(state: FitState, model, optimizer, scheduler, *, names: list[str], c
     state.resumed_from = state.step
     _resume_precision(state, t, found)
     saved_world = int(t.get("num_processes", state.num_processes))
-    state.num_processes_history = [list(h) for h in t.get("num_processes_history") or [[0, saved_world]]]
-    if saved_world != state.num_processes:
-        state.num_processes_history.append([state.step, state.num_processes])
-        if state.is_main:
-            warnings.warn(GxWarning(f"resuming {found} with {state.num_processes} process(es), but its steps up to {state.step} ran with "
-                                    f"{saved_world}; training goes on from the same sample, though not bit for bit as an uninterrupted "
-                                    "run, and metrics.json lists both under num_processes_history"), stacklevel=2)
+    state.num_processes_history, _ = _continue_history(t.get("num_processes_history") or [[0, saved_world]], state.num_processes,
+                                                       step=state.step)
+    if saved_world != state.num_processes and state.is_main:
+        warnings.warn(GxWarning(f"resuming {found} with {state.num_processes} process(es), but its steps up to {state.step} ran with "
+                                f"{saved_world}; training goes on from the same sample, though not bit for bit as an uninterrupted "
+                                "run, and metrics.json lists both under num_processes_history"), stacklevel=2)
     if saved_world != state.num_processes and state.batch_in_epoch:
         # Another number of processes: keep the samples consumed in this epoch (not bit-exact any more).
         pos = state.batch_in_epoch * saved_world // state.num_processes
         state.batch_in_epoch = pos - pos % int(cfg["grad_accum"])
     return saved, rng
+
+
+def _continue_history(history: list, value, *, step: int) -> tuple[list, object]:
+    """A checkpoint's [[first step, value], ...] carried on by this run: (the history, with [step, value] added when
+    the value changed, and the value the checkpoint ran with)."""
+    carried = [list(h) for h in history]
+    before = carried[-1][1]
+    if before != value:
+        carried.append([step, value])
+    return carried, before
 
 
 def _resume_precision(state: FitState, trainer: dict, found: Path) -> None:
@@ -637,14 +652,11 @@ def _resume_precision(state: FitState, trainer: dict, found: Path) -> None:
     history = trainer.get("precision_history") or ([[0, trainer["precision"]]] if trainer.get("precision") else None)
     if not history:  # a checkpoint from before precision was recorded
         return
-    state.precision_history = [list(h) for h in history]
-    before = history[-1][1]
-    if before != state.precision:
-        state.precision_history.append([state.step, state.precision])
-        if state.is_main:
-            warnings.warn(GxWarning(f"resuming {found} in {state.precision}, but its steps up to {state.step} ran in {before}; "
-                                    "metrics.json lists both under precision_history (pass --precision "
-                                    f"{before} to keep one)"), stacklevel=2)
+    state.precision_history, before = _continue_history(history, state.precision, step=state.step)
+    if before != state.precision and state.is_main:
+        warnings.warn(GxWarning(f"resuming {found} in {state.precision}, but its steps up to {state.step} ran in {before}; "
+                                "metrics.json lists both under precision_history (pass --precision "
+                                f"{before} to keep one)"), stacklevel=2)
 
 
 def _state_json(state: FitState, scheduler, cfg: dict, meta: dict | None) -> dict[str, Any]:
@@ -661,7 +673,7 @@ def _state_json(state: FitState, scheduler, cfg: dict, meta: dict | None) -> dic
 def _log_row(state: FitState) -> dict[str, Any]:
     return {
         "step": state.step,
-        "epoch": round(state.epoch + state.batch_in_epoch / max(1, state.micro_batches_per_epoch), 4),
+        "epoch": round(state.epochs_done, 4),
         "lr": float(f"{state.lr:.6g}"),
         "loss": round(state.loss, 6) if state.loss is not None else None,
         "samples_per_s": round(state.samples_per_s, 2),

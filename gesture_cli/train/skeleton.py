@@ -150,16 +150,18 @@ class Trainer(ABC):
         """The artifacts under the staged output folder (train_log.csv and checkpoints/ are added by the skeleton)."""
 
 
+def _history_rows(history: list, key: str) -> list[dict]:
+    """[[first step, value], ...] as metrics.json lists it: [{"from_step": 0, key: value}, ...]."""
+    return [{"from_step": step, key: value} for step, value in history]
+
+
 def fit_summary(result, *, best: str | None = None, after_best: dict | None = None, processes: bool = True) -> dict:
     """The summary fields every trainer reports about fit(): steps, epochs, best step, timings, weights, precision.
 
     best: the key of the best validation number (e.g. "best_val_accuracy"), placed after best_step with
     `after_best`; processes: whether num_processes is reported."""
     st = result.state
-    # epochs: where the run stands in its epoch order (a resume with another process count keeps that place,
-    # while the steps per epoch change with it)
-    epochs = st.epoch + st.batch_in_epoch / max(1, st.micro_batches_per_epoch)
-    out = {"steps": st.step, "epochs": round(epochs, 3), "best_step": st.best_step}
+    out = {"steps": st.step, "epochs": round(st.epochs_done, 3), "best_step": st.best_step}
     if best is not None:
         out[best] = st.best_metric
     out.update(after_best or {})
@@ -169,10 +171,10 @@ def fit_summary(result, *, best: str | None = None, after_best: dict | None = No
     if processes:
         out["num_processes"] = st.num_processes
     if len(st.num_processes_history) > 1:  # resumed with another process count
-        out["num_processes_history"] = [{"from_step": step, "num_processes": n} for step, n in st.num_processes_history]
+        out["num_processes_history"] = _history_rows(st.num_processes_history, "num_processes")
     out["precision"] = st.precision
     if len(st.precision_history) > 1:  # resumed in another precision: which steps ran in which
-        out["precision_history"] = [{"from_step": step, "precision": name} for step, name in st.precision_history]
+        out["precision_history"] = _history_rows(st.precision_history, "precision")
     out["skipped_steps"] = st.skipped_steps
     return out
 
