@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from gesture_cli.cli.options import PrecisionOpt, absolute_dataset, argv, flags, gx_command, make_console
+from gesture_cli.cli.options import PrecisionOpt, argv, dataset_opt, flags, gx_command, make_console
 
 COMPUTE_EXAMPLE = (
     "Example: gx pca-compute --backbone dinov2-small --dataset video:data/signers --frame-stride 5 -r runs/pca   "
@@ -17,11 +17,8 @@ VISUALIZE_EXAMPLE = "Example: gx pca-visualize --input data/signers/s01/clip3.mp
 
 PcaDatasetOpt = Annotated[
     str | None,
-    typer.Option(
-        "--dataset", "-d",
-        help="video:FILE|DIR (DIR/<subject>/<clip>.mp4 or DIR/<subject>/<clip>/frame*.png), synthetic-video, or any image dataset (folder:DIR, synthetic-hands, ...).",
-        show_default=False, callback=absolute_dataset,
-    ),
+    dataset_opt("video:FILE|DIR (DIR/<subject>/<clip>.mp4 or DIR/<subject>/<clip>/frame*.png), synthetic-video, or any image dataset "
+                "(folder:DIR, synthetic-hands, ...)."),
 ]
 BatchOpt = Annotated[int | None, typer.Option("--batch-size", help="Frames per forward pass; 0 = auto (halved on CUDA out-of-memory) [default: 0].", show_default=False)]
 

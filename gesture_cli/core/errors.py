@@ -102,17 +102,18 @@ def write_error(exc: OSError, path: Path | str | None = None) -> GxError | None:
     if exc.errno in _REFUSED:
         return GxError(f"cannot write{at} ({why}); make it writable or write somewhere else (--run-dir, --output)")
     if exc.errno in (errno.EEXIST, errno.ENOTDIR) and where:
-        blocker = _file_in_the_way(Path(where))
+        blocker = file_in_the_way(Path(where))
         if blocker is not None:
             return GxError(f"{where}: {blocker} is a file where a folder is needed; move it or choose another path")
     return None
 
 
-def _file_in_the_way(path: Path) -> Path | None:
-    """The first of `path` and its parents that exists and is not a folder (mkdir hit a file, or a path runs through one)."""
+def file_in_the_way(path: Path) -> Path | None:
+    """The nearest existing part of `path` (itself or a parent) when it is a file, not a folder (mkdir hit a file,
+    or a path runs through one); None when that part is a folder."""
     for candidate in (path, *path.parents):
-        if candidate.exists() and not candidate.is_dir():
-            return candidate
+        if candidate.exists():
+            return None if candidate.is_dir() else candidate
     return None
 
 

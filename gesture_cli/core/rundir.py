@@ -44,7 +44,7 @@ from filelock import FileLock
 
 from gesture_cli import __version__
 from gesture_cli.core.artifacts import atomic_write_text, follow_umask
-from gesture_cli.core.errors import ArtifactError, GxError, UsageError, is_refused, write_error
+from gesture_cli.core.errors import ArtifactError, GxError, UsageError, file_in_the_way, is_refused, write_error
 
 MANIFEST_SCHEMA = 1
 DEFAULT_RUN_DIR = "runs/default"
@@ -226,13 +226,11 @@ class RunDir:
 
     def _refuse_a_file(self) -> None:
         """--run-dir must be a folder, or a path whose nearest existing part is one."""
-        for p in (self.root, *self.root.parents):
-            if p.exists():
-                if not p.is_dir():
-                    what = "is a file" if p == self.root else f"is inside {p}, which is a file"
-                    how = f"to {self.given_as}" if self.given_as.startswith("-") else f"as {self.given_as}"
-                    raise UsageError(f"run dir {self.root} {what}, not a folder; pass a folder {how}")
-                return
+        blocker = file_in_the_way(self.root)
+        if blocker is not None:
+            what = "is a file" if blocker == self.root else f"is inside {blocker}, which is a file"
+            how = f"to {self.given_as}" if self.given_as.startswith("-") else f"as {self.given_as}"
+            raise UsageError(f"run dir {self.root} {what}, not a folder; pass a folder {how}")
 
     def _unwritable(self, exc: OSError) -> GxError:
         refused = write_error(exc)
