@@ -34,6 +34,7 @@ LABEL_SIGNER_COLUMNS = ("signer", "speaker", "signer_id", "participant_id")
 _STRIP_SUFFIXES = (".gz", ".pkl", ".pickle", ".pose", ".parquet", ".json", ".mp4", ".avi", ".mov", ".webm", ".mkv", ".safetensors", ".npy")
 
 Labels = dict[str, str]  # text, gloss, split, signer (any subset)
+LABELS_FILE = "labels.csv"  # the label table gx pose-extract writes beside its .pose files
 
 
 def label_keys(name: str) -> list[str]:

@@ -41,6 +41,7 @@ from pathlib import Path
 import numpy as np
 
 from gesture_cli.core.errors import DataError, ModelError, UsageError, did_you_mean, sigterm_raises_terminated
+from gesture_cli.data.label_tables import LABELS_FILE
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".3gp")
 TABLE_SUFFIXES = (".csv", ".tsv")
@@ -54,7 +55,7 @@ DETECTED = ("body", "face", "left-hand", "right-hand")  # components whose detec
 POSE_LANDMARK_MODELS = {0: "pose_landmark_lite.tflite", 1: "pose_landmark_full.tflite", 2: "pose_landmark_heavy.tflite"}
 RECORDS = ".gx-extract.jsonl"
 LOCK = ".gx-extract.lock"
-LABELS = "labels.csv"
+LABELS = LABELS_FILE
 INSTALL_HINT = "pip install 'gesture-cli[holistic]' (or: make install-holistic)"
 RECORD_SCHEMA = 1
 

@@ -36,6 +36,7 @@ import numpy as np
 from gesture_cli.core.errors import DataError, GxWarning, UsageError
 from gesture_cli.data.label_tables import (
     LABEL_KEY_COLUMNS,
+    LABELS_FILE,
     Labels,
     add_labels,
     first_line,
@@ -753,9 +754,6 @@ def _table_names(table: Path, names: set[str], skipped: dict[str, int]) -> bool:
     return any(n and n.encode("utf-8") in data for n in names)
 
 
-LABELS_NAME = "labels.csv"  # the label table gx pose-extract writes beside its .pose files
-
-
 def _warn(message: str) -> None:
     import warnings
 
@@ -782,7 +780,7 @@ def _finish(
         if table:
             tables.append((lf.parent, table))
             table_files.append(lf)
-        elif lf.name.lower() == LABELS_NAME:  # other CSVs may be class lists or notes; this name says it is a label table
+        elif lf.name.lower() == LABELS_FILE:  # other CSVs may be class lists or notes; this name says it is a label table
             _bump(skipped, f"label table not read: {lf}")
             _warn(f"{lf}: not a label table (it needs a header with a path or name column and a text, gloss or split column); "
                   "its samples get no texts from it")
