@@ -116,6 +116,43 @@ def test_unknown_split_and_option_are_usage_errors():
         make_dataset("synthetic-hands:foo")
 
 
+
+def test_a_validation_split_the_dataset_lacks_is_said_so_not_guessed(real_data):
+    """`--split val` on a CSV (train, test, all) once got "did you mean 'all'?": difflib's closest name."""
+    from gesture_cli.core.errors import unknown_split
+
+    spec = f"csv:{real_data / SIGN_MNIST / NOHEADER_TRAIN}"
+    splits = dataset_splits(spec)
+    assert splits == ["train", "test", "all"]
+    for asked in ("val", "validation", "VAL"):
+        msg = str(unknown_split(spec, asked, splits))
+        assert "did you mean" not in msg and "\n" not in msg, msg
+        for part in (f"has no split '{asked}' nor any other validation split", "valid splits: train, test, all",
+                     "hold out part of the training split", "--val-fraction", "--split test"):
+            assert part in msg, msg
+    # no test split: nothing to point --split at
+    assert "--split test" not in str(unknown_split("mpii:a.json", "val", ["all"], kind="keypoint dataset"))
+    # a validation split under another name is offered by that name
+    assert "(did you mean 'val'?)" in str(unknown_split("seg:x", "validation", ["train", "val"]))
+    # other names keep the closest-name guess
+    assert "(did you mean 'test'?)" in str(unknown_split(spec, "tset", splits))
+
+
+def test_keypoint_and_segmentation_datasets_say_they_have_no_validation_split(real_data, tmp_path):
+    from gesture_cli.data.keypoints import make_keypoint_dataset
+    from gesture_cli.data.segmentation import make_seg_dataset
+
+    with pytest.raises(UsageError) as err:  # MPII files have one split, 'all'
+        make_keypoint_dataset(f"mpii:{real_data / 'mpii' / 'test_mpii.json'}", split="val")
+    msg = assert_one_line(err, "keypoint dataset 'mpii:", "has no split 'val' nor any other validation split", "valid splits: all")
+    assert "did you mean 'all'" not in msg
+    for sub in ("images/train", "images/val", "masks/train", "masks/val"):  # the generic layout, empty
+        (tmp_path / "seg" / sub).mkdir(parents=True)
+    with pytest.raises(UsageError) as err:
+        make_seg_dataset(f"seg:{tmp_path / 'seg'}", split="validation")
+    assert_one_line(err, "has no split 'validation' (did you mean 'val'?)", "valid splits: train, val")
+
+
 # ---- Sign MNIST on real samples ------------------------------------------------------------
 
 

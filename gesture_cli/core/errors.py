@@ -127,3 +127,22 @@ def unknown_choice(kind: str, name: str, choices: Iterable[str]) -> UsageError:
     """A UsageError for an unknown registry name, with a suggestion and the valid names."""
     choices = sorted(choices)
     return UsageError(f"unknown {kind} '{name}'{did_you_mean(name, choices)}; valid: {', '.join(choices)}")
+
+
+# what users type for a validation split; a dataset names its own one of these (most say 'val')
+VALIDATION_SPLIT_NAMES = ("val", "validation", "valid", "dev")
+
+
+def unknown_split(dataset: str, split: str, splits: Iterable[str], *, kind: str = "dataset") -> UsageError:
+    """A UsageError for a split the dataset lacks, e.g. kind='keypoint dataset'. A validation split asked of a
+    dataset with none gets that said and what to use instead: a closest-name guess would offer 'all' for 'val'."""
+    splits = list(splits)
+    valid = ", ".join(splits) or "none"
+    if split.lower() in VALIDATION_SPLIT_NAMES:
+        own = [s for s in splits if s.lower() in VALIDATION_SPLIT_NAMES]
+        if own:
+            return UsageError(f"{kind} '{dataset}' has no split '{split}' (did you mean '{own[0]}'?); valid splits: {valid}")
+        test = "; to score data no trainer saw, pass --split test" if "test" in splits else ""
+        return UsageError(f"{kind} '{dataset}' has no split '{split}' nor any other validation split; valid splits: {valid}; "
+                          f"the trainers hold out part of the training split for validation themselves (--val-fraction){test}")
+    return UsageError(f"{kind} '{dataset}' has no split '{split}'{did_you_mean(split, splits)}; valid splits: {valid}")

@@ -37,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gesture_cli.core.errors import DataError, UsageError, did_you_mean
+from gesture_cli.core.errors import DataError, UsageError, unknown_split
 from gesture_cli.data.registry import DatasetSpec, dataset_sources, parse_dataset, register_dataset
 from gesture_cli.data.splits import Splits, make_splits, random_holdout
 
@@ -218,7 +218,7 @@ def make_keypoint_dataset(spec: str | DatasetSpec, split: str = "train", seed: i
     spec = parse_dataset(spec, opts, kind="keypoints")
     splits = spec.splits()
     if split not in splits:
-        raise UsageError(f"keypoint dataset '{spec.text}' has no split '{split}'{did_you_mean(split, splits)}; valid splits: {', '.join(splits)}")
+        raise unknown_split(spec.text, split, splits, kind="keypoint dataset")
     ds = spec.source.make(spec.arg, spec=spec.text, split=split, seed=int(seed), **spec.options)
     ds.spec, ds.split = spec.text, split
     return ds

@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gesture_cli.core.errors import DataError, UsageError, did_you_mean
+from gesture_cli.core.errors import DataError, UsageError, unknown_split
 from gesture_cli.data.class_map import IGNORE_INDEX, ClassMap, load_class_map
 from gesture_cli.data.images import IMAGE_EXTENSIONS, NAMED_SKIPS, decode_image, report_skipped, resize_image, to_rgb
 from gesture_cli.data.registry import DatasetSpec, parse_dataset, register_dataset
@@ -490,7 +490,7 @@ def make_seg_dataset(spec: str | DatasetSpec, split: str = "train", seed: int = 
     class_map = options.pop("class_map", None)
     splits = spec.splits()
     if split not in splits:
-        raise UsageError(f"dataset '{spec.text}' has no split '{split}'{did_you_mean(split, splits)}; valid splits: {', '.join(splits) or 'none'}")
+        raise unknown_split(spec.text, split, splits)
     ds = spec.source.make(spec.arg, spec=spec.text, split=split, seed=int(seed), **options)
     ds.spec, ds.split = spec.text, split
     if class_map is not None:
