@@ -386,3 +386,15 @@ def test_options_and_install_errors_are_one_line(runner, real_data, tmp_path, mo
     res = invoke(runner, "pose-extract", video, "-o", tmp_path / "o")
     one_line_error(res, 1, "needs MediaPipe Holistic, which is not installed: pip install 'gesture-cli[holistic]'")
     assert not (tmp_path / "o").exists()
+
+
+def test_workers_0_is_the_number_of_cores_and_a_negative_count_a_usage_error(runner, real_data, tmp_path, monkeypatch):
+    res = invoke(runner, "pose-extract", "--help")
+    assert "0 means the number of cores" in " ".join(res.output.split()), res.output
+    video = real_data / PF_VIDEO
+    for workers in ("-1", "-8"):  # refused before the inputs are read or MediaPipe is looked for
+        res = invoke(runner, "pose-extract", tmp_path / "nope.mp4", "-o", tmp_path / "o", "--workers", workers)
+        one_line_error(res, 2, f"--workers must be 0 (the number of cores) or more; got {workers}")
+    monkeypatch.setattr("gesture_cli.tasks.pose_extract.default_workers", lambda: 1)
+    res = invoke(runner, "pose-extract", video, "-o", tmp_path / "o", "--workers", "0", "--max-frames", "2")
+    assert res.exit_code == 0 and "1 worker(s)" in res.output, res.output

@@ -23,7 +23,7 @@ SHOW_ROWS = 30  # videos listed one per row in the summary; more are summed up
 def pose_extract(
     inputs: Annotated[list[Path], typer.Argument(metavar="INPUT", help="Videos, folders (searched recursively) or CSV/TSV tables of video paths with their texts (a name/path column and text, gloss, split, signer columns).", show_default=False)],
     output: Annotated[Path, typer.Option("--output", "-o", help="Folder for the .pose files (and labels.csv when the inputs have texts); a rerun continues in it.", show_default=False)],
-    workers: Annotated[int | None, typer.Option("--workers", "-j", help="Videos extracted at once, one process each [default: the number of cores].", show_default=False)] = None,
+    workers: Annotated[int | None, typer.Option("--workers", "-j", help="Videos extracted at once, one process each; 0 means the number of cores [default: the number of cores].", show_default=False)] = None,
     model_complexity: Annotated[int, typer.Option("--model-complexity", help="Holistic pose landmark model: 0 lite, 1 full, 2 heavy (the wheel ships only 1).")] = 1,
     refine_face: Annotated[bool, typer.Option("--refine-face", help="Refined face mesh: 478 points with the irises instead of 468.")] = False,
     components: Annotated[str | None, typer.Option("--components", help="Components to keep: body, face, left-hand, right-hand, body-world, hands, all [default: all, as pose-format].", show_default=False)] = None,

@@ -10,6 +10,7 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
+from gesture_cli.core.errors import UsageError
 from gesture_cli.data.pose_extract import DETECTED
 
 __all__ = ["DETECTED", "default_workers", "extract_pose_videos"]
@@ -30,6 +31,8 @@ def extract_pose_videos(inputs: list[Path], output: Path, *, model_complexity: i
     """Extract every video of `inputs` (files, folders, CSV/TSV tables) into `output`; returns the extraction report."""
     from gesture_cli.data.pose_extract import ExtractConfig, collect_videos, extract_poses, parse_components
 
+    if workers is not None and workers < 0:  # checked before the inputs are read: 0 is the default, the number of cores
+        raise UsageError(f"--workers must be 0 (the number of cores) or more; got {workers}")
     cfg = ExtractConfig(model_complexity=model_complexity, refine_face=refine_face, components=parse_components(components), fps=fps,
                         max_frames=max_frames, static=static, min_detection_confidence=min_detection_confidence,
                         min_tracking_confidence=min_tracking_confidence)
