@@ -265,7 +265,7 @@ def test_existing_run_is_kept_without_force_and_replaced_with_it(runner, tmp_pat
     (into / "mnist" / "run.json").write_text('{"schema": 1, "steps": []}')
     (into / "mnist" / "mine.txt").write_text("local work")
     res = invoke(runner, "runs", "import", archive, "--into", into)
-    assert res.exit_code == 1
+    assert res.exit_code == 2  # a usage error, like `runs export` onto an existing file
     assert f"Error: {into / 'mnist'} already exists; pass --force to replace it, or --into another folder (nothing was imported)" in " ".join(res.output.split())
     assert (into / "mnist" / "mine.txt").read_text() == "local work"
     assert leftovers(into) == []
@@ -275,6 +275,25 @@ def test_existing_run_is_kept_without_force_and_replaced_with_it(runner, tmp_pat
     assert res.output.startswith(f"Replaced {into / 'mnist'}")
     assert not (into / "mnist" / "mine.txt").exists() and (into / "mnist" / "lora/tiny-dinov2/head.safetensors").is_file()
     assert leftovers(into) == []
+
+
+def test_a_run_that_appears_while_importing_is_kept_too(runner, tmp_path, monkeypatch):
+    """The check at the end (the folder appeared while the archive was unpacked) answers like the first one."""
+    from gesture_cli.core.rundir import RunDir
+
+    archive = export_run(make_run(tmp_path / "gpu"), tmp_path / "mnist.tar.zst").archive
+    into = tmp_path / "runs"
+    read_manifest = RunDir.read_manifest
+
+    def read_while_another_writes(self):
+        (into / "mnist").mkdir(parents=True, exist_ok=True)
+        return read_manifest(self)
+
+    monkeypatch.setattr(RunDir, "read_manifest", read_while_another_writes)
+    res = invoke(runner, "runs", "import", archive, "--into", into)
+    assert res.exit_code == 2
+    assert f"Error: {into / 'mnist'} already exists; pass --force" in " ".join(res.output.split())
+    assert list((into / "mnist").iterdir()) == [] and leftovers(into) == []
 
 
 # ---- output in logs --------------------------------------------------------------------------------

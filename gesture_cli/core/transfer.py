@@ -386,7 +386,7 @@ def import_run(archive: Path | str, into: Path | str, *, force: bool = False, on
                                 raise refuse(f"its top folder '{top}' is hidden; expected the run's folder name")
                             dest = into / top
                             if (dest.exists() or dest.is_symlink()) and not force:
-                                raise ArtifactError(f"{dest} already exists; pass --force to replace it, or --into another folder (nothing was imported)")
+                                raise UsageError(f"{dest} already exists; pass --force to replace it, or --into another folder (nothing was imported)")
                         elif parts[0] != top:
                             raise refuse(f"member '{member.name}' is outside its top folder '{top}/' (a run archive holds one run)")
                         target = tmp.joinpath(*parts)
@@ -442,7 +442,7 @@ def import_run(archive: Path | str, into: Path | str, *, force: bool = False, on
         dest = into / top
         replaced = dest.exists() or dest.is_symlink()
         if replaced and not force:
-            raise ArtifactError(f"{dest} already exists; pass --force to replace it, or --into another folder (nothing was imported)")
+            raise UsageError(f"{dest} already exists; pass --force to replace it, or --into another folder (nothing was imported)")
         if replaced:
             old = tmp / ".replaced"
             os.replace(dest, old)
