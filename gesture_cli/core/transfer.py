@@ -364,6 +364,7 @@ def import_run(archive: Path | str, into: Path | str, *, force: bool = False, on
     top: str | None = None
     hashes: dict[str, str] = {}
     size = 0
+    imported = False
     try:
         with archive.open("rb") as f:
             head = f.read(4)
@@ -453,10 +454,9 @@ def import_run(archive: Path | str, into: Path | str, *, force: bool = False, on
                 raise
         else:
             os.replace(root, dest)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        _remove_empty(created)  # a refused import leaves no empty --into folder behind
-        raise
+        imported = True
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(tmp, ignore_errors=True)  # imported or refused, the temporary folder (and a replaced run) goes
+        if not imported:
+            _remove_empty(created)  # after tmp: a refused import leaves no empty --into folder behind
     return TransferResult(name=top, run_dir=into / top, archive=archive, files=len(hashes), size=size, archive_size=total, replaced=replaced)
