@@ -6,9 +6,12 @@ PYTHON    ?= python3
 PY        := $(VENV)/bin/python
 GX        := $(VENV)/bin/gx
 STAMP     := $(VENV)/.gx-installed
-# Machines without an NVIDIA GPU take the CPU build of torch; GPU boxes take the normal wheel.
+# Machines without an NVIDIA GPU take the CPU build of torch; GPU boxes take the normal (CUDA) wheel.
+# Both pin the torch the suite is tested with (within pyproject's torch>=2.4): unpinned, a GPU box would
+# get whatever torch is newest that day, which no test has run. A driver that needs another CUDA build:
+# make install TORCH_GPU='torch==X.Y.Z'.
 TORCH_CPU ?= torch==2.13.0
-TORCH_GPU ?= torch
+TORCH_GPU ?= torch==2.13.0
 PYTEST_ARGS ?=
 
 # timm needs torchvision, and torchvision has no build beside the CPU torch: the timm backbone path
