@@ -13,16 +13,8 @@ import torch
 
 from gesture_cli.core.errors import ModelError, UsageError
 from gesture_cli.models import backbones as bb_mod
-from gesture_cli.models.backbones import (
-    FAMILIES,
-    POOL_KINDS,
-    REGISTRY,
-    Backbone,
-    build_backbone,
-    hub_id,
-    list_backbones,
-    register_backbone,
-)
+from gesture_cli.models.backbone_registry import FAMILIES, REGISTRY, list_backbones, register_backbone
+from gesture_cli.models.backbones import POOL_KINDS, Backbone, build_backbone, hub_id
 
 TINY = sorted(name for name, entry in REGISTRY.items() if entry.source == "tiny")
 B = 2

@@ -500,6 +500,26 @@ def test_tiny_backbones_need_no_download(home):
     assert tree(home) == []
 
 
+def test_downloading_a_backbone_by_registry_name_does_not_import_torch(home):
+    """DESIGN §1: commands that need no model start without torch or transformers; a registry name
+    (dinov2-small, tiny-dinov2, a typo of one) is read from models/backbone_registry.py, not models/backbones.py."""
+    import subprocess
+    import sys
+
+    _fake_snapshot(home, "facebook/dinov2-small")
+    code = (
+        "import sys\n"
+        "from typer.testing import CliRunner\n"
+        "from gesture_cli.cli.app import app\n"
+        "codes = [CliRunner().invoke(app, ['download', name]).exit_code for name in ('dinov2-small', 'tiny-dinov2', 'dinov2-smal')]\n"
+        "print(codes, sorted(m for m in ('torch', 'transformers') if m in sys.modules))\n"
+    )
+    env = {**os.environ, "GX_HOME": str(home), "HF_HUB_OFFLINE": "1"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1], env=env, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[0, 0, 2] []", out.stdout  # cached, nothing to download, unknown name; no torch
+
+
 def _hub_error(cls, status: int):
     import httpx2
 

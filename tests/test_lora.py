@@ -16,7 +16,8 @@ import pytest
 import torch
 
 from gesture_cli.core.rundir import RunDir
-from gesture_cli.models.backbones import REGISTRY, build_backbone
+from gesture_cli.models.backbone_registry import REGISTRY
+from gesture_cli.models.backbones import build_backbone
 from tests.conftest import REPO, SHARED_REAL, invoke
 
 TINY = sorted(name for name, entry in REGISTRY.items() if entry.source == "tiny")

@@ -343,7 +343,7 @@ def test_a_read_only_run_dir_says_so(tmp_path, runner, monkeypatch):
 def test_a_local_backbone_with_a_pickled_checkpoint_names_the_file(tmp_path, runner):
     import pickle
 
-    from gesture_cli.models.backbones import _tiny_vit
+    from gesture_cli.models.backbone_registry import _tiny_vit
 
     model_dir = tmp_path / "my-vit"
     _tiny_vit().config.save_pretrained(model_dir)

@@ -73,10 +73,10 @@ def resolve_model_source(name: str | BackboneRef) -> ModelSource:
 
 
 def _backbone_registry() -> dict:
-    """models/backbones.py's registry; it imports torch, so only plain names (which may be registry names) load it."""
-    from gesture_cli.models import backbones
+    """The backbone registry (models/backbone_registry.py: no torch), loaded only for plain names, which may be registry names."""
+    from gesture_cli.models.backbone_registry import REGISTRY
 
-    return backbones.REGISTRY
+    return REGISTRY
 
 
 def _families(entries: dict) -> str:

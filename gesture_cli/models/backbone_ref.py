@@ -9,7 +9,7 @@ repo), `timm:NAME`, a local path (an existing file or folder, or any `.pt`/`.pt2
 `owner/name`. Anything else is a UsageError that names the closest registry name.
 
 No torch here: `gx download` reads references without loading a model. The registry is handed in
-(models/backbones.py's `REGISTRY`, or a function that returns it, called only for a plain name that
+(models/backbone_registry.py's `REGISTRY`, or a function that returns it, called only for a plain name that
 could be one), so this module imports nothing of models/ and data/hub.py can use it too.
 """
 
