@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import importlib
 import inspect
-import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -324,31 +323,62 @@ def recorded_dataset(spec: str | DatasetSpec, opts: Sequence[str] | Mapping[str,
     and how to point at it, instead of the source's bare "not found"."""
     spec = parse_dataset(spec, opts, kind=kind)
     # the path to look for: the whole argument, or the JSON of `mpii:JSON[:IMGDIR]`
-    local = re.split(r"(?i)(?<=\.json):", spec.arg or "", maxsplit=1)[0] if spec.source.arg in PATH_ARGS else ""
+    local = (path_arg_parts(spec.source.arg, spec.arg) or ("",))[0] if spec.arg else ""
     if local and not Path(local).expanduser().exists():
         raise DataError(f"{local}: not found; {recorded_in} was made from the dataset '{spec.text}'; "
                         "pass --dataset with where that data is now")
     return spec
 
 
-def absolute_spec_text(text: str | None) -> str | None:
-    """`--dataset` as commands record it: `name:relative/path` -> `name:/absolute/path` when the whole argument
-    is a local path that exists and the source reads one. Runs record the spec's text, and a later step
-    (evaluate, report, --resume) may run from another folder. Anything else is returned as typed, for the
-    parser and the source to judge."""
-    if not text or ":" not in text:
-        return text
-    name, arg = parse_spec(text)
-    path = Path(arg or "").expanduser()
+def path_arg_parts(metavar: str | None, arg: str) -> tuple[str, ...]:
+    """The local paths a source's argument names, as typed; joined with ':' they give `arg` back. `metavar` is the
+    source's `arg` ("DIR", "JSON[:IMGDIR]"); () for one that names no local path (a hub id, none at all).
+
+        path_arg_parts("DIR", "data/x")                    # ('data/x',)
+        path_arg_parts("JSON[:IMGDIR]", "ann.json:imgs")   # ('ann.json', 'imgs'): after the first '.json:'
+        path_arg_parts("JSON[:IMGDIR]", "ann:imgs")        # ('ann', 'imgs'): a JSON named otherwise, at the last ':'
+    """
+    if metavar not in PATH_ARGS:
+        return ()
+    if metavar != "JSON[:IMGDIR]":
+        return (arg,)
+    cut = arg.lower().find(".json:")
+    if cut >= 0:
+        return arg[: cut + len(".json")], arg[cut + len(".json:") :]
+    if arg.lower().endswith(".json"):
+        return (arg,)
+    json_part, _, img_part = arg.rpartition(":")
+    return (json_part, img_part) if json_part else (arg,)
+
+
+def absolute_path_text(text: str) -> str:
+    """A relative local path that exists -> its absolute path; anything else (absolute, missing, no path at all)
+    as typed, for the parser and the source to judge."""
+    path = Path(text).expanduser()
     try:
-        if not arg or path.is_absolute() or not path.exists():
+        if not text.strip() or path.is_absolute() or not path.exists():
             return text
     except OSError:  # a name too long for the file system, a folder it may not look into: the source will say
         return text
-    reads = {dataset_sources(kind)[name].arg for kind in KINDS if name in dataset_sources(kind)}
-    if not reads or not reads <= set(PATH_ARGS):
+    return str(path.absolute())
+
+
+def absolute_spec_text(text: str | None) -> str | None:
+    """`--dataset` as commands record it: `name:relative/path` -> `name:/absolute/path` for each local path of
+    the argument that exists (both of `mpii:JSON:IMGDIR`), when the source reads local paths. Runs record the
+    spec's text, and a later step (evaluate, report, --resume) may run from another folder. Anything else is
+    returned as typed, for the parser and the source to judge."""
+    if not text or ":" not in text:
         return text
-    return f"{text.strip().partition(':')[0]}:{path.absolute()}"
+    name, arg = parse_spec(text)
+    if not arg:
+        return text
+    reads = {dataset_sources(kind)[name].arg for kind in KINDS if name in dataset_sources(kind)}
+    parts = {path_arg_parts(metavar, arg) for metavar in reads}
+    if len(parts) != 1 or not (named := parts.pop()):  # no such source, no local path, or two ways to read one
+        return text
+    absolute = ":".join(absolute_path_text(part) for part in named)
+    return text if absolute == arg else f"{text.strip().partition(':')[0]}:{absolute}"
 
 
 def dataset_splits(spec: str | DatasetSpec) -> list[str]:
