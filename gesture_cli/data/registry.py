@@ -306,6 +306,8 @@ def parse_dataset(spec: str | DatasetSpec, opts: Sequence[str] | Mapping[str, ob
 
 
 PATH_ARGS = ("DIR", "FILE", "FILE|DIR", "JSON[:IMGDIR]")  # sources whose argument is a local path
+# options whose value may name a local file: pose texts=FILE, seg classes=FILE, the segmentation maker's class_map=FILE
+PATH_OPTIONS = ("texts", "classes", "class_map")
 
 
 def same_dataset(recorded: str | None, given: str | None) -> bool:
@@ -314,6 +316,14 @@ def same_dataset(recorded: str | None, given: str | None) -> bool:
     if recorded is None or given is None:
         return recorded == given
     return recorded == given or absolute_spec_text(recorded) == absolute_spec_text(given)
+
+
+def same_dataset_opts(recorded: Sequence[str] | None, given: Sequence[str] | None) -> bool:
+    """Whether the --dataset-opt texts an artifact recorded and those given now are the same, as same_dataset
+    judges specs: runs made before gx recorded path options absolute hold them relative."""
+    if recorded is None or given is None:
+        return recorded == given
+    return recorded == given or absolute_opts_text(recorded) == absolute_opts_text(given)
 
 
 def recorded_dataset(spec: str | DatasetSpec, opts: Sequence[str] | Mapping[str, object] = (), *, kind: str = "image",
@@ -379,6 +389,19 @@ def absolute_spec_text(text: str | None) -> str | None:
         return text
     absolute = ":".join(absolute_path_text(part) for part in named)
     return text if absolute == arg else f"{text.strip().partition(':')[0]}:{absolute}"
+
+
+def absolute_opts_text(opts: Sequence[str]) -> tuple[str, ...]:
+    """`--dataset-opt KEY=VALUE` texts as commands record them, like absolute_spec_text: the value of a path
+    option (PATH_OPTIONS) made absolute when it is a relative path that exists; anything else as typed (a list
+    of class names stays a list, a texts= table inside an hf-dataset snapshot stays relative to it)."""
+    out = []
+    for item in opts:
+        key, sep, value = item.partition("=")
+        if sep and key.strip().replace("-", "_") in PATH_OPTIONS and absolute_path_text(value.strip()) != value.strip():
+            item = f"{key}={absolute_path_text(value.strip())}"
+        out.append(item)
+    return tuple(out)
 
 
 def dataset_splits(spec: str | DatasetSpec) -> list[str]:
