@@ -129,3 +129,26 @@ def test_a_dataset_named_in_a_config_file_is_recorded_absolute(runner, tmp_path,
     monkeypatch.chdir(tmp_path / "elsewhere")
     res = invoke(runner, "evaluate", "segment", "--backbone", "tiny-vit", "--split", "val", "--device", "cpu", "-r", work / "run")
     assert res.exit_code == 0, res.output
+
+
+def test_a_step_reads_the_given_dataset_or_the_recorded_one_with_its_options(tmp_path, monkeypatch):
+    """One rule for evaluate, infer and gradcam: --dataset if given, else the recorded spec (one line when its data
+    moved); the recorded options come along when the data is the same (a relative spec recorded before included)."""
+    from gesture_cli.core.errors import DataError
+    from gesture_cli.data.registry import given_or_recorded_dataset
+
+    (tmp_path / "poses").mkdir()
+    monkeypatch.chdir(tmp_path)
+    recorded, opts = f"pose:{tmp_path / 'poses'}", ["fps=25", "layout=mediapipe"]
+    read = given_or_recorded_dataset(None, recorded, recorded_opts=opts, kind="pose", recorded_in="the translator")
+    assert (read.text, dict(read.options)) == (recorded, {"fps": 25, "layout": "mediapipe"})
+    same = given_or_recorded_dataset("pose:poses", recorded, recorded_opts=opts, given_opts=["fps=30"], kind="pose", recorded_in="x")
+    assert (same.text, dict(same.options)) == ("pose:poses", {"fps": 30, "layout": "mediapipe"})  # given options win
+    old = given_or_recorded_dataset(recorded, "pose:poses", recorded_opts=opts, kind="pose", recorded_in="x")  # recorded relative
+    assert dict(old.options) == {"fps": 25, "layout": "mediapipe"}
+    other = given_or_recorded_dataset("synthetic-signs", recorded, recorded_opts=opts, kind="pose", recorded_in="x")
+    assert (other.text, dict(other.options)) == ("synthetic-signs", {})
+    (tmp_path / "poses").rename(tmp_path / "moved")
+    with pytest.raises(DataError, match=rf"^{tmp_path / 'poses'}: not found; the translator was made from the dataset '{recorded}'; "
+                                        "pass --dataset with where that data is now$"):
+        given_or_recorded_dataset(None, recorded, recorded_opts=opts, kind="pose", recorded_in="the translator")
