@@ -15,10 +15,10 @@ from tests.conftest import invoke
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-def _train_config(run, head: str) -> dict:
-    """The resolved config of the run's first step (run.json), as the run recorded it."""
+def _train_config(run, command: str) -> dict:
+    """The resolved config of the run's `command` step (run.json), as the run recorded it."""
     steps = json.loads((run / "run.json").read_text())["steps"]
-    return next(s["config"] for s in steps if s["config"].get("dataset") is not None and head in s["command"])
+    return next(s["config"] for s in steps if s["command"] == command)
 
 
 def test_mpii_json_and_image_folder_are_recorded_absolute(runner, tmp_path, monkeypatch, real_data):
