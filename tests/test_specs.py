@@ -108,7 +108,12 @@ def test_a_relative_local_path_is_recorded_absolute(tmp_path, monkeypatch):
     assert absolute_spec_text("pose:poses") == f"pose:{tmp_path / 'poses'}"
     assert absolute_spec_text(" folder:gestures") == f"folder:{tmp_path / 'gestures'}"
     assert absolute_spec_text("mpii:valid.json") == f"mpii:{tmp_path / 'valid.json'}"  # its images sit beside it
-    assert absolute_spec_text("mpii:valid.json:images") == "mpii:valid.json:images"  # two paths: as typed
+    # two paths: each made absolute when it exists, the rest kept as typed
+    assert absolute_spec_text("mpii:valid.json:images") == f"mpii:{tmp_path / 'valid.json'}:images"
+    (tmp_path / "images").mkdir()
+    assert absolute_spec_text("mpii:valid.json:images") == f"mpii:{tmp_path / 'valid.json'}:{tmp_path / 'images'}"
+    assert absolute_spec_text("mpii:nowhere.json:images") == f"mpii:nowhere.json:{tmp_path / 'images'}"
+    assert absolute_spec_text("mpii:valid.json:") == f"mpii:{tmp_path / 'valid.json'}:"  # an empty IMGDIR: no folder
     assert absolute_spec_text(f"folder:{tmp_path}/gestures") == f"folder:{tmp_path}/gestures"  # absolute already
     assert absolute_spec_text("folder:nowhere") == "folder:nowhere"
     assert absolute_spec_text("hf-dataset:owner/name") == "hf-dataset:owner/name"  # a hub id, though a folder has its name

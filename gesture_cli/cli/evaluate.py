@@ -47,17 +47,18 @@ def evaluate(
     from gesture_cli.core.config import resolve_config
     from gesture_cli.core.rundir import RunDir
     from gesture_cli.tasks.classify import EvaluateConfig
+    from gesture_cli.tasks.datasets import config_as_recorded
 
     runner = task_runner(task, "evaluate")
     check_task_options("evaluate", task, **{"--from": (source, ("classify",)), "--backbone": (backbone, ("classify", "segment", "keypoint")),
                                             "--inference": (inference, ("segment",)),
                                             "--class-map": (class_map, ("segment",)), "--num-beams": (num_beams, ("translate",)),
                                             "--max-new-tokens": (max_new_tokens, ("translate",))})
-    cfg = resolve_config(
+    cfg = config_as_recorded(resolve_config(
         EvaluateConfig, config,
         flags(source=source, backbone=backbone, dataset=dataset, split=split, max_samples=max_samples, batch_size=batch_size, seed=seed,
               precision=precision),
-    )
+    ))
     runner(cfg, run=RunDir(run_dir), device=device, force=force, console=make_console())
 
 

@@ -35,16 +35,17 @@ def extract_features(
     from gesture_cli.cli.progress import Bars
     from gesture_cli.core.config import resolve_config
     from gesture_cli.core.rundir import RunDir
+    from gesture_cli.tasks.datasets import config_as_recorded
     from gesture_cli.tasks.features import ExtractConfig
     from gesture_cli.tasks.features import extract_features as run_extract
 
-    cfg = resolve_config(
+    cfg = config_as_recorded(resolve_config(
         ExtractConfig,
         config,
         flags(backbone=backbone, dataset=dataset, dataset_opts=dataset_opt or None, splits=split or None, pool=pool, image_size=image_size,
               batch_size=batch_size, precision=precision, max_samples=max_samples, seed=seed, workers=workers, shard_size=shard_size,
               compile=compile_),
-    )
+    ))
     run = RunDir(run_dir)
     console = make_console()
     err = make_console(stderr=True)

@@ -40,14 +40,15 @@ def gradcam(
     """
     from gesture_cli.core.config import resolve_config
     from gesture_cli.core.rundir import RunDir
+    from gesture_cli.tasks.datasets import config_as_recorded
     from gesture_cli.tasks.gradcam import GradcamConfig, render_gradcam_run
 
-    cfg = resolve_config(
+    cfg = config_as_recorded(resolve_config(
         GradcamConfig, config,
         flags(source=source, backbone=backbone, input=str(input_path) if input_path is not None else None, samples_per_class=samples_per_class,
               dataset=dataset, split=split, method=method, compare=compare or None, max_images=max_images, target=target,
               precision=precision),
-    )
+    ))
     console = make_console()
     res = render_gradcam_run(cfg, RunDir(run_dir), device=device, argv=argv(), notify=precision_line(console))
     preds = [r for r in res["images"] if r["label"] is not None]

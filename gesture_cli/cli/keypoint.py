@@ -59,9 +59,10 @@ def keypoint_train(
     from gesture_cli.cli.progress import Bars, training_callbacks
     from gesture_cli.core.config import resolve_config
     from gesture_cli.core.rundir import RunDir
+    from gesture_cli.tasks.datasets import config_as_recorded
     from gesture_cli.tasks.keypoint import KeypointTrainConfig, train_keypoint
 
-    cfg = resolve_config(
+    cfg = config_as_recorded(resolve_config(
         KeypointTrainConfig,
         config,
         flags(backbone=backbone, dataset=dataset, dataset_opts=dataset_opt or None, method=method, head=head, hidden=hidden, pool=pool,
@@ -70,7 +71,7 @@ def keypoint_train(
               warmup_ratio=warmup_ratio, patience=patience, val_fraction=val_fraction, eval_every=eval_every,
               checkpoint_every=checkpoint_every, flip=flip, rotate=rotate, scale_jitter=scale_jitter, precision=precision,
               max_samples=max_samples, seed=seed),
-    )
+    ))
     run = RunDir(run_dir)
     console = make_console()
     with Bars(console) as bars:

@@ -67,8 +67,9 @@ def lora_train(
     from gesture_cli.core.config import resolve_config
     from gesture_cli.core.rundir import RunDir
     from gesture_cli.tasks.classify import LoraTrainConfig, train_lora
+    from gesture_cli.tasks.datasets import config_as_recorded
 
-    cfg = resolve_config(
+    cfg = config_as_recorded(resolve_config(
         LoraTrainConfig,
         config,
         flags(backbone=backbone, dataset=dataset, dataset_opts=dataset_opt or None, method=method,
@@ -76,7 +77,7 @@ def lora_train(
               lr=lr, weight_decay=weight_decay, warmup_steps=warmup_steps, warmup_ratio=warmup_ratio, patience=patience,
               val_fraction=val_fraction, eval_every=eval_every, checkpoint_every=checkpoint_every, hflip=hflip,
               no_gesture=no_gesture, merge=merge, precision=precision, max_samples=max_samples, seed=seed),
-    )
+    ))
     run = RunDir(run_dir)
     console = make_console()
     with Bars(console) as bars:

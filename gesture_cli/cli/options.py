@@ -43,18 +43,10 @@ BackboneOpt = Annotated[
 ]
 
 
-def absolute_dataset(value: str | None) -> str | None:
-    """--dataset as runs record it: a relative local path made absolute (tasks.datasets.spec_as_recorded)."""
-    if value is None:
-        return None
-    from gesture_cli.tasks.datasets import spec_as_recorded
-
-    return spec_as_recorded(value)
-
-
 def dataset_opt(help: str):
-    """The --dataset/-d option of a command, its spec's local path recorded absolute."""
-    return typer.Option("--dataset", "-d", help=help, show_default=False, callback=absolute_dataset)
+    """The --dataset/-d option of a command. Runs record its local paths absolute: the command passes its resolved
+    config through tasks.datasets.config_as_recorded, which also sees a --config file's dataset."""
+    return typer.Option("--dataset", "-d", help=help, show_default=False)
 
 
 DatasetOpt = Annotated[str | None, dataset_opt("Dataset spec: sign-mnist, sign-mnist:DIR, csv:FILE, folder:DIR, synthetic-hands, ...")]

@@ -61,15 +61,16 @@ def pca_compute(
 
     from gesture_cli.cli.progress import Bars
     from gesture_cli.core.config import resolve_config
+    from gesture_cli.tasks.datasets import config_as_recorded
     from gesture_cli.tasks.pca import PCAConfig, compute_pca
 
-    cfg = resolve_config(
+    cfg = config_as_recorded(resolve_config(
         PCAConfig,
         config,
         flags(backbone=backbone, dataset=dataset, n_components=n_components, frame_stride=frame_stride, max_samples=max_samples,
               image_size=image_size, foreground=foreground, foreground_threshold=foreground_threshold, reservoir_size=reservoir_size,
               shard=shard, batch_size=batch_size, precision=precision, seed=seed),
-    )
+    ))
     err = make_console(stderr=True)
     with Bars(console, unit="frames") as bars:
         entry = compute_pca(

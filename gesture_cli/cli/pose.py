@@ -119,14 +119,15 @@ def pose_pretrain(
     """
     from gesture_cli.core.config import resolve_config
     from gesture_cli.core.rundir import RunDir
+    from gesture_cli.tasks.datasets import config_as_recorded
     from gesture_cli.tasks.translate import PosePretrainConfig, pretrain_pose
 
-    cfg = resolve_config(PosePretrainConfig, config, flags(
+    cfg = config_as_recorded(resolve_config(PosePretrainConfig, config, flags(
         dataset=dataset, dataset_opts=dataset_opt or None, text_model=text_model, encoder_config=str(encoder_config) if encoder_config else None,
         encoder_opts=encoder_opt or None, keypoints=keypoints, normalize=normalize, max_frames=max_frames, embed_dim=embed_dim,
         temperature=temperature, epochs=epochs, max_steps=max_steps, batch_size=batch_size, grad_accum=grad_accum, lr=lr,
         weight_decay=weight_decay, warmup_steps=warmup_steps, patience=patience, eval_every=eval_every, checkpoint_every=checkpoint_every,
-        precision=precision, max_samples=max_samples, val_fraction=val_fraction, seed=seed))
+        precision=precision, max_samples=max_samples, val_fraction=val_fraction, seed=seed)))
     console = make_console()
     out = _train(console, "pose-pretrain", pretrain_pose, cfg, RunDir(run_dir), device=device, force=force, resume=resume,
                  show=lambda m: f"R@1 {m.get('val_r1', 0):.3f}, R@5 {m.get('val_r5', 0):.3f}")
@@ -176,15 +177,16 @@ def pose_finetune(
     """
     from gesture_cli.core.config import resolve_config
     from gesture_cli.core.rundir import RunDir
+    from gesture_cli.tasks.datasets import config_as_recorded
     from gesture_cli.tasks.translate import PoseFinetuneConfig, finetune_pose
 
-    cfg = resolve_config(PoseFinetuneConfig, config, flags(
+    cfg = config_as_recorded(resolve_config(PoseFinetuneConfig, config, flags(
         dataset=dataset, dataset_opts=dataset_opt or None, init=init, pretrained=str(pretrained) if pretrained else None, text_model=text_model,
         encoder_config=str(encoder_config) if encoder_config else None, encoder_opts=encoder_opt or None, keypoints=keypoints,
         normalize=normalize, max_frames=max_frames, bridge=bridge, num_beams=num_beams, max_new_tokens=max_new_tokens,
         max_text_tokens=max_text_tokens, epochs=epochs, max_steps=max_steps, batch_size=batch_size, grad_accum=grad_accum, lr=lr,
         weight_decay=weight_decay, warmup_steps=warmup_steps, patience=patience, eval_every=eval_every, checkpoint_every=checkpoint_every,
-        precision=precision, max_samples=max_samples, val_fraction=val_fraction, seed=seed))
+        precision=precision, max_samples=max_samples, val_fraction=val_fraction, seed=seed)))
     console = make_console()
     out = _train(console, "pose-finetune", finetune_pose, cfg, RunDir(run_dir), device=device, force=force, resume=resume,
                  show=lambda m: f"BLEU-4 {m.get('val_bleu4', 0):.2f}, chrF {m.get('val_chrf', 0):.2f}")
@@ -302,12 +304,13 @@ def run_infer(cfg, *, run, device: str, as_json: bool, console) -> None:
     from rich.markup import escape
 
     from gesture_cli.core.config import resolve_config
+    from gesture_cli.tasks.datasets import config_as_recorded
     from gesture_cli.tasks.translate import InferTranslateConfig, infer_translation
 
     p = _command_params()
-    cfg = resolve_config(InferTranslateConfig, p.get("config"), flags(
+    cfg = config_as_recorded(resolve_config(InferTranslateConfig, p.get("config"), flags(
         input=str(p["input_path"]) if p.get("input_path") is not None else None, sample_id=p.get("sample_id"), dataset=p.get("dataset"),
-        batch_size=p.get("batch_size"), num_beams=p.get("num_beams"), max_new_tokens=p.get("max_new_tokens"), precision=p.get("precision")))
+        batch_size=p.get("batch_size"), num_beams=p.get("num_beams"), max_new_tokens=p.get("max_new_tokens"), precision=p.get("precision"))))
     # stdout carries only the translations (for scripts): the precision line goes to stderr
     res = infer_translation(run, cfg, device=device, argv=argv(), notify=precision_line(console, True))
     if as_json:  # one object for --sample-id, a list for --input (a file or a folder of them)

@@ -68,9 +68,10 @@ def segment_train(
     from gesture_cli.cli.progress import Bars, training_callbacks
     from gesture_cli.core.config import resolve_config
     from gesture_cli.core.rundir import RunDir
+    from gesture_cli.tasks.datasets import config_as_recorded
     from gesture_cli.tasks.segment import SegmentTrainConfig, train_segment
 
-    cfg = resolve_config(
+    cfg = config_as_recorded(resolve_config(
         SegmentTrainConfig,
         config,
         flags(backbone=backbone, dataset=dataset, dataset_opts=dataset_opt or None, head=head, train_only=train_only, class_map=class_map,
@@ -79,7 +80,7 @@ def segment_train(
               batch_size=batch_size, grad_accum=grad_accum, lr=lr, weight_decay=weight_decay, warmup_steps=warmup_steps, patience=patience,
               val_fraction=val_fraction, eval_every=eval_every, checkpoint_every=checkpoint_every, hflip=hflip, precision=precision,
               max_samples=max_samples, seed=seed),
-    )
+    ))
     run = RunDir(run_dir)
     console = make_console()
 

@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from gesture_cli.core.errors import DataError, UsageError, unknown_split
-from gesture_cli.data.registry import DatasetSpec, dataset_sources, parse_dataset, register_dataset
+from gesture_cli.data.registry import DatasetSpec, dataset_sources, parse_dataset, path_arg_parts, register_dataset
 from gesture_cli.data.splits import Splits, make_splits, random_holdout
 
 # MPII joint order (HRNet / mmpose layout).
@@ -241,19 +241,12 @@ def make_keypoint_splits(spec: str | DatasetSpec, dataset_opts: Sequence[str] = 
 
 # ---- mpii:JSON[:IMGDIR] -------------------------------------------------------------------------
 
+MPII_ARG = "JSON[:IMGDIR]"  # the form of its argument; data.registry.path_arg_parts splits it into its two paths
+
 
 def split_mpii_arg(arg: str) -> tuple[Path, Path]:
     """'annot/valid.json:images' -> (json path, image dir); without ':IMGDIR' the images sit beside the JSON."""
-    low = arg.lower()
-    cut = low.find(".json:")
-    if cut >= 0:
-        json_part, img_part = arg[: cut + len(".json")], arg[cut + len(".json:") :]
-    elif low.endswith(".json"):
-        json_part, img_part = arg, ""
-    else:
-        json_part, _, img_part = arg.rpartition(":")
-        if not json_part:
-            json_part, img_part = arg, ""
+    json_part, img_part = (*path_arg_parts(MPII_ARG, arg), "")[:2]
     json_path = Path(json_part).expanduser()
     return json_path, (Path(img_part).expanduser() if img_part.strip() else json_path.parent)
 
@@ -370,7 +363,7 @@ def _head_size(rec: dict, pts: np.ndarray, vis: np.ndarray, where: str) -> tuple
     help="mpii:JSON[:IMGDIR]: MPII person records (HRNet/mmpose JSON: image, joints 16x2, joints_vis, center, scale); "
          "images beside the JSON unless IMGDIR is given. One split: all.",
     splits=("all",),
-    arg="JSON[:IMGDIR]",
+    arg=MPII_ARG,
     arg_required=True,
 )
 def make_mpii(arg: str, *, spec: str, split: str, seed: int, margin: float = 1.25) -> KeypointDataset:

@@ -24,14 +24,13 @@ from __future__ import annotations
 
 import importlib
 import inspect
-import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from gesture_cli.core.errors import DataError, UsageError, did_you_mean, unknown_choice
+from gesture_cli.core.errors import DataError, UsageError, did_you_mean, unknown_choice, unknown_split
 
 KINDS = ("image", "pose", "segmentation", "keypoints", "frames")
 
@@ -307,6 +306,8 @@ def parse_dataset(spec: str | DatasetSpec, opts: Sequence[str] | Mapping[str, ob
 
 
 PATH_ARGS = ("DIR", "FILE", "FILE|DIR", "JSON[:IMGDIR]")  # sources whose argument is a local path
+# options whose value may name a local file: pose texts=FILE, seg classes=FILE, the segmentation maker's class_map=FILE
+PATH_OPTIONS = ("texts", "classes", "class_map")
 
 
 def same_dataset(recorded: str | None, given: str | None) -> bool:
@@ -317,6 +318,14 @@ def same_dataset(recorded: str | None, given: str | None) -> bool:
     return recorded == given or absolute_spec_text(recorded) == absolute_spec_text(given)
 
 
+def same_dataset_opts(recorded: Sequence[str] | None, given: Sequence[str] | None) -> bool:
+    """Whether the --dataset-opt texts an artifact recorded and those given now are the same, as same_dataset
+    judges specs: runs made before gx recorded path options absolute hold them relative."""
+    if recorded is None or given is None:
+        return recorded == given
+    return recorded == given or absolute_opts_text(recorded) == absolute_opts_text(given)
+
+
 def recorded_dataset(spec: str | DatasetSpec, opts: Sequence[str] | Mapping[str, object] = (), *, kind: str = "image",
                      recorded_in: str) -> DatasetSpec:
     """parse_dataset for a spec read back from an artifact (`recorded_in` names it): when its local data is no
@@ -324,31 +333,86 @@ def recorded_dataset(spec: str | DatasetSpec, opts: Sequence[str] | Mapping[str,
     and how to point at it, instead of the source's bare "not found"."""
     spec = parse_dataset(spec, opts, kind=kind)
     # the path to look for: the whole argument, or the JSON of `mpii:JSON[:IMGDIR]`
-    local = re.split(r"(?i)(?<=\.json):", spec.arg or "", maxsplit=1)[0] if spec.source.arg in PATH_ARGS else ""
+    local = (path_arg_parts(spec.source.arg, spec.arg) or ("",))[0] if spec.arg else ""
     if local and not Path(local).expanduser().exists():
         raise DataError(f"{local}: not found; {recorded_in} was made from the dataset '{spec.text}'; "
                         "pass --dataset with where that data is now")
     return spec
 
 
-def absolute_spec_text(text: str | None) -> str | None:
-    """`--dataset` as commands record it: `name:relative/path` -> `name:/absolute/path` when the whole argument
-    is a local path that exists and the source reads one. Runs record the spec's text, and a later step
-    (evaluate, report, --resume) may run from another folder. Anything else is returned as typed, for the
-    parser and the source to judge."""
-    if not text or ":" not in text:
-        return text
-    name, arg = parse_spec(text)
-    path = Path(arg or "").expanduser()
+def given_or_recorded_dataset(given: str | None, recorded: str | None, *, given_opts: Sequence[str] = (),
+                              recorded_opts: Sequence[str] | None = (), kind: str = "image", recorded_in: str) -> DatasetSpec:
+    """The dataset a step reads for an artifact that recorded the one it was made from (`recorded_in` names it):
+    `given` (--dataset) when there is one, else `recorded` (recorded_dataset: one line when that data has moved).
+    It gets the recorded --dataset-opt values when it names the same data (same_dataset), and `given_opts` on top."""
+    if not given:
+        return recorded_dataset(recorded, [*(recorded_opts or ()), *given_opts], kind=kind, recorded_in=recorded_in)
+    opts = [*(recorded_opts or ()), *given_opts] if same_dataset(recorded, given) else list(given_opts)
+    return parse_dataset(given, opts, kind=kind)
+
+
+def path_arg_parts(metavar: str | None, arg: str) -> tuple[str, ...]:
+    """The local paths a source's argument names, as typed; joined with ':' they give `arg` back. `metavar` is the
+    source's `arg` ("DIR", "JSON[:IMGDIR]"); () for one that names no local path (a hub id, none at all).
+
+        path_arg_parts("DIR", "data/x")                    # ('data/x',)
+        path_arg_parts("JSON[:IMGDIR]", "ann.json:imgs")   # ('ann.json', 'imgs'): after the first '.json:'
+        path_arg_parts("JSON[:IMGDIR]", "ann:imgs")        # ('ann', 'imgs'): a JSON named otherwise, at the last ':'
+    """
+    if metavar not in PATH_ARGS:
+        return ()
+    if metavar != "JSON[:IMGDIR]":
+        return (arg,)
+    cut = arg.lower().find(".json:")
+    if cut >= 0:
+        return arg[: cut + len(".json")], arg[cut + len(".json:") :]
+    if arg.lower().endswith(".json"):
+        return (arg,)
+    json_part, _, img_part = arg.rpartition(":")
+    return (json_part, img_part) if json_part else (arg,)
+
+
+def absolute_path_text(text: str) -> str:
+    """A relative local path that exists -> its absolute path; anything else (absolute, missing, no path at all)
+    as typed, for the parser and the source to judge."""
+    path = Path(text).expanduser()
     try:
-        if not arg or path.is_absolute() or not path.exists():
+        if not text.strip() or path.is_absolute() or not path.exists():
             return text
     except OSError:  # a name too long for the file system, a folder it may not look into: the source will say
         return text
-    reads = {dataset_sources(kind)[name].arg for kind in KINDS if name in dataset_sources(kind)}
-    if not reads or not reads <= set(PATH_ARGS):
+    return str(path.absolute())
+
+
+def absolute_spec_text(text: str | None) -> str | None:
+    """`--dataset` as commands record it: `name:relative/path` -> `name:/absolute/path` for each local path of
+    the argument that exists (both of `mpii:JSON:IMGDIR`), when the source reads local paths. Runs record the
+    spec's text, and a later step (evaluate, report, --resume) may run from another folder. Anything else is
+    returned as typed, for the parser and the source to judge."""
+    if not text or ":" not in text:
         return text
-    return f"{text.strip().partition(':')[0]}:{path.absolute()}"
+    name, arg = parse_spec(text)
+    if not arg:
+        return text
+    reads = {dataset_sources(kind)[name].arg for kind in KINDS if name in dataset_sources(kind)}
+    parts = {path_arg_parts(metavar, arg) for metavar in reads}
+    if len(parts) != 1 or not (named := parts.pop()):  # no such source, no local path, or two ways to read one
+        return text
+    absolute = ":".join(absolute_path_text(part) for part in named)
+    return text if absolute == arg else f"{text.strip().partition(':')[0]}:{absolute}"
+
+
+def absolute_opts_text(opts: Sequence[str]) -> tuple[str, ...]:
+    """`--dataset-opt KEY=VALUE` texts as commands record them, like absolute_spec_text: the value of a path
+    option (PATH_OPTIONS) made absolute when it is a relative path that exists; anything else as typed (a list
+    of class names stays a list, a texts= table inside an hf-dataset snapshot stays relative to it)."""
+    out = []
+    for item in opts:
+        key, sep, value = item.partition("=")
+        if sep and key.strip().replace("-", "_") in PATH_OPTIONS and absolute_path_text(value.strip()) != value.strip():
+            item = f"{key}={absolute_path_text(value.strip())}"
+        out.append(item)
+    return tuple(out)
 
 
 def dataset_splits(spec: str | DatasetSpec) -> list[str]:
@@ -366,7 +430,7 @@ def make_dataset(spec: str | DatasetSpec, *, split: str = "train", seed: int = 0
     source = spec.source
     splits = spec.splits()
     if split not in splits:
-        raise UsageError(f"dataset '{spec.text}' has no split '{split}'{did_you_mean(split, splits)}; valid splits: {', '.join(splits)}")
+        raise unknown_split(spec.text, split, splits)
     ds = source.make(spec.arg, spec=spec.text, split=split, seed=int(seed), **spec.options)
     ds.spec, ds.split = spec.text, split
     return ds

@@ -475,9 +475,10 @@ def evaluate_probe(run, *, backbone: str | None, dataset: str | None = None, spl
         inputs, keys, ds = [clf_path, feats_path], {}, None
     else:
         from gesture_cli.data import make_dataset
-        from gesture_cli.data.registry import recorded_dataset
+        from gesture_cli.data.registry import given_or_recorded_dataset
 
-        ds = make_dataset(spec if dataset else recorded_dataset(spec, recorded_in=f"the probe in {clf_path}"), split=split, seed=ds_seed)
+        ds_spec = given_or_recorded_dataset(dataset, meta.get("dataset"), recorded_in=f"the probe in {clf_path}")
+        ds = make_dataset(ds_spec, split=split, seed=ds_seed)
         inputs = [clf_path, *[Path(p) for p in ds.source_files]]
         keys = {"dataset": ds.cache_token} if ds.cache_token else {}
     step = run.begin("evaluate", config=config, outputs=[out_rel], inputs=inputs, input_keys=keys, argv=argv, force=force)
@@ -561,7 +562,7 @@ def evaluate_lora_classifier(run, *, backbone: str | None, dataset: str | None =
     """
     from gesture_cli.core.artifacts import load_json, save_json
     from gesture_cli.data import make_dataset, parse_dataset
-    from gesture_cli.data.registry import recorded_dataset, same_dataset
+    from gesture_cli.data.registry import given_or_recorded_dataset, same_dataset
     from gesture_cli.data.splits import cap_samples
     from gesture_cli.eval.classify import classification_metrics
     from gesture_cli.tasks.trained import run_precision
@@ -576,8 +577,8 @@ def evaluate_lora_classifier(run, *, backbone: str | None, dataset: str | None =
         raise UsageError(f"{path}/head.safetensors does not record its dataset; pass --dataset")
     ds_seed = seed if seed is not None else int(train_cfg.get("seed") or 0)
     same = same_dataset(meta.get("dataset"), spec)
-    opts = tuple(train_cfg.get("dataset_opts") or ()) if same else ()
-    ds_spec = parse_dataset(spec, opts) if dataset else recorded_dataset(spec, opts, recorded_in=f"the classifier in {path}")
+    ds_spec = given_or_recorded_dataset(dataset, meta.get("dataset"), recorded_opts=train_cfg.get("dataset_opts"),
+                                        recorded_in=f"the classifier in {path}")
     if (train_cfg.get("no_gesture") or (ds_spec.name == "hagrid" and "no_gesture" in classes)) and "no_gesture" not in ds_spec.options:
         ds_spec = parse_dataset(ds_spec, {"no_gesture": True})  # HaGRID trained with its no_gesture class
     held = _held_out_of_training(ds_spec, split, train_cfg) if same else None

@@ -105,14 +105,11 @@ def make_images(cfg: GradcamConfig, explained: Explained) -> Images:
         n = min(len(inputs.dataset), cfg.max_images)
         return Images(inputs.dataset.batch(list(range(n)), size=size), inputs.names[:n], inputs.labels[:n])
     from gesture_cli.data import make_dataset
+    from gesture_cli.data.registry import given_or_recorded_dataset
 
-    spec = cfg.dataset or explained.dataset
-    if not spec:
+    if not (cfg.dataset or explained.dataset):
         raise UsageError(f"the {explained.source} classifier does not record its dataset; pass --dataset or --input")
-    if not cfg.dataset:
-        from gesture_cli.data.registry import recorded_dataset
-
-        spec = recorded_dataset(spec, recorded_in=f"the {explained.source} classifier")
+    spec = given_or_recorded_dataset(cfg.dataset, explained.dataset, recorded_in=f"the {explained.source} classifier")
     ds = make_dataset(spec, split=cfg.split, seed=explained.seed)
     idx = [int(i) for c in range(len(ds.classes)) for i in np.flatnonzero(ds.labels == c)[: cfg.samples_per_class]][: cfg.max_images]
     if not idx:

@@ -52,7 +52,7 @@ class EvalData:
 def resolve_eval_data(meta: dict, *, dataset: str | None, split: str, seed: int | None, max_samples: int | None) -> EvalData:
     """The dataset split `gx evaluate keypoint` scores (see `evaluate_keypoint`)."""
     from gesture_cli.data.keypoints import make_keypoint_dataset, make_keypoint_splits
-    from gesture_cli.data.registry import parse_dataset, recorded_dataset, same_dataset
+    from gesture_cli.data.registry import given_or_recorded_dataset, same_dataset
     from gesture_cli.data.splits import cap_samples
 
     train_cfg = dict(meta.get("config") or {})
@@ -61,10 +61,8 @@ def resolve_eval_data(meta: dict, *, dataset: str | None, split: str, seed: int 
         raise UsageError("the keypoint model does not record its dataset; pass --dataset")
     same = same_dataset(train_cfg.get("dataset"), spec)
     ds_seed = seed if seed is not None else int(train_cfg.get("seed") or 0)
-    if dataset:
-        ds_spec = parse_dataset(spec, tuple(train_cfg.get("dataset_opts") or ()) if same else (), kind="keypoints")
-    else:
-        ds_spec = recorded_dataset(spec, tuple(train_cfg.get("dataset_opts") or ()), kind="keypoints", recorded_in="the keypoint model")
+    ds_spec = given_or_recorded_dataset(dataset, train_cfg.get("dataset"), recorded_opts=train_cfg.get("dataset_opts"), kind="keypoints",
+                                        recorded_in="the keypoint model")
     splits = ds_spec.splits()
     note = None
     if split not in splits:

@@ -100,11 +100,11 @@ class InferTranslateConfig:
 
 def _dataset_for(info: dict, spec: str | None):
     """The pose dataset to read, parsed once (a DatasetSpec): the training one, with its options, unless another spec is given."""
-    from gesture_cli.data.registry import parse_dataset, recorded_dataset, same_dataset
+    from gesture_cli.data.registry import given_or_recorded_dataset, same_dataset
 
-    if spec and not same_dataset(info["dataset"], spec):
-        return parse_dataset(spec, kind="pose")
-    return recorded_dataset(info["dataset"], tuple(info.get("dataset_opts") or ()), kind="pose", recorded_in="the translator (pose-finetune)")
+    other = spec if spec and not same_dataset(info["dataset"], spec) else None  # a spec that names the training data reads as recorded
+    return given_or_recorded_dataset(other, info["dataset"], recorded_opts=info.get("dataset_opts"), kind="pose",
+                                     recorded_in="the translator (pose-finetune)")
 
 
 def _check_layout(samples, info: dict, where: str) -> None:

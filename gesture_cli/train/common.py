@@ -89,12 +89,14 @@ def check_resume(last_dir: Path, resolved: dict, keys: Sequence[str], *, command
     if found is None:
         how = f"run `gx {command}` without --resume" if command else "run without --resume"
         raise ArtifactError(f"nothing to resume: no checkpoint at {last_dir}; {how} to start training")
-    from gesture_cli.data.registry import same_dataset
+    from gesture_cli.data.registry import same_dataset, same_dataset_opts
 
     saved = read_checkpoint_state(found).get("meta", {}).get("config", {})
+    # a dataset (or a path option of it) recorded relative before gx made such paths absolute is the same data
+    same = {"dataset": same_dataset, "dataset_opts": same_dataset_opts}
 
-    def differs(key: str) -> bool:  # a dataset recorded with a relative path before gx made them absolute is the same data
-        return not same_dataset(saved[key], resolved[key]) if key == "dataset" else saved.get(key) != resolved[key]
+    def differs(key: str) -> bool:
+        return not same[key](saved[key], resolved[key]) if key in same else saved.get(key) != resolved[key]
 
     diffs = [(k, saved.get(k), resolved[k]) for k in keys if k in saved and k in resolved and differs(k)]
     if not diffs:
