@@ -136,6 +136,9 @@ def test_a_validation_split_the_dataset_lacks_is_said_so_not_guessed(real_data):
     assert "(did you mean 'val'?)" in str(unknown_split("seg:x", "validation", ["train", "val"]))
     # other names keep the closest-name guess
     assert "(did you mean 'test'?)" in str(unknown_split(spec, "tset", splits))
+    with pytest.raises(UsageError) as err:  # what extract-features, evaluate and gradcam reach
+        make_dataset(spec, split="val")
+    assert "did you mean" not in assert_one_line(err, "has no split 'val' nor any other validation split", "--split test")
 
 
 def test_keypoint_and_segmentation_datasets_say_they_have_no_validation_split(real_data, tmp_path):
