@@ -15,7 +15,10 @@ import pytest
 from gesture_cli.core.errors import DataError, UsageError
 from gesture_cli.data.pose import PoseSample, make_pose_dataset, read_pose_folder
 from gesture_cli.data.pose_batches import collate_pose, normalize_max_abs, normalize_sample, normalize_shoulders, subsample_frames
-from gesture_cli.data.pose_readers import read_kaggle_parquet, read_openpose_clip, read_pickle_samples, read_pose_file
+from gesture_cli.data.pose_format_files import read_pose_file
+from gesture_cli.data.pose_kaggle import read_kaggle_parquet
+from gesture_cli.data.pose_openpose import read_openpose_clip
+from gesture_cli.data.pose_pickle import read_pickle_samples
 from gesture_cli.models import skeletons as sk
 from tests.conftest import SHARED_REAL, invoke
 

@@ -5,7 +5,8 @@ them all into one `{sample key: Labels}` table: a CSV/TSV/pipe-separated table w
 and text/gloss/split/signer columns (PHOENIX-2014T, How2Sign, Kaggle train.csv, lexicon index.csv), a
 header-less `name,class_id` table with a class list beside it (AUTSL), or a gloss in the file name
 (ASL Citizen). A sample is looked up by `label_keys(name)`: its path without media suffixes, then its
-base name. Pickled label files are read by data/pose_readers.py (`read_labels`).
+base name. Pickled label files are read by data/pose_pickle.py (`read_label_pickle`, through
+pose_readers.read_labels).
 """
 
 from __future__ import annotations
