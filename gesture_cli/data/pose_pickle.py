@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from gesture_cli.core.errors import DataError, UsageError
-from gesture_cli.data.label_tables import Labels, add_labels, first_line
+from gesture_cli.data.label_tables import LabelTable, first_line
 from gesture_cli.data.pose_points import COCO_WB, HOLISTIC, OPENPOSE, masked_keypoints
 from gesture_cli.data.pose_sample import PoseSample, normalize_split
 from gesture_cli.models.skeletons import LAYOUT_SIZES
@@ -179,11 +179,11 @@ def read_pickle_samples(
     return samples, skipped
 
 
-def read_label_pickle(path: Path | str, *, allow_pickle: bool = False) -> dict[str, Labels]:
+def read_label_pickle(path: Path | str, *, allow_pickle: bool = False) -> LabelTable:
     """Labels from a pickle (Uni-Sign / GFSLT-VLP `labels.*`: {name: {name, gloss, text, ...}}); needs allow_pickle."""
     path = Path(path)
     obj = _load_pickle(path, allow_pickle)
-    table: dict[str, Labels] = {}
+    table = LabelTable()  # entries have no row numbers: the first wins, no conflicts are recorded
     for fallback, entry in _entries(obj):
         if not isinstance(entry, dict):
             continue
@@ -192,7 +192,7 @@ def read_label_pickle(path: Path | str, *, allow_pickle: bool = False) -> dict[s
             "text": str(_pick(entry, _TEXT_KEYS) or "").strip(), "gloss": str(_pick(entry, _GLOSS_KEYS) or "").strip(),
             "split": normalize_split(str(entry.get("split") or "")), "signer": str(_pick(entry, _SIGNER_KEYS) or "").strip(),
         }
-        add_labels(table, name, {k: v for k, v in labels.items() if v})
+        table.add(name, {k: v for k, v in labels.items() if v})
     if not table:
         raise DataError(f"{path}: no labels found (expected entries with a name and a text or gloss)")
     return table

@@ -28,6 +28,8 @@ from gesture_cli.data.label_tables import (
     LABEL_KEY_COLUMNS,
     LABELS_FILE,
     Labels,
+    LabelTable,
+    conflicting_rows_message,
     first_line,
     gloss_from_name,
     label_keys,
@@ -42,7 +44,7 @@ from gesture_cli.data.pose_sample import PoseSample, normalize_split
 from gesture_cli.models.skeletons import LAYOUT_SIZES
 
 
-def read_labels(path: Path | str, *, allow_pickle: bool = False) -> dict[str, Labels]:
+def read_labels(path: Path | str, *, allow_pickle: bool = False) -> LabelTable:
     """An explicit label file (`texts=`): a CSV/TSV table or, with allow_pickle, a pickle of labels."""
     path = Path(path)
     if not path.is_file():
@@ -205,8 +207,7 @@ def _finish(
     path: Path, found: list[tuple[PoseSample, Path, Path]], skipped: dict[str, int], files: list[Path], wanted: str | None,
     texts: Path | str | None, label_files: list[Path], allow_pickle: bool,
 ) -> tuple[list[PoseSample], dict[str, int], list[Path]]:
-    tables: list[tuple[Path, dict[str, Labels]]] = []
-    table_files: list[Path] = []
+    tables: list[tuple[Path, LabelTable]] = []  # (table file, its rows)
     for lf in label_files:
         try:
             table = read_label_table(lf, class_lists=[p for p in lf.parent.glob("*.csv") if p != lf])
@@ -215,14 +216,14 @@ def _finish(
             _warn(f"{exc}; its samples get no texts from it")
             continue
         if table:
-            tables.append((lf.parent, table))
-            table_files.append(lf)
+            tables.append((lf, table))
         elif lf.name.lower() == LABELS_FILE:  # other CSVs may be class lists or notes; this name says it is a label table
             _bump(skipped, f"label table not read: {lf}")
             _warn(f"{lf}: not a label table (it needs a header with a path or name column and a text, gloss or split column); "
                   "its samples get no texts from it")
     explicit = read_labels(texts, allow_pickle=allow_pickle) if texts else None
     from_tables = from_explicit = 0  # samples a table / --texts labelled
+    ambiguous: dict[Path | str, list[tuple[str, list[int]]]] = {}  # table -> (sample, rows) it labelled from conflicting rows
 
     samples: list[PoseSample] = []
     layouts: dict[str, str] = {}
@@ -234,17 +235,21 @@ def _finish(
             _bump(skipped, "empty (0 frames)")
             continue
         labels: Labels = {}
-        for table_dir, table in tables:
-            rel = where.relative_to(table_dir).as_posix() if table_dir in where.parents else where.name
-            hit = next((table[k] for k in (*label_keys(rel), *label_keys(where.name)) if k in table), None)
-            if hit is not None:
-                labels = dict(hit)
+        for table_file, table in tables:
+            rel = where.relative_to(table_file.parent).as_posix() if table_file.parent in where.parents else where.name
+            key = next((k for k in (*label_keys(rel), *label_keys(where.name)) if k in table), None)
+            if key is not None:
+                labels = dict(table[key])
                 from_tables += 1
+                if key in table.conflicts:
+                    ambiguous.setdefault(table_file, []).append((sample.id, table.conflicts[key]))
                 break
         if explicit is not None:
-            hit = next((explicit[k] for k in (*label_keys(sample.id), *label_keys(where.name)) if k in explicit), None)
-            labels.update(hit or {})
-            from_explicit += hit is not None
+            key = next((k for k in (*label_keys(sample.id), *label_keys(where.name)) if k in explicit), None)
+            labels.update(explicit[key] if key is not None else {})
+            from_explicit += key is not None
+            if key in explicit.conflicts:
+                ambiguous.setdefault(texts, []).append((sample.id, explicit.conflicts[key]))
         sample.text = labels.get("text", sample.text)
         sample.gloss = labels.get("gloss", sample.gloss) or gloss_from_name(where.stem)
         sample.split = labels.get("split") or sample.split or _split_from_path(where.relative_to(root) if root in where.parents else Path(where.name))
@@ -256,8 +261,10 @@ def _finish(
         raise DataError(f"{texts}: none of its rows names one of the {len(samples)} samples (e.g. '{samples[0].id}'); "
                         "check its path or name column")
     if tables and samples and not from_tables:
-        _warn(f"{', '.join(map(str, table_files))}: names none of the {len(samples)} samples of {path} (e.g. '{samples[0].id}'); "
+        _warn(f"{', '.join(str(lf) for lf, _ in tables)}: names none of the {len(samples)} samples of {path} (e.g. '{samples[0].id}'); "
               "they get no texts from it")
+    for table_file, hits in ambiguous.items():
+        _warn(conflicting_rows_message(table_file, hits))
     if len(layouts) > 1:
         desc = " and ".join(f"{lay} ({Path(src).name})" for lay, src in layouts.items())
         raise DataError(f"{path}: mixes keypoint layouts: {desc}; keep one with `gx pose-convert --layout NAME` (a dataset: --dataset-opt layout=NAME), or put each layout in its own folder")
