@@ -15,7 +15,10 @@ import pytest
 from gesture_cli.core.errors import DataError, UsageError
 from gesture_cli.data.pose import PoseSample, make_pose_dataset, read_pose_folder
 from gesture_cli.data.pose_batches import collate_pose, normalize_max_abs, normalize_sample, normalize_shoulders, subsample_frames
-from gesture_cli.data.pose_readers import read_kaggle_parquet, read_openpose_clip, read_pickle_samples, read_pose_file
+from gesture_cli.data.pose_format_files import read_pose_file
+from gesture_cli.data.pose_kaggle import read_kaggle_parquet
+from gesture_cli.data.pose_openpose import read_openpose_clip
+from gesture_cli.data.pose_pickle import read_pickle_samples
 from gesture_cli.models import skeletons as sk
 from tests.conftest import SHARED_REAL, invoke
 
@@ -569,3 +572,67 @@ def test_a_label_table_that_labels_nothing_is_named(tmp_path):
     texts.write_text('path,text\n"a.pose,unterminated\nfoo\n')
     with pytest.raises(DataError, match=r"texts.csv: none of its rows names one of the 2 samples \(e.g. 'a'\)"):
         read_pose_path(folder, texts=texts)
+
+
+def _openpose_folder(folder: Path, names: list[str]) -> Path:
+    """One empty OpenPose frame per clip (a fully masked frame is still a 1-frame sample)."""
+    folder.mkdir()
+    for name in names:
+        (folder / f"{name}_000000000000_keypoints.json").write_text('{"people": []}')
+    return folder
+
+
+def test_a_sample_listed_twice_with_different_labels_is_named_once(tmp_path):
+    """A label table that lists a sample in two rows with different texts used to give it the first row's
+    silently: the first row still wins, and one warning names the table, the count, the first sample and its
+    rows. Repeated rows with equal labels (a lexicon's languages) and rows naming absent files stay silent."""
+    import warnings
+
+    from gesture_cli.core.errors import GxWarning
+    from gesture_cli.data.pose_readers import read_pose_path
+
+    folder = _openpose_folder(tmp_path / "clips", ["a", "b", "c"])
+    labels = folder / "labels.csv"
+    labels.write_text("path,text\na,hello\nb,one\na,hello\nb,two\n\nc,x\nc,y\nc,z\nghost,p\nghost,q\n")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        samples, _, _ = read_pose_path(folder)
+    assert {s.id: s.text for s in samples} == {"a": "hello", "b": "one", "c": "x"}  # first row wins
+    said = [str(w.message) for w in caught if issubclass(w.category, GxWarning)]
+    assert said == [f"{labels}: 2 samples listed in several rows with different labels (e.g. 'b' in rows 3 and 5); "
+                    "the first row is used (keep one row per sample, or give its rows the same labels)"]
+
+    labels.write_text("path,text,spoken_language\na,hello,en\na,hello,fr\nb,one,en\nghost,p,en\nghost,q,fr\n")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", GxWarning)
+        samples, _, _ = read_pose_path(folder)
+    assert {s.id: s.text for s in samples} == {"a": "hello", "b": "one", "c": ""}
+
+    labels.write_text("path,text\nghost,p\nghost,q\n")  # nothing matches: only the existing warning
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        read_pose_path(folder)
+    said = [str(w.message) for w in caught if issubclass(w.category, GxWarning)]
+    assert len(said) == 1 and "names none of the 3 samples" in said[0]
+
+    labels.unlink()
+    texts = tmp_path / "texts.tsv"
+    texts.write_text("name\ttext\nc\tx\nb\tone\nc\ty\n")
+    with pytest.warns(GxWarning, match=r"texts.tsv: 1 sample listed in several rows with different labels \(e.g. 'c' in rows 2 and 4\)"):
+        samples, _, _ = read_pose_path(folder, texts=texts)
+    assert {s.id: s.text for s in samples} == {"a": "", "b": "one", "c": "x"}
+
+
+def test_label_table_records_rows_with_other_labels(tmp_path):
+    """LabelTable.conflicts: [the row used, the later rows that differ] per key; AUTSL's header-less rows count from 1."""
+    from gesture_cli.data.label_tables import read_label_table
+
+    table = tmp_path / "index.csv"
+    table.write_text("path,text,split\nx/a.pose,A,train\nx/a.pose,A,test\nx/a.pose,A,train\nx/b.pose,B,train\n")
+    got = read_label_table(table)
+    assert got["x/a"] == {"text": "A", "split": "train"} and got.conflicts == {"x/a": [2, 3], "a": [2, 3]}
+    (tmp_path / "SignList_ClassId_TR_EN.csv").write_text("ClassId,TR,EN\n0,abla,sister\n1,acele,hurry\n")
+    autsl = tmp_path / "labels.csv"
+    autsl.write_text("signer0_sample1,0\nsigner0_sample2,1\nsigner0_sample1,1\n")
+    got = read_label_table(autsl, class_lists=[tmp_path / "SignList_ClassId_TR_EN.csv"])
+    assert got["signer0_sample1"] == {"text": "sister", "gloss": "abla"} and got.conflicts == {"signer0_sample1": [1, 3]}

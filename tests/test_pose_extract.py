@@ -276,7 +276,7 @@ def _blank_video(path: Path, frames: int = 5) -> Path:
 
 
 def test_frames_without_a_person_are_masked(runner, tmp_path):
-    from gesture_cli.data.pose_readers import read_pose_file
+    from gesture_cli.data.pose_format_files import read_pose_file
 
     video = _blank_video(tmp_path / "empty room.mp4")
     res = invoke(runner, "pose-extract", video, "-o", tmp_path / "out", "--workers", "1")

@@ -5,7 +5,8 @@ them all into one `{sample key: Labels}` table: a CSV/TSV/pipe-separated table w
 and text/gloss/split/signer columns (PHOENIX-2014T, How2Sign, Kaggle train.csv, lexicon index.csv), a
 header-less `name,class_id` table with a class list beside it (AUTSL), or a gloss in the file name
 (ASL Citizen). A sample is looked up by `label_keys(name)`: its path without media suffixes, then its
-base name. Pickled label files are read by data/pose_readers.py (`read_labels`).
+base name. Pickled label files are read by data/pose_pickle.py (`read_label_pickle`, through
+pose_readers.read_labels).
 """
 
 from __future__ import annotations
@@ -52,9 +53,38 @@ def label_keys(name: str) -> list[str]:
     return [s, base] if base != s else [s]
 
 
-def add_labels(table: dict[str, Labels], name: str, labels: Labels) -> None:
-    for k in label_keys(name):
-        table.setdefault(k, labels)  # first row wins (lexicons list a file once per spoken language)
+class LabelTable(dict[str, Labels]):
+    """{sample key: labels} of one label file, filled by `add`: the first row that names a key wins
+    (a lexicon lists a file once per spoken language, with the same text each time).
+
+    `conflicts` records the ambiguous keys, those that a later row gave other labels:
+    {key: [the row used, the later rows whose labels differ]}, row numbers counted as in the file
+    (the header is row 1; blank rows are not counted)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conflicts: dict[str, list[int]] = {}
+        self._first_rows: dict[str, int] = {}  # key -> the row its labels came from
+
+    def add(self, name: str, labels: Labels, *, row: int | None = None) -> None:
+        """Labels of the sample `name` (looked up by each of its `label_keys`), from table row `row` (None: no rows)."""
+        for k in label_keys(name):
+            if k not in self:
+                self[k] = labels
+                if row is not None:
+                    self._first_rows[k] = row
+            elif row is not None and k in self._first_rows and self[k] != labels:
+                self.conflicts.setdefault(k, [self._first_rows[k]]).append(row)
+
+
+def conflicting_rows_message(table: Path | str, samples: list[tuple[str, list[int]]]) -> str:
+    """The warning for the samples [(id, rows)] that a label table lists in several rows with different labels."""
+    sid, rows = samples[0]
+    where = (f"rows {', '.join(map(str, rows[:-1]))} and {rows[-1]}" if len(rows) <= 5
+             else f"rows {', '.join(map(str, rows[:5]))}, ... ({len(rows)} rows)")
+    n = len(samples)
+    return (f"{table}: {n} sample{'s' if n > 1 else ''} listed in several rows with different labels (e.g. '{sid}' in {where}); "
+            "the first row is used (keep one row per sample, or give its rows the same labels)")
 
 
 def sniff_rows(path: Path) -> list[list[str]]:
@@ -75,14 +105,15 @@ def column(header: list[str], names: tuple[str, ...]) -> int | None:
     return None
 
 
-def read_label_table(path: Path | str, *, class_lists: Iterable[Path] = ()) -> dict[str, Labels] | None:
+def read_label_table(path: Path | str, *, class_lists: Iterable[Path] = ()) -> LabelTable | None:
     """A CSV/TSV/pipe-separated label table -> {sample key: labels}; None when the file is not one.
 
     Recognised: a header with a name column (path, name, clip, id, sentence_name, ...) and any of text
     (text, translation, sentence, words, sign), gloss (gloss, glosses, orth, sign), split and signer
     columns (PHOENIX-2014T corpus, How2Sign, Kaggle train.csv, lexicon index.csv); or a header-less
     `name,class_id` table (AUTSL labels.csv) whose classes come from a `ClassId,...` list in `class_lists`
-    (gloss = the list's first name column, text = its EN/English column).
+    (gloss = the list's first name column, text = its EN/English column). The first row naming a
+    sample wins; the table's `conflicts` says which samples later rows gave other labels.
     """
     path = Path(path)
     rows = sniff_rows(path)
@@ -90,18 +121,18 @@ def read_label_table(path: Path | str, *, class_lists: Iterable[Path] = ()) -> d
         return None
     header = rows[0]
     key = column(header, LABEL_KEY_COLUMNS)
-    table: dict[str, Labels] = {}
+    table = LabelTable()
     if key is not None:
         text, gloss = column(header, LABEL_TEXT_COLUMNS), column(header, LABEL_GLOSS_COLUMNS)
         split, signer = column(header, LABEL_SPLIT_COLUMNS), column(header, LABEL_SIGNER_COLUMNS)
         if text is None and gloss is None and split is None:
             return None
-        for row in rows[1:]:
+        for n, row in enumerate(rows[1:], start=2):
             cell = lambda i, r=row: r[i].strip() if i is not None and i < len(r) else ""  # noqa: E731
             if not cell(key):
                 continue
             labels = {"text": cell(text), "gloss": cell(gloss), "split": normalize_split(cell(split)), "signer": cell(signer)}
-            add_labels(table, cell(key), {k: v for k, v in labels.items() if v})
+            table.add(cell(key), {k: v for k, v in labels.items() if v}, row=n)
         return table
     if all(len(r) == 2 and r[1].strip().isdigit() for r in rows):  # AUTSL-style name,class_id
         classes = {}
@@ -112,10 +143,10 @@ def read_label_table(path: Path | str, *, class_lists: Iterable[Path] = ()) -> d
                 continue  # a sibling that cannot be read is no class list (its name is only a guess)
         if not classes:
             return None
-        for name, cid in rows:
+        for n, (name, cid) in enumerate(rows, start=1):
             lab = classes.get(int(cid))
             if lab is not None:
-                add_labels(table, name, dict(lab))
+                table.add(name, dict(lab), row=n)
         return table
     return None
 

@@ -694,7 +694,7 @@ def read_pose_confidence(sample) -> np.ndarray | None:
     from pose_format.pose_header import PoseHeader
     from pose_format.utils.reader import BufferReader
 
-    from gesture_cli.data.pose_readers import pose_point_map
+    from gesture_cli.data.pose_format_files import pose_point_map
     from gesture_cli.models.skeletons import LAYOUT_SIZES
 
     path = Path(sample.source or "")

@@ -1,4 +1,4 @@
-"""One keypoint sequence (`PoseSample`) and split names: what data/pose.py and data/pose_readers.py share.
+"""One keypoint sequence (`PoseSample`) and split names: what data/pose.py and the pose readers (data/pose_*.py) share.
 
 They live below both, so that the registry (pose.py) can load its readers and the readers can build
 samples without the two modules importing each other. `from gesture_cli.data.pose import PoseSample`
