@@ -636,3 +636,28 @@ def test_label_table_records_rows_with_other_labels(tmp_path):
     autsl.write_text("signer0_sample1,0\nsigner0_sample2,1\nsigner0_sample1,1\n")
     got = read_label_table(autsl, class_lists=[tmp_path / "SignList_ClassId_TR_EN.csv"])
     assert got["signer0_sample1"] == {"text": "sister", "gloss": "abla"} and got.conflicts == {"signer0_sample1": [1, 3]}
+
+
+def test_texts_on_a_gx_pose_folder_warns_of_conflicting_rows_and_refuses_a_table_naming_none(tmp_path):
+    """`pose:GXFOLDER --dataset-opt texts=TABLE` joined the table in pose.py without the checks read_pose_path has:
+    a table naming none of the samples labelled nothing silently, and conflicting rows were not said."""
+    import warnings
+
+    from gesture_cli.core.errors import GxWarning
+    from gesture_cli.data.pose import make_pose_dataset, write_pose_folder
+
+    _openpose_folder(tmp_path / "clips", ["a", "b"])
+    gx = write_pose_folder(make_pose_dataset(f"pose:{tmp_path / 'clips'}", split=None), tmp_path / "gx")
+    texts = tmp_path / "texts.csv"
+    texts.write_text("name,text\na,hello\nb,one\nb,two\n")
+    with pytest.warns(GxWarning, match=r"texts.csv: 1 sample listed in several rows with different labels \(e.g. 'b' in rows 3 and 4\)"):
+        ds = make_pose_dataset(f"pose:{gx}", split=None, texts=str(texts))
+    assert sorted((s.id, s.text) for s in ds.samples) == [("a", "hello"), ("b", "one")]
+    texts.write_text("name,text\na,hello\n")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", GxWarning)
+        ds = make_pose_dataset(f"pose:{gx}", split=None, texts=str(texts))
+    assert sorted((s.id, s.text) for s in ds.samples) == [("a", "hello"), ("b", "")]
+    texts.write_text("name,text\nghost,p\n")
+    with pytest.raises(DataError, match=r"texts.csv: none of its rows names one of the 2 samples"):
+        make_pose_dataset(f"pose:{gx}", split=None, texts=str(texts))

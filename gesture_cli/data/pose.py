@@ -153,14 +153,9 @@ def make_pose_files(
             raise DataError(f"{path}: holds {meta.get('layout')} keypoints, not {layout}")
         skipped, files = dict(meta.get("skipped") or {}), [path / "index.jsonl", path / "samples"]
         if texts:
-            from gesture_cli.data.label_tables import label_keys
-            from gesture_cli.data.pose_readers import read_labels
+            from gesture_cli.data.pose_readers import relabel_from_texts
 
-            table = read_labels(texts, allow_pickle=allow_pickle)
-            for s in samples:
-                hit = next((table[k] for k in label_keys(s.id) if k in table), None)
-                if hit:
-                    s.text, s.gloss = hit.get("text", s.text), hit.get("gloss", s.gloss)
+            relabel_from_texts(samples, texts, allow_pickle=allow_pickle)
     else:
         from gesture_cli.data.pose_readers import read_pose_path
 

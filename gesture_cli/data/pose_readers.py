@@ -199,6 +199,31 @@ def _warn(message: str) -> None:
     warnings.warn(GxWarning(message), stacklevel=3)
 
 
+def _no_row_names(texts: Path | str, samples: list[PoseSample]) -> DataError:
+    return DataError(f"{texts}: none of its rows names one of the {len(samples)} samples (e.g. '{samples[0].id}'); "
+                     "check its path or name column")
+
+
+def relabel_from_texts(samples: list[PoseSample], texts: Path | str, *, allow_pickle: bool = False) -> None:
+    """`--texts TABLE` on a gx pose folder: each sample's text and gloss from the row that names its id, in place.
+    A table that names none of them is an error; samples it lists in rows with other labels get one warning."""
+    table = read_labels(texts, allow_pickle=allow_pickle)
+    matched = 0
+    ambiguous: list[tuple[str, list[int]]] = []
+    for s in samples:
+        key = next((k for k in label_keys(s.id) if k in table), None)
+        if key is None or not table[key]:
+            continue
+        matched += 1
+        s.text, s.gloss = table[key].get("text", s.text), table[key].get("gloss", s.gloss)
+        if key in table.conflicts:
+            ambiguous.append((s.id, table.conflicts[key]))
+    if samples and not matched:
+        raise _no_row_names(texts, samples)
+    if ambiguous:
+        _warn(conflicting_rows_message(texts, ambiguous))
+
+
 def glob_escape(text: str) -> str:
     return re.sub(r"([*?\[])", r"[\1]", text)
 
@@ -258,8 +283,7 @@ def _finish(
         layouts.setdefault(sample.layout, sample.source)
         samples.append(sample)
     if explicit is not None and samples and not from_explicit:
-        raise DataError(f"{texts}: none of its rows names one of the {len(samples)} samples (e.g. '{samples[0].id}'); "
-                        "check its path or name column")
+        raise _no_row_names(texts, samples)
     if tables and samples and not from_tables:
         _warn(f"{', '.join(str(lf) for lf, _ in tables)}: names none of the {len(samples)} samples of {path} (e.g. '{samples[0].id}'); "
               "they get no texts from it")
