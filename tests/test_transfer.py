@@ -369,3 +369,31 @@ def test_the_rate_is_timed_from_the_first_update(monkeypatch):
         now[0] = 111.0
         update(20)
     assert "extract: 20/30 img (10.0 img/s" in buf.getvalue(), buf.getvalue()
+
+
+@pytest.mark.parametrize("kind", ["folder", "file"])
+def test_force_replaces_only_a_run_never_other_files(runner, tmp_path, kind):
+    """--force replaced a folder of someone's own files (no run.json) with the run: it is refused, and kept."""
+    archive = export_run(make_run(tmp_path / "gpu"), tmp_path / "mnist.tar.zst").archive
+    into = tmp_path / "imp"
+    into.mkdir()
+    if kind == "folder":
+        (into / "mnist").mkdir()
+        (into / "mnist" / "thesis.txt").write_text("my thesis")
+    else:
+        (into / "mnist").write_text("my thesis")
+    res = invoke(runner, "runs", "import", archive, "--into", into, "--force")
+    assert res.exit_code == 2, res.output
+    out = " ".join(res.output.split())
+    assert f"Error: {into / 'mnist'} is a" in out and "--force replaces only a gx run" in out
+    assert len(res.output.strip().splitlines()) == 1
+    kept = into / "mnist" / "thesis.txt" if kind == "folder" else into / "mnist"
+    assert kept.read_text() == "my thesis" and leftovers(into) == []
+
+
+def test_force_replaces_an_empty_folder(runner, tmp_path):
+    archive = export_run(make_run(tmp_path / "gpu"), tmp_path / "mnist.tar.zst").archive
+    (tmp_path / "imp" / "mnist").mkdir(parents=True)
+    res = invoke(runner, "runs", "import", archive, "--into", tmp_path / "imp", "--force")
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "imp" / "mnist" / "run.json").is_file()

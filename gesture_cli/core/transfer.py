@@ -17,7 +17,8 @@ archive. Members are streamed into a temporary folder next to the target (so che
 happen in one pass, also for .tar.zst), every file is compared with SHA256SUMS (a changed, missing
 or unlisted file refuses the archive), `run.json` must parse, and only then is the folder renamed
 onto INTO/NAME. An existing run there is replaced only with `force`, and then only after everything
-verified. A refused or interrupted import leaves nothing behind.
+verified; `force` replaces nothing but a gx run (a folder with run.json) or an empty folder. A refused
+or interrupted import leaves nothing behind.
 
 Core code: no printing; progress goes to an `on_progress(done_bytes, total_bytes)` callback.
 """
@@ -331,6 +332,22 @@ def _remove_empty(folders: list[Path]) -> None:
             d.rmdir()
 
 
+def _check_replaceable(dest: Path, *, force: bool) -> bool:
+    """Whether `dest` is there to be replaced; refuses (UsageError) unless `force` and it is a gx run (a folder
+    with a run.json) or an empty folder: --force never deletes a folder of other files (someone's thesis)."""
+    if not (dest.exists() or dest.is_symlink()):
+        return False
+    if not force:
+        raise UsageError(f"{dest} already exists; pass --force to replace it, or --into another folder (nothing was imported)")
+    if dest.is_dir() and ((dest / MANIFEST).is_file() or not any(dest.iterdir())):
+        return True
+    if dest.is_dir():
+        what = f"a folder that is not a gx run (no {MANIFEST}, not empty)"
+    else:
+        what = "a file" if dest.exists() else "a broken symbolic link"
+    raise UsageError(f"{dest} is {what}; --force replaces only a gx run: move it away or import --into another folder (nothing was imported)")
+
+
 def import_run(archive: Path | str, into: Path | str, *, force: bool = False, on_progress: ProgressFn | None = None) -> TransferResult:
     """Unpack a `gx runs export` archive into INTO/NAME, verified against its SHA256SUMS (module docstring)."""
     from gesture_cli.core.rundir import RunDir
@@ -385,9 +402,7 @@ def import_run(archive: Path | str, into: Path | str, *, force: bool = False, on
                             top = parts[0]
                             if top.startswith("."):
                                 raise refuse(f"its top folder '{top}' is hidden; expected the run's folder name")
-                            dest = into / top
-                            if (dest.exists() or dest.is_symlink()) and not force:
-                                raise UsageError(f"{dest} already exists; pass --force to replace it, or --into another folder (nothing was imported)")
+                            _check_replaceable(into / top, force=force)
                         elif parts[0] != top:
                             raise refuse(f"member '{member.name}' is outside its top folder '{top}/' (a run archive holds one run)")
                         target = tmp.joinpath(*parts)
@@ -441,9 +456,7 @@ def import_run(archive: Path | str, into: Path | str, *, force: bool = False, on
         RunDir(root).read_manifest()  # parses, and a newer schema than this gx understands is refused
         (root / SUMS_NAME).unlink()
         dest = into / top
-        replaced = dest.exists() or dest.is_symlink()
-        if replaced and not force:
-            raise UsageError(f"{dest} already exists; pass --force to replace it, or --into another folder (nothing was imported)")
+        replaced = _check_replaceable(dest, force=force)  # again: the folder may have appeared while unpacking
         if replaced:
             old = tmp / ".replaced"
             os.replace(dest, old)
