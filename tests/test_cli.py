@@ -138,3 +138,27 @@ def test_an_option_of_another_task_is_refused_not_ignored(runner, tmp_path):
         res = invoke(runner, *args, "-r", tmp_path)
         assert res.exit_code == 2, res.output
         assert f"{flag} applies to `gx {args[0]} " in res.output and "Traceback" not in res.output
+
+
+@pytest.mark.parametrize("content", ["{not json", "[]", '{"steps": "x"}'])
+def test_runs_lists_every_readable_run_and_marks_a_corrupt_one(runner, tmp_path, content):
+    """One bad run.json made `gx runs` list nothing (or fail with AttributeError); now it is one marked row."""
+    from gesture_cli.core.rundir import RunDir
+
+    run = RunDir(tmp_path / "runs" / "good")
+    with run.begin("probe", config={}, outputs=["probe"]) as step:
+        step.stage("probe")
+        step.metrics["accuracy"] = 0.875
+    (tmp_path / "runs" / "bad").mkdir()
+    (tmp_path / "runs" / "bad" / "run.json").write_text(content)
+    res = invoke(runner, "runs", "--root", tmp_path / "runs", "--json")
+    assert res.exit_code == 0, res.output
+    rows = {r["name"]: r for r in json.loads(res.stdout)}
+    assert rows["good"]["manifest_error"] is None and rows["good"]["metrics"]["probe.accuracy"] == 0.875
+    assert rows["bad"]["status"] == {"corrupt manifest": 1}
+    assert "corrupt manifest" in rows["bad"]["manifest_error"] and str(tmp_path / "runs" / "bad" / "run.json") in rows["bad"]["manifest_error"]
+    res = invoke(runner, "runs", "--root", tmp_path / "runs")
+    assert res.exit_code == 0 and "probe.accuracy=0.875" in res.output
+    assert "corrupt manifest 1" in res.output and "warning:" in res.output
+    res = invoke(runner, "runs", "show", tmp_path / "runs" / "bad")
+    assert res.exit_code == 1 and "corrupt manifest" in res.output and len(res.output.strip().splitlines()) == 1

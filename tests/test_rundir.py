@@ -149,3 +149,22 @@ def test_stage_rejects_undeclared_output(tmp_path):
         with step:
             step.stage("b")
     assert not Path(tmp_path / "r" / "b").exists()
+
+
+@pytest.mark.parametrize("content, why", [
+    ("[]", "it holds a list, not a mapping"),
+    ('{"steps": "x"}', "'steps' is a string, not a list"),
+    ('{"steps": [1]}', "step 1 is a number, not a mapping"),
+    ('{"steps": [{"command": "probe", "metrics": []}]}', "step 1: 'metrics' is a list, not a mapping"),
+    ('{"schema": "one", "steps": []}', "'schema' is a string, not a whole number"),
+])
+def test_a_manifest_of_the_wrong_shape_is_a_corrupt_manifest(tmp_path, content, why):
+    """Valid JSON that is no manifest gave AttributeError ('list' object has no attribute 'get') everywhere."""
+    (tmp_path / "r").mkdir()
+    (tmp_path / "r" / "run.json").write_text(content)
+    run = RunDir(tmp_path / "r")
+    with pytest.raises(ArtifactError, match="corrupt manifest") as info:
+        run.read_manifest()
+    assert why in str(info.value) and str(tmp_path / "r" / "run.json") in str(info.value)
+    with pytest.raises(ArtifactError, match="corrupt manifest"):
+        run.begin("s", config={}, outputs=["a"])

@@ -397,3 +397,16 @@ def test_force_replaces_an_empty_folder(runner, tmp_path):
     res = invoke(runner, "runs", "import", archive, "--into", tmp_path / "imp", "--force")
     assert res.exit_code == 0, res.output
     assert (tmp_path / "imp" / "mnist" / "run.json").is_file()
+
+
+def test_an_archive_whose_manifest_is_no_mapping_is_refused(tmp_path):
+    archive = tmp_path / "odd.tar.gz"
+    body = b"[]"
+    sums = f"{hashlib.sha256(body).hexdigest()}  run.json\n".encode()
+    with tarfile.open(archive, "w:gz") as tar:
+        for info, data in (_member("mnist/run.json", body), _member("mnist/SHA256SUMS", sums)):
+            tar.addfile(info, io.BytesIO(data))
+    with pytest.raises(ArtifactError) as err:
+        import_run(archive, tmp_path / "in")
+    assert "refusing to import odd.tar.gz: mnist/run.json: corrupt manifest (it holds a list" in str(err.value)
+    assert "nothing was imported" in str(err.value) and not (tmp_path / "in").exists()

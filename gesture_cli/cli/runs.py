@@ -37,12 +37,18 @@ def runs(
     """List the run directories under --root with steps, status, duration and key metrics."""
     if ctx.invoked_subcommand is not None:
         return
+    from rich.markup import escape
     from rich.table import Table
 
     from gesture_cli.core.runs import find_runs, key_metrics, summarize_run
 
     rows = [summarize_run(r) for r in find_runs(root)]
     console = make_console()
+    # A run whose run.json cannot be used is listed and marked, with the file and the fix on stderr; the exit
+    # stays 0: the listing is complete, and `gx runs --json | ...` in a script should not fail for one bad run.
+    for r in rows:
+        if r["manifest_error"]:
+            make_console(stderr=True).print(f"[yellow]warning:[/] {escape(r['manifest_error'])}")
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
         return

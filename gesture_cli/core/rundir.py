@@ -196,6 +196,44 @@ def _process_gone(entry: dict) -> bool:
     return start is not None and int(fields[19]) != start
 
 
+class ManifestError(ArtifactError):
+    """A run.json that cannot be used; `reason` is the short label `gx runs` puts in the run's row, `why` the detail."""
+
+    def __init__(self, message: str, *, reason: str, why: str):
+        super().__init__(message)
+        self.reason, self.why = reason, why
+
+
+def _json_kind(value: Any) -> str:
+    kinds = {dict: "a mapping", list: "a list", str: "a string", bool: "true/false", type(None): "null"}
+    return kinds.get(type(value), "a number")
+
+
+# fields of a step entry that gx reads as a given JSON type (a hand-edited or foreign run.json may hold others)
+_STEP_FIELDS = {"command": str, "status": str, "metrics": dict, "outputs": list, "output_hashes": dict,
+                "output_stats": dict, "set_aside": dict}
+
+
+def manifest_shape_problem(data: Any) -> str | None:
+    """Why parsed run.json content is not a manifest (a list, steps that are no mappings, ...), or None."""
+    if not isinstance(data, dict):
+        return f"it holds {_json_kind(data)}, not a mapping of schema, name and steps"
+    schema = data.get("schema", 0)
+    if isinstance(schema, bool) or not isinstance(schema, int):
+        return f"'schema' is {_json_kind(schema)}, not a whole number"
+    steps = data.get("steps", [])
+    if not isinstance(steps, list):
+        return f"'steps' is {_json_kind(steps)}, not a list"
+    for i, step in enumerate(steps, 1):
+        if not isinstance(step, dict):
+            return f"step {i} is {_json_kind(step)}, not a mapping"
+        for key, kind in _STEP_FIELDS.items():
+            value = step.get(key)
+            if value is not None and not isinstance(value, kind):
+                return f"step {i}: '{key}' is {_json_kind(value)}, not {_json_kind(kind())}"
+    return None
+
+
 class RunDir:
     """One run directory and its manifest."""
 
@@ -240,18 +278,29 @@ class RunDir:
 
     # ---- manifest -------------------------------------------------------------------------
     def read_manifest(self) -> dict:
+        """The manifest, or a ManifestError naming run.json: not JSON, not shaped like a manifest, too new, unreadable."""
         if not self.manifest_path.is_file():
             return {"schema": MANIFEST_SCHEMA, "name": self.name, "created": None, "steps": []}
         try:
             data = json.loads(self.manifest_path.read_text(encoding="utf-8"))
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise ArtifactError(
-                f"{self.manifest_path}: corrupt manifest ({exc}); move it aside to start the run's history afresh"
-            ) from None
-        if int(data.get("schema", 0)) > MANIFEST_SCHEMA:
-            raise ArtifactError(f"{self.manifest_path}: manifest schema {data.get('schema')} is newer than this gx understands; upgrade gx")
+            raise self._corrupt(str(exc)) from None
+        except OSError as exc:
+            why = str(exc.strerror or exc)
+            raise ManifestError(f"{self.manifest_path}: cannot read the manifest ({why}); make it readable",
+                                reason="unreadable manifest", why=why) from None
+        problem = manifest_shape_problem(data)
+        if problem is not None:
+            raise self._corrupt(problem)
+        if data.get("schema", 0) > MANIFEST_SCHEMA:
+            why = f"manifest schema {data.get('schema')} is newer than this gx understands"
+            raise ManifestError(f"{self.manifest_path}: {why}; upgrade gx", reason="manifest of a newer gx", why=why)
         data.setdefault("steps", [])
         return data
+
+    def _corrupt(self, why: str) -> ManifestError:
+        return ManifestError(f"{self.manifest_path}: corrupt manifest ({why}); move it aside to start the run's history afresh",
+                             reason="corrupt manifest", why=why)
 
     def update_manifest(self, fn) -> dict:
         """Apply fn(manifest) -> None under the lock and write the result atomically."""

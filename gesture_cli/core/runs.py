@@ -6,7 +6,7 @@ import datetime as _dt
 from pathlib import Path
 
 from gesture_cli.core.errors import GxError
-from gesture_cli.core.rundir import RunDir
+from gesture_cli.core.rundir import ManifestError, RunDir
 
 # Metrics worth a column in the overview, in display order (whichever a step recorded).
 KEY_METRICS = ("accuracy", "top1", "knn_top1", "miou", "pckh", "bleu4", "rougeL", "images_per_s", "images", "val_loss")
@@ -39,8 +39,14 @@ def _recover(run: RunDir) -> None:
 
 
 def summarize_run(run: RunDir) -> dict:
+    """One row of `gx runs`. A run whose run.json cannot be used is still a row: status {reason: 1}, no steps,
+    and `manifest_error` holding the one-line error (None for every readable run)."""
     _recover(run)
-    m = run.read_manifest()
+    try:
+        m = run.read_manifest()
+    except ManifestError as exc:
+        return {"name": run.name, "path": str(run.root), "created": None, "steps": 0, "status": {exc.reason: 1},
+                "last_status": None, "duration_s": 0.0, "commands": [], "metrics": {}, "manifest_error": str(exc)}
     steps = m.get("steps", [])
     status_counts: dict[str, int] = {}
     for s in steps:
@@ -50,7 +56,7 @@ def summarize_run(run: RunDir) -> dict:
         if s.get("status") == "ok":
             for k, v in (s.get("metrics") or {}).items():
                 if isinstance(v, (int, float)) and not isinstance(v, bool):
-                    metrics[f"{s['command']}.{k}"] = v
+                    metrics[f"{s.get('command', '?')}.{k}"] = v
     return {
         "name": run.name,
         "path": str(run.root),
@@ -61,6 +67,7 @@ def summarize_run(run: RunDir) -> dict:
         "duration_s": round(sum(s.get("duration_s") or 0 for s in steps), 2),
         "commands": sorted({s.get("command", "?") for s in steps}),
         "metrics": metrics,
+        "manifest_error": None,
     }
 
 

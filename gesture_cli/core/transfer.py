@@ -350,7 +350,7 @@ def _check_replaceable(dest: Path, *, force: bool) -> bool:
 
 def import_run(archive: Path | str, into: Path | str, *, force: bool = False, on_progress: ProgressFn | None = None) -> TransferResult:
     """Unpack a `gx runs export` archive into INTO/NAME, verified against its SHA256SUMS (module docstring)."""
-    from gesture_cli.core.rundir import RunDir
+    from gesture_cli.core.rundir import ManifestError, RunDir
 
     archive, into = Path(archive), Path(into)
     label = archive.name
@@ -453,7 +453,10 @@ def import_run(archive: Path | str, into: Path | str, *, force: bool = False, on
             raise refuse(f"{top}/{missing[0]} is listed in {SUMS_NAME} but missing from the archive" + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
         if MANIFEST not in hashes:
             raise refuse(f"no {top}/{MANIFEST}: not a gx run")
-        RunDir(root).read_manifest()  # parses, and a newer schema than this gx understands is refused
+        try:
+            RunDir(root).read_manifest()  # parses, and a newer schema than this gx understands is refused
+        except ManifestError as exc:
+            raise refuse(f"{top}/{MANIFEST}: {exc.reason} ({exc.why})") from None
         (root / SUMS_NAME).unlink()
         dest = into / top
         replaced = _check_replaceable(dest, force=force)  # again: the folder may have appeared while unpacking
