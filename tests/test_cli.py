@@ -162,3 +162,45 @@ def test_runs_lists_every_readable_run_and_marks_a_corrupt_one(runner, tmp_path,
     assert "corrupt manifest 1" in res.output and "warning:" in res.output
     res = invoke(runner, "runs", "show", tmp_path / "runs" / "bad")
     assert res.exit_code == 1 and "corrupt manifest" in res.output and len(res.output.strip().splitlines()) == 1
+
+
+def _record(run, command: str, metrics: dict, config: dict | None = None) -> None:
+    with run.begin(command, config=config or {"n": len(run.steps())}, outputs=[command]) as step:
+        step.stage(command)
+        step.metrics.update(metrics)
+
+
+def test_runs_key_metrics_are_the_headline_metrics_the_steps_record(runner, tmp_path):
+    """KEY_METRICS matched 'accuracy'/'miou' exactly: every trained model showed nothing (test_accuracy, test_mIoU,
+    val_pck) and a segmentation run showed evaluate.images; probe's knn_top1 did not say its k."""
+    from gesture_cli.core.rundir import RunDir
+
+    seg = RunDir(tmp_path / "runs" / "seg")
+    _record(seg, "segment-train", {"head": "linear", "val_mIoU": 0.41, "test_mIoU": 0.4, "test_pixel_acc": 0.9, "steps": 20})
+    _record(seg, "evaluate", {"mIoU": 0.39, "pixel_acc": 0.88, "images": 24, "precision": "fp32"})
+    kp = RunDir(tmp_path / "runs" / "kp")
+    _record(kp, "keypoint-train", {"val_pck": 0.3, "test_pck": None, "pck_kind": "PCKh@0.5", "steps": 5})
+    cls = RunDir(tmp_path / "runs" / "cls")
+    _record(cls, "probe", {"accuracy": 0.8, "knn_top1": 0.7, "c": 1.0}, config={"knn_k": [10, 20]})
+    _record(cls, "lora-train", {"val_accuracy": 0.85, "test_accuracy": 0.83, "trainable_params": 100})
+    res = invoke(runner, "runs", "--root", tmp_path / "runs", "--json")
+    assert res.exit_code == 0, res.output
+    rows = {r["name"]: r for r in json.loads(res.stdout)}
+    assert rows["seg"]["key_metrics"] == {"segment-train.test_mIoU": 0.4, "evaluate.mIoU": 0.39, "segment-train.val_mIoU": 0.41}
+    assert rows["kp"]["key_metrics"] == {"keypoint-train.val_pck": 0.3}
+    assert rows["cls"]["key_metrics"] == {"lora-train.test_accuracy": 0.83, "probe.accuracy": 0.8,
+                                          "probe.knn20_accuracy": 0.7, "lora-train.val_accuracy": 0.85}
+    assert rows["cls"]["metrics"]["probe.knn_top1"] == 0.7  # the recorded names stay as they are
+    res = invoke(runner, "runs", "--root", tmp_path / "runs")
+    out = res.output
+    assert "segment-train.test_mIoU=0.4" in out and "evaluate.images" not in out and "keypoint-train.val_pck=0.3" in out
+    assert "probe.knn20_accuracy=0.7" in out
+
+
+def test_runs_key_metrics_take_one_of_each_task_first(tmp_path):
+    from gesture_cli.core.runs import key_metrics
+
+    metrics = {"probe.accuracy": 0.8, "lora-train.test_accuracy": 0.9, "evaluate.accuracy": 0.88, "segment-train.test_mIoU": 0.5,
+               "keypoint-train.test_pck": 0.6, "pose-finetune.test_bleu4": 12.0, "extract-features.images_per_s": 50.0}
+    assert [k for k, _ in key_metrics(metrics)] == ["lora-train.test_accuracy", "segment-train.test_mIoU",
+                                                    "keypoint-train.test_pck", "pose-finetune.test_bleu4"]

@@ -40,7 +40,7 @@ def runs(
     from rich.markup import escape
     from rich.table import Table
 
-    from gesture_cli.core.runs import find_runs, key_metrics, summarize_run
+    from gesture_cli.core.runs import find_runs, summarize_run
 
     rows = [summarize_run(r) for r in find_runs(root)]
     console = make_console()
@@ -60,7 +60,7 @@ def runs(
         table.add_column(col)
     for r in rows:
         status = ", ".join(f"{k} {v}" for k, v in sorted(r["status"].items()))
-        metrics = "  ".join(f"{k}={_fmt(v)}" for k, v in key_metrics(r["metrics"]))
+        metrics = "  ".join(f"{k}={_fmt(v)}" for k, v in r["key_metrics"].items())
         table.add_row(r["name"], str(r["steps"]), status, f"{r['duration_s']:.1f}s", ", ".join(r["commands"]), metrics)
     console.print(table)
 

@@ -210,8 +210,8 @@ def _json_kind(value: Any) -> str:
 
 
 # fields of a step entry that gx reads as a given JSON type (a hand-edited or foreign run.json may hold others)
-_STEP_FIELDS = {"command": str, "status": str, "metrics": dict, "outputs": list, "output_hashes": dict,
-                "output_stats": dict, "set_aside": dict}
+_STEP_FIELDS = {"command": (str,), "status": (str,), "metrics": (dict,), "outputs": (list,), "output_hashes": (dict,),
+                "output_stats": (dict,), "set_aside": (dict,), "duration_s": (int, float)}
 
 
 def manifest_shape_problem(data: Any) -> str | None:
@@ -229,8 +229,8 @@ def manifest_shape_problem(data: Any) -> str | None:
             return f"step {i} is {_json_kind(step)}, not a mapping"
         for key, kind in _STEP_FIELDS.items():
             value = step.get(key)
-            if value is not None and not isinstance(value, kind):
-                return f"step {i}: '{key}' is {_json_kind(value)}, not {_json_kind(kind())}"
+            if value is not None and (not isinstance(value, kind) or isinstance(value, bool)):
+                return f"step {i}: '{key}' is {_json_kind(value)}, not {_json_kind(kind[0]())}"
     return None
 
 
