@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -204,3 +205,15 @@ def test_runs_key_metrics_take_one_of_each_task_first(tmp_path):
                "keypoint-train.test_pck": 0.6, "pose-finetune.test_bleu4": 12.0, "extract-features.images_per_s": 50.0}
     assert [k for k, _ in key_metrics(metrics)] == ["lora-train.test_accuracy", "segment-train.test_mIoU",
                                                     "keypoint-train.test_pck", "pose-finetune.test_bleu4"]
+
+
+def test_an_empty_run_dir_is_a_usage_error_not_the_current_folder(runner, tmp_path, monkeypatch):
+    """`-r ""` made the current folder a run dir (./run.json); an empty GX_RUN_DIR still means runs/default."""
+    monkeypatch.chdir(tmp_path)
+    res = invoke(runner, "extract-features", "-b", "tiny-vit", "-d", "synthetic-hands", "--max-samples", "4", "--split", "test", "-r", "")
+    assert res.exit_code == 2 and "Error: -r/--run-dir is empty" in res.output and len(res.output.strip().splitlines()) == 1
+    assert list(tmp_path.iterdir()) == []
+    monkeypatch.setenv("GX_RUN_DIR", "")
+    from gesture_cli.core.rundir import RunDir
+
+    assert RunDir().root == Path("runs/default")

@@ -17,9 +17,11 @@ import typer
 
 from gesture_cli.core.device import PRECISION_HELP
 
+# path_type=str: the command gets the text as typed, so that RunDir can refuse `-r ""` (a Path makes it ".", the
+# current folder) and expand a `~` the shell left alone (`--run-dir=~/x`, a quoted value)
 RunDirOpt = Annotated[
     Path | None,
-    typer.Option("--run-dir", "-r", help="Run directory [default: $GX_RUN_DIR, else runs/default].", show_default=False),
+    typer.Option("--run-dir", "-r", help="Run directory [default: $GX_RUN_DIR, else runs/default].", show_default=False, path_type=str),
 ]
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto|cpu|cuda|cuda:N|mps.")]
 SeedOpt = Annotated[int | None, typer.Option("--seed", help="Random seed [default: 0].", show_default=False)]

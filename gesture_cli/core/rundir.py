@@ -238,8 +238,10 @@ class RunDir:
     """One run directory and its manifest."""
 
     def __init__(self, root: Path | str | None = None, *, given_as: str = "-r/--run-dir"):
-        self.root = Path(root) if root is not None else default_run_dir()
         self.given_as = given_as  # the option or argument the path came from, for messages
+        if isinstance(root, str) and not root:  # `-r ""` would make the current folder a run dir
+            raise UsageError(f"{given_as} is empty; pass a folder, or leave it out for $GX_RUN_DIR (else {DEFAULT_RUN_DIR})")
+        self.root = Path(root) if root is not None else default_run_dir()
         self._refuse_a_file()  # every command, reading ones too: a file is never a run dir
         self.manifest_path = self.root / "run.json"
         self._lock = FileLock(str(self.root / ".run.json.lock"), timeout=LOCK_TIMEOUT_S)
