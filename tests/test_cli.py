@@ -217,3 +217,15 @@ def test_an_empty_run_dir_is_a_usage_error_not_the_current_folder(runner, tmp_pa
     from gesture_cli.core.rundir import RunDir
 
     assert RunDir().root == Path("runs/default")
+
+
+def test_a_dangling_link_as_run_dir_names_the_link_and_its_target(runner, tmp_path):
+    """mkdir on a link to nothing failed with a bare FileExistsError: [Errno 17] File exists."""
+    (tmp_path / "dangling").symlink_to(tmp_path / "nowhere" / "x")
+    for rd in (tmp_path / "dangling", tmp_path / "dangling" / "sub"):
+        res = invoke(runner, "extract-features", "-b", "tiny-vit", "-d", "synthetic-hands", "--max-samples", "4", "--split", "test", "-r", rd)
+        out = " ".join(res.output.split())
+        assert res.exit_code == 2, res.output
+        assert f"{tmp_path / 'dangling'}" in out and f"symbolic link to {tmp_path / 'nowhere' / 'x'}, which does not exist" in out
+        assert "FileExistsError" not in out
+    assert not (tmp_path / "nowhere").exists()

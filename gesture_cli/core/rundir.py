@@ -196,6 +196,17 @@ def _process_gone(entry: dict) -> bool:
     return start is not None and int(fields[19]) != start
 
 
+def dangling_link(path: Path) -> Path | None:
+    """The nearest part of `path` (itself or a parent) that exists only as a symbolic link to nothing, else None:
+    mkdir would fail on it with a bare 'File exists'."""
+    for candidate in (path, *path.parents):
+        if candidate.exists():
+            return None
+        if candidate.is_symlink():
+            return candidate
+    return None
+
+
 class ManifestError(ArtifactError):
     """A run.json that cannot be used; `reason` is the short label `gx runs` puts in the run's row, `why` the detail."""
 
@@ -265,11 +276,16 @@ class RunDir:
         return self
 
     def _refuse_a_file(self) -> None:
-        """--run-dir must be a folder, or a path whose nearest existing part is one."""
+        """--run-dir must be a folder, or a path whose nearest existing part is one (not a file, not a link to nothing)."""
+        how = f"to {self.given_as}" if self.given_as.startswith("-") else f"as {self.given_as}"
+        link = dangling_link(self.root)
+        if link is not None:
+            where = "" if link == self.root else f" is inside {link}, which"
+            raise UsageError(f"run dir {self.root}{where} is a symbolic link to {os.readlink(link)}, which does not exist; "
+                             f"create that folder, or remove the link, or pass another folder {how}")
         blocker = file_in_the_way(self.root)
         if blocker is not None:
             what = "is a file" if blocker == self.root else f"is inside {blocker}, which is a file"
-            how = f"to {self.given_as}" if self.given_as.startswith("-") else f"as {self.given_as}"
             raise UsageError(f"run dir {self.root} {what}, not a folder; pass a folder {how}")
 
     def _unwritable(self, exc: OSError) -> GxError:
