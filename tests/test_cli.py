@@ -229,3 +229,18 @@ def test_a_dangling_link_as_run_dir_names_the_link_and_its_target(runner, tmp_pa
         assert f"{tmp_path / 'dangling'}" in out and f"symbolic link to {tmp_path / 'nowhere' / 'x'}, which does not exist" in out
         assert "FileExistsError" not in out
     assert not (tmp_path / "nowhere").exists()
+
+
+def test_tilde_is_expanded_in_run_dirs(runner, tmp_path, monkeypatch):
+    """`--run-dir=~/x` (no shell expansion) and GX_RUN_DIR=~/y made a literal ./~ folder."""
+    from gesture_cli.core.rundir import RunDir
+
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    args = ("extract-features", "-b", "tiny-vit", "-d", "synthetic-hands", "--max-samples", "4", "--split", "test")
+    assert invoke(runner, *args, "--run-dir=~/x").exit_code == 0
+    assert (tmp_path / "home" / "x" / "run.json").is_file() and not (tmp_path / "~").exists()
+    monkeypatch.setenv("GX_RUN_DIR", "~/y")
+    assert RunDir().root == tmp_path / "home" / "y"
+    res = invoke(runner, "runs", "show", "~/x")
+    assert res.exit_code == 0 and "extract-features" in res.output

@@ -410,3 +410,13 @@ def test_an_archive_whose_manifest_is_no_mapping_is_refused(tmp_path):
         import_run(archive, tmp_path / "in")
     assert "refusing to import odd.tar.gz: mnist/run.json: corrupt manifest (it holds a list" in str(err.value)
     assert "nothing was imported" in str(err.value) and not (tmp_path / "in").exists()
+
+
+def test_tilde_is_expanded_in_export_and_import_paths(runner, tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    make_run(tmp_path / "home" / "runs")
+    assert invoke(runner, "runs", "export", "~/runs/mnist", "-o", "~/out/m.tar.gz").exit_code == 0
+    assert (tmp_path / "home" / "out" / "m.tar.gz").is_file()
+    assert invoke(runner, "runs", "import", "~/out/m.tar.gz", "--into", "~/elsewhere").exit_code == 0
+    assert (tmp_path / "home" / "elsewhere" / "mnist" / "run.json").is_file() and not (tmp_path / "~").exists()

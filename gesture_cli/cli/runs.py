@@ -42,6 +42,7 @@ def runs(
 
     from gesture_cli.core.runs import find_runs, summarize_run
 
+    root = root.expanduser()  # a `~` the shell did not expand (`--root=~/runs`, quoted)
     rows = [summarize_run(r) for r in find_runs(root)]
     console = make_console()
     # A run whose run.json cannot be used is listed and marked, with the file and the fix on stderr; the exit
@@ -79,6 +80,7 @@ def show(
     from gesture_cli.core.rundir import RunDir
     from gesture_cli.core.runs import step_rows
 
+    run_dir = run_dir.expanduser()  # a `~` the shell did not expand (quoted)
     run = RunDir(run_dir, given_as="RUN_DIR")
     if not run.manifest_path.is_file():
         raise UsageError(f"{run_dir}: not a run directory (no run.json)")
@@ -125,7 +127,8 @@ def export(
 
     if only not in (None, "best"):
         raise UsageError(f"--only takes 'best' (leave out checkpoints/last/); got '{only}'")
-    out = output if output is not None else default_archive_name(run_dir)
+    run_dir = run_dir.expanduser()  # `~` the shell left alone (`-o=~/x`, quoted values)
+    out = output.expanduser() if output is not None else default_archive_name(run_dir)
     with byte_progress(make_console(stderr=True), f"export {run_dir.name}") as on_progress:
         res = export_run(run_dir, out, only_best=only == "best", force=force, on_progress=on_progress)
     console = make_console()
@@ -156,6 +159,7 @@ def import_(
     from gesture_cli.cli.progress import byte_progress
     from gesture_cli.core.transfer import import_run
 
+    archive, into = archive.expanduser(), into.expanduser()  # `~` the shell left alone (`--into=~/runs`, quoted values)
     with byte_progress(make_console(stderr=True), f"import {archive.name}") as on_progress:
         res = import_run(archive, into, force=force, on_progress=on_progress)
     what = "Replaced" if res.replaced else "Imported"

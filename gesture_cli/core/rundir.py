@@ -52,7 +52,8 @@ LOCK_TIMEOUT_S = 120  # a manifest update takes milliseconds; waiting this long 
 
 
 def default_run_dir() -> Path:
-    return Path(os.environ.get("GX_RUN_DIR") or DEFAULT_RUN_DIR)
+    """$GX_RUN_DIR (`~` expanded; empty counts as unset), else runs/default."""
+    return Path(os.environ.get("GX_RUN_DIR") or DEFAULT_RUN_DIR).expanduser()
 
 
 def _now() -> str:
@@ -252,7 +253,7 @@ class RunDir:
         self.given_as = given_as  # the option or argument the path came from, for messages
         if isinstance(root, str) and not root:  # `-r ""` would make the current folder a run dir
             raise UsageError(f"{given_as} is empty; pass a folder, or leave it out for $GX_RUN_DIR (else {DEFAULT_RUN_DIR})")
-        self.root = Path(root) if root is not None else default_run_dir()
+        self.root = Path(root).expanduser() if root is not None else default_run_dir()
         self._refuse_a_file()  # every command, reading ones too: a file is never a run dir
         self.manifest_path = self.root / "run.json"
         self._lock = FileLock(str(self.root / ".run.json.lock"), timeout=LOCK_TIMEOUT_S)
