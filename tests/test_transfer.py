@@ -412,6 +412,21 @@ def test_an_archive_whose_manifest_is_no_mapping_is_refused(tmp_path):
     assert "nothing was imported" in str(err.value) and not (tmp_path / "in").exists()
 
 
+def test_printed_commands_quote_paths_with_spaces(runner, tmp_path):
+    """`Next: gx runs show imp/in to/L1` could not be pasted into a shell."""
+    import shlex
+
+    run_dir = make_run(tmp_path / "a b", name="L1")
+    res = invoke(runner, "runs", "export", run_dir, "-o", tmp_path / "my run.tar.gz")
+    assert res.exit_code == 0, res.output
+    assert "On the other machine: gx runs import 'my run.tar.gz' --into runs" in res.output
+    into = tmp_path / "in to"
+    res = invoke(runner, "runs", "import", tmp_path / "my run.tar.gz", "--into", into)
+    assert res.exit_code == 0, res.output
+    hint = " ".join(res.output.split()).split("Next: ", 1)[1]
+    assert shlex.split(hint) == ["gx", "runs", "show", str(into / "L1")]
+
+
 def test_tilde_is_expanded_in_export_and_import_paths(runner, tmp_path, monkeypatch):
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     monkeypatch.chdir(tmp_path)

@@ -4,6 +4,7 @@ export` / `gx runs import` move a run between machines (core/transfer.py)."""
 from __future__ import annotations
 
 import json
+import shlex
 from pathlib import Path
 from typing import Annotated
 
@@ -24,6 +25,13 @@ def _fmt(v) -> str:
     if isinstance(v, float):
         return f"{v:.4g}"
     return str(v)
+
+
+def _cmd(*words: object) -> str:
+    """A command line to copy into a shell: each path quoted where it needs it (spaces, quotes, $), markup-safe."""
+    from rich.markup import escape
+
+    return escape(" ".join(shlex.quote(str(w)) for w in words))
 
 
 @runs_app.callback()
@@ -141,7 +149,7 @@ def export(
         f"[green]Exported[/] {escape(str(run_dir))} -> {escape(str(res.archive))} ({res.files} files, {decimal(res.size)} "
         f"-> {decimal(res.archive_size)}, with SHA256SUMS{left})."
     )
-    console.print(f"On the other machine: gx runs import {escape(res.archive.name)} --into runs")
+    console.print(f"On the other machine: {_cmd('gx', 'runs', 'import', res.archive.name, '--into', 'runs')}")
 
 
 @runs_app.command("import", epilog="Example: gx runs import mnist.tar.zst --into runs   (then: gx runs show runs/mnist)")
@@ -165,7 +173,7 @@ def import_(
     what = "Replaced" if res.replaced else "Imported"
     make_console().print(
         f"[green]{what}[/] {escape(str(res.run_dir))} from {escape(archive.name)} ({res.files} files, {decimal(res.size)}, checksums verified). "
-        f"Next: gx runs show {escape(str(res.run_dir))}"
+        f"Next: {_cmd('gx', 'runs', 'show', res.run_dir)}"
     )
 
 
