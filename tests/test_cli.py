@@ -244,3 +244,14 @@ def test_tilde_is_expanded_in_run_dirs(runner, tmp_path, monkeypatch):
     assert RunDir().root == tmp_path / "home" / "y"
     res = invoke(runner, "runs", "show", "~/x")
     assert res.exit_code == 0 and "extract-features" in res.output
+
+
+def test_runs_root_that_is_missing_or_a_file_is_a_usage_error(runner, tmp_path, monkeypatch):
+    """`gx runs --root nowhere` and `--root afile` said 'No runs under ...' with exit 0."""
+    (tmp_path / "afile").write_text("x")
+    for root, what in ((tmp_path / "nowhere", "does not exist"), (tmp_path / "afile", "is a file")):
+        res = invoke(runner, "runs", "--root", root)
+        assert res.exit_code == 2 and f"Error: --root {root} {what}" in " ".join(res.output.split()), res.output
+    monkeypatch.chdir(tmp_path)  # the default runs/ missing: nothing has run here yet, not a mistake
+    res = invoke(runner, "runs")
+    assert res.exit_code == 0 and "No runs under runs" in res.output

@@ -4,6 +4,7 @@ export` / `gx runs import` move a run between machines (core/transfer.py)."""
 from __future__ import annotations
 
 import json
+import os
 import shlex
 from pathlib import Path
 from typing import Annotated
@@ -25,6 +26,21 @@ def _fmt(v) -> str:
     if isinstance(v, float):
         return f"{v:.4g}"
     return str(v)
+
+
+def _check_root(ctx: typer.Context, root: Path) -> Path:
+    """--root must be a folder. Left at its default, a missing runs/ is just no runs yet; given, it is a mistake."""
+    from gesture_cli.core.errors import UsageError
+
+    if root.is_dir():
+        return root
+    if root.exists() or root.is_symlink():
+        what = "a file" if root.exists() else f"a symbolic link to {os.readlink(root)}, which does not exist"
+        raise UsageError(f"--root {root} is {what}; pass the folder that holds the run directories (or one run directory)")
+    source = ctx.get_parameter_source("root")  # click's ParameterSource (typer vendors its own click: compare by name)
+    if source is not None and source.name != "DEFAULT":
+        raise UsageError(f"--root {root} does not exist; pass the folder that holds the run directories (or one run directory)")
+    return root
 
 
 def _cmd(*words: object) -> str:
@@ -50,7 +66,7 @@ def runs(
 
     from gesture_cli.core.runs import find_runs, summarize_run
 
-    root = root.expanduser()  # a `~` the shell did not expand (`--root=~/runs`, quoted)
+    root = _check_root(ctx, root.expanduser())
     rows = [summarize_run(r) for r in find_runs(root)]
     console = make_console()
     # A run whose run.json cannot be used is listed and marked, with the file and the fix on stderr; the exit
@@ -62,9 +78,9 @@ def runs(
         typer.echo(json.dumps(rows, indent=2))
         return
     if not rows:
-        console.print(f"No runs under {root} (a run directory holds a run.json; `gx demo` makes one).")
+        console.print(f"No runs under {escape(str(root))} (a run directory holds a run.json; `gx demo` makes one).")
         return
-    table = Table(title=f"runs under {root}")
+    table = Table(title=escape(f"runs under {root}"))
     for col in ("run", "steps", "status", "time", "commands", "key metrics"):
         table.add_column(col)
     for r in rows:
@@ -82,6 +98,7 @@ def show(
     verbose=False,
 ) -> None:
     """Show every step of one run: command, status, start, duration, outputs and metrics."""
+    from rich.markup import escape
     from rich.table import Table
 
     from gesture_cli.core.errors import UsageError
@@ -96,7 +113,7 @@ def show(
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
         return
-    table = Table(title=str(run.root))
+    table = Table(title=escape(str(run.root)))
     for col in ("command", "status", "start", "time", "outputs", "metrics"):
         table.add_column(col)
     for s in rows:
