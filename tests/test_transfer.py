@@ -435,3 +435,23 @@ def test_tilde_is_expanded_in_export_and_import_paths(runner, tmp_path, monkeypa
     assert (tmp_path / "home" / "out" / "m.tar.gz").is_file()
     assert invoke(runner, "runs", "import", "~/out/m.tar.gz", "--into", "~/elsewhere").exit_code == 0
     assert (tmp_path / "home" / "elsewhere" / "mnist" / "run.json").is_file() and not (tmp_path / "~").exists()
+
+
+def test_only_best_of_an_interrupted_training_warns_that_it_left_out_the_checkpoint(runner, tmp_path):
+    """An interrupted run (no finished weights, only checkpoints/last/) exported 2 files, exit 0, without a word."""
+    run = RunDir(tmp_path / "int")
+    step = run.begin("lora-train", config={"epochs": 1}, outputs=["lora/tiny-dinov2"])
+    with pytest.raises(KeyboardInterrupt), step:
+        live = run.path("lora/tiny-dinov2/checkpoints/last")  # trainers write checkpoints live, kept on Ctrl-C
+        live.mkdir(parents=True)
+        (live / "model.safetensors").write_bytes(os.urandom(100))
+        (live / "state.json").write_text('{"step": 3}\n')
+        raise KeyboardInterrupt
+    res = invoke(runner, "runs", "export", run.root, "--only", "best", "-o", tmp_path / "int.tar.gz")
+    assert res.exit_code == 0, res.output
+    out = " ".join(res.output.split())
+    assert ("warning: lora/tiny-dinov2 has no finished weights (its training did not finish): --only best left out "
+            "lora/tiny-dinov2/checkpoints/last/, the checkpoint to --resume from; export without --only best to keep it") in out
+    # a finished training: --only best leaves out last/ without a word
+    res = invoke(runner, "runs", "export", make_run(tmp_path), "--only", "best", "-o", tmp_path / "done.tar.gz")
+    assert res.exit_code == 0 and "warning" not in res.output

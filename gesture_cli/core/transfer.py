@@ -8,7 +8,8 @@ An archive (.tar.zst, .tar.gz/.tgz or plain .tar) holds one folder named after t
 NAME/): every other file is listed exactly once. Only regular files are stored (symbolic links to
 files are stored as the file they point to), so an export never carries a link. `only_best=True`
 leaves out every `checkpoints/last/` folder (resume state: optimizer moments, RNG) and keeps
-`checkpoints/best/`, the final artifacts and the manifest. Lock files and half-written temporary
+`checkpoints/best/`, the final artifacts and the manifest (with a GxWarning for a `last/` whose training
+never finished: the run has no final weights there). Lock files and half-written temporary
 folders of an ongoing step are never exported.
 
 An import is all or nothing. Each member is checked before it is written: an absolute path, a '..'
@@ -149,6 +150,24 @@ def collect_files(run_dir: Path, *, only_best: bool = False) -> tuple[list[tuple
     return files, left_out, left_files, left_bytes
 
 
+def _warn_unfinished(left_out: list[str], steps: list[dict]) -> None:
+    """A GxWarning for each left-out checkpoints/last/ whose training never finished (interrupted, killed): no
+    finished step wrote its output folder, so the run has no final weights there and last/ is what a --resume
+    needs. It stays left out, as --only best asked (the archive stays the size asked for); the warning says
+    how to keep it."""
+    import warnings
+
+    from gesture_cli.core.errors import GxWarning
+
+    finished = {o for s in steps if s.get("status") == "ok" for o in s.get("outputs") or []}
+    for rel in left_out:
+        owner = rel.removesuffix("/last").removesuffix("checkpoints").rstrip("/")
+        if owner not in finished:
+            warnings.warn(GxWarning(
+                f"{owner or 'the run'} has no finished weights (its training did not finish): --only best left out {rel}/, "
+                "the checkpoint to --resume from; export without --only best to keep it"), stacklevel=2)
+
+
 class _Reader(io.RawIOBase):
     """A file read through sha256 and a byte counter (what tarfile copies into the archive)."""
 
@@ -196,6 +215,7 @@ def export_run(run_dir: Path | str, out: Path | str, *, only_best: bool = False,
 
     name = real_run.name
     files, left_out, left_files, left_bytes = collect_files(run_dir, only_best=only_best)
+    _warn_unfinished(left_out, manifest.get("steps", []))
     total = sum(size for _, _, size in files)
     done = 0
 
