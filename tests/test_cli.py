@@ -160,7 +160,7 @@ def test_runs_lists_every_readable_run_and_marks_a_corrupt_one(runner, tmp_path,
     assert "corrupt manifest" in rows["bad"]["manifest_error"] and str(tmp_path / "runs" / "bad" / "run.json") in rows["bad"]["manifest_error"]
     res = invoke(runner, "runs", "--root", tmp_path / "runs")
     assert res.exit_code == 0 and "probe.accuracy=0.875" in res.output
-    assert "corrupt manifest 1" in res.output and "warning:" in res.output
+    assert "│ corrupt manifest │" in res.output and "warning:" in res.output
     res = invoke(runner, "runs", "show", tmp_path / "runs" / "bad")
     assert res.exit_code == 1 and "corrupt manifest" in res.output and len(res.output.strip().splitlines()) == 1
 

@@ -85,6 +85,8 @@ def runs(
         table.add_column(col)
     for r in rows:
         status = ", ".join(f"{k} {v}" for k, v in sorted(r["status"].items()))
+        if r["manifest_error"]:  # no steps to count: just what is wrong with its run.json
+            status = ", ".join(r["status"])
         metrics = "  ".join(f"{k}={_fmt(v)}" for k, v in r["key_metrics"].items())
         table.add_row(r["name"], str(r["steps"]), status, f"{r['duration_s']:.1f}s", ", ".join(r["commands"]), metrics)
     console.print(table)
