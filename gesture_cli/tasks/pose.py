@@ -28,15 +28,18 @@ def convert_poses(source: str, output: Path, *, allow_pickle: bool = False, layo
                   fps: float | None = None, split: str | None = None, dataset_opts: list[str] | None = None, seed: int | None = None,
                   force: bool = False):
     """`gx pose-convert`: read `source` (a path or a pose spec) and write it as a gx pose folder; returns (dataset, folder written)."""
-    from gesture_cli.data.pose import make_pose_dataset, write_pose_folder
+    from gesture_cli.data.pose import check_pose_outdir, make_pose_dataset, write_pose_folder
     from gesture_cli.data.registry import parse_dataset
 
     spec = source if ":" in source.split("/", 1)[0] or not Path(source).expanduser().exists() else f"pose:{source}"
     given = {"allow_pickle": allow_pickle or None, "layout": layout, "texts": str(texts) if texts else None, "fps": fps}
     ds_spec = parse_dataset(spec, dataset_opts or [], kind="pose")  # the flags above win over --dataset-opt
     ds_spec = parse_dataset(ds_spec, {k: v for k, v in given.items() if v is not None}, kind="pose")
+    # OUTDIR is checked before reading (a large corpus takes a while) and again, with every file read, when written
+    inputs = [Path(p) for p in (ds_spec.arg if ds_spec.name == "pose" else None, ds_spec.options.get("texts")) if p]
+    check_pose_outdir(output, overwrite=force, inputs=inputs)
     ds = make_pose_dataset(ds_spec, split=split, seed=seed or 0)
-    return ds, write_pose_folder(ds, output, overwrite=force)
+    return ds, write_pose_folder(ds, output, overwrite=force, inputs=inputs)
 
 
 def render_pose_sample(source: str, *, sample_id: str | None, output: Path | None, png: Path | None, video: Path | None,
