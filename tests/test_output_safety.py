@@ -86,3 +86,70 @@ def test_pose_convert_into_the_current_folder_is_one_line(runner, tmp_path, monk
     before = tree(tmp_path)
     one_line_error(invoke(runner, *args, "-o", ".", "--force"), 2, "-o . is the current folder")
     assert tree(tmp_path) == before
+
+
+# ---- pose-view, report, pose-render ------------------------------------------------------------------
+@needs_real
+def test_pose_view_writes_only_html_never_onto_its_input(runner, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    shutil.copy(KINDER, tmp_path / "keep.pose")
+    (tmp_path / "notes.md").write_text("data\n")
+    before = tree(tmp_path)
+    one_line_error(invoke(runner, "pose-view", "keep.pose", "-o", "keep.pose"), 2, "-o keep.pose", "must end in .html")
+    one_line_error(invoke(runner, "pose-view", "keep.pose", "-o", "notes.md"), 2, "-o notes.md", "must end in .html")
+    assert tree(tmp_path) == before
+    for _ in range(2):  # an existing page is replaced, as a rerun does
+        res = invoke(runner, "pose-view", "keep.pose", "-o", "view.HTML")
+        assert res.exit_code == 0 and "Wrote view.HTML" in res.output, res.output
+    (tmp_path / "pages").mkdir()
+    res = invoke(runner, "pose-view", "keep.pose", "-o", "pages")  # a folder: <name>.html in it
+    assert res.exit_code == 0 and (tmp_path / "pages" / "keep.html").is_file(), res.output
+
+
+def _run(tmp_path: Path) -> Path:
+    from gesture_cli.core.rundir import RunDir
+
+    rd = RunDir(tmp_path / "runs" / "L1")
+    step = rd.begin("evaluate", config={}, outputs=["eval/x.json"], argv=["gx", "evaluate"])
+    with step:
+        step.stage("eval/x.json", is_dir=False).write_text("{}")
+    return rd.root
+
+
+def test_report_writes_only_html_never_onto_the_run(runner, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    run = _run(tmp_path)
+    (tmp_path / "notes.md").write_text("data\n")
+    before = tree(tmp_path)
+    one_line_error(invoke(runner, "report", "-r", run, "-o", "notes.md"), 2, "-o notes.md", "must end in .html")
+    one_line_error(invoke(runner, "report", "-r", run, "-o", run / "run.json"), 2, "run.json", "must end in .html")
+    assert tree(tmp_path) == before
+    (tmp_path / "repdir").mkdir()
+    res = invoke(runner, "report", "-r", run, "-o", "repdir")  # a folder: report.html in it
+    assert res.exit_code == 0 and (tmp_path / "repdir" / "report.html").is_file(), res.output
+    assert invoke(runner, "report", "-r", run).exit_code == 0 and (run / "report.html").is_file()
+    assert invoke(runner, "report", "-r", run).exit_code == 0  # the page of an earlier run is replaced
+
+
+def test_report_never_writes_onto_a_file_a_step_wrote(tmp_path):
+    from gesture_cli.core.errors import UsageError
+    from gesture_cli.core.rundir import RunDir
+    from gesture_cli.tasks.report import write_report
+
+    rd = RunDir(tmp_path / "run")
+    step = rd.begin("pca-visualize", config={}, outputs=["pca/b"], argv=["gx", "pca-visualize"])
+    with step:
+        (step.stage("pca/b", is_dir=True) / "index.html").write_text("<p>a step's page</p>")
+    with pytest.raises(UsageError, match="is the input"):
+        write_report(rd.root, rd.root / "pca" / "b" / "index.html")
+    assert (rd.root / "pca" / "b" / "index.html").read_text() == "<p>a step's page</p>"
+
+
+@needs_real
+def test_pose_render_never_writes_onto_its_video(runner, tmp_path):
+    video = tmp_path / "clip.mp4"
+    video.write_bytes(b"my recording")
+    shutil.copy(KINDER, tmp_path / "clip.pose")
+    one_line_error(invoke(runner, "pose-render", tmp_path / "clip.pose", "--video", video, "-o", video, "--allow-mismatch"), 2,
+                   str(video), "is the input")
+    assert video.read_bytes() == b"my recording"

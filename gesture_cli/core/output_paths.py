@@ -19,7 +19,16 @@ def _resolved(path: Path) -> Path:
 
 
 def check_not_input(out: Path, inputs: Iterable[Path], *, option: str = "-o") -> None:
-    """UsageError when `out` is one of `inputs`, holds one (a folder above it) or lies inside one (an input folder).
+    """UsageError when the file `out` is one of `inputs` (files the command reads; absent ones are ignored)."""
+    o = _resolved(out)
+    for inp in inputs:
+        if inp is not None and Path(inp).expanduser().exists() and _resolved(inp) == o:
+            raise UsageError(f"{option} {out} is the input {inp}; write to another file")
+
+
+def check_apart_from_inputs(out: Path, inputs: Iterable[Path], *, option: str = "-o") -> None:
+    """UsageError when the folder `out` is one of `inputs`, holds one (a folder above it) or lies inside one (an
+    input folder): replacing it, or reading the inputs again later, would take in what it holds.
 
     `inputs` are files or folders the command reads; those that do not exist are ignored."""
     o = _resolved(out)
@@ -28,7 +37,7 @@ def check_not_input(out: Path, inputs: Iterable[Path], *, option: str = "-o") ->
             continue
         i = _resolved(inp)
         if o == i:
-            raise UsageError(f"{option} {out} is the input {inp}; write to another path")
+            raise UsageError(f"{option} {out} is the input {inp}; write to another folder")
         if o in i.parents:
             raise UsageError(f"{option} {out} holds the input {inp}; write to a folder outside it")
         if i in o.parents:

@@ -207,10 +207,10 @@ def check_pose_outdir(out_dir: Path | str, *, overwrite: bool = False, inputs: S
     """UsageError unless write_pose_folder may write `out_dir`: it must not be, hold or lie inside an input, and an
     existing one is replaced only with `overwrite` and only when it is empty or a gx pose folder (`_foreign_entries`),
     so that nothing else in it is ever deleted."""
-    from gesture_cli.core.output_paths import check_not_cwd, check_not_input
+    from gesture_cli.core.output_paths import check_apart_from_inputs, check_not_cwd
 
     out = Path(out_dir).expanduser()
-    check_not_input(out, inputs)
+    check_apart_from_inputs(out, inputs)
     if not out.exists() and not out.is_symlink():
         return
     if not out.is_dir() or out.is_symlink():
