@@ -153,3 +153,14 @@ def test_pose_render_never_writes_onto_its_video(runner, tmp_path):
     one_line_error(invoke(runner, "pose-render", tmp_path / "clip.pose", "--video", video, "-o", video, "--allow-mismatch"), 2,
                    str(video), "is the input")
     assert video.read_bytes() == b"my recording"
+
+
+def test_pose_convert_force_keeps_a_folder_without_gx_meta(runner, tmp_path):
+    """An index.jsonl of the user's own (no meta.json of kind pose-dataset) is not a gx pose folder."""
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "index.jsonl").write_text('{"mine": 1}\n')
+    before = tree(tmp_path)
+    one_line_error(invoke(runner, "pose-convert", "synthetic-signs", "--split", "val", "--dataset-opt", "val_size=2", "-o", out, "--force"),
+                   2, "not a gx pose folder", "index.jsonl")
+    assert tree(tmp_path) == before

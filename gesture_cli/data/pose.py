@@ -182,22 +182,21 @@ _WRITTEN = {"meta.json", "index.jsonl", "samples"}  # what write_pose_folder put
 
 
 def _foreign_entries(out: Path) -> list[str]:
-    """What the existing folder `out` holds that write_pose_folder did not write (relative names); [] for an empty
-    folder or a gx pose folder: meta.json of kind pose-dataset, index.jsonl and samples/*.safetensors only."""
-    foreign = sorted(p.name for p in out.iterdir() if p.name not in _WRITTEN)
-    if (out / "meta.json").is_file():
-        try:
-            kind = json.loads((out / "meta.json").read_text(encoding="utf-8")).get("kind")
-        except (OSError, ValueError, AttributeError):
-            kind = None
-        if kind != POSE_DATASET_KIND:
-            foreign.insert(0, "meta.json")
-    elif (out / "meta.json").exists():
-        foreign.insert(0, "meta.json")
-    for name in ("index.jsonl", "samples"):
-        p = out / name
-        if p.exists() and p.is_dir() != (name == "samples"):
-            foreign.append(name)
+    """What the existing, non-empty folder `out` holds that write_pose_folder did not write (relative names); [] for a
+    gx pose folder: meta.json of kind pose-dataset, index.jsonl and samples/*.safetensors, nothing else. Without
+    such a meta.json everything in it is foreign (an index.jsonl of the user's own is not gx's)."""
+    names = sorted(p.name for p in out.iterdir())
+    try:
+        kind = json.loads((out / "meta.json").read_text(encoding="utf-8")).get("kind")
+    except (OSError, ValueError, AttributeError):
+        kind = None
+    if kind != POSE_DATASET_KIND:
+        return names
+    foreign = [n for n in names if n not in _WRITTEN]
+    if (out / "index.jsonl").is_dir():
+        foreign.append("index.jsonl")
+    if (out / "samples").exists() and not (out / "samples").is_dir():
+        foreign.append("samples")
     if (out / "samples").is_dir():
         foreign += [f"samples/{p.name}" for p in sorted((out / "samples").iterdir()) if not (p.is_file() and p.suffix == ".safetensors")]
     return foreign
@@ -214,7 +213,8 @@ def check_pose_outdir(out_dir: Path | str, *, overwrite: bool = False, inputs: S
     if not out.exists() and not out.is_symlink():
         return
     if not out.is_dir() or out.is_symlink():
-        raise UsageError(f"-o {out} is {'a file' if out.is_file() else 'not a folder'}, not a gx pose folder; it will not be replaced: choose another -o")
+        what = "a link" if out.is_symlink() else "a file" if out.is_file() else "not a folder"
+        raise UsageError(f"-o {out} is {what}, not a gx pose folder; it will not be replaced: choose another -o")
     check_not_cwd(out)
     if not any(out.iterdir()):
         return
