@@ -164,3 +164,22 @@ def test_pose_convert_force_keeps_a_folder_without_gx_meta(runner, tmp_path):
     one_line_error(invoke(runner, "pose-convert", "synthetic-signs", "--split", "val", "--dataset-opt", "val_size=2", "-o", out, "--force"),
                    2, "not a gx pose folder", "index.jsonl")
     assert tree(tmp_path) == before
+
+
+def test_a_failed_swap_puts_the_old_gx_pose_folder_back(tmp_path, monkeypatch):
+    from gesture_cli.data.pose import make_pose_dataset, write_pose_folder
+
+    ds = make_pose_dataset("synthetic-signs", split="val", val_size=2)
+    out = write_pose_folder(ds, tmp_path / "out")
+    before = tree(tmp_path)
+    real_rename = Path.rename
+
+    def failing_rename(self, target):
+        if self.name.startswith(".out.tmp-"):
+            raise OSError(28, "No space left on device")
+        return real_rename(self, target)
+
+    monkeypatch.setattr(Path, "rename", failing_rename)
+    with pytest.raises(OSError):
+        write_pose_folder(ds, out, overwrite=True)
+    assert tree(tmp_path) == before and sorted(p.name for p in tmp_path.iterdir()) == ["out"]
