@@ -398,3 +398,35 @@ def test_workers_0_is_the_number_of_cores_and_a_negative_count_a_usage_error(run
     monkeypatch.setattr("gesture_cli.tasks.pose_extract.default_workers", lambda: 1)
     res = invoke(runner, "pose-extract", video, "-o", tmp_path / "o", "--workers", "0", "--max-frames", "2")
     assert res.exit_code == 0 and "1 worker(s)" in res.output, res.output
+
+
+def test_the_input_table_in_outdir_is_never_rewritten(runner, real_data, tmp_path):
+    """`pose-extract DIR/labels.csv -o DIR` would rewrite the user's table as its labels.csv (and then the rerun would
+    read its own .pose rows as videos): refused before any video is read, the table untouched."""
+    shutil.copy(real_data / AUTSL, tmp_path / "clip1.mp4")
+    table = tmp_path / "labels.csv"
+    table.write_text("path,text,split,signer\nclip1.mp4,hello world,train,s1\n")
+    for _ in range(2):
+        err = one_line_error(invoke(runner, "pose-extract", table, "-o", tmp_path, "--max-frames", "2", "--workers", "1"), 2,
+                             f"-o {tmp_path} holds the input table {table}", "choose another -o")
+        assert "--force" not in err
+        assert table.read_text() == "path,text,split,signer\nclip1.mp4,hello world,train,s1\n"
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["clip1.mp4", "labels.csv"]
+    # a labels.csv gx did not write is not rewritten either, input or not
+    err = one_line_error(invoke(runner, "pose-extract", tmp_path, "-o", tmp_path, "--max-frames", "2", "--workers", "1"), 2,
+                         f"{table} is not a labels.csv that pose-extract wrote", "move it or choose another -o")
+    assert table.read_text() == "path,text,split,signer\nclip1.mp4,hello world,train,s1\n"
+
+
+def test_a_table_beside_its_videos_reruns_into_the_same_folder(runner, real_data, tmp_path):
+    """The rerun promise with a table named otherwise in OUTDIR: gx's labels.csv is written beside it, and the rerun skips."""
+    shutil.copy(real_data / AUTSL, tmp_path / "clip1.mp4")
+    table = tmp_path / "texts.csv"
+    table.write_text("path,text,split,signer\nclip1.mp4,hello world,train,s1\n")
+    args = ("pose-extract", table, "-o", tmp_path, "--max-frames", "2", "--workers", "1")
+    res = invoke(runner, *args)
+    assert res.exit_code == 0, res.output
+    res = invoke(runner, *args)
+    assert res.exit_code == 0 and "1 video(s) already extracted by an earlier run: skipped" in res.output, res.output
+    assert table.read_text() == "path,text,split,signer\nclip1.mp4,hello world,train,s1\n"
+    assert list(csv.reader(open(tmp_path / "labels.csv")))[1:] == [["clip1.pose", "hello world", "", "train", "s1"]]

@@ -26,7 +26,7 @@ def pose_convert(
     split: Annotated[str | None, typer.Option("--split", help="Convert one split: train | val | test [default: all samples].", show_default=False)] = None,
     dataset_opt: Annotated[list[str] | None, typer.Option("--dataset-opt", help="Source option KEY=VALUE (repeatable), e.g. train_size=1000 for synthetic-signs.", show_default=False)] = None,
     seed=None,
-    force: Annotated[bool, typer.Option("--force", help="Replace OUTDIR if it exists and is not empty.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Replace OUTDIR if it holds a gx pose folder (an earlier pose-convert's); no other folder is replaced.")] = False,
     verbose=False,
 ) -> None:
     """Convert keypoint sequences to gx's pose format: one safetensors file per sample (keypoints + mask) and an index with texts."""

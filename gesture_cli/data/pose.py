@@ -178,15 +178,64 @@ def _file_name(sample_id: str, used: set[str]) -> str:
     return name
 
 
-def write_pose_folder(ds: PoseDataset, out_dir: Path | str, *, overwrite: bool = False) -> Path:
-    """Write a dataset in gx's pose format (module docstring); atomic: a crash leaves the old folder or none."""
+_WRITTEN = {"meta.json", "index.jsonl", "samples"}  # what write_pose_folder puts in OUTDIR
+
+
+def _foreign_entries(out: Path) -> list[str]:
+    """What the existing, non-empty folder `out` holds that write_pose_folder did not write (relative names); [] for a
+    gx pose folder: meta.json of kind pose-dataset, index.jsonl and samples/*.safetensors, nothing else. Without
+    such a meta.json everything in it is foreign (an index.jsonl of the user's own is not gx's)."""
+    names = sorted(p.name for p in out.iterdir())
+    try:
+        kind = json.loads((out / "meta.json").read_text(encoding="utf-8")).get("kind")
+    except (OSError, ValueError, AttributeError):
+        kind = None
+    if kind != POSE_DATASET_KIND:
+        return names
+    foreign = [n for n in names if n not in _WRITTEN]
+    if (out / "index.jsonl").is_dir():
+        foreign.append("index.jsonl")
+    if (out / "samples").exists() and not (out / "samples").is_dir():
+        foreign.append("samples")
+    if (out / "samples").is_dir():
+        foreign += [f"samples/{p.name}" for p in sorted((out / "samples").iterdir()) if not (p.is_file() and p.suffix == ".safetensors")]
+    return foreign
+
+
+def check_pose_outdir(out_dir: Path | str, *, overwrite: bool = False, inputs: Sequence[Path] = ()) -> None:
+    """UsageError unless write_pose_folder may write `out_dir`: it must not be, hold or lie inside an input, and an
+    existing one is replaced only with `overwrite` and only when it is empty or a gx pose folder (`_foreign_entries`),
+    so that nothing else in it is ever deleted."""
+    from gesture_cli.core.output_paths import check_apart_from_inputs, check_not_cwd
+
+    out = Path(out_dir).expanduser()
+    check_apart_from_inputs(out, inputs)
+    if not out.exists() and not out.is_symlink():
+        return
+    if not out.is_dir() or out.is_symlink():
+        what = "a link" if out.is_symlink() else "a file" if out.is_file() else "not a folder"
+        raise UsageError(f"-o {out} is {what}, not a gx pose folder; it will not be replaced: choose another -o")
+    check_not_cwd(out)
+    if not any(out.iterdir()):
+        return
+    foreign = _foreign_entries(out)
+    if foreign:
+        shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+        raise UsageError(f"-o {out} is not a gx pose folder (it holds {shown}); it will not be replaced: choose another -o")
+    if not overwrite:
+        raise UsageError(f"-o {out} already holds a gx pose folder; pass --force to replace it")
+
+
+def write_pose_folder(ds: PoseDataset, out_dir: Path | str, *, overwrite: bool = False, inputs: Sequence[Path] = ()) -> Path:
+    """Write a dataset in gx's pose format (module docstring); atomic: a crash leaves the old folder or none.
+
+    `out_dir` is checked by check_pose_outdir against `inputs` and the files the dataset was read from."""
     from safetensors.numpy import save
 
     from gesture_cli.core.artifacts import atomic_write_text
 
     out = Path(out_dir).expanduser()
-    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
-        raise UsageError(f"{out} already exists and is not empty; pass --force to replace it")
+    check_pose_outdir(out, overwrite=overwrite, inputs=[*inputs, *ds.source_files])
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
     (tmp / "samples").mkdir(parents=True)
@@ -207,16 +256,22 @@ def write_pose_folder(ds: PoseDataset, out_dir: Path | str, *, overwrite: bool =
             "splits": ds.split_counts(), "skipped": ds.skipped, "source": ds.spec,
         }
         atomic_write_text(tmp / "meta.json", json.dumps(meta, indent=2, ensure_ascii=False) + "\n")
-        old = None
-        if out.exists():
-            old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
-            out.rename(old)
-        tmp.rename(out)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    # an existing OUTDIR is, as checked above, empty or only what an earlier write_pose_folder wrote
+    old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}" if out.exists() else None
+    try:
+        if old is not None:
+            out.rename(old)
+        tmp.rename(out)
+    except BaseException:
+        if old is not None and old.exists() and not out.exists():
+            old.rename(out)  # the old folder back where it was
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
     return out
 
 

@@ -33,7 +33,7 @@ import itertools
 import json
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -491,6 +491,27 @@ def _remove_stale_temporaries(out_dir: Path) -> None:
         p.unlink(missing_ok=True)
 
 
+LABEL_COLUMNS = ("path", "text", "gloss", "split", "signer")  # the header of the labels.csv _write_labels writes
+
+
+def check_labels_writable(out_dir: Path, tables: Sequence[Path] = ()) -> None:
+    """UsageError when OUTDIR/labels.csv, which a run rewrites, is one of the input `tables` or a table gx did not write
+    (another header, or rows naming other files than .pose): the user's table is never rewritten."""
+    path = Path(out_dir).expanduser() / LABELS
+    if not path.is_file():
+        return
+    for t in tables:
+        if Path(t).expanduser().resolve() == path.resolve():
+            raise UsageError(f"-o {out_dir} holds the input table {t}, which pose-extract would rewrite as its {LABELS}; choose another -o")
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            rows = list(csv.reader(f))
+    except (OSError, UnicodeDecodeError, csv.Error):
+        rows = []
+    if not rows or tuple(rows[0]) != LABEL_COLUMNS or not all(r and r[0].endswith(".pose") for r in rows[1:]):
+        raise UsageError(f"{path} is not a {LABELS} that pose-extract wrote, and a run would rewrite it: move it or choose another -o")
+
+
 def pose_path(out_dir: Path, job_id: str) -> Path:
     return out_dir / f"{job_id}.pose"
 
@@ -512,6 +533,7 @@ def extract_poses(
     out_dir = Path(out_dir).expanduser()
     if out_dir.exists() and not out_dir.is_dir():
         raise UsageError(f"-o {out_dir} is a file; give a folder")
+    check_labels_writable(out_dir)
     created = not out_dir.exists()
     out_dir.mkdir(parents=True, exist_ok=True)
     lock = FileLock(str(out_dir / LOCK))

@@ -29,13 +29,22 @@ def extract_pose_videos(inputs: list[Path], output: Path, *, model_complexity: i
                         min_tracking_confidence: float, workers: int | None, force: bool, quiet: bool,
                         on_start: Callable, on_frames: Callable, on_video: Callable):
     """Extract every video of `inputs` (files, folders, CSV/TSV tables) into `output`; returns the extraction report."""
-    from gesture_cli.data.pose_extract import ExtractConfig, collect_videos, extract_poses, parse_components
+    from gesture_cli.data.pose_extract import (
+        TABLE_SUFFIXES,
+        ExtractConfig,
+        check_labels_writable,
+        collect_videos,
+        extract_poses,
+        parse_components,
+    )
 
     if workers is not None and workers < 0:  # checked before the inputs are read: 0 is the default, the number of cores
         raise UsageError(f"--workers must be 0 (the number of cores) or more; got {workers}")
     cfg = ExtractConfig(model_complexity=model_complexity, refine_face=refine_face, components=parse_components(components), fps=fps,
                         max_frames=max_frames, static=static, min_detection_confidence=min_detection_confidence,
                         min_tracking_confidence=min_tracking_confidence)
+    # before any video is read: OUTDIR/labels.csv, which the run rewrites, must not be an input table or one gx did not write
+    check_labels_writable(output, [p for p in inputs if Path(p).suffix.lower() in TABLE_SUFFIXES])
     jobs = collect_videos(list(inputs))
     return extract_poses(jobs, output, cfg, workers=workers or default_workers(), force=force,
                          on_start=on_start, on_frames=on_frames, on_video=on_video, quiet=quiet)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from gesture_cli.core.artifacts import atomic_write_text
 from gesture_cli.core.errors import GxError, UsageError
+from gesture_cli.core.output_paths import check_not_input, html_output
 from gesture_cli.core.rundir import RunDir
 from gesture_cli.viz.report import ReportPage, StepView, render_report
 
@@ -123,8 +124,10 @@ def write_report(run_dir: Path | None, output: Path | None = None) -> tuple[Path
         run.recover_dead_steps()  # a killed step is shown as interrupted, not as running forever
     except (OSError, GxError):
         pass  # a run dir this user cannot write is still reported (with -o elsewhere), as it is
+    out = html_output(output or run.root / "report.html", default_name="report.html", option="-o", inputs=[run.manifest_path])
     page = make_report_page(run)
-    out = Path(output) if output else run.root / "report.html"
+    # never onto a file a step wrote (the page shows them): the run would lose that step's result
+    check_not_input(out, [f for view in page.steps for f in view.files])
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out, render_report(page))
     return out, len(page.steps)

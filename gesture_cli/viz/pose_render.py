@@ -30,7 +30,7 @@ import io
 import math
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -359,10 +359,17 @@ def _output_path(path: Path | None, sample_id: str, suffix: str, option: str) ->
 
 def render_pose(sample, *, mp4: Path | None = None, png: Path | None = None, video: Path | None = None, parts: str | None = None,
                 size: int = DEFAULT_SIZE, fps: float | None = None, sheet_frames: int = DEFAULT_SHEET_FRAMES,
-                allow_mismatch: bool = False) -> dict:
-    """Render one PoseSample to an MP4 and/or a PNG contact sheet (module docstring). Returns what was written."""
+                allow_mismatch: bool = False, inputs: Sequence[Path] = ()) -> dict:
+    """Render one PoseSample to an MP4 and/or a PNG contact sheet (module docstring). Returns what was written.
+
+    An existing MP4/PNG is replaced (a rerun), but never `video` or one of `inputs` (the files the sample was read from)."""
+    from gesture_cli.core.output_paths import check_not_input
+
     mp4 = _output_path(mp4, sample.id, ".mp4", "--output")
     png = _output_path(png, sample.id, ".png", "--png")
+    for path, option in ((mp4, "--output"), (png, "--png")):
+        if path is not None:
+            check_not_input(path, [*([video] if video is not None else []), *inputs], option=option)
     if mp4 is None and png is None:
         raise UsageError("nothing to write: pass --output FILE.mp4 and/or --png FILE.png")
     if sheet_frames < 1:

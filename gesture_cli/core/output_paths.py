@@ -1,0 +1,66 @@
+"""Checks on the files and folders a command writes outside a run dir (`-o`), so that it never writes onto,
+into or over what it reads: pose-convert's OUTDIR, pose-view's and report's HTML page, pose-render's MP4/PNG.
+
+Every check raises a one-line UsageError naming the path and what to do; nothing here writes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+from gesture_cli.core.errors import UsageError
+
+HTML_SUFFIXES = (".html", ".htm")
+
+
+def _resolved(path: Path) -> Path:
+    return Path(path).expanduser().resolve()
+
+
+def check_not_input(out: Path, inputs: Iterable[Path], *, option: str = "-o") -> None:
+    """UsageError when the file `out` is one of `inputs` (files the command reads; absent ones are ignored)."""
+    o = _resolved(out)
+    for inp in inputs:
+        if inp is not None and Path(inp).expanduser().exists() and _resolved(inp) == o:
+            raise UsageError(f"{option} {out} is the input {inp}; write to another file")
+
+
+def check_apart_from_inputs(out: Path, inputs: Iterable[Path], *, option: str = "-o") -> None:
+    """UsageError when the folder `out` is one of `inputs`, holds one (a folder above it) or lies inside one (an
+    input folder): replacing it, or reading the inputs again later, would take in what it holds.
+
+    `inputs` are files or folders the command reads; those that do not exist are ignored."""
+    o = _resolved(out)
+    for inp in inputs:
+        if inp is None or not Path(inp).expanduser().exists():
+            continue
+        i = _resolved(inp)
+        if o == i:
+            raise UsageError(f"{option} {out} is the input {inp}; write to another folder")
+        if o in i.parents:
+            raise UsageError(f"{option} {out} holds the input {inp}; write to a folder outside it")
+        if i in o.parents:
+            raise UsageError(f"{option} {out} is inside the input {inp}; write to a folder outside it")
+
+
+def check_not_cwd(out: Path, *, option: str = "-o") -> None:
+    """UsageError when the existing folder `out` is the current folder or one above it: it cannot be replaced."""
+    o, cwd = _resolved(out), Path.cwd().resolve()
+    if o == cwd or o in cwd.parents:
+        raise UsageError(f"{option} {out} is the current folder{'' if o == cwd else ' or holds it'}; it will not be replaced: "
+                         "write to a new folder, e.g. -o gx-poses")
+
+
+def html_output(path: Path, *, default_name: str, inputs: Iterable[Path] = (), option: str = "-o") -> Path:
+    """The HTML file to write for `-o PATH`: a folder means `<default_name>` inside it; a file must end in .html or
+    .htm (an existing one is replaced, as a rerun does) and must not be one of `inputs`."""
+    path = Path(path).expanduser()
+    if path.is_dir():
+        path = path / default_name
+    if path.suffix.lower() not in HTML_SUFFIXES:
+        raise UsageError(f"{option} {path}: the file name must end in .html (or give a folder)")
+    if path.is_dir():  # FOLDER/<default_name> is itself a folder
+        raise UsageError(f"{option} {path} is a folder; give a file name ending in .html")
+    check_not_input(path, inputs, option=option)
+    return path

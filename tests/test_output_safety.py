@@ -1,0 +1,185 @@
+"""What a command writes outside a run dir (-o) never destroys what the user had: pose-convert's OUTDIR,
+pose-view's and report's page, pose-render's MP4/PNG."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import SHARED_REAL, invoke, one_line_error
+
+KINDER = SHARED_REAL / "sign_pose" / "sgg_lexicon" / "sgg" / "kinder.pose"
+needs_real = pytest.mark.skipif(not KINDER.is_file(), reason=f"shared real data not found at {KINDER}")
+
+
+def tree(root: Path) -> dict[str, bytes]:
+    """Every file under root (hidden ones too) with its bytes: what must survive a refused command unchanged."""
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def _mine(tmp_path: Path) -> Path:
+    mine = tmp_path / "pc" / "mine"
+    mine.mkdir(parents=True)
+    shutil.copy(KINDER, mine / "kinder.pose")
+    (mine / "notes.txt").write_text("notes\n")
+    return mine
+
+
+# ---- pose-convert --------------------------------------------------------------------------------
+@needs_real
+@pytest.mark.parametrize("force", [[], ["--force"]])
+def test_pose_convert_never_writes_onto_its_input_folder(runner, tmp_path, force):
+    mine = _mine(tmp_path)
+    before = tree(tmp_path)
+    err = one_line_error(invoke(runner, "pose-convert", mine, "-o", mine, *force), 2, str(mine), "is the input")
+    assert "--force" not in err
+    assert tree(tmp_path) == before
+
+
+@needs_real
+def test_pose_convert_never_replaces_a_folder_holding_its_input(runner, tmp_path):
+    raw = tmp_path / "data" / "raw"
+    raw.mkdir(parents=True)
+    shutil.copy(KINDER, raw / "kinder.pose")
+    (tmp_path / "data" / "thesis.txt").write_text("x\n")
+    before = tree(tmp_path)
+    err = one_line_error(invoke(runner, "pose-convert", raw, "-o", tmp_path / "data", "--force"), 2, "holds the input")
+    assert "--force" not in err
+    one_line_error(invoke(runner, "pose-convert", raw, "-o", raw / "gx", "--force"), 2, "is inside the input")
+    one_line_error(invoke(runner, "pose-convert", raw / "kinder.pose", "-o", raw / "kinder.pose", "--force"), 2, "is the input")
+    assert tree(tmp_path) == before
+
+
+def test_pose_convert_force_replaces_only_a_gx_pose_folder(runner, tmp_path):
+    args = ("pose-convert", "synthetic-signs", "--split", "val", "--dataset-opt", "val_size=2")
+    out = tmp_path / "out"
+    assert invoke(runner, *args, "-o", out).exit_code == 0
+    one_line_error(invoke(runner, *args, "-o", out), 2, str(out), "already holds a gx pose folder", "pass --force")
+    res = invoke(runner, *args, "-o", out, "--force")  # a gx pose folder is replaced
+    assert res.exit_code == 0, res.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # nothing hidden left beside it
+
+    (out / "notes.txt").write_text("mine\n")  # a user's file in it: never deleted
+    before = tree(tmp_path)
+    err = one_line_error(invoke(runner, *args, "-o", out, "--force"), 2, str(out), "not a gx pose folder", "notes.txt",
+                         "will not be replaced")
+    assert "--force" not in err
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "meta.json").write_text('{"kind": "something-else"}')
+    one_line_error(invoke(runner, *args, "-o", tmp_path / "other", "--force"), 2, "not a gx pose folder", "meta.json")
+    (tmp_path / "f.txt").write_text("text\n")
+    err = one_line_error(invoke(runner, *args, "-o", tmp_path / "f.txt", "--force"), 2, "is a file", "will not be replaced")
+    assert "--force" not in err
+    before["other/meta.json"], before["f.txt"] = b'{"kind": "something-else"}', b"text\n"
+    assert tree(tmp_path) == before  # no hidden .f.txt.old-* or .out.tmp-* either
+
+
+def test_pose_convert_into_the_current_folder_is_one_line(runner, tmp_path, monkeypatch):
+    args = ("pose-convert", "synthetic-signs", "--split", "val", "--dataset-opt", "val_size=2")
+    here = tmp_path / "here"
+    here.mkdir()
+    monkeypatch.chdir(here)
+    assert invoke(runner, *args, "-o", tmp_path / "here" / "gx").exit_code == 0
+    monkeypatch.chdir(here / "gx")  # a gx pose folder, but the current one: it cannot be swapped out
+    before = tree(tmp_path)
+    one_line_error(invoke(runner, *args, "-o", ".", "--force"), 2, "-o . is the current folder")
+    assert tree(tmp_path) == before
+
+
+# ---- pose-view, report, pose-render ------------------------------------------------------------------
+@needs_real
+def test_pose_view_writes_only_html_never_onto_its_input(runner, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    shutil.copy(KINDER, tmp_path / "keep.pose")
+    (tmp_path / "notes.md").write_text("data\n")
+    before = tree(tmp_path)
+    one_line_error(invoke(runner, "pose-view", "keep.pose", "-o", "keep.pose"), 2, "-o keep.pose", "must end in .html")
+    one_line_error(invoke(runner, "pose-view", "keep.pose", "-o", "notes.md"), 2, "-o notes.md", "must end in .html")
+    assert tree(tmp_path) == before
+    for _ in range(2):  # an existing page is replaced, as a rerun does
+        res = invoke(runner, "pose-view", "keep.pose", "-o", "view.HTML")
+        assert res.exit_code == 0 and "Wrote view.HTML" in res.output, res.output
+    (tmp_path / "pages").mkdir()
+    res = invoke(runner, "pose-view", "keep.pose", "-o", "pages")  # a folder: <name>.html in it
+    assert res.exit_code == 0 and (tmp_path / "pages" / "keep.html").is_file(), res.output
+
+
+def _run(tmp_path: Path) -> Path:
+    from gesture_cli.core.rundir import RunDir
+
+    rd = RunDir(tmp_path / "runs" / "L1")
+    step = rd.begin("evaluate", config={}, outputs=["eval/x.json"], argv=["gx", "evaluate"])
+    with step:
+        step.stage("eval/x.json", is_dir=False).write_text("{}")
+    return rd.root
+
+
+def test_report_writes_only_html_never_onto_the_run(runner, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    run = _run(tmp_path)
+    (tmp_path / "notes.md").write_text("data\n")
+    before = tree(tmp_path)
+    one_line_error(invoke(runner, "report", "-r", run, "-o", "notes.md"), 2, "-o notes.md", "must end in .html")
+    one_line_error(invoke(runner, "report", "-r", run, "-o", run / "run.json"), 2, "run.json", "must end in .html")
+    assert tree(tmp_path) == before
+    (tmp_path / "repdir").mkdir()
+    res = invoke(runner, "report", "-r", run, "-o", "repdir")  # a folder: report.html in it
+    assert res.exit_code == 0 and (tmp_path / "repdir" / "report.html").is_file(), res.output
+    assert invoke(runner, "report", "-r", run).exit_code == 0 and (run / "report.html").is_file()
+    assert invoke(runner, "report", "-r", run).exit_code == 0  # the page of an earlier run is replaced
+
+
+def test_report_never_writes_onto_a_file_a_step_wrote(tmp_path):
+    from gesture_cli.core.errors import UsageError
+    from gesture_cli.core.rundir import RunDir
+    from gesture_cli.tasks.report import write_report
+
+    rd = RunDir(tmp_path / "run")
+    step = rd.begin("pca-visualize", config={}, outputs=["pca/b"], argv=["gx", "pca-visualize"])
+    with step:
+        (step.stage("pca/b", is_dir=True) / "index.html").write_text("<p>a step's page</p>")
+    with pytest.raises(UsageError, match="is the input"):
+        write_report(rd.root, rd.root / "pca" / "b" / "index.html")
+    assert (rd.root / "pca" / "b" / "index.html").read_text() == "<p>a step's page</p>"
+
+
+@needs_real
+def test_pose_render_never_writes_onto_its_video(runner, tmp_path):
+    video = tmp_path / "clip.mp4"
+    video.write_bytes(b"my recording")
+    shutil.copy(KINDER, tmp_path / "clip.pose")
+    one_line_error(invoke(runner, "pose-render", tmp_path / "clip.pose", "--video", video, "-o", video, "--allow-mismatch"), 2,
+                   str(video), "is the input")
+    assert video.read_bytes() == b"my recording"
+
+
+def test_pose_convert_force_keeps_a_folder_without_gx_meta(runner, tmp_path):
+    """An index.jsonl of the user's own (no meta.json of kind pose-dataset) is not a gx pose folder."""
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "index.jsonl").write_text('{"mine": 1}\n')
+    before = tree(tmp_path)
+    one_line_error(invoke(runner, "pose-convert", "synthetic-signs", "--split", "val", "--dataset-opt", "val_size=2", "-o", out, "--force"),
+                   2, "not a gx pose folder", "index.jsonl")
+    assert tree(tmp_path) == before
+
+
+def test_a_failed_swap_puts_the_old_gx_pose_folder_back(tmp_path, monkeypatch):
+    from gesture_cli.data.pose import make_pose_dataset, write_pose_folder
+
+    ds = make_pose_dataset("synthetic-signs", split="val", val_size=2)
+    out = write_pose_folder(ds, tmp_path / "out")
+    before = tree(tmp_path)
+    real_rename = Path.rename
+
+    def failing_rename(self, target):
+        if self.name.startswith(".out.tmp-"):
+            raise OSError(28, "No space left on device")
+        return real_rename(self, target)
+
+    monkeypatch.setattr(Path, "rename", failing_rename)
+    with pytest.raises(OSError):
+        write_pose_folder(ds, out, overwrite=True)
+    assert tree(tmp_path) == before and sorted(p.name for p in tmp_path.iterdir()) == ["out"]
