@@ -61,3 +61,9 @@ def test_config_is_frozen():
 
     with pytest.raises(dataclasses.FrozenInstanceError):
         cfg.lr = 3  # type: ignore[misc]
+
+
+def test_a_tilde_in_the_config_path_is_the_home_folder(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / "c.yaml").write_text("batch_size: 5\n")
+    assert resolve_config(Cfg, "~/c.yaml").batch_size == 5

@@ -23,7 +23,7 @@ C = TypeVar("C")
 
 def read_config_file(path: Path | str) -> dict[str, Any]:
     """Read a YAML or JSON mapping; the file's top level must be a mapping of option names."""
-    path = Path(path)
+    path = Path(path).expanduser()
     if path.is_dir():
         raise UsageError(f"--config {path}: is a directory; pass a YAML or JSON file of options")
     if not path.is_file():
