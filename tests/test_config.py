@@ -67,3 +67,21 @@ def test_a_tilde_in_the_config_path_is_the_home_folder(tmp_path, monkeypatch):
     monkeypatch.setenv("HOME", str(tmp_path))
     (tmp_path / "c.yaml").write_text("batch_size: 5\n")
     assert resolve_config(Cfg, "~/c.yaml").batch_size == 5
+
+
+@pytest.mark.parametrize("text", ["", "# only a comment\n", "{}\n"])
+def test_a_config_file_that_sets_nothing_is_refused(tmp_path, text):
+    """An empty file is most likely the wrong file: it must not launch a run with every default."""
+    f = tmp_path / "e.yaml"
+    f.write_text(text)
+    with pytest.raises(UsageError, match=r"^--config .*e\.yaml sets no options; .*drop --config$"):
+        resolve_config(Cfg, f)
+
+
+def test_an_empty_config_file_stops_the_command_before_it_runs(runner, tmp_path):
+    from conftest import invoke, one_line_error
+
+    (tmp_path / "e.yaml").write_text("")
+    res = invoke(runner, "lora-train", "--config", tmp_path / "e.yaml", "-r", tmp_path / "run")
+    one_line_error(res, 2, "e.yaml sets no options", "drop --config")
+    assert not (tmp_path / "run").exists()

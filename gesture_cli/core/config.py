@@ -22,7 +22,7 @@ C = TypeVar("C")
 
 
 def read_config_file(path: Path | str) -> dict[str, Any]:
-    """Read a YAML or JSON mapping; the file's top level must be a mapping of option names."""
+    """Read a YAML or JSON mapping; the file's top level must be a mapping of option names, at least one."""
     path = Path(path).expanduser()
     if path.is_dir():
         raise UsageError(f"--config {path}: is a directory; pass a YAML or JSON file of options")
@@ -39,8 +39,8 @@ def read_config_file(path: Path | str) -> dict[str, Any]:
     except Exception as exc:  # json.JSONDecodeError, yaml.YAMLError
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise UsageError(f"--config {path}: cannot parse ({first})") from None
-    if data is None:
-        return {}
+    if data is None or data == {}:  # an empty or comment-only file: most likely the wrong file, not "all defaults"
+        raise UsageError(f"--config {path} sets no options; write at least one 'option: value' line (e.g. max_steps: 100), or drop --config")
     if not isinstance(data, dict):
         raise UsageError(f"--config {path}: the top level must be a mapping of option names to values")
     return {str(k).replace("-", "_"): v for k, v in data.items()}
