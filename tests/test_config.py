@@ -85,3 +85,33 @@ def test_an_empty_config_file_stops_the_command_before_it_runs(runner, tmp_path)
     res = invoke(runner, "lora-train", "--config", tmp_path / "e.yaml", "-r", tmp_path / "run")
     one_line_error(res, 2, "e.yaml sets no options", "drop --config")
     assert not (tmp_path / "run").exists()
+
+
+@dataclass(frozen=True)
+class OptsCfg:
+    dataset_opts: tuple[str, ...] = ()
+    encoder_opts: tuple[str, ...] = ()
+    splits: tuple[str, ...] = ()
+
+
+def test_opts_flags_override_the_file_per_key(tmp_path):
+    """A flag's KEY=VALUE replaces the file's entry of that key and keeps the others; other lists are replaced whole."""
+    f = tmp_path / "c.yaml"
+    f.write_text('encoder_opts: ["d_model=64", "n_layers=2", "gcn_dims=32"]\ndataset_opts: [label_map=contiguous]\nsplits: [train, val]\n')
+    cfg = resolve_config(OptsCfg, f, {"encoder_opts": ["d_model=32"], "dataset_opts": ["test_fraction=0.3"], "splits": ["test"]})
+    assert cfg.encoder_opts == ("d_model=32", "n_layers=2", "gcn_dims=32")
+    assert cfg.dataset_opts == ("label_map=contiguous", "test_fraction=0.3")
+    assert cfg.splits == ("test",)
+    assert resolve_config(OptsCfg, f, {"encoder_opts": ["d-model=16"]}).encoder_opts == ("d-model=16", "n_layers=2", "gcn_dims=32")
+    assert resolve_config(OptsCfg, None, {"dataset_opts": ["a=1", "a=2"]}).dataset_opts == ("a=1", "a=2")  # one layer: as given
+
+
+def test_opts_may_be_written_as_a_mapping(tmp_path):
+    f = tmp_path / "c.yaml"
+    f.write_text("encoder_opts: {d_model: 64, n_layers: 2}\ndataset_opts: {label_map: contiguous, flip: true, test_fraction: 0.3}\n")
+    cfg = resolve_config(OptsCfg, f, {"encoder_opts": ["n_layers=4"]})
+    assert cfg.encoder_opts == ("d_model=64", "n_layers=4")
+    assert cfg.dataset_opts == ("label_map=contiguous", "flip=true", "test_fraction=0.3")
+    f.write_text("encoder_opts: {d_model: [64]}\n")
+    with pytest.raises(UsageError, match="'encoder_opts' must be a list of KEY=VALUE strings or a mapping"):
+        resolve_config(OptsCfg, f)
