@@ -348,3 +348,20 @@ def test_hagrid_full_images_are_cropped_to_the_boxes(tmp_path):
     (tmp_path / "annotations" / "train" / "palm.json").write_text("{not json")
     with pytest.raises(DataError, match="palm.json: not a readable HaGRID annotation file"):
         make_dataset(spec, split="train")
+
+
+@pytest.mark.parametrize("layout", ["onecls/a", "flat/images"])
+def test_a_folder_with_one_class_is_a_data_error(runner, tmp_path, layout):
+    """One class subfolder (or DIR/images/*.jpg, read as the class 'images') would train to an accuracy of 1.0 that
+    means nothing: refused before training, naming the dataset, its class and the layout folder:DIR expects."""
+    from PIL import Image
+
+    folder = tmp_path / layout
+    folder.mkdir(parents=True)
+    for i in range(8):
+        Image.new("RGB", (16, 16), (i * 30, 0, 0)).save(folder / f"{i}.jpg")
+    root = folder.parent
+    res = invoke(runner, "lora-train", "--backbone", "tiny-vit", "--dataset", f"folder:{root}", "--max-steps", "2", "--image-size", "16",
+                 "--device", "cpu", "-r", tmp_path / "run")
+    one_line_error(res, 1, f"dataset 'folder:{root}' has 1 class ('{folder.name}'); a classifier needs at least 2", "DIR/<class>/*.jpg")
+    assert not (tmp_path / "run" / "lora").exists()
