@@ -61,3 +61,57 @@ def test_config_is_frozen():
 
     with pytest.raises(dataclasses.FrozenInstanceError):
         cfg.lr = 3  # type: ignore[misc]
+
+
+def test_a_tilde_in_the_config_path_is_the_home_folder(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / "c.yaml").write_text("batch_size: 5\n")
+    assert resolve_config(Cfg, "~/c.yaml").batch_size == 5
+
+
+@pytest.mark.parametrize("text", ["", "# only a comment\n", "{}\n"])
+def test_a_config_file_that_sets_nothing_is_refused(tmp_path, text):
+    """An empty file is most likely the wrong file: it must not launch a run with every default."""
+    f = tmp_path / "e.yaml"
+    f.write_text(text)
+    with pytest.raises(UsageError, match=r"^--config .*e\.yaml sets no options; .*drop --config$"):
+        resolve_config(Cfg, f)
+
+
+def test_an_empty_config_file_stops_the_command_before_it_runs(runner, tmp_path):
+    from conftest import invoke, one_line_error
+
+    (tmp_path / "e.yaml").write_text("")
+    res = invoke(runner, "lora-train", "--config", tmp_path / "e.yaml", "-r", tmp_path / "run")
+    one_line_error(res, 2, "e.yaml sets no options", "drop --config")
+    assert not (tmp_path / "run").exists()
+
+
+@dataclass(frozen=True)
+class OptsCfg:
+    dataset_opts: tuple[str, ...] = ()
+    encoder_opts: tuple[str, ...] = ()
+    splits: tuple[str, ...] = ()
+
+
+def test_opts_flags_override_the_file_per_key(tmp_path):
+    """A flag's KEY=VALUE replaces the file's entry of that key and keeps the others; other lists are replaced whole."""
+    f = tmp_path / "c.yaml"
+    f.write_text('encoder_opts: ["d_model=64", "n_layers=2", "gcn_dims=32"]\ndataset_opts: [label_map=contiguous]\nsplits: [train, val]\n')
+    cfg = resolve_config(OptsCfg, f, {"encoder_opts": ["d_model=32"], "dataset_opts": ["test_fraction=0.3"], "splits": ["test"]})
+    assert cfg.encoder_opts == ("d_model=32", "n_layers=2", "gcn_dims=32")
+    assert cfg.dataset_opts == ("label_map=contiguous", "test_fraction=0.3")
+    assert cfg.splits == ("test",)
+    assert resolve_config(OptsCfg, f, {"encoder_opts": ["d-model=16"]}).encoder_opts == ("d-model=16", "n_layers=2", "gcn_dims=32")
+    assert resolve_config(OptsCfg, None, {"dataset_opts": ["a=1", "a=2"]}).dataset_opts == ("a=1", "a=2")  # one layer: as given
+
+
+def test_opts_may_be_written_as_a_mapping(tmp_path):
+    f = tmp_path / "c.yaml"
+    f.write_text("encoder_opts: {d_model: 64, n_layers: 2}\ndataset_opts: {label_map: contiguous, flip: true, test_fraction: 0.3}\n")
+    cfg = resolve_config(OptsCfg, f, {"encoder_opts": ["n_layers=4"]})
+    assert cfg.encoder_opts == ("d_model=64", "n_layers=4")
+    assert cfg.dataset_opts == ("label_map=contiguous", "flip=true", "test_fraction=0.3")
+    f.write_text("encoder_opts: {d_model: [64]}\n")
+    with pytest.raises(UsageError, match="'encoder_opts' must be a list of KEY=VALUE strings or a mapping"):
+        resolve_config(OptsCfg, f)

@@ -18,7 +18,7 @@ import torch
 from gesture_cli.core.rundir import RunDir
 from gesture_cli.models.backbone_registry import REGISTRY
 from gesture_cli.models.backbones import build_backbone
-from tests.conftest import REPO, SHARED_REAL, invoke
+from tests.conftest import REPO, SHARED_REAL, invoke, one_line_error
 
 TINY = sorted(name for name, entry in REGISTRY.items() if entry.source == "tiny")
 # A short run that learns: 96 training images (4 per class), 32 px (4x4 patches), 20 epochs of 6 steps.
@@ -223,9 +223,18 @@ def test_interrupted_run_resumes_to_the_same_weights(runner, tmp_path):
     _no_traceback(res)
     res = invoke(runner, *common, "--rank", "4", "--resume")
     assert res.exit_code == 2 and "rank=8" in res.output and "rank=4" in res.output
+    steps_before = len(RunDir(tmp_path / "b").steps())
+    # the saved optimizer and schedule fix the lr and the schedule's length: refused, and nothing recorded
+    one_line_error(invoke(runner, *[a if a != "1e-2" else "3e-3" for a in common], "--resume"), 2,
+                   "trained with --lr 0.01, this command has --lr 0.003", "resume with --lr 0.01")
+    one_line_error(invoke(runner, *common, "--max-steps", "20", "--resume"), 2, "no --max-steps, this command has --max-steps 20")
+    assert len(RunDir(tmp_path / "b").steps()) == steps_before
     res = invoke(runner, *common, "--resume")
     assert res.exit_code == 0, res.output
     assert "resuming from step 5/12" in res.output
+    # finished: nothing to resume, even to train longer (that is a new run)
+    one_line_error(invoke(runner, *[a if a != "2" else "4" for a in common], "--resume"), 2, "that run finished at step 12/12",
+                   "start a new run")
     a, *_ = load_checkpoint(tmp_path / "a" / "lora" / "tiny-dinov3" / "checkpoints" / "last")
     b, *_ = load_checkpoint(tmp_path / "b" / "lora" / "tiny-dinov3" / "checkpoints" / "last")
     assert a.keys() == b.keys()
@@ -339,3 +348,20 @@ def test_hagrid_full_images_are_cropped_to_the_boxes(tmp_path):
     (tmp_path / "annotations" / "train" / "palm.json").write_text("{not json")
     with pytest.raises(DataError, match="palm.json: not a readable HaGRID annotation file"):
         make_dataset(spec, split="train")
+
+
+@pytest.mark.parametrize("layout", ["onecls/a", "flat/images"])
+def test_a_folder_with_one_class_is_a_data_error(runner, tmp_path, layout):
+    """One class subfolder (or DIR/images/*.jpg, read as the class 'images') would train to an accuracy of 1.0 that
+    means nothing: refused before training, naming the dataset, its class and the layout folder:DIR expects."""
+    from PIL import Image
+
+    folder = tmp_path / layout
+    folder.mkdir(parents=True)
+    for i in range(8):
+        Image.new("RGB", (16, 16), (i * 30, 0, 0)).save(folder / f"{i}.jpg")
+    root = folder.parent
+    res = invoke(runner, "lora-train", "--backbone", "tiny-vit", "--dataset", f"folder:{root}", "--max-steps", "2", "--image-size", "16",
+                 "--device", "cpu", "-r", tmp_path / "run")
+    one_line_error(res, 1, f"dataset 'folder:{root}' has 1 class ('{folder.name}'); a classifier needs at least 2", "DIR/<class>/*.jpg")
+    assert not (tmp_path / "run" / "lora").exists()

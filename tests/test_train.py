@@ -164,6 +164,16 @@ def test_resume_errors(tmp_path):
         _run(tmp_path / "x", cfg=TrainConfig(batch_size=0))
 
 
+def test_fit_refuses_to_resume_with_another_schedule(tmp_path):
+    """The saved optimizer and scheduler keep the old lr, and a new length would bend the schedule mid-run: fit()
+    itself refuses (the trainers say it earlier, in option names: tests/test_resume_settings.py)."""
+    _run(tmp_path / "ck", cfg=TrainConfig(epochs=1, batch_size=16, checkpoint_every=2))
+    with pytest.raises(UsageError, match=r"different settings \(lr 0.001 -> 0.01\)"):
+        _run(tmp_path / "ck", cfg=TrainConfig(epochs=1, batch_size=16, lr=1e-2), resume=True)
+    with pytest.raises(UsageError, match=r"different settings \(max_steps None -> 40\)"):
+        _run(tmp_path / "ck", cfg=TrainConfig(epochs=1, batch_size=16, max_steps=40), resume=True)
+
+
 def test_checkpoint_survives_a_crash_between_renames(tmp_path):
     target = tmp_path / "last"
     write_checkpoint(target, model_state={"w": torch.ones(2)}, state={"trainer": {"step": 1}})

@@ -2,8 +2,10 @@
 
 Each command declares a frozen dataclass whose field defaults carry a comment with their meaning
 or unit. `resolve_config(Cls, file, flags)` merges the three layers, converts values to the field
-types, and rejects unknown keys with the closest valid key suggested. The resolved config is what
-goes into `run.json` and into the step's cache key.
+types, and rejects unknown keys with the closest valid key suggested. A `*_opts` field (a list of
+KEY=VALUE strings, e.g. dataset_opts, encoder_opts) is merged per key: a flag's `d_model=32` replaces
+only the file's `d_model=...`, and the file may write it as a mapping (`encoder_opts: {d_model: 64}`).
+The resolved config is what goes into `run.json` and into the step's cache key.
 """
 
 from __future__ import annotations
@@ -22,8 +24,8 @@ C = TypeVar("C")
 
 
 def read_config_file(path: Path | str) -> dict[str, Any]:
-    """Read a YAML or JSON mapping; the file's top level must be a mapping of option names."""
-    path = Path(path)
+    """Read a YAML or JSON mapping; the file's top level must be a mapping of option names, at least one."""
+    path = Path(path).expanduser()
     if path.is_dir():
         raise UsageError(f"--config {path}: is a directory; pass a YAML or JSON file of options")
     if not path.is_file():
@@ -39,8 +41,8 @@ def read_config_file(path: Path | str) -> dict[str, Any]:
     except Exception as exc:  # json.JSONDecodeError, yaml.YAMLError
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise UsageError(f"--config {path}: cannot parse ({first})") from None
-    if data is None:
-        return {}
+    if data is None or data == {}:  # an empty or comment-only file: most likely the wrong file, not "all defaults"
+        raise UsageError(f"--config {path} sets no options; write at least one 'option: value' line (e.g. max_steps: 100), or drop --config")
     if not isinstance(data, dict):
         raise UsageError(f"--config {path}: the top level must be a mapping of option names to values")
     return {str(k).replace("-", "_"): v for k, v in data.items()}
@@ -103,6 +105,44 @@ def _coerce(name: str, value: Any, tp: Any, source: str) -> Any:
     return value
 
 
+def _is_opts_field(name: str, tp: Any) -> bool:
+    """A list of KEY=VALUE strings (dataset_opts, encoder_opts): merged per key across the layers."""
+    tp, _ = _strip_optional(tp)
+    return name.endswith("_opts") and typing.get_origin(tp) in (list, tuple) and typing.get_args(tp)[:1] == (str,)
+
+
+def _opts_text(value: Any) -> str:
+    """A mapping's value as the VALUE of a KEY=VALUE string (YAML reads `true` as a bool, `0.3` as a float)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return "" if value is None else str(value)
+
+
+def _opts_items(name: str, value: Any, source: str) -> Any:
+    """A *_opts value written as a mapping ({d_model: 64}) as KEY=VALUE strings; anything else as it is."""
+    if not isinstance(value, dict):
+        return value
+    for key, item in value.items():
+        if isinstance(item, (dict, list)):
+            raise UsageError(f"{source}: '{name}' must be a list of KEY=VALUE strings or a mapping of keys to single values; "
+                             f"'{key}' has {item!r}")
+    return [f"{key}={_opts_text(item)}" for key, item in value.items()]
+
+
+def _opts_key(item: str) -> str:
+    """The KEY of a KEY=VALUE string as the option readers compare it (a string without '=' is its own key)."""
+    key, sep, _ = item.partition("=")
+    return key.strip().replace("-", "_") if sep else item
+
+
+def merge_opts(base: tuple[str, ...], over: tuple[str, ...]) -> tuple[str, ...]:
+    """KEY=VALUE strings of `base`, each replaced by `over`'s entry of the same key; `over`'s new keys after them."""
+    merged = {_opts_key(item): item for item in base}
+    for item in over:
+        merged[_opts_key(item)] = item
+    return tuple(merged.values())
+
+
 def resolve_config(cls: type[C], file: Path | str | None = None, flags: dict[str, Any] | None = None) -> C:
     """Build a frozen `cls` from defaults, then the config file, then flags that were given (not None)."""
     fields = {f.name: f for f in dataclasses.fields(cls)}
@@ -116,6 +156,10 @@ def resolve_config(cls: type[C], file: Path | str | None = None, flags: dict[str
         for key, value in layer.items():
             if key not in fields:
                 raise UsageError(f"{source}: unknown key '{key}'{did_you_mean(key, fields)}; valid keys: {', '.join(sorted(fields))}")
+            if _is_opts_field(key, hints[key]):
+                value = _coerce(key, _opts_items(key, value, source), hints[key], source)
+                values[key] = merge_opts(values[key], value) if key in values else value
+                continue
             values[key] = _coerce(key, value, hints[key], source)
     obj = cls(**values)
     check = getattr(obj, "validate", None)

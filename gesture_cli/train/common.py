@@ -109,6 +109,44 @@ def check_resume(last_dir: Path, resolved: dict, keys: Sequence[str], *, command
                      "use the same settings or --force without --resume")
 
 
+def check_resume_loop(last_dir: Path, loop_cfg, *, committed: bool) -> None:
+    """--resume, before any data is read: the checkpoint in last_dir (if any; its absence is check_resume's to say)
+    must be an unfinished run, and `loop_cfg` (loop.TrainConfig) must keep the settings its saved optimizer, LR
+    schedule and epoch order fix (loop.resume_conflicts), so that what run.json records is what trains.
+
+    committed: whether the run's output step finished (a finished checkpoint without it, from a run killed while
+    scoring or writing its artifacts, may still be resumed: it trains no more steps and writes them)."""
+    from dataclasses import asdict
+
+    from gesture_cli.train.checkpoint import find_checkpoint, read_checkpoint_state
+    from gesture_cli.train.loop import resume_conflicts
+
+    found = find_checkpoint(last_dir)
+    if found is None:
+        return
+    state = read_checkpoint_state(found)
+    trainer = state.get("trainer", {})
+    if trainer.get("finished") and committed:
+        how = "stopped early" if trainer.get("stopped_early") else "finished"
+        raise UsageError(f"cannot resume {found}: that run {how} at step {trainer.get('step')}/{trainer.get('total_steps')}, so there is "
+                         "nothing to resume; to train longer, start a new run: --force without --resume (it replaces this one) or another -r")
+    saved, given = state.get("config", {}), asdict(loop_cfg)
+    changed = resume_conflicts(saved, given)
+    if not changed:
+        return
+    key = changed[0]
+    option = f"--{key.replace('_', '-')}"
+    more = f" (and {', '.join('--' + k.replace('_', '-') for k in changed[1:])})" if len(changed) > 1 else ""
+
+    def setting(value) -> str:
+        return f"no {option}" if value is None else f"{option} {value:g}" if isinstance(value, float) else f"{option} {value}"
+
+    fix = f"without {option}" if saved[key] is None else f"with {setting(saved[key])}"
+    raise UsageError(f"cannot resume {found}: it was trained with {setting(saved[key])}, this command has {setting(given[key])}{more}, "
+                     f"which the saved training state fixes; resume {fix}, or start a new run: --force without --resume, "
+                     "or another -r")
+
+
 def refuse_unfinished(last_dir: Path, *, force: bool) -> None:
     from gesture_cli.train.checkpoint import find_checkpoint, read_checkpoint_state
 

@@ -63,6 +63,10 @@ from gesture_cli.train.checkpoint import find_checkpoint, load_checkpoint, load_
 EVENTS = ("on_fit_start", "on_step_end", "on_eval_end", "on_checkpoint", "on_fit_end")
 # Config fields that fix what "position in the epoch" means: a resume must use the same values.
 RESUME_INVARIANT = ("seed", "batch_size", "grad_accum", "drop_last")
+# Config fields the saved optimizer and LR schedule fix: the peak lr and weight decay come back with the optimizer
+# and scheduler state, the schedule's length and warm-up shape its steps so far. A resume must use the same values
+# (a new one would be ignored, or make the logged lr jump, while run.json recorded it as used).
+SCHEDULE_FIXED = ("lr", "max_steps", "epochs", "warmup_steps", "warmup_ratio", "min_lr_ratio", "weight_decay")
 LOG_COLUMNS = ("step", "epoch", "lr", "loss", "samples_per_s", "elapsed_s")
 
 
@@ -593,6 +597,23 @@ def fit(
     return FitResult(state=state, last_dir=last_dir, best_dir=best_dir if (best_dir / "state.json").is_file() else None, log_path=log_path)
 
 
+def resume_conflicts(saved: dict, cfg: dict) -> list[str]:
+    """The RESUME_INVARIANT and SCHEDULE_FIXED fields whose value in `cfg` (a TrainConfig as a dict) differs from a
+    checkpoint's saved one. epochs counts only where a max_steps is unset (max_steps overrides it), warmup_ratio only
+    where a warmup_steps is unset."""
+    out = []
+    for key in (*RESUME_INVARIANT, *SCHEDULE_FIXED):
+        if key not in saved or key not in cfg:
+            continue
+        if key == "epochs" and saved.get("max_steps") is not None and cfg.get("max_steps") is not None:
+            continue
+        if key == "warmup_ratio" and saved.get("warmup_steps") is not None and cfg.get("warmup_steps") is not None:
+            continue
+        if saved[key] != cfg[key]:
+            out.append(key)
+    return out
+
+
 def _resume(state: FitState, model, optimizer, scheduler, *, names: list[str], cfg: dict, last_dir: Path, device) -> tuple[dict, dict]:
     """Load last/ into model, optimizer, scheduler and state; returns (its state.json, its RNG tensors)."""
     found = find_checkpoint(last_dir)
@@ -600,7 +621,7 @@ def _resume(state: FitState, model, optimizer, scheduler, *, names: list[str], c
         raise ArtifactError(f"nothing to resume: no checkpoint at {last_dir}; run without --resume to start training")
     tensors, saved, opt_state, rng = load_checkpoint(found, device=device)
     saved_cfg = saved.get("config", {})
-    changed = [k for k in RESUME_INVARIANT if k in saved_cfg and saved_cfg[k] != cfg[k]]
+    changed = resume_conflicts(saved_cfg, cfg)
     if changed:
         diffs = ", ".join(f"{k} {saved_cfg[k]} -> {cfg[k]}" for k in changed)
         raise UsageError(f"cannot resume {found}: it was trained with different settings ({diffs}); use the same values or --force to start over")

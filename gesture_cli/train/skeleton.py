@@ -3,8 +3,9 @@
 A trainer (a `Trainer` subclass, one per command) holds only the steps that differ. The sequence has
 two halves, so that the code that opens the run-dir step can sit above both (tasks/training.py):
 
-    prepare(trainer, device=...)           validate, fail-fast checks, --resume check (or refuse to
-                                           overwrite an unfinished run), splits -> Plan
+    prepare(trainer, device=...)           validate, fail-fast checks, --resume checks (an unfinished run with
+                                           the same settings; without --resume: refuse to overwrite one),
+                                           splits -> Plan
     run.begin(...)                         the run-dir step: the Plan's config, inputs, input keys, output
     train_in_step(trainer, plan, step)     accelerator, precision, model, notices, data, fit, best weights,
                                            final scores, staged artifacts, step metrics -> the command's result
@@ -25,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gesture_cli.train.common import check_resume, link_tree, refuse_unfinished, set_aside_checkpoints
+from gesture_cli.train.common import check_resume, check_resume_loop, link_tree, refuse_unfinished, set_aside_checkpoints
 
 
 @dataclass(frozen=True)
@@ -182,7 +183,10 @@ def fit_summary(result, *, best: str | None = None, after_best: dict | None = No
 def prepare(trainer: Trainer, *, device: str) -> Plan:
     """Everything before the run-dir step opens: it reads the data, but builds no model."""
     context = trainer.check()
-    if not trainer.resume:
+    if trainer.resume:
+        committed = trainer.run.last_ok(trainer.command, trainer.out_rel) is not None
+        check_resume_loop(trainer.checkpoint_dir / "last", trainer.train_config(), committed=committed)
+    else:
         refuse_unfinished(trainer.checkpoint_dir / "last", force=trainer.force)
     splits = trainer.make_splits(context)
     return trainer.plan(splits, context, device=device)
