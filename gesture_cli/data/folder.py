@@ -54,9 +54,25 @@ def _split_dirs(root: Path) -> dict[str, Path]:
 
 def _root(arg: str) -> Path:
     root = Path(arg).expanduser()
+    if root.is_file():
+        raise UsageError(f"{root} is a file, not a folder; folder:DIR {_LAYOUT_HELP}{_file_spec_hint(root)}")
     if not root.is_dir():
         raise DataError(f"{root}: no such directory; folder:DIR {_LAYOUT_HELP}")
     return root
+
+
+def _file_spec_hint(path: Path) -> str:
+    """"; pass ..." naming the spec that reads a file like `path`, given to folder: by mistake; "" for other files."""
+    from gesture_cli.data.video import VIDEO_EXTENSIONS
+
+    suffix = path.suffix.lower()
+    if suffix == ".csv":
+        return f"; for a CSV of pixel rows pass csv:{path}"
+    if suffix in IMAGE_EXTENSIONS:
+        return "; pass the folder that holds the class folders, not one image"
+    if suffix in VIDEO_EXTENSIONS:
+        return f"; for the frames of a video pass video:{path}"
+    return ""
 
 
 def _flat_root(root: Path) -> Path:
