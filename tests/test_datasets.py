@@ -491,3 +491,19 @@ def test_synthetic_hands_letters_pick_the_same_images():
     np.testing.assert_array_equal(some[0], full[10])
     with pytest.raises(UsageError, match="J"):
         generate_hands(n_per_class=1, seed=0, split="train", letters=["J"])
+
+
+@pytest.mark.parametrize(("name", "hint"), [("afile", ""), ("pixels.csv", "; for a CSV of pixel rows pass csv:"),
+                                            ("img.jpg", "; pass the folder that holds the class folders, not one image"),
+                                            ("clip.mp4", "; for the frames of a video pass video:")])
+def test_folder_spec_naming_a_file_says_so_and_names_the_spec_for_it(tmp_path, name, hint):
+    from gesture_cli.core.errors import UsageError
+    from gesture_cli.data import make_dataset
+
+    path = tmp_path / name
+    path.write_bytes(b"x")
+    with pytest.raises(UsageError) as err:
+        make_dataset(f"folder:{path}", split="train")
+    text = str(err.value)
+    assert text.startswith(f"{path} is a file, not a folder; folder:DIR expected DIR/<class>/<images>") and "no such directory" not in text
+    assert text.endswith(hint + (str(path) if hint.endswith(":") else "")) and "\n" not in text

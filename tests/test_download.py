@@ -758,3 +758,31 @@ def test_help_ends_with_an_example():
     result = gx("--help")
     assert result.exit_code == 0
     assert result.output.strip().splitlines()[-1].strip().startswith("Example: gx download") or "Example: gx download" in result.output
+
+
+def test_gx_home_that_is_a_file_is_named_as_such(tmp_path, monkeypatch):
+    """Not a misleading 'not in the cache' or 'no datasets cached' from every reader below it."""
+    from gesture_cli.core.errors import UsageError
+    from gesture_cli.core.home import gx_home
+
+    monkeypatch.setenv("COLUMNS", "400")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    monkeypatch.setenv("GX_HOME", str(afile))
+    for args in (["--list"], ["dinov2-small"]):
+        result = gx(*args)
+        assert result.exit_code == 2, result.output
+        assert error_line(result) == f"Error: GX_HOME={afile} is a file, not a folder; point GX_HOME at a folder (gx keeps downloaded datasets and models there)"
+    monkeypatch.setenv("GX_HOME", str(afile / "sub"))
+    with pytest.raises(UsageError, match=re.escape(f"GX_HOME={afile / 'sub'} is inside {afile}, which is a file, not a folder")):
+        gx_home()
+
+
+def test_a_refused_write_into_the_cache_points_at_gx_home_not_at_options_download_lacks(fake_hub, home):
+    import errno
+
+    fake_hub.raise_ = PermissionError(errno.EACCES, "Permission denied", str(home / "models" / "lock"))
+    line = error_line(gx("owner/name"))
+    assert line.startswith(f"Error: cannot write {home / 'models' / 'lock'} (Permission denied); make it writable or point GX_HOME at a writable folder")
+    assert "--output" not in line and "--run-dir" not in line

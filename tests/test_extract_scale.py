@@ -243,3 +243,52 @@ def test_all_is_derived_only_from_a_full_partition(tmp_path):
     assert derived_all_split(ds, 5) is None  # capped splits are not a partition of the capped 'all'
     assert derived_all_split({s: ds[s] for s in ("train", "all")}, None) is None  # test rows would be missing
     assert derived_all_split({s: ds[s] for s in ("train", "test")}, None) is None  # no 'all' asked for
+
+
+def test_damaged_partial_shards_are_dropped_with_a_warning_and_extracted_again(tmp_path):
+    import torch
+
+    from gesture_cli.tasks.features import PartialDir
+
+    plan = {"cache_key": "abc", "shard_size": 8, "splits": {"train": 20}}
+    part = PartialDir(tmp_path / ".bb.partial", plan)
+    part.prepare()
+    for i, rows in enumerate((8, 8, 4)):
+        part.save("train", i, torch.ones(rows, 6))
+    assert part.completed(feature_dim=6) == {"train": [0, 1, 2]}
+    whole = part.shard_path("train", 0).read_bytes()
+    part.shard_path("train", 0).write_bytes(whole[:-10])  # data cut short
+    part.shard_path("train", 1).write_bytes(whole[:5])  # not even the header length
+    with pytest.warns(Warning) as caught:
+        assert part.completed(feature_dim=6) == {"train": [2]}
+    msgs = sorted(str(w.message) for w in caught)
+    assert len(msgs) == 2 and all("damaged feature shard" in m and "extracts it again" in m and "\n" not in m for m in msgs)
+    assert str(part.shard_path("train", 0)) in msgs[0] and "its header says" in msgs[0]
+    assert not part.shard_path("train", 0).exists() and not part.shard_path("train", 1).exists()
+    with pytest.warns(Warning, match=r"shape \[4, 6\], expected \[4, 5\]"):
+        assert part.completed(feature_dim=5) == {"train": []}  # another width than the backbone's
+
+
+def test_a_resume_reextracts_a_damaged_shard_instead_of_failing_at_the_end(runner, tmp_path):
+    from gesture_cli.core.rundir import RunDir
+    from gesture_cli.tasks.features import ExtractConfig, extract_features
+
+    args = [*BASE, "--precision", "fp32", "--device", "cpu"]
+    res = invoke(runner, "extract-features", *args, "-r", tmp_path / "whole")
+    assert res.exit_code == 0, res.output
+
+    def stop_after_two(split, index):
+        if index == 1:
+            raise KeyboardInterrupt
+
+    cfg = ExtractConfig(backbone="tiny-dinov2", dataset="synthetic-hands", max_samples=40, shard_size=8, batch_size=4, precision="fp32")
+    with pytest.raises(KeyboardInterrupt):
+        extract_features(cfg, RunDir(tmp_path / "cut"), device="cpu", on_shard=stop_after_two)
+    shard = tmp_path / "cut" / "features" / ".tiny-dinov2.partial" / "train" / "shard-00001.safetensors"
+    shard.write_bytes(shard.read_bytes()[:100])
+    res = invoke(runner, "extract-features", *args, "-r", tmp_path / "cut")
+    assert res.exit_code == 0, res.output
+    warned = [line for line in res.output.splitlines() if line.startswith("warning:")]
+    assert len(warned) == 1 and "shard-00001.safetensors: damaged feature shard" in warned[0], res.output
+    assert "resumed train from 1 of 5 finished shards (8 images)" in res.output
+    _same_features(tmp_path / "whole", tmp_path / "cut")

@@ -554,3 +554,28 @@ def test_foreground_pass_is_stored_and_masks_renders(runner, tmp_path, synth_run
     _one_line_error(res, 2, "--foreground-threshold needs --foreground")
     res = invoke(runner, *args, "--foreground", "--foreground-threshold", "1e9", "-r", tmp_path / "x")
     _one_line_error(res, 1, "--foreground-threshold 1e+09 keeps 0 of 1536 patches; lower the threshold")
+
+
+def test_render_says_its_precision_and_keys_its_cache_on_the_resolved_one(runner, tmp_path, synth_run, monkeypatch):
+    """As evaluate: auto resolved to bf16 (a CPU with native bf16) is not reused once auto means fp32, and
+    an explicit --precision fp32 reuses the render auto made in fp32."""
+    import shutil
+
+    from gesture_cli.data.synthetic_video import generate_clip
+    from gesture_cli.viz.pca_render import write_png
+
+    run = tmp_path / "run"
+    shutil.copytree(synth_run, run)
+    write_png(tmp_path / "img.png", generate_clip(seed=3, clip=0, subject=1)[4])
+    args = ["pca-visualize", "-i", tmp_path / "img.png", "-r", run, "--device", "cpu"]
+    monkeypatch.setenv("GX_NATIVE_BF16", "1")
+    res = invoke(runner, *args)
+    _ok(res)
+    assert [line for line in res.output.splitlines() if line.startswith("precision:")] == ["precision: bf16 on cpu"], res.output
+    monkeypatch.setenv("GX_NATIVE_BF16", "0")
+    res = invoke(runner, *args)
+    _ok(res)
+    assert "precision: fp32 on cpu" in res.output and "cached renders" not in res.output  # re-rendered in fp32
+    res = invoke(runner, *args, "--precision", "fp32")
+    _ok(res)
+    assert "precision: fp32 on cpu" in res.output and "cached renders" in res.output

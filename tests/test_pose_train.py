@@ -446,3 +446,17 @@ def test_a_hub_text_model_is_referenced_not_copied_and_reloaded_for_finetuning(t
     assert any("text model umt5-small (google/umt5-small)" in n for n in notes), notes
     info = read_text_model_info(Path(fine["out"]) / "text_model")
     assert info["weights"] and info["fine_tuned"] and info["location"] == "google/umt5-small"
+
+
+def test_infer_translate_sample_id_not_in_the_dataset_is_a_usage_error(runner, tmp_path):
+    """Exit 2, as any option value that names nothing; the line names the id, ids that exist and the closest one.
+    The lookup comes before the model is loaded: translator.json alone is enough here."""
+    from gesture_cli.core.artifacts import save_json
+    from gesture_cli.models.translator import FINETUNE_REL, TRANSLATOR_KIND
+
+    run = tmp_path / "run"
+    (run / FINETUNE_REL).mkdir(parents=True)
+    save_json(run / FINETUNE_REL / "translator.json", {"dataset": "synthetic-signs", "seed": 0}, kind=TRANSLATOR_KIND)
+    res = invoke(runner, "infer", "translate", "--sample-id", "test-99999", "-r", run, "--device", "cpu")
+    out = _one_line_error(res, "--sample-id 'test-99999' is not in dataset 'synthetic-signs'", "ids like ", "(did you mean '")
+    assert res.exit_code == 2, out

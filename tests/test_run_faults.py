@@ -505,3 +505,29 @@ def test_a_file_where_a_folder_is_needed_is_one_line_naming_it(runner, tmp_path)
     if pose.is_file():
         res = invoke(runner, "pose-view", pose, "-o", tmp_path / "afile" / "v.html")
         one_line_error(res, 1, f"{tmp_path / 'afile'} is a file where a folder is needed")
+
+
+def test_a_refused_write_names_only_options_the_command_has(tmp_path, runner, monkeypatch):
+    """The hint after 'make it writable' is where this command can write instead: extract-features has
+    --run-dir but no --output; a write into the gx cache is moved with GX_HOME, which no option changes."""
+    import errno
+
+    target = {"path": tmp_path / "ro" / "x.safetensors"}
+
+    def refused(*args, **kwargs):
+        raise PermissionError(errno.EACCES, "Permission denied", str(target["path"]))
+
+    monkeypatch.setattr("gesture_cli.core.artifacts.save_tensors", refused)
+    res = invoke(runner, *EXTRACT, "--max-samples", "4", "-r", tmp_path / "run")
+    one_line_error(res, 1, f"Error: cannot write {target['path']} (Permission denied); make it writable or write somewhere else (--run-dir)")
+    assert "--output" not in res.output
+    monkeypatch.setenv("GX_HOME", str(tmp_path / "home"))
+    target["path"] = tmp_path / "home" / "models" / "x.lock"
+    res = invoke(runner, *EXTRACT, "--max-samples", "4", "-r", tmp_path / "run2")
+    one_line_error(res, 1, f"Error: cannot write {target['path']} (Permission denied); make it writable or point GX_HOME at a writable folder")
+    assert "--run-dir" not in res.output
+
+    from gesture_cli.core.errors import write_error
+
+    # outside a command (the library used from Python): no option to name
+    assert str(write_error(OSError(errno.EROFS, "Read-only file system", "/mnt/x"))) == "cannot write /mnt/x (Read-only file system); make it writable"

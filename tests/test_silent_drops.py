@@ -114,3 +114,65 @@ def test_segment_train_strict_fails_before_training(runner, tmp_path):
     res = invoke(runner, "segment-train", "--backbone", "tiny-dinov2", "--dataset", f"seg:{root}", "--dataset-opt", "strict=true",
                  "--device", "cpu", "-r", tmp_path / "run")
     one_line_error(res, 1, "1 image(s) not read", "3.png (expected masks/3.png)")
+
+
+# ---- links to nothing (a deleted file, an unmounted drive) ------------------------------------------
+
+
+def test_folder_counts_and_names_a_broken_link(tmp_path):
+    from gesture_cli.data import make_dataset
+    from gesture_cli.data.images import BROKEN_LINK
+
+    root = tmp_path / "f"
+    for c in ("a", "b"):
+        (root / c).mkdir(parents=True)
+        for i in range(3):
+            assert cv2.imwrite(str(root / c / f"{i}.png"), np.full((8, 8, 3), 40 * i, np.uint8))
+    (root / "a" / "broken.jpg").symlink_to(tmp_path / "gone.jpg")
+    (root / "c").symlink_to(tmp_path / "unmounted")  # a class folder on a drive that is not there
+    with pytest.warns(GxWarning) as caught:
+        ds = make_dataset(f"folder:{root}", split="all")
+    assert len(ds) == 6 and ds.classes == ["a", "b"] and ds.skipped == {BROKEN_LINK: 2}
+    msg = str(caught[0].message)
+    assert msg.startswith(f"{root}: skipped 2 file(s) ({BROKEN_LINK}: 2)")
+    assert f"a/broken.jpg (broken link: its target {tmp_path / 'gone.jpg'} does not exist)" in msg
+    assert f"c (broken link: its target {tmp_path / 'unmounted'} does not exist)" in msg
+    with pytest.raises(DataError) as err:
+        make_dataset(f"folder:{root}", split="all", strict=True)
+    text = str(err.value)
+    assert "\n" not in text and text.startswith(f"{root}: 2 file(s) not read") and "a/broken.jpg" in text and str(tmp_path / "gone.jpg") in text
+
+
+def test_seg_counts_and_names_broken_links_to_an_image_or_a_mask(tmp_path):
+    from gesture_cli.data.images import BROKEN_LINK
+    from gesture_cli.data.segmentation import make_seg_dataset
+
+    root = _seg(tmp_path / "s", unmasked=0)
+    (root / "images" / "7.png").symlink_to(tmp_path / "gone.png")
+    assert cv2.imwrite(str(root / "images" / "8.png"), np.zeros((8, 8, 3), np.uint8))
+    (root / "masks" / "8.png").symlink_to(tmp_path / "gone-mask.png")
+    with pytest.warns(GxWarning) as caught:
+        ds = make_seg_dataset(f"seg:{root}", split="all")
+    assert len(ds) == 3 and ds.skipped == {BROKEN_LINK: 2}
+    msg = str(caught[0].message)
+    assert f"7.png (broken link: its target {tmp_path / 'gone.png'} does not exist)" in msg
+    assert f"8.png (its mask masks/8.png is a broken link: its target {tmp_path / 'gone-mask.png'} does not exist)" in msg
+    with pytest.raises(DataError, match=r"2 image\(s\) not read .*7\.png .*gone\.png"):
+        make_seg_dataset(f"seg:{root}", split="all", strict=True)
+
+
+def test_cli_strict_fails_on_a_broken_link(runner, tmp_path):
+    root = tmp_path / "f"
+    for c in ("a", "b"):
+        (root / c).mkdir(parents=True)
+        for i in range(3):
+            assert cv2.imwrite(str(root / c / f"{i}.png"), np.full((16, 16, 3), 40 * i, np.uint8))
+    (root / "a" / "broken.jpg").symlink_to("/nonexistent.jpg")
+    common = ["extract-features", "--backbone", "tiny-vit", "--dataset", f"folder:{root}", "--image-size", "32", "--device", "cpu",
+              "--precision", "fp32"]
+    res = invoke(runner, *common, "-r", tmp_path / "run")
+    assert res.exit_code == 0, res.output
+    warned = [line for line in res.output.splitlines() if line.startswith("warning:")]
+    assert len(warned) == 1 and "a/broken.jpg" in warned[0] and "/nonexistent.jpg" in warned[0], res.output
+    res = invoke(runner, *common, "--dataset-opt", "strict=true", "-r", tmp_path / "run2")
+    one_line_error(res, 1, "1 file(s) not read", "a/broken.jpg", "/nonexistent.jpg", "strict=true")

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from gesture_cli.cli.options import PrecisionOpt, argv, dataset_opt, flags, gx_command, make_console
+from gesture_cli.cli.options import PrecisionOpt, argv, dataset_opt, flags, gx_command, make_console, precision_line
 
 COMPUTE_EXAMPLE = (
     "Example: gx pca-compute --backbone dinov2-small --dataset video:data/signers --frame-stride 5 -r runs/pca   "
@@ -121,7 +121,7 @@ def pca_visualize(
         entry = render_pca(
             cfg, run, device=device, force=force, argv=argv(), on_input=bars.start, on_progress=bars.update,
             on_backoff=lambda bs: err.print(f"CUDA out of memory: batch size lowered to {bs}"),
-            on_memory=err.print if _verbose(verbose) else None,
+            on_memory=err.print if _verbose(verbose) else None, notify=precision_line(console),
         )
     if entry.get("cached"):
         console.print(f"[dim]pca-visualize: cached renders of {cfg.input} (use --force to re-render)[/]")

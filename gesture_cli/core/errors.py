@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import difflib
 import errno
+import os
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -100,12 +101,39 @@ def write_error(exc: OSError, path: Path | str | None = None) -> GxError | None:
     if exc.errno in _FULL:
         return GxError(f"disk full or file-size limit while writing{at} ({why}); free space (or raise `ulimit -f`) and rerun")
     if exc.errno in _REFUSED:
-        return GxError(f"cannot write{at} ({why}); make it writable or write somewhere else (--run-dir, --output)")
+        return GxError(f"cannot write{at} ({why}); make it writable{_elsewhere(where)}")
     if exc.errno in (errno.EEXIST, errno.ENOTDIR) and where:
         blocker = file_in_the_way(Path(where))
         if blocker is not None:
             return GxError(f"{where}: {blocker} is a file where a folder is needed; move it or choose another path")
     return None
+
+
+# options with which a command chooses where it writes; a refused write names those the running command has
+WHERE_OPTIONS = ("--run-dir", "--output", "--into", "--png")
+
+
+def _elsewhere(where: Path | str | None) -> str:
+    """How to write somewhere else instead: GX_HOME for a path in gx's cache of downloads, else the options of the
+    running command (click's current context) that choose where it writes; "" when it has none or no command runs."""
+    if where is not None:
+        # the root core.home.gx_home returns (not imported: core.home imports this module)
+        home = Path(os.environ.get("GX_HOME") or Path.home() / ".cache" / "gx").expanduser()
+        try:
+            home = home.resolve()
+            in_cache = Path(where).resolve().is_relative_to(home)
+        except (OSError, RuntimeError):
+            in_cache = False
+        if in_cache:
+            return f" or point GX_HOME at a writable folder (gx's cache of downloads, now {home})"
+    try:  # typer >= 0.20 runs commands on its own copy of click
+        from typer._click.globals import get_current_context
+    except ImportError:
+        from click import get_current_context
+    ctx = get_current_context(silent=True)
+    params = ctx.command.params if ctx is not None else []
+    have = [opt for opt in WHERE_OPTIONS if any(opt in p.opts for p in params)]
+    return f" or write somewhere else ({', '.join(have)})" if have else ""
 
 
 def file_in_the_way(path: Path) -> Path | None:

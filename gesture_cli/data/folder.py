@@ -8,9 +8,10 @@ Two layouts:
 
 Classes are the sorted subfolder names (the union over all splits, so label ids agree between splits);
 images may sit in nested folders below their class folder. Every file that is not used is counted in
-`skipped` by reason: files with a non-image suffix, files outside a class folder, empty (0-byte) files
-and images whose header cannot be read (checked with Pillow, header only; `verify=True` decodes every
-image instead, which also catches truncated files but costs a full read). In the flat layout the counts
+`skipped` by reason: files with a non-image suffix, files outside a class folder, empty (0-byte) files,
+links whose target is missing (a deleted file, an unmounted drive) and images whose header cannot be read
+(checked with Pillow, header only; `verify=True` decodes every image instead, which also catches truncated
+files but costs a full read). In the flat layout the counts
 are the whole folder's, reported on both splits (a skipped file belongs to neither). Skipped files are
 also named (the first few) in a GxWarning, which the CLI prints; `strict=True` makes them a DataError.
 """
@@ -24,9 +25,11 @@ import numpy as np
 
 from gesture_cli.core.errors import DataError, UsageError
 from gesture_cli.data.images import (
+    BROKEN_LINK,
     IMAGE_EXTENSIONS,
     NAMED_SKIPS,
     ImageDataset,
+    broken_link_target,
     decode_image,
     probe_image,
     report_skipped,
@@ -51,9 +54,25 @@ def _split_dirs(root: Path) -> dict[str, Path]:
 
 def _root(arg: str) -> Path:
     root = Path(arg).expanduser()
+    if root.is_file():
+        raise UsageError(f"{root} is a file, not a folder; folder:DIR {_LAYOUT_HELP}{_file_spec_hint(root)}")
     if not root.is_dir():
         raise DataError(f"{root}: no such directory; folder:DIR {_LAYOUT_HELP}")
     return root
+
+
+def _file_spec_hint(path: Path) -> str:
+    """"; pass ..." naming the spec that reads a file like `path`, given to folder: by mistake; "" for other files."""
+    from gesture_cli.data.video import VIDEO_EXTENSIONS
+
+    suffix = path.suffix.lower()
+    if suffix == ".csv":
+        return f"; for a CSV of pixel rows pass csv:{path}"
+    if suffix in IMAGE_EXTENSIONS:
+        return "; pass the folder that holds the class folders, not one image"
+    if suffix in VIDEO_EXTENSIONS:
+        return f"; for the frames of a video pass video:{path}"
+    return ""
 
 
 def _flat_root(root: Path) -> Path:
@@ -79,19 +98,29 @@ def _scan(split_dir: Path, classes: list[str], *, verify: bool) -> tuple[list[Pa
     named: list[str] = []
     color = False
 
-    def skip(f: Path, reason: str) -> None:
+    def skip(f: Path, reason: str, detail: str | None = None) -> None:
         skipped[reason] = skipped.get(reason, 0) + 1
         if len(named) < NAMED_SKIPS:
-            named.append(f"{f.relative_to(split_dir).as_posix()} ({reason})")
+            named.append(f"{f.relative_to(split_dir).as_posix()} ({detail or reason})")
+
+    def skip_if_broken_link(f: Path) -> bool:
+        target = broken_link_target(f)
+        if target is not None:
+            skip(f, BROKEN_LINK, f"broken link: its target {target} does not exist")
+        return target is not None
 
     for entry in sorted(split_dir.iterdir()):
         if entry.is_file():
             skip(entry, "file outside a class folder")
+        else:
+            skip_if_broken_link(entry)  # a file or a class folder that links to nothing
     for label, name in enumerate(classes):
         class_dir = split_dir / name
         if not class_dir.is_dir():
             continue  # a class this split lacks (e.g. only in train/)
-        for f in sorted(p for p in class_dir.rglob("*") if p.is_file()):
+        for f in sorted(p for p in class_dir.rglob("*") if p.is_file() or broken_link_target(p) is not None):
+            if skip_if_broken_link(f):
+                continue
             if f.suffix.lower() not in IMAGE_EXTENSIONS:
                 skip(f, "not an image file (suffix)")
                 continue

@@ -7,6 +7,7 @@ cv2 is imported inside the functions that need it so that importing this module 
 
 from __future__ import annotations
 
+import os
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -184,6 +185,21 @@ def probe_image(path: Path) -> bool | None:
             return im.mode not in _GREY_MODES
     except Exception:  # Pillow raises many types (UnidentifiedImageError, OSError, SyntaxError, DecompressionBomb...)
         return None
+
+
+def broken_link_target(path: Path) -> str | None:
+    """The target `path` points to when it is a symbolic link to nothing there (a deleted file, a drive that is
+    not mounted), else None. `Path.is_file()` is False for such a link, so a walk that keeps files only would
+    drop it without a word."""
+    if not path.is_symlink() or path.exists():
+        return None
+    try:
+        return os.readlink(path)
+    except OSError:
+        return "?"
+
+
+BROKEN_LINK = "broken link (target missing)"  # the `skipped` reason for a link found by `broken_link_target`
 
 
 def stratified_split(labels: np.ndarray, *, test_fraction: float = 0.2, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

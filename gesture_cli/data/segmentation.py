@@ -35,7 +35,16 @@ import numpy as np
 
 from gesture_cli.core.errors import DataError, UsageError, unknown_split
 from gesture_cli.data.class_map import IGNORE_INDEX, ClassMap, load_class_map
-from gesture_cli.data.images import IMAGE_EXTENSIONS, NAMED_SKIPS, decode_image, report_skipped, resize_image, to_rgb
+from gesture_cli.data.images import (
+    BROKEN_LINK,
+    IMAGE_EXTENSIONS,
+    NAMED_SKIPS,
+    broken_link_target,
+    decode_image,
+    report_skipped,
+    resize_image,
+    to_rgb,
+)
 from gesture_cli.data.registry import DatasetSpec, parse_dataset, register_dataset
 from gesture_cli.data.synthetic_scenes import GENERATOR_VERSION, SCENE_CLASSES, SPLIT_IDS, render_scene
 
@@ -346,12 +355,20 @@ def _split_dirs(root: Path, layout: str, split: str) -> tuple[Path, Path]:
 
 
 def _pairs(layout: str, image_dir: Path, mask_dir: Path) -> tuple[list[Path], list[Path], dict[str, int], list[str]]:
-    """(images, their masks, skipped reason -> count, "image (no mask/at/path)" of the first images without a mask)."""
+    """(images, their masks, skipped reason -> count, "image (why)" of the first skipped images: no mask, or the
+    image or its mask a link whose target is missing)."""
     images, masks, skipped, named = [], [], {}, []
+
+    def skip(rel: Path, reason: str, detail: str) -> None:
+        skipped[reason] = skipped.get(reason, 0) + 1
+        if len(named) < NAMED_SKIPS:
+            named.append(f"{rel.as_posix()} ({detail})")
+
     if layout == "cityscapes":
         candidates = sorted(image_dir.rglob("*_leftImg8bit.png"))
     else:
-        candidates = sorted(p for p in image_dir.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+        candidates = sorted(p for p in image_dir.rglob("*") if (p.is_file() or broken_link_target(p) is not None)
+                            and p.suffix.lower() in IMAGE_EXTENSIONS)
     for img in candidates:
         rel = img.relative_to(image_dir)
         if layout == "cityscapes":
@@ -359,10 +376,17 @@ def _pairs(layout: str, image_dir: Path, mask_dir: Path) -> tuple[list[Path], li
             mask = mask_dir / rel.parent / f"{stem}_gtFine_labelIds.png"
         else:
             mask = mask_dir / rel.with_suffix(".png")
+        mask_rel = f"{mask_dir.name}/{mask.relative_to(mask_dir).as_posix()}"
+        target = broken_link_target(img)
+        if target is not None:
+            skip(rel, BROKEN_LINK, f"broken link: its target {target} does not exist")
+            continue
+        target = broken_link_target(mask)
+        if target is not None:
+            skip(rel, BROKEN_LINK, f"its mask {mask_rel} is a broken link: its target {target} does not exist")
+            continue
         if not mask.is_file():
-            skipped["image without a mask"] = skipped.get("image without a mask", 0) + 1
-            if len(named) < NAMED_SKIPS:
-                named.append(f"{rel.as_posix()} (expected {mask_dir.name}/{mask.relative_to(mask_dir).as_posix()})")
+            skip(rel, "image without a mask", f"expected {mask_rel}")
             continue
         images.append(img)
         masks.append(mask)

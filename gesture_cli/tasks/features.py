@@ -103,12 +103,30 @@ class PartialDir:
         self.root.mkdir(parents=True, exist_ok=True)
         save_json(plan_path, self.plan, kind="feature-plan")
 
-    def completed(self) -> dict[str, list[int]]:
-        """split -> indices of the shard files present (each was written atomically, so present = whole)."""
+    def completed(self, *, feature_dim: int | None = None) -> dict[str, list[int]]:
+        """split -> indices of the whole shard files present. Each was written atomically, but a disk fault, a
+        copy or a hand can still damage one: a shard whose header does not read, whose tensor is not
+        [rows of the shard, feature_dim] (None: any width) or whose file is shorter or longer than its header
+        says is deleted with a GxWarning, so that it is extracted again instead of failing the assembly after
+        all the other shards were done."""
+        import warnings
+
+        from gesture_cli.core.errors import GxWarning
+
         out: dict[str, list[int]] = {}
         for split, n in self.plan["splits"].items():
-            count = shard_count(n, self.plan["shard_size"])
-            out[split] = [i for i in range(count) if self.shard_path(split, i).is_file()]
+            out[split] = []
+            for i in range(shard_count(n, self.plan["shard_size"])):
+                path = self.shard_path(split, i)
+                if not path.is_file():
+                    continue
+                lo, hi = shard_bounds(i, n, self.plan["shard_size"])
+                damage = shard_damage(path, rows=hi - lo, feature_dim=feature_dim)
+                if damage is None:
+                    out[split].append(i)
+                    continue
+                path.unlink(missing_ok=True)
+                warnings.warn(GxWarning(f"{path}: damaged feature shard ({damage}); deleted it, this run extracts it again"), stacklevel=2)
         return out
 
     def save(self, split: str, index: int, feats) -> None:
@@ -125,6 +143,39 @@ class PartialDir:
 
     def remove(self) -> None:
         shutil.rmtree(self.root, ignore_errors=True)
+
+
+def shard_damage(path: Path, *, rows: int, feature_dim: int | None) -> str | None:
+    """What is wrong with a saved shard, or None when it looks whole. Reads the safetensors header only
+    (8-byte little-endian length + JSON): cheap enough for thousands of shards."""
+    import json
+
+    try:
+        size = path.stat().st_size
+        with path.open("rb") as f:
+            head = f.read(8)
+            n = int.from_bytes(head, "little") if len(head) == 8 else -1
+            if n < 2 or 8 + n > size:
+                return f"{size} bytes, too short for its safetensors header"
+            header = json.loads(f.read(n))
+    except OSError as exc:
+        return f"cannot read it: {exc.strerror or exc}"
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return "its safetensors header is not valid JSON"
+    tensors = {k: v for k, v in header.items() if k != "__metadata__"} if isinstance(header, dict) else {}
+    feats = tensors.get("features")
+    if not isinstance(feats, dict) or not isinstance(feats.get("shape"), list):
+        return "no features tensor in it"
+    shape = feats["shape"]
+    if len(shape) != 2 or shape[0] != rows or (feature_dim is not None and shape[1] != feature_dim):
+        return f"features of shape {shape}, expected [{rows}, {feature_dim if feature_dim is not None else 'D'}]"
+    try:
+        end = max(int(t["data_offsets"][1]) for t in tensors.values())
+    except (KeyError, IndexError, TypeError, ValueError):
+        return "its safetensors header has no valid data offsets"
+    if 8 + n + end != size:
+        return f"{size} bytes, its header says {8 + n + end}"
+    return None
 
 
 def shard_count(n: int, shard_size: int) -> int:
@@ -239,7 +290,7 @@ def _extract(cfg: ExtractConfig, run, datasets: dict, ctx, *, device: str, force
         partial.prepare()
     # Who holds each finished shard: on a shared disk every rank sees every file (rank 0 reads them
     # itself); on separate machines a shard lives on the rank that wrote it and is sent over later.
-    held = ctx.all_gather(partial.completed())
+    held = ctx.all_gather(partial.completed(feature_dim=backbone.feature_dim(cfg.pool)))
     owner = {s: {} for s in extracted}
     for rank, done in reversed(list(enumerate(held))):
         for s, ids in done.items():

@@ -162,8 +162,15 @@ def render_pca(
     on_progress: Callable[[int], None] | None = None,
     on_backoff: Callable[[int], None] | None = None,
     on_memory: Callable[[str], None] | None = None,
+    notify: Callable[[str], None] | None = None,
 ) -> dict:
-    """Render every input with the run's PCA into pca/<backbone>/renders/; returns the step entry."""
+    """Render every input with the run's PCA into pca/<backbone>/renders/; returns the step entry.
+
+    `notify(line)` gets the one "precision: bf16 on cpu" line. The step's cache key holds the precision
+    --precision resolves to on this device, not the option as given: a render made in bf16 is not reused
+    where auto now means fp32 (GX_NATIVE_BF16=0, another machine), and --precision fp32 reuses an auto
+    render that was fp32 already."""
+    from gesture_cli.core.device import make_precision, resolve_device
     from gesture_cli.data.video import video_info
 
     items = list_inputs(cfg.input)
@@ -186,9 +193,13 @@ def render_pca(
     if len(set(outputs)) < len(outputs):
         raise UsageError(f"--input {cfg.input}: two inputs map to the same output name; render them separately")
     infos = {item: video_info(item.path) for item in items if item.kind == "video"}  # bad videos fail before any work
+    dev = resolve_device(device)
+    prec = make_precision(dev, cfg.precision)
+    if notify is not None:
+        notify(f"precision: {prec.describe()}")
     step = run.begin(
         "pca-visualize",
-        config={**_asdict(cfg), "pca": str(pca_dir), "backbone": spec, "device": device},
+        config={**_asdict(cfg), "precision": prec.name, "pca": str(pca_dir), "backbone": spec, "device": device},
         inputs=[item.path for item in items] + [pca_dir / PCA_TENSORS, pca_dir / PCA_JSON],
         outputs=outputs,
         argv=argv,
@@ -197,12 +208,10 @@ def render_pca(
     if step.cached:
         return {**step.entry, "cached": True}
 
-    from gesture_cli.core.device import compute_dtype, resolve_device
     from gesture_cli.models.backbones import build_backbone
     from gesture_cli.models.pca import auto_batch_size, iter_patch_batches
 
-    dev = resolve_device(device)
-    dtype = compute_dtype(dev, cfg.precision)
+    dtype = prec.dtype
     try:
         backbone = build_backbone(spec, device=dev, dtype=dtype, image_size=info["image_size"])
     except UsageError:  # the PCA's image size is no multiple of this backbone's patch: another backbone

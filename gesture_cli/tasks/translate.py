@@ -233,7 +233,7 @@ def infer_translation(run, cfg: InferTranslateConfig, *, device="auto", argv=Non
             ids = [s.id for s in ds.samples]
             from gesture_cli.core.errors import did_you_mean
 
-            raise DataError(f"--sample-id '{cfg.sample_id}' is not in dataset '{spec}' ({len(ids)} samples, "
+            raise UsageError(f"--sample-id '{cfg.sample_id}' is not in dataset '{spec}' ({len(ids)} samples, "
                             f"ids like {', '.join(ids[:3])}){did_you_mean(cfg.sample_id, ids)}")
         samples, where, skipped = hit, f"{spec} sample {cfg.sample_id}", {}
     _check_layout(samples, info, where)
