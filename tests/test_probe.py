@@ -127,6 +127,23 @@ def test_probe_without_features_names_extract_features(runner, tmp_path):
     _clean_error(res, 1, "no 'train' features for backbone 'tiny-vit'", "gx extract-features --backbone tiny-vit")
 
 
+def test_probe_of_one_class_is_a_data_error_like_lora_train(runner, tmp_path):
+    """A probe of features from a one-class folder was refused as a usage error (exit 2) in words lora-train does not
+    use: now the data error lora-train gives, naming the dataset, its class and the layout folder:DIR expects."""
+    from PIL import Image
+
+    folder = tmp_path / "onecls" / "a"
+    folder.mkdir(parents=True)
+    for i in range(10):
+        Image.new("RGB", (16, 16), (i * 20, 0, 0)).save(folder / f"{i}.jpg")
+    spec = f"folder:{folder.parent}"
+    res = invoke(runner, "extract-features", "--backbone", "tiny-vit", "--dataset", spec, "--device", "cpu", "-r", tmp_path / "r")
+    assert res.exit_code == 0, res.output
+    res = invoke(runner, "probe", "-r", tmp_path / "r", "--device", "cpu")
+    _clean_error(res, 1, f"dataset '{spec}' has 1 class ('a'); a probe needs at least 2", "DIR/<class>/*.jpg")
+    assert not (tmp_path / "r" / "probe" / "tiny-vit").exists()
+
+
 def test_probe_bad_solver_is_usage_error(runner, tmp_path):
     res = invoke(runner, "probe", "-r", tmp_path / "r", "--solver", "sklaern")
     _clean_error(res, 2, "unknown solver 'sklaern' (did you mean 'sklearn'?)")

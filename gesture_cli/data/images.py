@@ -235,3 +235,20 @@ def report_skipped(where: Path, skipped: dict[str, int], named: list[str], *, wh
         raise DataError(f"{where}: {total} {what} not read ({counts}): {shown}; fix or remove them, or leave out strict=true to skip them with a warning")
     warnings.warn(GxWarning(f"{where}: skipped {total} {what} ({counts}): {shown}; the dataset option strict=true makes this an error"),
                   stacklevel=3)
+
+
+def check_two_classes(dataset: str, classes: Sequence[str], labels: np.ndarray, *, folder: bool, what: str = "a classifier") -> None:
+    """DataError unless `labels` (the training split's, indices into `classes`) hold at least two classes: with one
+    (a folder with a single class subfolder, or DIR/images/*.jpg read as class 'images') a classifier learns
+    nothing and scores a meaningless accuracy of 1.0."""
+    present = [str(classes[i]) for i in np.unique(labels)]
+    if len(present) >= 2:
+        return
+    named = ", ".join(f"'{c}'" for c in present) or "none"
+    if len(classes) < 2:
+        held = f"has {len(classes)} class ({named})"
+    else:
+        held = f"has {len(classes)} classes, but its training split holds only {named}"
+    hint = (": folder:DIR expects one subfolder of images per class, DIR/<class>/*.jpg (or DIR/train/<class>/*.jpg and DIR/test/<class>/*.jpg)"
+            if folder else "")
+    raise DataError(f"dataset '{dataset}' {held}; {what} needs at least 2{hint}")

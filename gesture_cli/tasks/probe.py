@@ -155,6 +155,7 @@ def probe_backbone(cfg: ProbeConfig, run, name: str, *, device, force: bool = Fa
     """Probe one backbone's features into probe/<name>/; returns its metrics (+ `cached`)."""
     from gesture_cli.core.artifacts import load_json, save_json
     from gesture_cli.core.config import config_to_dict
+    from gesture_cli.data.images import check_two_classes
     from gesture_cli.eval.classify import classification_metrics
     from gesture_cli.tasks.features import load_features
     from gesture_cli.viz.plots import render_confusion, render_tsne
@@ -183,6 +184,8 @@ def probe_backbone(cfg: ProbeConfig, run, name: str, *, device, force: bool = Fa
     if not classes:
         classes = [str(i) for i in range(int(max(ytr.max(), yte.max())) + 1)]
     fmeta = _features_meta(run, name)
+    dataset = str(fmeta.get("dataset") or feats_dir)
+    check_two_classes(dataset, classes, ytr, folder=dataset.startswith("folder:"), what="a probe")
     grid = c_grid(full=cfg.full_grid)
     say = on_event or (lambda _msg: None)
 

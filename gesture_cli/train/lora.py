@@ -89,7 +89,7 @@ class LoraTrainConfig(LoopSettings):
 def make_splits(cfg: LoraTrainConfig) -> Splits:
     """Train / validation / test datasets for a config (see the module docstring)."""
     from gesture_cli.data import make_dataset, parse_dataset
-    from gesture_cli.data.images import stratified_split
+    from gesture_cli.data.images import check_two_classes, stratified_split
 
     spec = parse_dataset(cfg.dataset, cfg.dataset_opts)  # read once; every split below is made from it
     if cfg.no_gesture:
@@ -105,24 +105,8 @@ def make_splits(cfg: LoraTrainConfig) -> Splits:
     for ds in (out.val, out.test):
         if ds is not None and list(ds.classes) != list(out.train.classes):
             raise DataError(f"dataset '{cfg.dataset}': split '{ds.split}' has classes {ds.classes[:5]}... unlike the training split's {out.train.classes[:5]}...")
-    check_two_classes(cfg.dataset, out.train, folder=spec.name == "folder")
+    check_two_classes(cfg.dataset, out.train.classes, out.train.labels, folder=spec.name == "folder")
     return out
-
-
-def check_two_classes(dataset: str, train, *, folder: bool) -> None:
-    """A classifier needs two classes in its training split: with one (a folder with a single class subfolder, or
-    DIR/images/*.jpg read as class 'images') it learns nothing and scores a meaningless accuracy of 1.0."""
-    present = [str(train.classes[i]) for i in np.unique(train.labels)]
-    if len(present) >= 2:
-        return
-    named = ", ".join(f"'{c}'" for c in present) or "none"
-    if len(train.classes) < 2:
-        what = f"has {len(train.classes)} class ({named})"
-    else:
-        what = f"has {len(train.classes)} classes, but its training split holds only {named}"
-    hint = (": folder:DIR expects one subfolder of images per class, DIR/<class>/*.jpg (or DIR/train/<class>/*.jpg and DIR/test/<class>/*.jpg)"
-            if folder else "")
-    raise DataError(f"dataset '{dataset}' {what}; a classifier needs at least 2{hint}")
 
 
 class ImageBatches(SizedBatches):
