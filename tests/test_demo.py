@@ -7,7 +7,7 @@ import json
 import pytest
 
 from gesture_cli.tasks.demo import demo_steps, run_demo
-from tests.conftest import invoke
+from tests.conftest import invoke, one_line_error
 
 
 def _fake_invoke(run, *, fail_at: str | None = None, calls: list | None = None):
@@ -69,6 +69,26 @@ def test_an_unwritable_demo_run_dir_is_a_clean_error(runner, tmp_path):
     blocker.write_text("")
     res = invoke(runner, "demo", "-r", blocker / "demo")
     assert res.exit_code == 1 and "cannot write the demo run there" in res.output and "Traceback" not in res.output
+
+
+def test_demo_run_dir_empty_is_refused_and_tilde_expanded(runner, tmp_path, monkeypatch):
+    """`gx demo -r ""` would have made the current folder the demo run, and `-r '~/d'` a folder named '~' here."""
+    import gesture_cli.tasks.demo as task_demo
+    from gesture_cli.core.errors import GxError
+
+    monkeypatch.chdir(tmp_path)
+    res = invoke(runner, "demo", "-r", "")
+    one_line_error(res, 2, "-r/--run-dir is empty")
+    assert not any(tmp_path.iterdir())
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    seen: list = []
+    def stop(run, **_kw):
+        seen.append(run)
+        raise GxError("stopped here")
+
+    monkeypatch.setattr(task_demo, "run_demo", stop)
+    one_line_error(invoke(runner, "demo", "-r", "~/d"), 1, "stopped here")
+    assert seen == [tmp_path / "home" / "d"] and not (tmp_path / "~").exists()
 
 
 @pytest.mark.slow

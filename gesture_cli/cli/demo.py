@@ -9,14 +9,15 @@ from typing import Annotated
 import typer
 
 from gesture_cli.cli.options import gx_command, make_console
-from gesture_cli.core.errors import GxError
+from gesture_cli.core.errors import GxError, UsageError
 
 EXAMPLE = "Example: gx demo   (then open runs/demo/report.html; gx demo --fresh recomputes every step)"
 
 
 @gx_command
 def demo(
-    run_dir: Annotated[Path, typer.Option("--run-dir", "-r", help="Where the demo run goes.")] = Path("runs/demo"),
+    # path_type=str: the text as typed, so that `-r ""` is refused (a Path makes it ".") and a `~` the shell left is expanded
+    run_dir: Annotated[Path, typer.Option("--run-dir", "-r", help="Where the demo run goes.", path_type=str)] = Path("runs/demo"),
     fresh: Annotated[bool, typer.Option("--fresh", help="Recompute every step instead of reusing cached results.")] = False,
     verbose=False,
 ) -> None:
@@ -31,6 +32,9 @@ def demo(
 
     from gesture_cli.tasks.demo import run_demo
 
+    if not str(run_dir):
+        raise UsageError("-r/--run-dir is empty; pass a folder, or leave it out for runs/demo")
+    run_dir = Path(run_dir).expanduser()
     console = make_console()
 
     def on_step(i: int, n: int, step) -> None:
