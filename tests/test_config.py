@@ -78,6 +78,19 @@ def test_a_config_file_that_sets_nothing_is_refused(tmp_path, text):
         resolve_config(Cfg, f)
 
 
+def test_an_encoder_config_file_is_named_by_its_own_option(tmp_path):
+    """Errors about the --encoder-config file said --config, an option the user did not give for it."""
+    from gesture_cli.models.pose_encoder import pose_encoder_config
+
+    (tmp_path / "e.yaml").write_text("")
+    (tmp_path / "k.yaml").write_text("d_modl: 3\n")
+    for name, needle in (("e.yaml", "sets no options; write at least one 'key: value' line, or drop --encoder-config"),
+                         ("k.yaml", "unknown key 'd_modl' (did you mean 'd_model'?)"), ("none.yaml", "file not found")):
+        with pytest.raises(UsageError) as err:
+            pose_encoder_config(tmp_path / name)
+        assert str(err.value).startswith(f"--encoder-config {tmp_path / name}") and needle in str(err.value), err.value
+
+
 def test_an_empty_config_file_stops_the_command_before_it_runs(runner, tmp_path):
     from conftest import invoke, one_line_error
 

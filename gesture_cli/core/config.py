@@ -23,13 +23,14 @@ from gesture_cli.core.errors import UsageError, did_you_mean
 C = TypeVar("C")
 
 
-def read_config_file(path: Path | str) -> dict[str, Any]:
-    """Read a YAML or JSON mapping; the file's top level must be a mapping of option names, at least one."""
+def read_config_file(path: Path | str, *, option: str = "--config") -> dict[str, Any]:
+    """Read a YAML or JSON mapping; the file's top level must be a mapping of option names, at least one.
+    `option` is the command-line option that named the file, for messages (--config, --encoder-config)."""
     path = Path(path).expanduser()
     if path.is_dir():
-        raise UsageError(f"--config {path}: is a directory; pass a YAML or JSON file of options")
+        raise UsageError(f"{option} {path}: is a directory; pass a YAML or JSON file of options")
     if not path.is_file():
-        raise UsageError(f"--config {path}: file not found")
+        raise UsageError(f"{option} {path}: file not found")
     text = path.read_text(encoding="utf-8")
     try:
         if path.suffix.lower() == ".json":
@@ -40,11 +41,11 @@ def read_config_file(path: Path | str) -> dict[str, Any]:
             data = yaml.safe_load(text)
     except Exception as exc:  # json.JSONDecodeError, yaml.YAMLError
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise UsageError(f"--config {path}: cannot parse ({first})") from None
+        raise UsageError(f"{option} {path}: cannot parse ({first})") from None
     if data is None or data == {}:  # an empty or comment-only file: most likely the wrong file, not "all defaults"
-        raise UsageError(f"--config {path} sets no options; write at least one 'option: value' line (e.g. max_steps: 100), or drop --config")
+        raise UsageError(f"{option} {path} sets no options; write at least one 'key: value' line, or drop {option}")
     if not isinstance(data, dict):
-        raise UsageError(f"--config {path}: the top level must be a mapping of option names to values")
+        raise UsageError(f"{option} {path}: the top level must be a mapping of option names to values")
     return {str(k).replace("-", "_"): v for k, v in data.items()}
 
 
@@ -143,14 +144,16 @@ def merge_opts(base: tuple[str, ...], over: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(merged.values())
 
 
-def resolve_config(cls: type[C], file: Path | str | None = None, flags: dict[str, Any] | None = None) -> C:
-    """Build a frozen `cls` from defaults, then the config file, then flags that were given (not None)."""
+def resolve_config(cls: type[C], file: Path | str | None = None, flags: dict[str, Any] | None = None, *,
+                   file_option: str = "--config") -> C:
+    """Build a frozen `cls` from defaults, then the config file, then flags that were given (not None).
+    `file_option` names the option that gave the file, for messages."""
     fields = {f.name: f for f in dataclasses.fields(cls)}
     hints = typing.get_type_hints(cls)
     values: dict[str, Any] = {}
     layers: list[tuple[str, dict[str, Any]]] = []
     if file is not None:
-        layers.append((f"--config {file}", read_config_file(file)))
+        layers.append((f"{file_option} {file}", read_config_file(file, option=file_option)))
     layers.append(("command line", {k: v for k, v in (flags or {}).items() if v is not None}))
     for source, layer in layers:
         for key, value in layer.items():

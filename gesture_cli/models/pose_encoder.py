@@ -317,7 +317,7 @@ def pose_encoder_config(cfg: PoseEncoderConfig | dict | str | Path | None = None
         base: dict[str, Any] = cfg.to_dict()
         return resolve_config(PoseEncoderConfig, None, {**base, **overrides})
     if isinstance(cfg, (str, Path)):
-        return resolve_config(PoseEncoderConfig, cfg, overrides)
+        return resolve_config(PoseEncoderConfig, cfg, overrides, file_option="--encoder-config")  # a file comes from that option
     return resolve_config(PoseEncoderConfig, None, {**(cfg or {}), **overrides})
 
 
