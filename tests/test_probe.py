@@ -144,6 +144,13 @@ def test_probe_of_one_class_is_a_data_error_like_lora_train(runner, tmp_path):
     assert not (tmp_path / "r" / "probe" / "tiny-vit").exists()
 
 
+def test_the_command_an_error_suggests_keeps_a_spaced_run_dir_one_word(runner, tmp_path):
+    """`run gx extract-features ... -r my runs/x` split the run dir in two when pasted into a shell."""
+    run = tmp_path / "my runs" / "x"
+    res = invoke(runner, "probe", "-r", run)
+    _clean_error(res, 1, f"run `gx extract-features --backbone NAME -r '{run}'` first")
+
+
 def test_probe_bad_solver_is_usage_error(runner, tmp_path):
     res = invoke(runner, "probe", "-r", tmp_path / "r", "--solver", "sklaern")
     _clean_error(res, 2, "unknown solver 'sklaern' (did you mean 'sklearn'?)")

@@ -10,6 +10,7 @@ import contextlib
 import difflib
 import errno
 import os
+import shlex
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -174,3 +175,9 @@ def unknown_split(dataset: str, split: str, splits: Iterable[str], *, kind: str 
         return UsageError(f"{kind} '{dataset}' has no split '{split}' nor any other validation split; valid splits: {valid}; "
                           f"the trainers hold out part of the training split for validation themselves (--val-fraction){test}")
     return UsageError(f"{kind} '{dataset}' has no split '{split}'{did_you_mean(split, splits)}; valid splits: {valid}")
+
+
+def shell_word(value: object) -> str:
+    """`value` as one word of a command line a message tells the user to run: a path with a space or a quote
+    stays one argument when pasted into a POSIX shell (shlex.quote); a plain name is unchanged."""
+    return shlex.quote(str(value))

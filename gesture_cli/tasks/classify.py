@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gesture_cli.core.errors import ArtifactError, DataError, UsageError, unknown_choice
+from gesture_cli.core.errors import ArtifactError, DataError, UsageError, shell_word, unknown_choice
 from gesture_cli.models.backbone_ref import backbone_dirname
 from gesture_cli.tasks.training import run_trainer
 from gesture_cli.train.lora import LoraTrainConfig, LoraTrainer
@@ -51,7 +51,7 @@ def lora_dir(run, backbone: str) -> Path:
     """lora/<backbone>/ of a run dir (a core.rundir.RunDir), which must hold a trained classifier."""
     path = run.path("lora", backbone_dirname(backbone))
     if not (path / "head.safetensors").is_file():
-        raise ArtifactError(f"{path}: no trained classifier for backbone '{backbone}'; run `gx lora-train --backbone {backbone} -r {run.root}` first")
+        raise ArtifactError(f"{path}: no trained classifier for backbone '{backbone}'; run `gx lora-train --backbone {shell_word(backbone)} -r {shell_word(run.root)}` first")
     return path
 
 
@@ -169,7 +169,7 @@ def check_source(run, source: str, backbone: str | None) -> None:
         where = run.path("lora", backbone_dirname(backbone)) if backbone else run.path("lora")
         if (backbone and not where.is_dir()) or not found:
             raise ArtifactError(  # a missing artifact, like every other task's: exit 1, not a usage error
-                f"no LoRA artifact in {where}: run `gx lora-train --backbone {backbone or 'NAME'} -r {run.root}` first, or use --from probe"
+                f"no LoRA artifact in {where}: run `gx lora-train --backbone {backbone or 'NAME'} -r {shell_word(run.root)}` first, or use --from probe"
             )
 
 

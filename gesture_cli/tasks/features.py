@@ -20,7 +20,7 @@ from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
-from gesture_cli.core.errors import UsageError
+from gesture_cli.core.errors import UsageError, shell_word
 from gesture_cli.models.backbone_ref import backbone_dirname
 from gesture_cli.models.features import POOL_KINDS, auto_workers, contiguous_batches, iter_batch_features
 
@@ -477,7 +477,7 @@ def load_features(run, backbone: str, split: str):
     path = run.path("features", backbone_dirname(backbone), f"{split}.safetensors")
     if not path.is_file():
         raise ArtifactError(
-            f"{path}: no features for backbone '{backbone}' split '{split}'; run `gx extract-features --backbone {backbone} -r {run.root}` first"
+            f"{path}: no features for backbone '{backbone}' split '{split}'; run `gx extract-features --backbone {shell_word(backbone)} -r {shell_word(run.root)}` first"
         )
     tensors, meta = load_tensors(path, kind=FEATURES_KIND)
     parts = meta.get("assembled_from")

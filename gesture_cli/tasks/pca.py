@@ -13,7 +13,7 @@ import zlib
 from collections.abc import Callable
 from pathlib import Path
 
-from gesture_cli.core.errors import ArtifactError, DataError, UsageError
+from gesture_cli.core.errors import ArtifactError, DataError, UsageError, shell_word
 from gesture_cli.models.backbone_ref import backbone_dirname
 from gesture_cli.models.pca import (
     RANGE_PERCENTILES,
@@ -271,7 +271,7 @@ def resolve_pca_dir(path: Path | str, backbone: str | None = None) -> Path:
         dirs = [d for d in dirs if d.name == backbone_dirname(backbone)]
     if not dirs:
         want = f" for backbone '{backbone}'" if backbone else ""
-        raise ArtifactError(f"{path}: no PCA{want} (no pca/<backbone>/{PCA_JSON}); run gx pca-compute -r {path} first")
+        raise ArtifactError(f"{path}: no PCA{want} (no pca/<backbone>/{PCA_JSON}); run gx pca-compute -r {shell_word(path)} first")
     if len(dirs) > 1:
         names = ", ".join(d.name for d in dirs)
         raise UsageError(f"{path} holds PCAs of several backbones ({names}); choose one with --backbone")

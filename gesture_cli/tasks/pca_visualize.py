@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gesture_cli.core.errors import ArtifactError, DataError, UsageError
+from gesture_cli.core.errors import ArtifactError, DataError, UsageError, shell_word
 from gesture_cli.models.backbone_ref import backbone_dirname
 from gesture_cli.models.pca import PatchProjector
 from gesture_cli.tasks.pca import PCA_JSON, PCA_TENSORS, describe_pca, find_pca_dirs, load_pca, load_pca_info, resolve_pca_dir
@@ -112,7 +112,7 @@ def choose_pca(run, *, backbone: str | None, pca: str | None) -> Path:
         if len(found) == 1:  # the user's PCA is of another backbone: the check below says so
             return found[0]
     if not found:
-        raise ArtifactError(f"{run.root}: no PCA here; run gx pca-compute -r {run.root}{f' --backbone {backbone}' if backbone else ''} first")
+        raise ArtifactError(f"{run.root}: no PCA here; run gx pca-compute -r {shell_word(run.root)}{f' --backbone {shell_word(backbone)}' if backbone else ''} first")
     if backbone is not None or len(found) > 1:
         names = ", ".join(d.name for d in found)
         what = f"no PCA for backbone '{backbone}'" if backbone else "several PCAs"

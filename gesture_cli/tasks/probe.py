@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gesture_cli.core.errors import ArtifactError, UsageError, unknown_choice
+from gesture_cli.core.errors import ArtifactError, UsageError, shell_word, unknown_choice
 from gesture_cli.eval.probe import SOLVER_CHOICES, LinearProbe, c_grid, fit_probe, knn_accuracy, resolve_solver
 from gesture_cli.models.backbone_ref import backbone_dirname
 
@@ -117,12 +117,12 @@ def require_classifier(run, backbone: str | None) -> tuple[str, Path]:
         if len(probed) == 1:
             return probed[0], classifier_path(run, probed[0])
         if not probed:
-            raise ArtifactError(f"no probe classifier in {run.path('probe')}; run `gx probe -r {run.root}` first")
+            raise ArtifactError(f"no probe classifier in {run.path('probe')}; run `gx probe -r {shell_word(run.root)}` first")
         raise UsageError(f"{len(probed)} probed backbones in {run.root}: pass --backbone, one of {', '.join(probed)}")
     path = classifier_path(run, backbone)
     if not path.is_file():
         hint = f" (probed: {', '.join(probed)})" if probed else ""
-        raise ArtifactError(f"{path}: no probe classifier for backbone '{backbone}'{hint}; run `gx probe --backbones {backbone} -r {run.root}` first")
+        raise ArtifactError(f"{path}: no probe classifier for backbone '{backbone}'{hint}; run `gx probe --backbones {shell_word(backbone)} -r {shell_word(run.root)}` first")
     return backbone_dirname(backbone), path
 
 
@@ -289,13 +289,13 @@ def run_probes(cfg: ProbeConfig, run, *, device="auto", force: bool = False, arg
     if not names:
         raise ArtifactError(
             f"no extracted features in {run.path('features')} (need {cfg.train_split}.safetensors and {cfg.test_split}.safetensors "
-            f"per backbone); run `gx extract-features --backbone NAME -r {run.root}` first"
+            f"per backbone); run `gx extract-features --backbone NAME -r {shell_word(run.root)}` first"
         )
     for given, name in zip(cfg.backbones or names, names, strict=True):
         for split in (cfg.train_split, cfg.test_split):
             path = run.path("features", name, f"{split}.safetensors")
             if not path.is_file():
-                raise ArtifactError(f"{path}: no '{split}' features for backbone '{given}'; run `gx extract-features --backbone {given} -r {run.root}` first")
+                raise ArtifactError(f"{path}: no '{split}' features for backbone '{given}'; run `gx extract-features --backbone {shell_word(given)} -r {shell_word(run.root)}` first")
     names = list(dict.fromkeys(names))
     dev = resolve_device(device)
     results = [probe_backbone(cfg, run, n, device=dev, force=force, argv=argv, on_event=on_event) for n in names]

@@ -11,7 +11,7 @@ import csv
 from pathlib import Path
 
 from gesture_cli.core.artifacts import atomic_write_text
-from gesture_cli.core.errors import GxError, UsageError
+from gesture_cli.core.errors import GxError, UsageError, shell_word
 from gesture_cli.core.output_paths import check_not_input, html_output
 from gesture_cli.core.rundir import RunDir
 from gesture_cli.viz.report import ReportPage, StepView, render_report
@@ -119,7 +119,7 @@ def write_report(run_dir: Path | None, output: Path | None = None) -> tuple[Path
     """Write the report (atomically) and return its path and the number of steps shown."""
     run = RunDir(run_dir)
     if not run.manifest_path.is_file():
-        raise UsageError(f"{run.root}: not a run directory (no run.json); run a gx command with -r {run.root} first")
+        raise UsageError(f"{run.root}: not a run directory (no run.json); run a gx command with -r {shell_word(run.root)} first")
     try:
         run.recover_dead_steps()  # a killed step is shown as interrupted, not as running forever
     except (OSError, GxError):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from gesture_cli.core.errors import ArtifactError, UsageError
+from gesture_cli.core.errors import ArtifactError, UsageError, shell_word
 
 
 def trained_dir(run, folder: str, backbone: str | None, *, what: str, command: str, marker: str = "head.safetensors",
@@ -21,13 +21,13 @@ def trained_dir(run, folder: str, backbone: str | None, *, what: str, command: s
         if len(trained) == 1:
             return trained[0], run.path(folder, trained[0])
         if not trained:
-            raise ArtifactError(f"no {what} in {run.path(folder)}; run `gx {command} -r {run.root}` first{none_hint}")
+            raise ArtifactError(f"no {what} in {run.path(folder)}; run `gx {command} -r {shell_word(run.root)}` first{none_hint}")
         raise UsageError(f"{len(trained)} {what}s in {run.root}: pass --backbone, one of {', '.join(trained)}")
     name = backbone_dirname(backbone)
     path = run.path(folder, name)
     if not (path / marker).is_file():
         hint = f" (trained: {', '.join(trained)})" if trained else ""
-        raise ArtifactError(f"{path}: no {what} for backbone '{backbone}'{hint}; run `gx {command} --backbone {backbone} -r {run.root}` first")
+        raise ArtifactError(f"{path}: no {what} for backbone '{backbone}'{hint}; run `gx {command} --backbone {shell_word(backbone)} -r {shell_word(run.root)}` first")
     return name, path
 
 

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from gesture_cli.core.errors import ArtifactError, DataError, UsageError
+from gesture_cli.core.errors import ArtifactError, DataError, UsageError, shell_word
 from gesture_cli.eval.translate import METRIC_KEYS, metric_variants, normalize_whitespace, score_translations
 from gesture_cli.models.translator import BRIDGE_KIND, FINETUNE_REL, TRANSLATOR_KIND, Translator
 from gesture_cli.tasks.trained import check_precision_option, run_precision
@@ -260,7 +260,7 @@ def finetune_dir(run) -> Path:
     """pose/finetune/ of a run dir (a core.rundir.RunDir), which must hold a trained translator."""
     path = run.path(FINETUNE_REL)
     if not (path / "translator.json").is_file():
-        raise ArtifactError(f"{path}: no trained translator; run `gx pose-finetune -r {run.root}` first")
+        raise ArtifactError(f"{path}: no trained translator; run `gx pose-finetune -r {shell_word(run.root)}` first")
     return path
 
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gesture_cli.core.errors import ArtifactError, DataError, UsageError, unknown_choice
+from gesture_cli.core.errors import ArtifactError, DataError, UsageError, shell_word, unknown_choice
 from gesture_cli.data.pose import PoseSplits
 from gesture_cli.models.translator import BRIDGE_KIND, TRANSLATOR_KIND, device_of, generate_texts, pose_inputs
 from gesture_cli.train.common import LoopSettings
@@ -114,7 +114,7 @@ class FinetuneTrainer(PoseTrainer):
         pre_dir = None if cfg.init == "scratch" else find_pretrained(run, cfg.pretrained)
         if pre_dir is None and (cfg.init == "pretrained" or cfg.pretrained):
             where = Path(cfg.pretrained).expanduser() if cfg.pretrained else run.path(PRETRAIN_REL)
-            raise ArtifactError(f"no pretrained pose encoder at {where} (encoder.safetensors); run `gx pose-pretrain -r {run.root}` first, "
+            raise ArtifactError(f"no pretrained pose encoder at {where} (encoder.safetensors); run `gx pose-pretrain -r {shell_word(run.root)}` first, "
                                 "or use --init scratch")
         pre_info = load_json(pre_dir / "pretrain.json", kind=PRETRAIN_KIND) if pre_dir is not None and (pre_dir / "pretrain.json").is_file() else {}
         pre_text = pre_dir / "text_model" if pre_dir is not None and (pre_dir / "text_model").is_dir() else None
