@@ -176,3 +176,20 @@ def test_cli_strict_fails_on_a_broken_link(runner, tmp_path):
     assert len(warned) == 1 and "a/broken.jpg" in warned[0] and "/nonexistent.jpg" in warned[0], res.output
     res = invoke(runner, *common, "--dataset-opt", "strict=true", "-r", tmp_path / "run2")
     one_line_error(res, 1, "1 file(s) not read", "a/broken.jpg", "/nonexistent.jpg", "strict=true")
+
+
+def test_hagrid_crops_count_a_broken_link(tmp_path, real_data):
+    """HaGRID's crop folders kept files only, so a link to an image that is gone was dropped without a count."""
+    import shutil
+
+    from gesture_cli.data import make_dataset
+    from gesture_cli.data.images import BROKEN_LINK
+
+    real = real_data / "hagrid" / "images_crops" / "dataset_val"
+    split = tmp_path / "h" / "images_crops" / "dataset_val"
+    for gesture in ("call", "fist"):
+        shutil.copytree(real / gesture, split / gesture)
+    (split / "call" / "gone.jpg").symlink_to(tmp_path / "gone.jpg")
+    ds = make_dataset(f"hagrid:{tmp_path / 'h'}", split="val")
+    assert ds.skipped.get(BROKEN_LINK) == 1
+    assert all(p.name != "gone.jpg" for p in ds.paths)

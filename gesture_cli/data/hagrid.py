@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from gesture_cli.core.errors import DataError, UsageError
-from gesture_cli.data.images import IMAGE_EXTENSIONS, ImageDataset, decode_image
+from gesture_cli.data.images import BROKEN_LINK, IMAGE_EXTENSIONS, ImageDataset, broken_link_target, decode_image
 from gesture_cli.data.registry import register_dataset
 
 NO_GESTURE = "no_gesture"
@@ -175,8 +175,10 @@ def _crop_samples(split_dir: Path, *, classes: list[str]):
         d = split_dir / name
         if not d.is_dir():
             continue
-        for f in sorted(p for p in d.rglob("*") if p.is_file()):
-            if f.suffix.lower() in IMAGE_EXTENSIONS:
+        for f in sorted(p for p in d.rglob("*") if p.is_file() or broken_link_target(p) is not None):
+            if not f.is_file():  # a link to an image that is gone (an unmounted drive): counted, not dropped unseen
+                skipped[BROKEN_LINK] = skipped.get(BROKEN_LINK, 0) + 1
+            elif f.suffix.lower() in IMAGE_EXTENSIONS:
                 paths.append(f)
                 labels.append(label)
             else:
