@@ -44,6 +44,25 @@ def test_cache_hit_then_force(runner, tmp_path):
     assert statuses == ["ok", "ok"]
 
 
+def test_cache_and_resume_are_keyed_on_the_precision_auto_resolves_to(runner, tmp_path, monkeypatch):
+    """Keyed on `auto` as typed, features made in fp32 were reused (and a stopped extraction resumed, mixing fp32
+    and bf16 shards under one meta.json) where auto now means bf16. The resolved precision is the key now."""
+    run = tmp_path / "r"
+    args = ["extract-features", "-b", "tiny-vit", "-d", "synthetic-hands", "-r", run, "--max-samples", "32", "--split", "test",
+            "--device", "cpu"]
+    meta = run / "features" / "tiny-vit" / "meta.json"
+    monkeypatch.setenv("GX_NATIVE_BF16", "0")
+    assert invoke(runner, *args).exit_code == 0
+    assert json.loads(meta.read_text())["precision"] == "fp32"
+    monkeypatch.setenv("GX_NATIVE_BF16", "1")
+    res = invoke(runner, *args)
+    assert res.exit_code == 0 and "cached" not in res.output, res.output
+    assert json.loads(meta.read_text())["precision"] == "bf16"
+    monkeypatch.setenv("GX_NATIVE_BF16", "0")
+    res = invoke(runner, *args, "--precision", "bf16")  # the same precision, named: the bf16 features are reused
+    assert res.exit_code == 0 and "cached result" in res.output, res.output
+
+
 def test_features_are_deterministic_across_runs(runner, tmp_path):
     for name in ("a", "b"):
         assert invoke(runner, "extract-features", "-b", "tiny-dinov3", "-d", "synthetic-hands", "-r", tmp_path / name, "--max-samples", "16", "--split", "train").exit_code == 0

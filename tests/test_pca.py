@@ -329,6 +329,20 @@ def test_compute_is_exact_against_numpy_on_the_same_features(synth_run):
     _assert_same_up_to_sign(t["components"], torch.from_numpy(vecs[:, ::-1][:, :10].T.copy()), tol=1e-6)
 
 
+def test_pca_compute_is_keyed_on_the_precision_auto_resolves_to(runner, tmp_path, monkeypatch):
+    """As extract-features and pca-visualize: a PCA computed in fp32 is not reused where auto now means bf16."""
+    args = ("pca-compute", "-b", "tiny-dinov2", "-d", "synthetic-video", "--max-samples", "6", "--device", "cpu", "-r", tmp_path)
+    monkeypatch.setenv("GX_NATIVE_BF16", "0")
+    _ok(invoke(runner, *args))
+    monkeypatch.setenv("GX_NATIVE_BF16", "1")
+    res = invoke(runner, *args)
+    _ok(res)
+    assert "cached result" not in res.output and "(bfloat16)" in res.output, res.output
+    res = invoke(runner, *args, "--precision", "bf16")
+    _ok(res)
+    assert "cached result" in res.output
+
+
 def test_second_run_is_cached_and_force_recomputes(runner, tmp_path):
     args = ("pca-compute", "-b", "tiny-dinov2", "-d", "synthetic-video", "--max-samples", "6", "-r", tmp_path)
     _ok(invoke(runner, *args))

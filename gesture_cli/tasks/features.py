@@ -249,7 +249,12 @@ def _extract(cfg: ExtractConfig, run, datasets: dict, ctx, *, device: str, force
     tokens = {f"dataset:{s}": d.cache_token for s, d in datasets.items() if d.cache_token}
     bb_dir = backbone_dirname(cfg.backbone)
     out_rel = f"features/{bb_dir}"
+    from gesture_cli.core.device import resolve_precision
+
+    # the precision --precision resolves to here, not the option as typed: features extracted in bf16 are neither
+    # reused nor resumed where auto now means fp32 (another machine, GX_NATIVE_BF16=0), which would mix the two
     key_config = {k: v for k, v in _asdict(cfg).items() if k not in NON_KEY_OPTIONS}
+    key_config["precision"] = resolve_precision(ctx.device, cfg.precision)
     step = None
     if ctx.is_main:  # only rank 0 reads and writes run.json
         step = run.begin(

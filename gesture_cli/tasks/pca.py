@@ -76,6 +76,7 @@ def compute_pca(
 
 
 def _compute(cfg: PCAConfig, run, source, ctx, *, device: str, force: bool, argv, on_pass, on_progress, on_backoff, on_memory) -> dict:
+    from gesture_cli.core.device import resolve_precision
 
     units = frame_units(source, cfg.frame_stride)  # opens every video header: bad files fail now
     total = units.total(max_frames=cfg.max_samples)
@@ -88,7 +89,8 @@ def _compute(cfg: PCAConfig, run, source, ctx, *, device: str, force: bool, argv
     if ctx.is_main:
         step = run.begin(
             "pca-compute",
-            config={**_asdict(cfg), "device": device},
+            # keyed on the precision resolved here, not the option as typed (as extract-features and pca-visualize)
+            config={**_asdict(cfg), "precision": resolve_precision(ctx.device, cfg.precision), "device": device},
             inputs=[Path(p) for p in source.source_files] + local_backbone_inputs(cfg.backbone),
             input_keys={"dataset": source.cache_token} if source.cache_token else {},
             outputs=[out_rel],
