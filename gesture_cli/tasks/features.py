@@ -245,12 +245,12 @@ def extract_features(
 
 
 def _extract(cfg: ExtractConfig, run, datasets: dict, ctx, *, device: str, force: bool, argv, callbacks: dict) -> dict:
+    from gesture_cli.core.device import resolve_precision
+
     sources = sorted({str(p) for d in datasets.values() for p in d.source_files})
     tokens = {f"dataset:{s}": d.cache_token for s, d in datasets.items() if d.cache_token}
     bb_dir = backbone_dirname(cfg.backbone)
     out_rel = f"features/{bb_dir}"
-    from gesture_cli.core.device import resolve_precision
-
     # the precision --precision resolves to here, not the option as typed: features extracted in bf16 are neither
     # reused nor resumed where auto now means fp32 (another machine, GX_NATIVE_BF16=0), which would mix the two
     key_config = {k: v for k, v in _asdict(cfg).items() if k not in NON_KEY_OPTIONS}
