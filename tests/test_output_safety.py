@@ -3,6 +3,7 @@ pose-view's and report's page, pose-render's MP4/PNG."""
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -134,6 +135,9 @@ def test_pose_view_writes_only_html_never_onto_its_input(runner, tmp_path, monke
     (tmp_path / "pages").mkdir()
     res = invoke(runner, "pose-view", "keep.pose", "-o", "pages")  # a folder: <name>.html in it
     assert res.exit_code == 0 and (tmp_path / "pages" / "keep.html").is_file(), res.output
+    res = invoke(runner, "pose-view", "keep.pose", "-o", f"new{os.sep}pages{os.sep}")  # a trailing /: a folder, made
+    assert res.exit_code == 0 and (tmp_path / "new" / "pages" / "keep.html").is_file(), res.output
+    one_line_error(invoke(runner, "pose-view", "keep.pose", "-o", f"notes.md{os.sep}"), 2, "notes.md", "is not a folder")
 
 
 def _run(tmp_path: Path) -> Path:
@@ -157,6 +161,8 @@ def test_report_writes_only_html_never_onto_the_run(runner, tmp_path, monkeypatc
     (tmp_path / "repdir").mkdir()
     res = invoke(runner, "report", "-r", run, "-o", "repdir")  # a folder: report.html in it
     assert res.exit_code == 0 and (tmp_path / "repdir" / "report.html").is_file(), res.output
+    res = invoke(runner, "report", "-r", run, "-o", f"newrep{os.sep}")  # a trailing /: a folder, made
+    assert res.exit_code == 0 and (tmp_path / "newrep" / "report.html").is_file(), res.output
     assert invoke(runner, "report", "-r", run).exit_code == 0 and (run / "report.html").is_file()
     assert invoke(runner, "report", "-r", run).exit_code == 0  # the page of an earlier run is replaced
 
