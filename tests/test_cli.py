@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, invoke
+from tests.conftest import REPO, invoke, one_line_error
 
 
 def _all_commands():
@@ -255,3 +255,15 @@ def test_runs_root_that_is_missing_or_a_file_is_a_usage_error(runner, tmp_path, 
     monkeypatch.chdir(tmp_path)  # the default runs/ missing: nothing has run here yet, not a mistake
     res = invoke(runner, "runs")
     assert res.exit_code == 0 and "No runs under runs" in res.output
+
+
+def test_runs_root_empty_is_a_usage_error(runner, tmp_path, monkeypatch):
+    """`gx runs --root ""` listed the current folder (a Path makes "" into "."), unlike `-r ""`."""
+    from gesture_cli.core.rundir import RunDir
+
+    monkeypatch.chdir(tmp_path)
+    with RunDir(tmp_path).begin("evaluate", config={}, outputs=["eval/x.json"], argv=["gx", "evaluate"]) as step:
+        step.stage("eval/x.json", is_dir=False).write_text("{}")
+    assert json.loads(invoke(runner, "runs", "--root", ".", "--json").output)  # "." is a run dir here
+    one_line_error(invoke(runner, "runs", "--root", ""), 2, "--root is empty", "pass the folder that holds the run directories")
+    one_line_error(invoke(runner, "runs", "--root=", "--json"), 2, "--root is empty")

@@ -3,6 +3,7 @@ pose-view's and report's page, pose-render's MP4/PNG."""
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -61,11 +62,10 @@ def test_pose_convert_force_replaces_only_a_gx_pose_folder(runner, tmp_path):
     assert res.exit_code == 0, res.output
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # nothing hidden left beside it
 
-    (out / "notes.txt").write_text("mine\n")  # a user's file in it: never deleted
+    (out / "notes.txt").write_text("mine\n")  # a user's file in it: never deleted, and the error says what to do
     before = tree(tmp_path)
-    err = one_line_error(invoke(runner, *args, "-o", out, "--force"), 2, str(out), "not a gx pose folder", "notes.txt",
-                         "will not be replaced")
-    assert "--force" not in err
+    one_line_error(invoke(runner, *args, "-o", out, "--force"), 2, str(out), "holds a gx pose folder and also notes.txt",
+                   f"move it out of {out} (or choose another -o), then rerun with --force")
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "meta.json").write_text('{"kind": "something-else"}')
     one_line_error(invoke(runner, *args, "-o", tmp_path / "other", "--force"), 2, "not a gx pose folder", "meta.json")
@@ -74,6 +74,37 @@ def test_pose_convert_force_replaces_only_a_gx_pose_folder(runner, tmp_path):
     assert "--force" not in err
     before["other/meta.json"], before["f.txt"] = b'{"kind": "something-else"}', b"text\n"
     assert tree(tmp_path) == before  # no hidden .f.txt.old-* or .out.tmp-* either
+
+
+def test_pose_convert_force_replaces_os_metadata_but_names_other_extra_files(runner, tmp_path):
+    """.DS_Store and the like are replaced with a gx pose folder; a README or gx's own pose-view page in it is the
+    user's: the refusal names each such file and says to move it out, then rerun with --force."""
+    args = ("pose-convert", "synthetic-signs", "--split", "val", "--dataset-opt", "val_size=2")
+    out = tmp_path / "out"
+    assert invoke(runner, *args, "-o", out).exit_code == 0
+    for name in (".DS_Store", "._meta.json", ".~lock.index.jsonl#", "samples/.DS_Store"):
+        (out / name).write_bytes(b"\0\1")
+    res = invoke(runner, *args, "-o", out, "--force")
+    assert res.exit_code == 0, res.output
+    assert sorted(p.name for p in out.iterdir()) == ["index.jsonl", "meta.json", "samples"]
+    (out / "samples" / ".DS_Store").write_bytes(b"x")
+    assert invoke(runner, *args, "-o", out).exit_code == 2  # still a gx pose folder: --force needed
+
+    (out / "README.md").write_text("mine\n")
+    res = invoke(runner, "pose-view", out, "-o", out)  # gx's own page, still a file the user sees
+    assert res.exit_code == 0 and (out / "out.html").is_file(), res.output
+    before = tree(tmp_path)
+    one_line_error(invoke(runner, *args, "-o", out, "--force"), 2, f"-o {out} holds a gx pose folder and also README.md, out.html",
+                   f"move them out of {out} (or choose another -o), then rerun with --force")
+    assert tree(tmp_path) == before
+
+    empty = tmp_path / "empty"  # only metadata: as good as empty
+    empty.mkdir()
+    (empty / ".DS_Store").write_bytes(b"x")
+    assert invoke(runner, *args, "-o", empty).exit_code == 0 and (empty / "meta.json").is_file()
+    hidden = tmp_path / "hidden"  # a hidden folder is the user's
+    (hidden / ".git").mkdir(parents=True)
+    one_line_error(invoke(runner, *args, "-o", hidden, "--force"), 2, "not a gx pose folder", ".git")
 
 
 def test_pose_convert_into_the_current_folder_is_one_line(runner, tmp_path, monkeypatch):
@@ -104,6 +135,9 @@ def test_pose_view_writes_only_html_never_onto_its_input(runner, tmp_path, monke
     (tmp_path / "pages").mkdir()
     res = invoke(runner, "pose-view", "keep.pose", "-o", "pages")  # a folder: <name>.html in it
     assert res.exit_code == 0 and (tmp_path / "pages" / "keep.html").is_file(), res.output
+    res = invoke(runner, "pose-view", "keep.pose", "-o", f"new{os.sep}pages{os.sep}")  # a trailing /: a folder, made
+    assert res.exit_code == 0 and (tmp_path / "new" / "pages" / "keep.html").is_file(), res.output
+    one_line_error(invoke(runner, "pose-view", "keep.pose", "-o", f"notes.md{os.sep}"), 2, "notes.md", "is not a folder")
 
 
 def _run(tmp_path: Path) -> Path:
@@ -127,6 +161,8 @@ def test_report_writes_only_html_never_onto_the_run(runner, tmp_path, monkeypatc
     (tmp_path / "repdir").mkdir()
     res = invoke(runner, "report", "-r", run, "-o", "repdir")  # a folder: report.html in it
     assert res.exit_code == 0 and (tmp_path / "repdir" / "report.html").is_file(), res.output
+    res = invoke(runner, "report", "-r", run, "-o", f"newrep{os.sep}")  # a trailing /: a folder, made
+    assert res.exit_code == 0 and (tmp_path / "newrep" / "report.html").is_file(), res.output
     assert invoke(runner, "report", "-r", run).exit_code == 0 and (run / "report.html").is_file()
     assert invoke(runner, "report", "-r", run).exit_code == 0  # the page of an earlier run is replaced
 

@@ -391,6 +391,8 @@ def test_finetune_resumes_to_the_same_weights(tmp_path):
         finetune_pose(cfg, run, device="cpu", callbacks=stop)
     with pytest.raises(UsageError, match="max_frames=12, this run has max_frames=16"):
         finetune_pose(PoseFinetuneConfig(**{**cfg.__dict__, "max_frames": 16}), run, device="cpu", resume=True)
+    with pytest.raises(UsageError, match=r"another encoder \(d_model 64 -> 32\); use the same settings"):  # not both whole configs
+        finetune_pose(PoseFinetuneConfig(**{**cfg.__dict__, "encoder_opts": (*ENC_OPTS, "d_model=32")}), run, device="cpu", resume=True)
     resumed = finetune_pose(cfg, run, device="cpu", resume=True)
     assert resumed["summary"]["resumed_from"] == 3 and resumed["summary"]["steps"] == 6
     a, _, _, _ = load_checkpoint(tmp_path / "a" / "pose" / "finetune" / "checkpoints" / "last")

@@ -233,6 +233,46 @@ def test_a_resume_in_another_precision_is_said_and_recorded(tmp_path):
     assert not [w for w in caught if issubclass(w.category, GxWarning)]
 
 
+def test_a_resume_after_mixed_precisions_says_which_steps_ran_in_which(tmp_path):
+    """fp32 steps 1-4, bf16 steps 5-8, then resumed in fp32: the warning said "its steps up to 8 ran in bf16"."""
+    import warnings
+
+    from gesture_cli.core.errors import GxWarning
+    from gesture_cli.train.loop import TrainConfig, TrainingInterrupted, fit, make_accelerator
+
+    def run(precision, *, resume, stop_at=None):
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 1))
+        cfg = TrainConfig(max_steps=12, batch_size=16, lr=3e-2, warmup_steps=0, checkpoint_every=4, log_every=1)
+        stop = {"on_step_end": [lambda st: st.request_stop("test") if st.step == stop_at else None]}
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                fit(model, train_data=_Pairs(), loss_fn=lambda m, b: nn.functional.mse_loss(m(b[0]), b[1]), cfg=cfg,
+                    checkpoint_dir=tmp_path / "ckpt", accelerator=make_accelerator("cpu"), precision=Precision(precision, CPU),
+                    resume=resume, callbacks=stop)
+            except TrainingInterrupted:
+                pass
+        return [str(w.message) for w in caught if issubclass(w.category, GxWarning)]
+
+    assert run("fp32", resume=False, stop_at=4) == []
+    said = run("bf16", resume=True, stop_at=8)
+    assert len(said) == 1 and "in bf16, but its steps up to 4 ran in fp32" in said[0], said
+    said = run("fp32", resume=True)
+    assert len(said) == 1 and "in fp32; its steps 1-4 ran in fp32, 5-8 in bf16; metrics.json lists each" in said[0], said
+    assert "pass --precision bf16" in said[0]
+    state = json.loads((tmp_path / "ckpt" / "last" / "state.json").read_text())["trainer"]
+    assert state["precision_history"] == [[0, "fp32"], [4, "bf16"], [8, "fp32"]]
+
+
+def test_step_ranges_leave_out_a_precision_that_ran_no_step():
+    from gesture_cli.train.loop import _step_ranges
+
+    assert _step_ranges([[0, "fp32"], [4, "bf16"], [4, "fp32"]], upto=9) == [(1, 9, "fp32")]
+    assert _step_ranges([[0, "bf16"], [6, "fp16"]], upto=6) == [(1, 6, "bf16")]
+    assert _step_ranges([[0, "bf16"]], upto=0) == []
+
+
 def test_a_resume_with_another_process_count_is_said_and_recorded(tmp_path):
     """A checkpoint written by 2 processes (its state.json says so) resumed by 1: said once, the history kept,
     and the epochs reported from the place in the epoch order (the steps per epoch doubled)."""

@@ -121,3 +121,25 @@ def test_resume_conflicts_count_what_applies():
     assert resume_conflicts(by_epochs, {**by_epochs, "epochs": 3, "warmup_ratio": 0.1, "min_lr_ratio": 0.1}) == [
         "epochs", "warmup_ratio", "min_lr_ratio"]
     assert resume_conflicts(by_epochs, {**by_epochs, "batch_size": 8, "lr": 1.0}) == ["batch_size", "lr"]
+
+
+@pytest.mark.parametrize("command", ["pose-pretrain", "pose-finetune"])
+def test_a_changed_pose_encoder_names_only_the_settings_that_differ(tmp_path, command):
+    """--resume with another --encoder-opt printed both whole encoder configs; it names each changed key with both values."""
+    from gesture_cli.models.pose_encoder import PoseEncoderConfig
+    from gesture_cli.train.checkpoint import write_checkpoint
+
+    trainer = TRAINERS[command](RunDir(tmp_path / "run"))
+    old = PoseEncoderConfig(d_model=64, n_heads=4).to_dict()
+    saved = {"encoder": old, "max_frames": 128, "seed": 0}
+    write_checkpoint(trainer.checkpoint_dir / "last", model_state={"w": torch.zeros(1)}, rng=False,
+                     state={"trainer": {"step": 3, "total_steps": 10, "epoch": 0, "finished": False}, "config": {}, "meta": {"config": saved}})
+    trainer.check_resume(dict(saved))  # the same encoder: nothing to say
+    new = PoseEncoderConfig(d_model=32, n_heads=2).to_dict()
+    with pytest.raises(UsageError) as err:
+        trainer.check_resume({**saved, "encoder": new})
+    message = str(err.value)
+    assert message == (f"cannot resume {trainer.checkpoint_dir / 'last'}: it was trained with another encoder (d_model 64 -> 32, "
+                       "n_heads 4 -> 2); use the same settings or --force without --resume"), message
+    with pytest.raises(UsageError, match=r"another encoder \(parts body,hands,face-lite -> body\); max_frames, seed differ too; use the same"):
+        trainer.check_resume({**saved, "encoder": {**old, "parts": ["body"]}, "max_frames": 64, "seed": 1})

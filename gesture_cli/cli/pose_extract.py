@@ -152,7 +152,8 @@ def _summary(console, report) -> None:
 @gx_command
 def pose_view(
     source: Annotated[str, typer.Argument(metavar="FILE|DATASET", help="A .pose file, a folder of them (e.g. a pose-extract OUTDIR), a gx pose folder, or a pose spec: pose:PATH, synthetic-signs.", show_default=False)],
-    output: Annotated[Path | None, typer.Option("--output", "-o", help="HTML file to write [default: <name>.html here].", show_default=False)] = None,
+    # path_type=str: the text as typed, so that a trailing / (a folder, made if it is not there) survives
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="HTML file to write [default: <name>.html here].", show_default=False, path_type=str)] = None,
     split: Annotated[str | None, typer.Option("--split", help="Only this split: train | val | test [default: all samples].", show_default=False)] = None,
     sample_id: Annotated[list[str] | None, typer.Option("--sample-id", "-s", help="Show these samples (repeatable) [default: the first --max-samples].", show_default=False)] = None,
     max_samples: Annotated[int, typer.Option("--max-samples", help="Samples in the page at most (a menu picks one); each adds ~0.1-1 MB.")] = 20,

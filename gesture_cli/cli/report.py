@@ -15,7 +15,8 @@ EXAMPLE = "Example: gx report -r runs/demo   (then open runs/demo/report.html)"
 @gx_command
 def report(
     run_dir=None,
-    output: Annotated[Path | None, typer.Option("--output", "-o", help="Where to write the page [default: RUN/report.html].", show_default=False)] = None,
+    # path_type=str: the text as typed, so that a trailing / (a folder, made if it is not there) survives
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Where to write the page [default: RUN/report.html].", show_default=False, path_type=str)] = None,
     verbose=False,
 ) -> None:
     """Write RUN/report.html: every table and picture of the run, with the provenance of each step.

@@ -28,10 +28,14 @@ def _fmt(v) -> str:
     return str(v)
 
 
-def _check_root(ctx: typer.Context, root: Path) -> Path:
+def _check_root(ctx: typer.Context, root: Path | str) -> Path:
     """--root must be a folder. Left at its default, a missing runs/ is just no runs yet; given, it is a mistake."""
     from gesture_cli.core.errors import UsageError
 
+    if not str(root):  # `--root ""` would list the current folder
+        raise UsageError("--root is empty; pass the folder that holds the run directories (or one run directory), "
+                         "or leave it out for runs")
+    root = Path(root).expanduser()
     if root.is_dir():
         return root
     if root.exists() or root.is_symlink():
@@ -54,7 +58,8 @@ def _cmd(*words: object) -> str:
 @gx_command
 def runs(
     ctx: typer.Context,
-    root: Annotated[Path, typer.Option("--root", help="Folder holding run directories (or a run directory itself).")] = Path("runs"),
+    # path_type=str: the text as typed, so that `--root ""` is refused (a Path makes it ".", the current folder)
+    root: Annotated[Path, typer.Option("--root", help="Folder holding run directories (or a run directory itself).", path_type=str)] = Path("runs"),
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
     verbose=False,
 ) -> None:
@@ -66,7 +71,7 @@ def runs(
 
     from gesture_cli.core.runs import find_runs, summarize_run
 
-    root = _check_root(ctx, root.expanduser())
+    root = _check_root(ctx, root)
     rows = [summarize_run(r) for r in find_runs(root)]
     console = make_console()
     # A run whose run.json cannot be used is listed and marked, with the file and the fix on stderr; the exit

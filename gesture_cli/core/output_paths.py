@@ -6,6 +6,7 @@ Every check raises a one-line UsageError naming the path and what to do; nothing
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -52,11 +53,23 @@ def check_not_cwd(out: Path, *, option: str = "-o") -> None:
                          "write to a new folder, e.g. -o gx-poses")
 
 
-def html_output(path: Path, *, default_name: str, inputs: Iterable[Path] = (), option: str = "-o") -> Path:
-    """The HTML file to write for `-o PATH`: a folder means `<default_name>` inside it; a file must end in .html or
-    .htm (an existing one is replaced, as a rerun does) and must not be one of `inputs`."""
+def _names_folder(path: Path | str) -> bool:
+    """Whether the -o text ends in a path separator (`newdir/`): a folder, made if it is not there."""
+    text = str(path)
+    return text.endswith(os.sep) or (os.altsep is not None and text.endswith(os.altsep))
+
+
+def html_output(path: Path | str, *, default_name: str, inputs: Iterable[Path] = (), option: str = "-o") -> Path:
+    """The HTML file to write for `-o PATH`: a folder (an existing one, or any PATH ending in /) means `<default_name>`
+    inside it, the caller making the folder; a file must end in .html or .htm (an existing one is replaced, as a rerun
+    does) and must not be one of `inputs`.
+
+    `path` is the -o text as given (a str keeps its trailing /; Path drops it)."""
+    as_folder = _names_folder(path)
     path = Path(path).expanduser()
-    if path.is_dir():
+    if as_folder and path.exists() and not path.is_dir():
+        raise UsageError(f"{option} {path}{os.sep} is not a folder; give a folder or a file name ending in .html")
+    if as_folder or path.is_dir():
         path = path / default_name
     if path.suffix.lower() not in HTML_SUFFIXES:
         raise UsageError(f"{option} {path}: the file name must end in .html (or give a folder)")

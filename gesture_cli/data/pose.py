@@ -181,16 +181,26 @@ def _file_name(sample_id: str, used: set[str]) -> str:
 _WRITTEN = {"meta.json", "index.jsonl", "samples"}  # what write_pose_folder puts in OUTDIR
 
 
-def _foreign_entries(out: Path) -> list[str]:
-    """What the existing, non-empty folder `out` holds that write_pose_folder did not write (relative names); [] for a
-    gx pose folder: meta.json of kind pose-dataset, index.jsonl and samples/*.safetensors, nothing else. Without
-    such a meta.json everything in it is foreign (an index.jsonl of the user's own is not gx's)."""
-    names = sorted(p.name for p in out.iterdir())
+def _is_os_metadata(entry: Path) -> bool:
+    """A hidden plain file (.DS_Store, ._x, .~lock.x#): OS or editor metadata, replaced with the folder it is in.
+    A hidden folder (.git) is the user's, not metadata."""
+    return entry.name.startswith(".") and entry.is_file() and not entry.is_symlink()
+
+
+def _is_gx_pose_folder(out: Path) -> bool:
+    """Whether `out` has a meta.json of kind pose-dataset (what write_pose_folder writes)."""
     try:
-        kind = json.loads((out / "meta.json").read_text(encoding="utf-8")).get("kind")
+        return json.loads((out / "meta.json").read_text(encoding="utf-8")).get("kind") == POSE_DATASET_KIND
     except (OSError, ValueError, AttributeError):
-        kind = None
-    if kind != POSE_DATASET_KIND:
+        return False
+
+
+def _foreign_entries(out: Path) -> list[str]:
+    """What the existing folder `out` holds that write_pose_folder did not write (relative names), OS metadata files
+    aside; [] for a gx pose folder: meta.json of kind pose-dataset, index.jsonl and samples/*.safetensors, nothing
+    else. Without such a meta.json everything in it is foreign (an index.jsonl of the user's own is not gx's)."""
+    names = sorted(p.name for p in out.iterdir() if not _is_os_metadata(p))
+    if not _is_gx_pose_folder(out):
         return names
     foreign = [n for n in names if n not in _WRITTEN]
     if (out / "index.jsonl").is_dir():
@@ -198,14 +208,15 @@ def _foreign_entries(out: Path) -> list[str]:
     if (out / "samples").exists() and not (out / "samples").is_dir():
         foreign.append("samples")
     if (out / "samples").is_dir():
-        foreign += [f"samples/{p.name}" for p in sorted((out / "samples").iterdir()) if not (p.is_file() and p.suffix == ".safetensors")]
+        foreign += [f"samples/{p.name}" for p in sorted((out / "samples").iterdir())
+                    if not (p.is_file() and p.suffix == ".safetensors") and not _is_os_metadata(p)]
     return foreign
 
 
 def check_pose_outdir(out_dir: Path | str, *, overwrite: bool = False, inputs: Sequence[Path] = ()) -> None:
     """UsageError unless write_pose_folder may write `out_dir`: it must not be, hold or lie inside an input, and an
-    existing one is replaced only with `overwrite` and only when it is empty or a gx pose folder (`_foreign_entries`),
-    so that nothing else in it is ever deleted."""
+    existing one is replaced only with `overwrite` and only when it is empty or a gx pose folder (`_foreign_entries`;
+    OS metadata files such as .DS_Store aside), so that nothing else in it is ever deleted."""
     from gesture_cli.core.output_paths import check_apart_from_inputs, check_not_cwd
 
     out = Path(out_dir).expanduser()
@@ -216,13 +227,15 @@ def check_pose_outdir(out_dir: Path | str, *, overwrite: bool = False, inputs: S
         what = "a link" if out.is_symlink() else "a file" if out.is_file() else "not a folder"
         raise UsageError(f"-o {out} is {what}, not a gx pose folder; it will not be replaced: choose another -o")
     check_not_cwd(out)
-    if not any(out.iterdir()):
-        return
     foreign = _foreign_entries(out)
     if foreign:
         shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+        if _is_gx_pose_folder(out):  # gx's own folder plus the user's files: replacing it would delete them
+            them = "it" if len(foreign) == 1 else "them"
+            raise UsageError(f"-o {out} holds a gx pose folder and also {shown}, which replacing it would delete; "
+                             f"move {them} out of {out} (or choose another -o), then rerun with --force")
         raise UsageError(f"-o {out} is not a gx pose folder (it holds {shown}); it will not be replaced: choose another -o")
-    if not overwrite:
+    if not overwrite and _is_gx_pose_folder(out):
         raise UsageError(f"-o {out} already holds a gx pose folder; pass --force to replace it")
 
 
@@ -259,7 +272,7 @@ def write_pose_folder(ds: PoseDataset, out_dir: Path | str, *, overwrite: bool =
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    # an existing OUTDIR is, as checked above, empty or only what an earlier write_pose_folder wrote
+    # an existing OUTDIR is, as checked above, empty or only what an earlier write_pose_folder wrote (and OS metadata)
     old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}" if out.exists() else None
     try:
         if old is not None:

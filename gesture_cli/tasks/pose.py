@@ -58,7 +58,7 @@ def render_pose_sample(source: str, *, sample_id: str | None, output: Path | Non
                            allow_mismatch=allow_mismatch, inputs=ds.source_files)
 
 
-def write_pose_view(source: str, *, output: Path | None, split: str | None, sample_ids: list[str] | None, max_samples: int,
+def write_pose_view(source: str, *, output: Path | str | None, split: str | None, sample_ids: list[str] | None, max_samples: int,
                     max_frames: int, keypoints: str | None, allow_pickle: bool) -> dict:
     """`gx pose-view`: write one self-contained HTML player of samples of `source`; returns what the summary shows
     (dataset, samples, page size in characters, file written)."""
@@ -74,7 +74,7 @@ def write_pose_view(source: str, *, output: Path | None, split: str | None, samp
     name = Path(source.split(":", 1)[-1]).expanduser()
     page_name = f"{safe_name(name.stem if name.suffix else name.name) or 'poses'}.html"
     # checked before reading (the name), and again with every file read: the page never replaces an input
-    out = html_output(output or Path(page_name), default_name=page_name, inputs=[name])
+    out = html_output(Path(page_name) if output is None else output, default_name=page_name, inputs=[name])
     ds = make_pose_dataset(input_spec(source), split=split, **({"allow_pickle": True} if allow_pickle else {}))
     check_not_input(out, ds.source_files)
     samples = [pick_sample(ds, sid) for sid in sample_ids] if sample_ids else ds.samples[:max_samples]

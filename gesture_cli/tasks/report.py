@@ -115,7 +115,7 @@ def build_report(run: RunDir) -> str:
     return render_report(make_report_page(run))
 
 
-def write_report(run_dir: Path | None, output: Path | None = None) -> tuple[Path, int]:
+def write_report(run_dir: Path | None, output: Path | str | None = None) -> tuple[Path, int]:
     """Write the report (atomically) and return its path and the number of steps shown."""
     run = RunDir(run_dir)
     if not run.manifest_path.is_file():
@@ -124,7 +124,7 @@ def write_report(run_dir: Path | None, output: Path | None = None) -> tuple[Path
         run.recover_dead_steps()  # a killed step is shown as interrupted, not as running forever
     except (OSError, GxError):
         pass  # a run dir this user cannot write is still reported (with -o elsewhere), as it is
-    out = html_output(output or run.root / "report.html", default_name="report.html", option="-o", inputs=[run.manifest_path])
+    out = html_output(run.root / "report.html" if output is None else output, default_name="report.html", option="-o", inputs=[run.manifest_path])
     page = make_report_page(run)
     # never onto a file a step wrote (the page shows them): the run would lose that step's result
     check_not_input(out, [f for view in page.steps for f in view.files])

@@ -667,17 +667,41 @@ def _continue_history(history: list, value, *, step: int) -> tuple[list, object]
     return carried, before
 
 
+def _step_ranges(history: list, *, upto: int) -> list[tuple[int, int, object]]:
+    """[[first step, value], ...] as (first, last, value) of the steps 1..upto that ran with each value (1-based,
+    inclusive); a value that ran no step is left out, and neighbours with one value are joined."""
+    ranges: list[tuple[int, int, object]] = []
+    for i, (start, value) in enumerate(history):
+        end = history[i + 1][0] if i + 1 < len(history) else upto
+        if end <= start:
+            continue
+        if ranges and ranges[-1][2] == value:
+            ranges[-1] = (ranges[-1][0], end, value)
+        else:
+            ranges.append((start + 1, end, value))
+    return ranges
+
+
 def _resume_precision(state: FitState, trainer: dict, found: Path) -> None:
     """Carry the checkpoint's precision history on. Resuming in another precision is allowed (a bf16 run
     pre-empted and resumed on a card without bf16 has to), but it is said, and metrics.json lists both."""
     history = trainer.get("precision_history") or ([[0, trainer["precision"]]] if trainer.get("precision") else None)
     if not history:  # a checkpoint from before precision was recorded
         return
-    state.precision_history, before = _continue_history(history, state.precision, step=state.step)
-    if before != state.precision and state.is_main:
-        warnings.warn(GxWarning(f"resuming {found} in {state.precision}, but its steps up to {state.step} ran in {before}; "
+    ran = _step_ranges(history, upto=state.step)  # before this resume: which steps ran in which precision
+    state.precision_history, _ = _continue_history(history, state.precision, step=state.step)
+    if not state.is_main or not ran or ran[-1][2] == state.precision:  # going on as its latest steps ran
+        return
+    last = ran[-1][2]
+    if len(ran) == 1:
+        warnings.warn(GxWarning(f"resuming {found} in {state.precision}, but its steps up to {state.step} ran in {last}; "
                                 "metrics.json lists both under precision_history (pass --precision "
-                                f"{before} to keep one)"), stacklevel=2)
+                                f"{last} to keep one)"), stacklevel=2)
+        return
+    spans = [(f"{first}-{end}" if end > first else f"{first}", value) for first, end, value in ran]
+    steps = f"steps {spans[0][0]} ran in {spans[0][1]}, " + ", ".join(f"{span} in {value}" for span, value in spans[1:])
+    warnings.warn(GxWarning(f"resuming {found} in {state.precision}; its {steps}; metrics.json lists each under "
+                            f"precision_history (pass --precision {last} to go on as it last ran)"), stacklevel=2)
 
 
 def _state_json(state: FitState, scheduler, cfg: dict, meta: dict | None) -> dict[str, Any]:
