@@ -308,6 +308,11 @@ def test_a_resume_with_another_process_count_is_said_and_recorded(tmp_path):
     assert summary["num_processes_history"] == [{"from_step": 0, "num_processes": 2}, {"from_step": 3, "num_processes": 1}]
     # 4 micro-batches an epoch for 1 process: 1 of 2 processes' is 2 of one's, then 9 more steps -> 11 = 2.75 epochs
     assert summary["epochs"] == 2.75 and per_epoch == 4
+    # a history of several counts is said span by span (it said "its steps up to N ran with" the last count only)
+    from gesture_cli.train.loop import _ran_text, _step_ranges
+
+    ran = _step_ranges([[0, 4], [2, 2]], upto=3)
+    assert _ran_text(ran, verb="with", unit=" process(es)") == "steps 1-2 ran with 4 process(es), 3 with 2 process(es)"
 
 
 # ---- every model command in fp32 and bf16 -------------------------------------------------------------

@@ -644,12 +644,15 @@ def _resume(state: FitState, model, optimizer, scheduler, *, names: list[str], c
     state.resumed_from = state.step
     _resume_precision(state, t, found)
     saved_world = int(t.get("num_processes", state.num_processes))
-    state.num_processes_history, _ = _continue_history(t.get("num_processes_history") or [[0, saved_world]], state.num_processes,
-                                                       step=state.step)
+    worlds = t.get("num_processes_history") or [[0, saved_world]]
+    ran = _step_ranges(worlds, upto=state.step)  # before this resume: which steps ran with how many processes
+    state.num_processes_history, _ = _continue_history(worlds, state.num_processes, step=state.step)
     if saved_world != state.num_processes and state.is_main:
-        warnings.warn(GxWarning(f"resuming {found} with {state.num_processes} process(es), but its steps up to {state.step} ran with "
-                                f"{saved_world}; training goes on from the same sample, though not bit for bit as an uninterrupted "
-                                "run, and metrics.json lists both under num_processes_history"), stacklevel=2)
+        said = (_ran_text(ran, verb="with", unit=" process(es)") if len(ran) > 1
+                else f"steps up to {state.step} ran with {saved_world}")
+        warnings.warn(GxWarning(f"resuming {found} with {state.num_processes} process(es), but its {said}; training goes on from "
+                                "the same sample, though not bit for bit as an uninterrupted run, and metrics.json lists each "
+                                "under num_processes_history"), stacklevel=2)
     if saved_world != state.num_processes and state.batch_in_epoch:
         # Another number of processes: keep the samples consumed in this epoch (not bit-exact any more).
         pos = state.batch_in_epoch * saved_world // state.num_processes
@@ -682,6 +685,12 @@ def _step_ranges(history: list, *, upto: int) -> list[tuple[int, int, object]]:
     return ranges
 
 
+def _ran_text(ran: list[tuple[int, int, object]], *, verb: str, unit: str = "") -> str:
+    """_step_ranges as words: 'steps 1-4 ran in fp32, 5-8 in bf16' (verb 'in'), '... ran with 8 process(es), ...'."""
+    spans = [(f"{first}-{end}" if end > first else f"{first}", value) for first, end, value in ran]
+    return f"steps {spans[0][0]} ran {verb} {spans[0][1]}{unit}, " + ", ".join(f"{span} {verb} {value}{unit}" for span, value in spans[1:])
+
+
 def _resume_precision(state: FitState, trainer: dict, found: Path) -> None:
     """Carry the checkpoint's precision history on. Resuming in another precision is allowed (a bf16 run
     pre-empted and resumed on a card without bf16 has to), but it is said, and metrics.json lists both."""
@@ -698,9 +707,7 @@ def _resume_precision(state: FitState, trainer: dict, found: Path) -> None:
                                 "metrics.json lists both under precision_history (pass --precision "
                                 f"{last} to keep one)"), stacklevel=2)
         return
-    spans = [(f"{first}-{end}" if end > first else f"{first}", value) for first, end, value in ran]
-    steps = f"steps {spans[0][0]} ran in {spans[0][1]}, " + ", ".join(f"{span} in {value}" for span, value in spans[1:])
-    warnings.warn(GxWarning(f"resuming {found} in {state.precision}; its {steps}; metrics.json lists each under "
+    warnings.warn(GxWarning(f"resuming {found} in {state.precision}; its {_ran_text(ran, verb='in')}; metrics.json lists each under "
                             f"precision_history (pass --precision {last} to go on as it last ran)"), stacklevel=2)
 
 
