@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -373,15 +374,18 @@ def path_arg_parts(metavar: str | None, arg: str) -> tuple[str, ...]:
 
 
 def absolute_path_text(text: str) -> str:
-    """A relative local path that exists -> its absolute path; anything else (absolute, missing, no path at all)
-    as typed, for the parser and the source to judge."""
+    """A local path that exists -> its absolute path, normalised (`..`, `.`, a trailing '/' taken out as the text
+    reads, so the record does not depend on the folder it was typed in still being there; a symlink stays as typed);
+    anything else (`~/...`, missing, no path at all) as typed, for the parser and the source to judge."""
     path = Path(text).expanduser()
     try:
-        if not text.strip() or path.is_absolute() or not path.exists():
+        if not text.strip() or text.startswith("~") or not path.exists():
             return text
+        normal = os.path.abspath(path)
+        # `link/..` read as the text reads is not where the link leads: then the absolute path as typed
+        return normal if os.path.exists(normal) and os.path.samefile(normal, path) else str(path.absolute())
     except OSError:  # a name too long for the file system, a folder it may not look into: the source will say
         return text
-    return str(path.absolute())
 
 
 def absolute_spec_text(text: str | None) -> str | None:
