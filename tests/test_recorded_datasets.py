@@ -152,3 +152,40 @@ def test_a_step_reads_the_given_dataset_or_the_recorded_one_with_its_options(tmp
     with pytest.raises(DataError, match=rf"^{tmp_path / 'poses'}: not found; the translator was made from the dataset '{recorded}'; "
                                         "pass --dataset with where that data is now$"):
         given_or_recorded_dataset(None, recorded, recorded_opts=opts, kind="pose", recorded_in="the translator")
+
+
+def _check_resume_against(tmp_path, trained_with: dict, given: dict) -> None:
+    """train.common.check_resume of a checkpoint whose run recorded `trained_with`, for a run given `given`."""
+    import torch
+
+    from gesture_cli.train.checkpoint import write_checkpoint
+    from gesture_cli.train.common import check_resume
+
+    last = tmp_path / "ckpt" / "last"
+    if not last.exists():
+        write_checkpoint(last, model_state={"w": torch.zeros(1)}, rng=False,
+                         state={"trainer": {"step": 1}, "config": {}, "meta": {"config": trained_with}})
+    check_resume(last, given, list(given))
+
+
+def test_resume_takes_the_same_data_spelled_another_way(tmp_path, monkeypatch):
+    """--resume compares the dataset's paths absolute and normalised: a trailing '/' (tab completion), `..` from a
+    subfolder, or the absolute path of what a run recorded as `t1/../data/x` (before paths were normalised) or
+    relative (before they were absolute) is the same data; another folder is still refused."""
+    from gesture_cli.core.errors import UsageError
+    from gesture_cli.data.registry import same_dataset
+
+    (tmp_path / "data" / "x").mkdir(parents=True)
+    (tmp_path / "data" / "y").mkdir()
+    (tmp_path / "t1" / "sub").mkdir(parents=True)
+    data = tmp_path / "data" / "x"
+    monkeypatch.chdir(tmp_path / "t1" / "sub")
+    assert same_dataset(f"folder:{data}", f"folder:{data}/")
+    for spelled in ("folder:../../data/x", f"folder:{data}", "folder:../../data/x/", "folder:./../../data/x"):
+        assert same_dataset(f"folder:{tmp_path}/t1/../data/x", spelled), spelled
+    assert same_dataset("mpii:a/../b.json:imgs/", f"mpii:{tmp_path}/t1/sub/b.json:{tmp_path}/t1/sub/imgs")  # relative, missing
+    assert not same_dataset(f"folder:{tmp_path}/t1/../data/x", "folder:../../data/y")
+    _check_resume_against(tmp_path, {"dataset": f"folder:{data}", "lr": 0.1}, {"dataset": f"folder:{data}/", "lr": 0.1})
+    _check_resume_against(tmp_path, {"dataset": f"folder:{data}"}, {"dataset": "folder:../../data/x"})
+    with pytest.raises(UsageError, match=r"it was trained with dataset="):
+        _check_resume_against(tmp_path, {"dataset": f"folder:{data}"}, {"dataset": "folder:../../data/y"})

@@ -312,11 +312,12 @@ PATH_OPTIONS = ("texts", "classes", "class_map")
 
 
 def same_dataset(recorded: str | None, given: str | None) -> bool:
-    """Whether a spec an artifact recorded and one given now name the same data: runs made before gx recorded
-    --dataset's paths absolute hold them relative (to the folder they ran in, which is this one on --resume)."""
+    """Whether a spec an artifact recorded and one given now name the same data, their local paths compared absolute
+    and normalised (`data/x/` is `data/x`; `../data/x` from sub/ is `data/x`): runs made before gx recorded --dataset's
+    paths absolute (or normalised) hold them relative (to the folder they ran in, which is this one on --resume)."""
     if recorded is None or given is None:
         return recorded == given
-    return recorded == given or absolute_spec_text(recorded) == absolute_spec_text(given)
+    return recorded == given or _spec_paths_as(recorded, _normal_path_text) == _spec_paths_as(given, _normal_path_text)
 
 
 def same_dataset_opts(recorded: Sequence[str] | None, given: Sequence[str] | None) -> bool:
@@ -388,11 +389,23 @@ def absolute_path_text(text: str) -> str:
         return text
 
 
+def _normal_path_text(text: str) -> str:
+    """A path as same_dataset compares it: absolute (relative to the current folder) and normalised as the text
+    reads, whether or not it exists; an empty one (`mpii:JSON:`) as it is."""
+    return os.path.abspath(os.path.expanduser(text)) if text.strip() else text
+
+
 def absolute_spec_text(text: str | None) -> str | None:
     """`--dataset` as commands record it: `name:relative/path` -> `name:/absolute/path` for each local path of
     the argument that exists (both of `mpii:JSON:IMGDIR`), when the source reads local paths. Runs record the
     spec's text, and a later step (evaluate, report, --resume) may run from another folder. Anything else is
     returned as typed, for the parser and the source to judge."""
+    return _spec_paths_as(text, absolute_path_text)
+
+
+def _spec_paths_as(text: str | None, path_text: Callable[[str], str]) -> str | None:
+    """The spec with `path_text` applied to each local path of its argument (path_arg_parts), when its source
+    reads local paths; anything else as typed."""
     if not text or ":" not in text:
         return text
     name, arg = parse_spec(text)
@@ -402,8 +415,8 @@ def absolute_spec_text(text: str | None) -> str | None:
     parts = {path_arg_parts(metavar, arg) for metavar in reads}
     if len(parts) != 1 or not (named := parts.pop()):  # no such source, no local path, or two ways to read one
         return text
-    absolute = ":".join(absolute_path_text(part) for part in named)
-    return text if absolute == arg else f"{text.strip().partition(':')[0]}:{absolute}"
+    mapped = ":".join(path_text(part) for part in named)
+    return text if mapped == arg else f"{text.strip().partition(':')[0]}:{mapped}"
 
 
 def absolute_opts_text(opts: Sequence[str]) -> tuple[str, ...]:
