@@ -189,3 +189,56 @@ def test_resume_takes_the_same_data_spelled_another_way(tmp_path, monkeypatch):
     _check_resume_against(tmp_path, {"dataset": f"folder:{data}"}, {"dataset": "folder:../../data/x"})
     with pytest.raises(UsageError, match=r"it was trained with dataset="):
         _check_resume_against(tmp_path, {"dataset": f"folder:{data}"}, {"dataset": "folder:../../data/y"})
+
+
+def test_dataset_options_are_compared_as_the_values_the_source_reads(tmp_path, monkeypatch):
+    """--resume compares --dataset-opt as KEY -> value typed for the dataset's source, not as a list of texts: another
+    order (a --config mapping merged), `false` / `False`, a float option's `25` / `25.0`, a later key winning,
+    a path option's `../x` / `x/` spelling are the same; another value, a text option's other text, `1` for `true`,
+    an int option's `32.0`, a key more or fewer are not."""
+    from gesture_cli.core.errors import UsageError
+    from gesture_cli.data.registry import same_dataset_opts
+
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "texts.csv").write_text("x")
+    monkeypatch.chdir(tmp_path / "sub")
+    kp = "synthetic-keypoints"
+    trained = ["side=32", "clutter=false", "train_samples=200"]
+    for given in (["train_samples=200", "side=32", "clutter=false"], ["side=32", "clutter=False", "train-samples=200"],
+                  ["side=32", "clutter=no", "train_samples=100", "train_samples=200"]):
+        assert same_dataset_opts(trained, given, dataset=kp), given
+    for given in (["side=32", "clutter=true", "train_samples=200"], ["side=32.0", "clutter=false", "train_samples=200"],
+                  ["side=32", "clutter=0", "train_samples=200"], ["side=32", "clutter=false"], [*trained, "eval_samples=4"]):
+        assert not same_dataset_opts(trained, given, dataset=kp), given
+    pose = f"pose:{tmp_path}"
+    assert same_dataset_opts(["fps=25", f"texts={tmp_path}/texts.csv"], ["texts=../texts.csv", "fps=25.0"], dataset=pose)
+    assert same_dataset_opts([f"texts={tmp_path}/sub/../texts.csv/"], [" texts = ../texts.csv"], dataset=pose)  # recorded before normalising
+    assert not same_dataset_opts(["layout=mediapipe"], ["layout=MediaPipe"], dataset=pose)  # text: the source reads it as typed
+    assert not same_dataset_opts(["fps=25"], ["fps=25", "texts=../other.csv"], dataset=pose)
+    assert same_dataset_opts(["channels=1"], ["channels=1"]) and not same_dataset_opts(["novalue"], ["novalue=1"])
+    _check_resume_against(tmp_path, {"dataset": kp, "dataset_opts": trained}, {"dataset": kp, "dataset_opts": ("clutter=False", "side=32", "train_samples=200")})
+    with pytest.raises(UsageError, match=r"it was trained with dataset_opts="):
+        _check_resume_against(tmp_path, {"dataset": kp, "dataset_opts": trained}, {"dataset": kp, "dataset_opts": ("side=64", "clutter=false", "train_samples=200")})
+
+
+def test_a_run_resumes_with_its_dataset_options_from_a_config_file(runner, tmp_path, monkeypatch):
+    """Started with --dataset-opt flags in one order; resumed with a --config mapping that merges to another order and
+    writes `false` as YAML's bool: the same options, so it resumes."""
+    from gesture_cli.core.rundir import RunDir
+    from gesture_cli.tasks.keypoint import train_keypoint
+    from gesture_cli.train.keypoint import KeypointTrainConfig
+    from gesture_cli.train.loop import TrainingInterrupted
+
+    monkeypatch.chdir(tmp_path)
+    opts = ("side=32", "clutter=false", "train_samples=8", "eval_samples=4")
+    cfg = KeypointTrainConfig(backbone="tiny-vit", method="frozen", dataset="synthetic-keypoints", dataset_opts=opts, image_size=32,
+                              batch_size=2, max_steps=2, checkpoint_every=1, precision="fp32")
+    stop = {"on_step_end": [lambda s: s.request_stop("test") if s.step == 1 else None]}
+    with pytest.raises(TrainingInterrupted):
+        train_keypoint(cfg, RunDir(tmp_path / "run"), device="cpu", callbacks=stop)
+    (tmp_path / "kp.yaml").write_text("dataset_opts: {eval_samples: 4, train_samples: 8, side: 32, clutter: False}\n")
+    res = invoke(runner, "keypoint-train", "--config", "kp.yaml", "--method", "frozen", "--backbone", "tiny-vit", "--image-size", "32",
+                 "--batch-size", "2", "--max-steps", "2", "--checkpoint-every", "1", "--precision", "fp32", "--device", "cpu",
+                 "--resume", "-r", "run")
+    assert res.exit_code == 0, res.output
+    assert "resum" in res.output.lower()

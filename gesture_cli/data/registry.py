@@ -320,12 +320,55 @@ def same_dataset(recorded: str | None, given: str | None) -> bool:
     return recorded == given or _spec_paths_as(recorded, _normal_path_text) == _spec_paths_as(given, _normal_path_text)
 
 
-def same_dataset_opts(recorded: Sequence[str] | None, given: Sequence[str] | None) -> bool:
-    """Whether the --dataset-opt texts an artifact recorded and those given now are the same, as same_dataset
-    judges specs: runs made before gx recorded path options absolute hold them relative."""
+def same_dataset_opts(recorded: Sequence[str] | None, given: Sequence[str] | None, *, dataset: str | None = None) -> bool:
+    """Whether the --dataset-opt texts an artifact recorded and those given now set the same options of `dataset`'s
+    source: compared as KEY -> value, in any order, the last of a key winning, each value typed as parse_dataset
+    types it for that source (`clutter=false` is `clutter=False`; `fps=25` is `fps=25.0` where the source takes a
+    float); a path option's value (PATH_OPTIONS) compared absolute and normalised, as same_dataset compares specs
+    (runs made before gx recorded path options absolute hold them relative)."""
     if recorded is None or given is None:
         return recorded == given
-    return recorded == given or absolute_opts_text(recorded) == absolute_opts_text(given)
+    if list(recorded) == list(given):
+        return True
+    before, now = _comparable_opts(recorded, dataset), _comparable_opts(given, dataset)
+    return before is not None and before == now
+
+
+def _comparable_opts(opts: Sequence[str], dataset: str | None) -> dict[str, object] | None:
+    """KEY=VALUE texts -> {key: comparable value} for same_dataset_opts; None when one is no KEY=VALUE."""
+    try:
+        texts = _split_opts(opts)
+    except UsageError:
+        return None
+    params = _option_parameters(dataset)
+    return {key: _comparable_value(key, text, params.get(key)) for key, text in texts.items()}
+
+
+def _option_parameters(dataset: str | None) -> dict[str, inspect.Parameter]:
+    """The options of the sources named as `dataset`'s, of any kind (`hf-dataset` is two), key -> parameter; where
+    two take a key, the one that takes text only, so that two texts one of them would tell apart never match."""
+    try:
+        name, _ = parse_spec(dataset) if dataset else ("", None)
+    except UsageError:
+        return {}
+    out: dict[str, inspect.Parameter] = {}
+    for kind in KINDS:
+        source = dataset_sources(kind).get(name)
+        for key, param in (source.parameters if source else {}).items():
+            if key not in out or str(param.annotation) in _TEXT_ANNOTATIONS:
+                out[key] = param
+    return out
+
+
+def _comparable_value(key: str, text: str, param: inspect.Parameter | None) -> object:
+    """An option's value as the source receives it (with its type: `1` is no `true`), a float option's whole
+    number as a float; a path option's as a normalised absolute path."""
+    if key in PATH_OPTIONS:
+        return _normal_path_text(text)
+    value = _parse_value(text, param)
+    if type(value) is int and param is not None and "float" in str(param.annotation):
+        value = float(value)
+    return type(value).__name__, value
 
 
 def recorded_dataset(spec: str | DatasetSpec, opts: Sequence[str] | Mapping[str, object] = (), *, kind: str = "image",
