@@ -152,3 +152,93 @@ def test_a_step_reads_the_given_dataset_or_the_recorded_one_with_its_options(tmp
     with pytest.raises(DataError, match=rf"^{tmp_path / 'poses'}: not found; the translator was made from the dataset '{recorded}'; "
                                         "pass --dataset with where that data is now$"):
         given_or_recorded_dataset(None, recorded, recorded_opts=opts, kind="pose", recorded_in="the translator")
+
+
+def _check_resume_against(tmp_path, trained_with: dict, given: dict) -> None:
+    """train.common.check_resume of a checkpoint whose run recorded `trained_with`, for a run given `given`."""
+    import torch
+
+    from gesture_cli.train.checkpoint import write_checkpoint
+    from gesture_cli.train.common import check_resume
+
+    last = tmp_path / "ckpt" / "last"
+    if not last.exists():
+        write_checkpoint(last, model_state={"w": torch.zeros(1)}, rng=False,
+                         state={"trainer": {"step": 1}, "config": {}, "meta": {"config": trained_with}})
+    check_resume(last, given, list(given))
+
+
+def test_resume_takes_the_same_data_spelled_another_way(tmp_path, monkeypatch):
+    """--resume compares the dataset's paths absolute and normalised: a trailing '/' (tab completion), `..` from a
+    subfolder, or the absolute path of what a run recorded as `t1/../data/x` (before paths were normalised) or
+    relative (before they were absolute) is the same data; another folder is still refused."""
+    from gesture_cli.core.errors import UsageError
+    from gesture_cli.data.registry import same_dataset
+
+    (tmp_path / "data" / "x").mkdir(parents=True)
+    (tmp_path / "data" / "y").mkdir()
+    (tmp_path / "t1" / "sub").mkdir(parents=True)
+    data = tmp_path / "data" / "x"
+    monkeypatch.chdir(tmp_path / "t1" / "sub")
+    assert same_dataset(f"folder:{data}", f"folder:{data}/")
+    for spelled in ("folder:../../data/x", f"folder:{data}", "folder:../../data/x/", "folder:./../../data/x"):
+        assert same_dataset(f"folder:{tmp_path}/t1/../data/x", spelled), spelled
+    assert same_dataset("mpii:a/../b.json:imgs/", f"mpii:{tmp_path}/t1/sub/b.json:{tmp_path}/t1/sub/imgs")  # relative, missing
+    assert not same_dataset(f"folder:{tmp_path}/t1/../data/x", "folder:../../data/y")
+    _check_resume_against(tmp_path, {"dataset": f"folder:{data}", "lr": 0.1}, {"dataset": f"folder:{data}/", "lr": 0.1})
+    _check_resume_against(tmp_path, {"dataset": f"folder:{data}"}, {"dataset": "folder:../../data/x"})
+    with pytest.raises(UsageError, match=r"it was trained with dataset="):
+        _check_resume_against(tmp_path, {"dataset": f"folder:{data}"}, {"dataset": "folder:../../data/y"})
+
+
+def test_dataset_options_are_compared_as_the_values_the_source_reads(tmp_path, monkeypatch):
+    """--resume compares --dataset-opt as KEY -> value typed for the dataset's source, not as a list of texts: another
+    order (a --config mapping merged), `false` / `False`, a float option's `25` / `25.0`, a later key winning,
+    a path option's `../x` / `x/` spelling are the same; another value, a text option's other text, `1` for `true`,
+    an int option's `32.0`, a key more or fewer are not."""
+    from gesture_cli.core.errors import UsageError
+    from gesture_cli.data.registry import same_dataset_opts
+
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "texts.csv").write_text("x")
+    monkeypatch.chdir(tmp_path / "sub")
+    kp = "synthetic-keypoints"
+    trained = ["side=32", "clutter=false", "train_samples=200"]
+    for given in (["train_samples=200", "side=32", "clutter=false"], ["side=32", "clutter=False", "train-samples=200"],
+                  ["side=32", "clutter=no", "train_samples=100", "train_samples=200"]):
+        assert same_dataset_opts(trained, given, dataset=kp), given
+    for given in (["side=32", "clutter=true", "train_samples=200"], ["side=32.0", "clutter=false", "train_samples=200"],
+                  ["side=32", "clutter=0", "train_samples=200"], ["side=32", "clutter=false"], [*trained, "eval_samples=4"]):
+        assert not same_dataset_opts(trained, given, dataset=kp), given
+    pose = f"pose:{tmp_path}"
+    assert same_dataset_opts(["fps=25", f"texts={tmp_path}/texts.csv"], ["texts=../texts.csv", "fps=25.0"], dataset=pose)
+    assert same_dataset_opts([f"texts={tmp_path}/sub/../texts.csv/"], [" texts = ../texts.csv"], dataset=pose)  # recorded before normalising
+    assert not same_dataset_opts(["layout=mediapipe"], ["layout=MediaPipe"], dataset=pose)  # text: the source reads it as typed
+    assert not same_dataset_opts(["fps=25"], ["fps=25", "texts=../other.csv"], dataset=pose)
+    assert same_dataset_opts(["channels=1"], ["channels=1"]) and not same_dataset_opts(["novalue"], ["novalue=1"])
+    _check_resume_against(tmp_path, {"dataset": kp, "dataset_opts": trained}, {"dataset": kp, "dataset_opts": ("clutter=False", "side=32", "train_samples=200")})
+    with pytest.raises(UsageError, match=r"it was trained with dataset_opts="):
+        _check_resume_against(tmp_path, {"dataset": kp, "dataset_opts": trained}, {"dataset": kp, "dataset_opts": ("side=64", "clutter=false", "train_samples=200")})
+
+
+def test_a_run_resumes_with_its_dataset_options_from_a_config_file(runner, tmp_path, monkeypatch):
+    """Started with --dataset-opt flags in one order; resumed with a --config mapping that merges to another order and
+    writes `false` as YAML's bool: the same options, so it resumes."""
+    from gesture_cli.core.rundir import RunDir
+    from gesture_cli.tasks.keypoint import train_keypoint
+    from gesture_cli.train.keypoint import KeypointTrainConfig
+    from gesture_cli.train.loop import TrainingInterrupted
+
+    monkeypatch.chdir(tmp_path)
+    opts = ("side=32", "clutter=false", "train_samples=8", "eval_samples=4")
+    cfg = KeypointTrainConfig(backbone="tiny-vit", method="frozen", dataset="synthetic-keypoints", dataset_opts=opts, image_size=32,
+                              batch_size=2, max_steps=2, checkpoint_every=1, precision="fp32")
+    stop = {"on_step_end": [lambda s: s.request_stop("test") if s.step == 1 else None]}
+    with pytest.raises(TrainingInterrupted):
+        train_keypoint(cfg, RunDir(tmp_path / "run"), device="cpu", callbacks=stop)
+    (tmp_path / "kp.yaml").write_text("dataset_opts: {eval_samples: 4, train_samples: 8, side: 32, clutter: False}\n")
+    res = invoke(runner, "keypoint-train", "--config", "kp.yaml", "--method", "frozen", "--backbone", "tiny-vit", "--image-size", "32",
+                 "--batch-size", "2", "--max-steps", "2", "--checkpoint-every", "1", "--precision", "fp32", "--device", "cpu",
+                 "--resume", "-r", "run")
+    assert res.exit_code == 0, res.output
+    assert "resum" in res.output.lower()

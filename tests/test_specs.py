@@ -121,6 +121,27 @@ def test_a_relative_local_path_is_recorded_absolute(tmp_path, monkeypatch):
     assert absolute_spec_text("folder:" + "x" * 300) == "folder:" + "x" * 300  # too long a name for the disk: as typed
 
 
+def test_a_recorded_path_is_normalised(tmp_path, monkeypatch):
+    """`..` and a trailing '/' are taken out of a recorded path as the text reads: `mpii:../mpii/x.json:../mpii` typed
+    in work/ must not record work/.. (gone once work/ is deleted or the run is imported elsewhere); a symlink stays a
+    symlink, and `link/..` (not where the text reads) stays as typed."""
+    from gesture_cli.data.registry import absolute_opts_text, absolute_spec_text
+
+    for name in ("work", "mpii", "sig", "real/inner"):
+        (tmp_path / name).mkdir(parents=True)
+    (tmp_path / "mpii" / "x.json").write_text("[]")
+    (tmp_path / "texts.csv").write_text("x")
+    (tmp_path / "link").symlink_to(tmp_path / "real" / "inner")
+    monkeypatch.chdir(tmp_path / "work")
+    assert absolute_spec_text("mpii:../mpii/x.json:../mpii") == f"mpii:{tmp_path / 'mpii' / 'x.json'}:{tmp_path / 'mpii'}"
+    assert absolute_spec_text("pose:../sig/") == f"pose:{tmp_path / 'sig'}"
+    assert absolute_spec_text("pose:./../sig") == f"pose:{tmp_path / 'sig'}"
+    assert absolute_opts_text(["texts=../texts.csv"]) == (f"texts={tmp_path / 'texts.csv'}",)
+    assert absolute_spec_text(f"folder:{tmp_path}/work/../sig/") == f"folder:{tmp_path / 'sig'}"  # typed absolute
+    assert absolute_spec_text("folder:../link") == f"folder:{tmp_path / 'link'}"  # not resolved to real/inner
+    assert absolute_spec_text("folder:../link/..") == f"folder:{tmp_path / 'work' / '..' / 'link' / '..'}"  # real/, not tmp_path
+
+
 def test_a_dataset_recorded_relative_is_the_same_as_its_absolute_path(tmp_path, monkeypatch):
     """Runs made before paths were recorded absolute hold them relative; --resume and evaluate from the same folder
     must still see the same data (and its recorded options), not a different dataset."""

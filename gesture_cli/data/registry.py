@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -311,19 +312,63 @@ PATH_OPTIONS = ("texts", "classes", "class_map")
 
 
 def same_dataset(recorded: str | None, given: str | None) -> bool:
-    """Whether a spec an artifact recorded and one given now name the same data: runs made before gx recorded
-    --dataset's paths absolute hold them relative (to the folder they ran in, which is this one on --resume)."""
+    """Whether a spec an artifact recorded and one given now name the same data, their local paths compared absolute
+    and normalised (`data/x/` is `data/x`; `../data/x` from sub/ is `data/x`): runs made before gx recorded --dataset's
+    paths absolute (or normalised) hold them relative (to the folder they ran in, which is this one on --resume)."""
     if recorded is None or given is None:
         return recorded == given
-    return recorded == given or absolute_spec_text(recorded) == absolute_spec_text(given)
+    return recorded == given or _spec_paths_as(recorded, _normal_path_text) == _spec_paths_as(given, _normal_path_text)
 
 
-def same_dataset_opts(recorded: Sequence[str] | None, given: Sequence[str] | None) -> bool:
-    """Whether the --dataset-opt texts an artifact recorded and those given now are the same, as same_dataset
-    judges specs: runs made before gx recorded path options absolute hold them relative."""
+def same_dataset_opts(recorded: Sequence[str] | None, given: Sequence[str] | None, *, dataset: str | None = None) -> bool:
+    """Whether the --dataset-opt texts an artifact recorded and those given now set the same options of `dataset`'s
+    source: compared as KEY -> value, in any order, the last of a key winning, each value typed as parse_dataset
+    types it for that source (`clutter=false` is `clutter=False`; `fps=25` is `fps=25.0` where the source takes a
+    float); a path option's value (PATH_OPTIONS) compared absolute and normalised, as same_dataset compares specs
+    (runs made before gx recorded path options absolute hold them relative)."""
     if recorded is None or given is None:
         return recorded == given
-    return recorded == given or absolute_opts_text(recorded) == absolute_opts_text(given)
+    if list(recorded) == list(given):
+        return True
+    before, now = _comparable_opts(recorded, dataset), _comparable_opts(given, dataset)
+    return before is not None and before == now
+
+
+def _comparable_opts(opts: Sequence[str], dataset: str | None) -> dict[str, object] | None:
+    """KEY=VALUE texts -> {key: comparable value} for same_dataset_opts; None when one is no KEY=VALUE."""
+    try:
+        texts = _split_opts(opts)
+    except UsageError:
+        return None
+    params = _option_parameters(dataset)
+    return {key: _comparable_value(key, text, params.get(key)) for key, text in texts.items()}
+
+
+def _option_parameters(dataset: str | None) -> dict[str, inspect.Parameter]:
+    """The options of the sources named as `dataset`'s, of any kind (`hf-dataset` is two), key -> parameter; where
+    two take a key, the one that takes text only, so that two texts one of them would tell apart never match."""
+    try:
+        name, _ = parse_spec(dataset) if dataset else ("", None)
+    except UsageError:
+        return {}
+    out: dict[str, inspect.Parameter] = {}
+    for kind in KINDS:
+        source = dataset_sources(kind).get(name)
+        for key, param in (source.parameters if source else {}).items():
+            if key not in out or str(param.annotation) in _TEXT_ANNOTATIONS:
+                out[key] = param
+    return out
+
+
+def _comparable_value(key: str, text: str, param: inspect.Parameter | None) -> object:
+    """An option's value as the source receives it (with its type: `1` is no `true`), a float option's whole
+    number as a float; a path option's as a normalised absolute path."""
+    if key in PATH_OPTIONS:
+        return _normal_path_text(text)
+    value = _parse_value(text, param)
+    if type(value) is int and param is not None and "float" in str(param.annotation):
+        value = float(value)
+    return type(value).__name__, value
 
 
 def recorded_dataset(spec: str | DatasetSpec, opts: Sequence[str] | Mapping[str, object] = (), *, kind: str = "image",
@@ -373,15 +418,24 @@ def path_arg_parts(metavar: str | None, arg: str) -> tuple[str, ...]:
 
 
 def absolute_path_text(text: str) -> str:
-    """A relative local path that exists -> its absolute path; anything else (absolute, missing, no path at all)
-    as typed, for the parser and the source to judge."""
+    """A local path that exists -> its absolute path, normalised (`..`, `.`, a trailing '/' taken out as the text
+    reads, so the record does not depend on the folder it was typed in still being there; a symlink stays as typed);
+    anything else (`~/...`, missing, no path at all) as typed, for the parser and the source to judge."""
     path = Path(text).expanduser()
     try:
-        if not text.strip() or path.is_absolute() or not path.exists():
+        if not text.strip() or text.startswith("~") or not path.exists():
             return text
+        normal = os.path.abspath(path)
+        # `link/..` read as the text reads is not where the link leads: then the absolute path as typed
+        return normal if os.path.exists(normal) and os.path.samefile(normal, path) else str(path.absolute())
     except OSError:  # a name too long for the file system, a folder it may not look into: the source will say
         return text
-    return str(path.absolute())
+
+
+def _normal_path_text(text: str) -> str:
+    """A path as same_dataset compares it: absolute (relative to the current folder) and normalised as the text
+    reads, whether or not it exists; an empty one (`mpii:JSON:`) as it is."""
+    return os.path.abspath(os.path.expanduser(text)) if text.strip() else text
 
 
 def absolute_spec_text(text: str | None) -> str | None:
@@ -389,6 +443,12 @@ def absolute_spec_text(text: str | None) -> str | None:
     the argument that exists (both of `mpii:JSON:IMGDIR`), when the source reads local paths. Runs record the
     spec's text, and a later step (evaluate, report, --resume) may run from another folder. Anything else is
     returned as typed, for the parser and the source to judge."""
+    return _spec_paths_as(text, absolute_path_text)
+
+
+def _spec_paths_as(text: str | None, path_text: Callable[[str], str]) -> str | None:
+    """The spec with `path_text` applied to each local path of its argument (path_arg_parts), when its source
+    reads local paths; anything else as typed."""
     if not text or ":" not in text:
         return text
     name, arg = parse_spec(text)
@@ -398,8 +458,8 @@ def absolute_spec_text(text: str | None) -> str | None:
     parts = {path_arg_parts(metavar, arg) for metavar in reads}
     if len(parts) != 1 or not (named := parts.pop()):  # no such source, no local path, or two ways to read one
         return text
-    absolute = ":".join(absolute_path_text(part) for part in named)
-    return text if absolute == arg else f"{text.strip().partition(':')[0]}:{absolute}"
+    mapped = ":".join(path_text(part) for part in named)
+    return text if mapped == arg else f"{text.strip().partition(':')[0]}:{mapped}"
 
 
 def absolute_opts_text(opts: Sequence[str]) -> tuple[str, ...]:

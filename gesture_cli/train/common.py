@@ -93,7 +93,9 @@ def check_resume(last_dir: Path, resolved: dict, keys: Sequence[str], *, command
 
     saved = read_checkpoint_state(found).get("meta", {}).get("config", {})
     # a dataset (or a path option of it) recorded relative before gx made such paths absolute is the same data
-    same = {"dataset": same_dataset, "dataset_opts": same_dataset_opts}
+    # and options are compared as the values the source reads, in any order (same_dataset_opts)
+    dataset = resolved.get("dataset", saved.get("dataset"))
+    same = {"dataset": same_dataset, "dataset_opts": lambda old, new: same_dataset_opts(old, new, dataset=dataset)}
 
     def differs(key: str) -> bool:
         return not same[key](saved[key], resolved[key]) if key in same else saved.get(key) != resolved[key]
