@@ -37,7 +37,7 @@ def make_run(root: Path, *, name: str = "mnist", extra_files: int = 0) -> Path:
             "checkpoints/best/state.json": b'{"step": 1}\n',
             "checkpoints/last/model.safetensors": os.urandom(4000),
             "checkpoints/last/optimizer.safetensors": os.urandom(8000),
-            "checkpoints/last/state.json": b'{"step": 2}\n',
+            "checkpoints/last/state.json": b'{"trainer": {"finished": true}}\n',
         }
         files.update({f"many/{i:04d}.json": b"{}\n" for i in range(extra_files)})
         for rel, data in files.items():
@@ -455,3 +455,37 @@ def test_only_best_of_an_interrupted_training_warns_that_it_left_out_the_checkpo
     # a finished training: --only best leaves out last/ without a word
     res = invoke(runner, "runs", "export", make_run(tmp_path), "--only", "best", "-o", tmp_path / "done.tar.gz")
     assert res.exit_code == 0 and "warning" not in res.output
+
+
+def _kill_a_training(run: RunDir, *, step: int, total: int, finished: bool) -> None:
+    """A lora-train step killed after its live checkpoints/last/ reached `step` of `total` (finished or not)."""
+    import json
+
+    entry = run.begin("lora-train", config={"epochs": 2}, outputs=["lora/tiny-dinov2"])
+    with pytest.raises(KeyboardInterrupt), entry:
+        live = run.path("lora/tiny-dinov2/checkpoints/last")
+        live.mkdir(parents=True, exist_ok=True)
+        state = {"kind": "checkpoint", "schema": 1, "trainer": {"step": step, "total_steps": total, "finished": finished}}
+        (live / "state.json").write_text(json.dumps(state) + "\n")
+        raise KeyboardInterrupt
+
+
+def test_only_best_warns_from_the_checkpoint_not_from_an_older_finished_step(runner, tmp_path):
+    """Trained once, retrained with --force and killed: the old ok step still lists the output, so --only best
+    dropped the only resumable state without a word. The checkpoint's own state says the training did not finish."""
+    run = RunDir(make_run(tmp_path))
+    _kill_a_training(run, step=3, total=12, finished=False)
+    res = invoke(runner, "runs", "export", run.root, "--only", "best", "-o", tmp_path / "again.tar.gz")
+    assert res.exit_code == 0, res.output
+    out = " ".join(res.output.split())
+    assert ("warning: lora/tiny-dinov2 has no finished weights (its training did not finish; its last checkpoint is at "
+            "step 3/12): --only best left out lora/tiny-dinov2/checkpoints/last/, the checkpoint to --resume from; "
+            "export without --only best to keep it") in out
+
+
+def test_only_best_of_a_finished_training_killed_while_scoring_does_not_say_it_did_not_finish(runner, tmp_path):
+    """No finished step (killed while scoring), but the training finished: "its training did not finish" was untrue."""
+    run = RunDir(tmp_path / "scoring")
+    _kill_a_training(run, step=12, total=12, finished=True)
+    res = invoke(runner, "runs", "export", run.root, "--only", "best", "-o", tmp_path / "s.tar.gz")
+    assert res.exit_code == 0 and "warning" not in res.output, res.output

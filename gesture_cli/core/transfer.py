@@ -150,22 +150,33 @@ def collect_files(run_dir: Path, *, only_best: bool = False) -> tuple[list[tuple
     return files, left_out, left_files, left_bytes
 
 
-def _warn_unfinished(left_out: list[str], steps: list[dict]) -> None:
-    """A GxWarning for each left-out checkpoints/last/ whose training never finished (interrupted, killed): no
-    finished step wrote its output folder, so the run has no final weights there and last/ is what a --resume
-    needs. It stays left out, as --only best asked (the archive stays the size asked for); the warning says
-    how to keep it."""
+def _warn_unfinished(run_dir: Path, left_out: list[str]) -> None:
+    """A GxWarning for each left-out checkpoints/last/ whose training did not finish (interrupted, killed): the
+    checkpoint's own state.json says so (trainer.finished), whatever steps the manifest lists (an older finished
+    step may still list the output of a retraining killed halfway). Then last/ is what a --resume needs; it stays
+    left out, as --only best asked (the archive stays the size asked for), and the warning says how to keep it.
+    A last/ without a readable state.json is no checkpoint a --resume could read: nothing to say."""
+    import json
     import warnings
 
     from gesture_cli.core.errors import GxWarning
 
-    finished = {o for s in steps if s.get("status") == "ok" for o in s.get("outputs") or []}
     for rel in left_out:
+        try:
+            state = json.loads((Path(run_dir) / rel / "state.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        trainer = state.get("trainer") if isinstance(state, dict) else None
+        trainer = trainer if isinstance(trainer, dict) else {}
+        if trainer.get("finished"):
+            continue
+        step, total = trainer.get("step"), trainer.get("total_steps")
+        how = (f"its training did not finish; its last checkpoint is at step {step}/{total}" if step is not None and total
+               else "its training did not finish")
         owner = rel.removesuffix("/last").removesuffix("checkpoints").rstrip("/")
-        if owner not in finished:
-            warnings.warn(GxWarning(
-                f"{owner or 'the run'} has no finished weights (its training did not finish): --only best left out {rel}/, "
-                "the checkpoint to --resume from; export without --only best to keep it"), stacklevel=2)
+        warnings.warn(GxWarning(
+            f"{owner or 'the run'} has no finished weights ({how}): --only best left out {rel}/, "
+            "the checkpoint to --resume from; export without --only best to keep it"), stacklevel=2)
 
 
 class _Reader(io.RawIOBase):
@@ -215,7 +226,7 @@ def export_run(run_dir: Path | str, out: Path | str, *, only_best: bool = False,
 
     name = real_run.name
     files, left_out, left_files, left_bytes = collect_files(run_dir, only_best=only_best)
-    _warn_unfinished(left_out, manifest.get("steps", []))
+    _warn_unfinished(run_dir, left_out)
     total = sum(size for _, _, size in files)
     done = 0
 
