@@ -111,6 +111,23 @@ def test_a_finished_run_without_its_artifacts_may_resume(tmp_path, monkeypatch):
         _prepare_without_data(trainer, monkeypatch)
 
 
+def test_an_unfinished_run_resumes_without_looking_for_its_committed_step(tmp_path, monkeypatch):
+    """Whether the output step committed matters only for a finished checkpoint; finding it may hash the whole output
+    folder (checkpoints included) where an older finished step exists, so an unfinished resume does not look."""
+    run = RunDir(tmp_path / "run")
+    trainer = _lora(run)
+    with run.begin("lora-train", config={}, outputs=[trainer.out_rel]) as step:  # an older finished training
+        (step.stage(trainer.out_rel) / "head.safetensors").write_bytes(b"old")
+    _checkpoint(trainer)  # then retrained with --force and killed at step 3/10
+
+    def looked(*_args):
+        raise AssertionError("looked for the committed step")
+
+    monkeypatch.setattr(run, "last_ok", looked)
+    with pytest.raises(AssertionError, match="data was read"):  # past the check, without looking
+        _prepare_without_data(trainer, monkeypatch)
+
+
 def test_resume_conflicts_count_what_applies():
     from gesture_cli.train.loop import TrainConfig, resume_conflicts
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -111,13 +111,14 @@ def check_resume(last_dir: Path, resolved: dict, keys: Sequence[str], *, command
                      "use the same settings or --force without --resume")
 
 
-def check_resume_loop(last_dir: Path, loop_cfg, *, committed: bool) -> None:
+def check_resume_loop(last_dir: Path, loop_cfg, *, committed: Callable[[], bool]) -> None:
     """--resume, before any data is read: the checkpoint in last_dir (if any; its absence is check_resume's to say)
     must be an unfinished run, and `loop_cfg` (loop.TrainConfig) must keep the settings its saved optimizer, LR
     schedule and epoch order fix (loop.resume_conflicts), so that what run.json records is what trains.
 
     committed: whether the run's output step finished (a finished checkpoint without it, from a run killed while
-    scoring or writing its artifacts, may still be resumed: it trains no more steps and writes them)."""
+    scoring or writing its artifacts, may still be resumed: it trains no more steps and writes them). Called only
+    for a finished checkpoint: finding that step may hash the whole output folder, checkpoints included."""
     from dataclasses import asdict
 
     from gesture_cli.train.checkpoint import find_checkpoint, read_checkpoint_state
@@ -128,7 +129,7 @@ def check_resume_loop(last_dir: Path, loop_cfg, *, committed: bool) -> None:
         return
     state = read_checkpoint_state(found)
     trainer = state.get("trainer", {})
-    if trainer.get("finished") and committed:
+    if trainer.get("finished") and committed():
         how = "stopped early" if trainer.get("stopped_early") else "finished"
         raise UsageError(f"cannot resume {found}: that run {how} at step {trainer.get('step')}/{trainer.get('total_steps')}, so there is "
                          "nothing to resume; to train longer, start a new run: --force without --resume (it replaces this one) or another -r")

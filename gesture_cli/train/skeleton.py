@@ -184,8 +184,8 @@ def prepare(trainer: Trainer, *, device: str) -> Plan:
     """Everything before the run-dir step opens: it reads the data, but builds no model."""
     context = trainer.check()
     if trainer.resume:
-        committed = trainer.run.last_ok(trainer.command, trainer.out_rel) is not None
-        check_resume_loop(trainer.checkpoint_dir / "last", trainer.train_config(), committed=committed)
+        check_resume_loop(trainer.checkpoint_dir / "last", trainer.train_config(),
+                          committed=lambda: trainer.run.last_ok(trainer.command, trainer.out_rel) is not None)
     else:
         refuse_unfinished(trainer.checkpoint_dir / "last", force=trainer.force)
     splits = trainer.make_splits(context)
