@@ -315,6 +315,41 @@ def test_a_resume_with_another_process_count_is_said_and_recorded(tmp_path):
     assert _ran_text(ran, verb="with", unit=" process(es)") == "steps 1-2 ran with 4 process(es), 3 with 2 process(es)"
 
 
+@pytest.mark.parametrize(("history", "saved", "said"), [
+    ([[0, 1], [3, 2]], 2, None),  # resumed with 2 and stopped before a step: every step ran with 1, as this resume
+    ([[0, 2], [3, 1]], 1, "with 1 process(es), but its steps up to 3 ran with 2"),  # resumed with 1, no step: all ran with 2
+])
+def test_a_resume_names_the_process_count_its_steps_ran_with(tmp_path, history, saved, said):
+    """The warning named the count of the latest resume even where that resume ran no step ("ran with 2" of steps
+    that all ran with 1), and said nothing where the latest resume's count matched but no step ran with it."""
+    import warnings
+
+    from gesture_cli.core.errors import GxWarning
+    from gesture_cli.train.loop import TrainConfig, TrainingInterrupted, fit, make_accelerator
+
+    def run(*, resume):
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 1))
+        cfg = TrainConfig(max_steps=12, batch_size=16, lr=3e-2, warmup_steps=0, checkpoint_every=3, log_every=1)
+        stop = {"on_step_end": [lambda st: st.request_stop("test") if st.step == 3 and not resume else None]}
+        return fit(model, train_data=_Pairs(), loss_fn=lambda m, b: nn.functional.mse_loss(m(b[0]), b[1]), cfg=cfg,
+                   checkpoint_dir=tmp_path / "ckpt", accelerator=make_accelerator("cpu"), precision=Precision("fp32", CPU),
+                   resume=resume, callbacks=stop)
+
+    with pytest.raises(TrainingInterrupted):
+        run(resume=False)
+    state_path = tmp_path / "ckpt" / "last" / "state.json"
+    state = json.loads(state_path.read_text())
+    state["trainer"].update(num_processes=saved, num_processes_history=history)
+    state_path.write_text(json.dumps(state))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        res = run(resume=True)
+    told = [str(w.message) for w in caught if issubclass(w.category, GxWarning)]
+    assert told == [] if said is None else (len(told) == 1 and said in told[0]), told
+    assert res.state.step == 12
+
+
 # ---- every model command in fp32 and bf16 -------------------------------------------------------------
 
 PRECISIONS = ["fp32", "bf16"]

@@ -643,13 +643,14 @@ def _resume(state: FitState, model, optimizer, scheduler, *, names: list[str], c
     state.lr = scheduler.get_last_lr()[0]
     state.resumed_from = state.step
     _resume_precision(state, t, found)
+    # the count of the latest resume, even one that ran no step: batch_in_epoch was counted in its batches
     saved_world = int(t.get("num_processes", state.num_processes))
     worlds = t.get("num_processes_history") or [[0, saved_world]]
     ran = _step_ranges(worlds, upto=state.step)  # before this resume: which steps ran with how many processes
     state.num_processes_history, _ = _continue_history(worlds, state.num_processes, step=state.step)
-    if saved_world != state.num_processes and state.is_main:
+    if state.is_main and ran and ran[-1][2] != state.num_processes:  # not going on as its latest steps ran
         said = (_ran_text(ran, verb="with", unit=" process(es)") if len(ran) > 1
-                else f"steps up to {state.step} ran with {saved_world}")
+                else f"steps up to {state.step} ran with {ran[-1][2]}")
         warnings.warn(GxWarning(f"resuming {found} with {state.num_processes} process(es), but its {said}; training goes on from "
                                 "the same sample, though not bit for bit as an uninterrupted run, and metrics.json lists each "
                                 "under num_processes_history"), stacklevel=2)
