@@ -245,7 +245,7 @@ def extract_features(
 
 
 def _extract(cfg: ExtractConfig, run, datasets: dict, ctx, *, device: str, force: bool, argv, callbacks: dict) -> dict:
-    from gesture_cli.core.device import resolve_precision
+    from gesture_cli.core.device import make_precision
 
     sources = sorted({str(p) for d in datasets.values() for p in d.source_files})
     tokens = {f"dataset:{s}": d.cache_token for s, d in datasets.items() if d.cache_token}
@@ -253,8 +253,9 @@ def _extract(cfg: ExtractConfig, run, datasets: dict, ctx, *, device: str, force
     out_rel = f"features/{bb_dir}"
     # the precision --precision resolves to here, not the option as typed: features extracted in bf16 are neither
     # reused nor resumed where auto now means fp32 (another machine, GX_NATIVE_BF16=0), which would mix the two
+    prec = make_precision(ctx.device, cfg.precision)
     key_config = {k: v for k, v in _asdict(cfg).items() if k not in NON_KEY_OPTIONS}
-    key_config["precision"] = resolve_precision(ctx.device, cfg.precision)
+    key_config["precision"] = prec.name
     step = None
     if ctx.is_main:  # only rank 0 reads and writes run.json
         step = run.begin(
@@ -272,12 +273,10 @@ def _extract(cfg: ExtractConfig, run, datasets: dict, ctx, *, device: str, force
 
     import torch
 
-    from gesture_cli.core.device import make_precision
     from gesture_cli.models.backbones import build_backbone
 
     cb = {k: (v if ctx.is_main or k == "on_shard" else None) for k, v in callbacks.items()}
     dev = ctx.device
-    prec = make_precision(dev, cfg.precision)
     dtype = prec.dtype
     backbone = build_backbone(cfg.backbone, device=dev, dtype=dtype, image_size=cfg.image_size)
     if cfg.compile:

@@ -76,7 +76,7 @@ def compute_pca(
 
 
 def _compute(cfg: PCAConfig, run, source, ctx, *, device: str, force: bool, argv, on_pass, on_progress, on_backoff, on_memory) -> dict:
-    from gesture_cli.core.device import resolve_precision
+    from gesture_cli.core.device import make_precision
 
     units = frame_units(source, cfg.frame_stride)  # opens every video header: bad files fail now
     total = units.total(max_frames=cfg.max_samples)
@@ -85,12 +85,13 @@ def _compute(cfg: PCAConfig, run, source, ctx, *, device: str, force: bool, argv
     if not ctx.is_main:
         on_pass = on_progress = on_memory = None  # rank 0 reports
     out_rel = f"pca/{backbone_dirname(cfg.backbone)}"
+    prec = make_precision(ctx.device, cfg.precision)
     step = None
     if ctx.is_main:
         step = run.begin(
             "pca-compute",
             # keyed on the precision resolved here, not the option as typed (as extract-features and pca-visualize)
-            config={**_asdict(cfg), "precision": resolve_precision(ctx.device, cfg.precision), "device": device},
+            config={**_asdict(cfg), "precision": prec.name, "device": device},
             inputs=[Path(p) for p in source.source_files] + local_backbone_inputs(cfg.backbone),
             input_keys={"dataset": source.cache_token} if source.cache_token else {},
             outputs=[out_rel],
@@ -102,11 +103,10 @@ def _compute(cfg: PCAConfig, run, source, ctx, *, device: str, force: bool, argv
 
     from contextlib import nullcontext
 
-    from gesture_cli.core.device import compute_dtype
     from gesture_cli.models.backbones import build_backbone
 
     dev = ctx.device
-    backbone = build_backbone(cfg.backbone, device=dev, dtype=compute_dtype(dev, cfg.precision), image_size=cfg.image_size)
+    backbone = build_backbone(cfg.backbone, device=dev, dtype=prec.dtype, image_size=cfg.image_size)
     dim = backbone.info.embed_dim
     if cfg.n_components > dim:
         raise UsageError(f"--n-components {cfg.n_components} exceeds backbone '{cfg.backbone}''s embedding width {dim}")
