@@ -385,15 +385,14 @@ def recorded_dataset(spec: str | DatasetSpec, opts: Sequence[str] | Mapping[str,
     return spec
 
 
-def given_or_recorded_dataset(given: str | None, recorded: str | None, *, given_opts: Sequence[str] = (),
-                              recorded_opts: Sequence[str] | None = (), kind: str = "image", recorded_in: str) -> DatasetSpec:
+def given_or_recorded_dataset(given: str | None, recorded: str | None, *, recorded_opts: Sequence[str] | None = (),
+                              kind: str = "image", recorded_in: str) -> DatasetSpec:
     """The dataset a step reads for an artifact that recorded the one it was made from (`recorded_in` names it):
     `given` (--dataset) when there is one, else `recorded` (recorded_dataset: one line when that data has moved).
-    It gets the recorded --dataset-opt values when it names the same data (same_dataset), and `given_opts` on top."""
+    It gets the recorded --dataset-opt values when it names the same data (same_dataset), none otherwise."""
     if not given:
-        return recorded_dataset(recorded, [*(recorded_opts or ()), *given_opts], kind=kind, recorded_in=recorded_in)
-    opts = [*(recorded_opts or ()), *given_opts] if same_dataset(recorded, given) else list(given_opts)
-    return parse_dataset(given, opts, kind=kind)
+        return recorded_dataset(recorded, list(recorded_opts or ()), kind=kind, recorded_in=recorded_in)
+    return parse_dataset(given, list(recorded_opts or ()) if same_dataset(recorded, given) else [], kind=kind)
 
 
 def path_arg_parts(metavar: str | None, arg: str) -> tuple[str, ...]:
