@@ -267,3 +267,25 @@ def test_runs_root_empty_is_a_usage_error(runner, tmp_path, monkeypatch):
     assert json.loads(invoke(runner, "runs", "--root", ".", "--json").output)  # "." is a run dir here
     one_line_error(invoke(runner, "runs", "--root", ""), 2, "--root is empty", "pass the folder that holds the run directories")
     one_line_error(invoke(runner, "runs", "--root=", "--json"), 2, "--root is empty")
+
+
+def test_runs_import_into_empty_is_a_usage_error(runner, tmp_path, monkeypatch):
+    """`gx runs import X --into ""` unpacked into the current folder (a Path makes "" into ".")."""
+    monkeypatch.chdir(tmp_path)
+    archive = tmp_path / "x.tar"
+    archive.write_bytes(b"")
+    one_line_error(invoke(runner, "runs", "import", archive, "--into", ""), 2, "--into is empty", "nothing was imported")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.tar"]
+
+
+def test_lora_hint_quotes_the_backbone(tmp_path):
+    """`--backbone {backbone}` was pasted unquoted into the suggested command, unlike every other word of it."""
+    from gesture_cli.core.errors import ArtifactError
+    from gesture_cli.core.rundir import RunDir
+    from gesture_cli.tasks.classify import check_source
+
+    run = RunDir(tmp_path / "run")
+    with pytest.raises(ArtifactError, match=r"--backbone 'my vit;x' -r"):
+        check_source(run, "lora", "my vit;x")
+    with pytest.raises(ArtifactError, match=r"--backbone NAME -r"):
+        check_source(run, "lora", None)

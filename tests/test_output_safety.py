@@ -219,3 +219,57 @@ def test_a_failed_swap_puts_the_old_gx_pose_folder_back(tmp_path, monkeypatch):
     with pytest.raises(OSError):
         write_pose_folder(ds, out, overwrite=True)
     assert tree(tmp_path) == before and sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_report_to_a_new_folder_without_a_slash_says_how(runner, tmp_path, monkeypatch):
+    """`gx report -o out` (no such folder yet) was told "(or give a folder)": the user had given one."""
+    monkeypatch.chdir(tmp_path)
+    run = _run(tmp_path)
+    err = one_line_error(invoke(runner, "report", "-r", run, "-o", "out"), 2, "-o out: the file name must end in .html",
+                         f"or a folder: an existing one, or end it with {os.sep} to make it (-o out{os.sep})")
+    assert "or give a folder" not in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_empty_output_is_refused_not_the_current_folder(runner, tmp_path, monkeypatch):
+    """`-o ""` is Path(""), ".": report and pose-view wrote their page into the current folder."""
+    monkeypatch.chdir(tmp_path)
+    run = _run(tmp_path)
+    before = tree(tmp_path)
+    one_line_error(invoke(runner, "report", "-r", run, "-o", ""), 2, "-o is empty")
+    one_line_error(invoke(runner, "report", "-r", run, "--output="), 2, "-o is empty")
+    one_line_error(invoke(runner, "pose-view", "synthetic-signs", "--split", "test", "-o", ""), 2, "-o is empty")
+    one_line_error(invoke(runner, "pose-render", "synthetic-signs", "--split", "test", "-s", "test-00003", "-o", ""), 2,
+                   "--output is empty")
+    one_line_error(invoke(runner, "pose-render", "synthetic-signs", "--split", "test", "-s", "test-00003", "--png", ""), 2,
+                   "--png is empty")
+    assert tree(tmp_path) == before
+
+
+def test_pose_render_to_a_new_folder_with_a_slash(runner, tmp_path, monkeypatch):
+    """`-o clips/` was refused ("must end in .mp4"): a trailing / names a folder, made, as pose-view's -o does."""
+    monkeypatch.chdir(tmp_path)
+    args = ("pose-render", "synthetic-signs", "--split", "test", "-s", "test-00003", "--size", "64")
+    res = invoke(runner, *args, "-o", f"clips{os.sep}", "--png", f"sheets{os.sep}new{os.sep}")
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "clips" / "test-00003.mp4").is_file() and (tmp_path / "sheets" / "new" / "test-00003.png").is_file()
+    (tmp_path / "notes.md").write_text("data\n")
+    one_line_error(invoke(runner, *args, "-o", f"notes.md{os.sep}"), 2, "notes.md", "is not a folder")
+    one_line_error(invoke(runner, *args, "-o", "clip"), 2, "--output clip: the file name must end in .mp4")
+
+
+def test_check_not_input_looks_only_at_inputs_with_the_same_suffix(tmp_path, monkeypatch):
+    """A report checked every file of every step on disk (exists + resolve), though only an .html one can be its page."""
+    from gesture_cli.core.errors import UsageError
+    from gesture_cli.core.output_paths import check_not_input
+
+    page = tmp_path / "page.HTML"
+    page.write_text("<p>a step's page</p>")
+    others = [tmp_path / f"img{i}.png" for i in range(3)]
+    looked_at = []
+    real_exists = Path.exists
+    monkeypatch.setattr(Path, "exists", lambda self, **kw: looked_at.append(self.name) or real_exists(self, **kw))
+    check_not_input(tmp_path / "out.html", [*others, page])
+    assert looked_at == ["page.HTML"]
+    with pytest.raises(UsageError, match="is the input"):
+        check_not_input(page, [*others, page])

@@ -19,8 +19,9 @@ EXAMPLE = (
 def pose_render(
     source: Annotated[str, typer.Argument(metavar="INPUT", help="A .pose file, a gx pose folder, an OpenPose JSON folder, a Kaggle .parquet, ... or a pose spec: pose:PATH, synthetic-signs.", show_default=False)],
     sample_id: Annotated[str | None, typer.Option("--sample-id", "-s", help="Which sample, when INPUT holds several (a gx pose folder, OpenPose clips, synthetic-signs).", show_default=False)] = None,
-    output: Annotated[Path | None, typer.Option("--output", "-o", help="MP4 file to write (or a folder: <sample-id>.mp4 in it) [default: <sample-id>.mp4 here when no --png].", show_default=False)] = None,
-    png: Annotated[Path | None, typer.Option("--png", help="PNG contact sheet of --sheet-frames evenly spaced frames (or a folder: <sample-id>.png in it).", show_default=False)] = None,
+    # path_type=str (-o, --png): the text as typed, so that a trailing / (a folder, made if it is not there) survives
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="MP4 file to write (or a folder: <sample-id>.mp4 in it) [default: <sample-id>.mp4 here when no --png].", show_default=False, path_type=str)] = None,
+    png: Annotated[Path | None, typer.Option("--png", help="PNG contact sheet of --sheet-frames evenly spaced frames (or a folder: <sample-id>.png in it).", show_default=False, path_type=str)] = None,
     video: Annotated[Path | None, typer.Option("--video", help="Draw over this video's frames (the recording the pose was extracted from) instead of black.", show_default=False)] = None,
     split: Annotated[str | None, typer.Option("--split", help="Load only this split: train | val | test (faster for synthetic-signs) [default: all samples].", show_default=False)] = None,
     keypoints: Annotated[str | None, typer.Option("--keypoints", help="Parts to draw: body, legs, hands, left-hand, right-hand, face, face-lite, all [default: body,hands,face].", show_default=False)] = None,

@@ -4,8 +4,6 @@ export` / `gx runs import` move a run between machines (core/transfer.py)."""
 from __future__ import annotations
 
 import json
-import os
-import shlex
 from pathlib import Path
 from typing import Annotated
 
@@ -30,7 +28,7 @@ def _fmt(v) -> str:
 
 def _check_root(ctx: typer.Context, root: Path | str) -> Path:
     """--root must be a folder. Left at its default, a missing runs/ is just no runs yet; given, it is a mistake."""
-    from gesture_cli.core.errors import UsageError
+    from gesture_cli.core.errors import UsageError, broken_link_target
 
     if not str(root):  # `--root ""` would list the current folder
         raise UsageError("--root is empty; pass the folder that holds the run directories (or one run directory), "
@@ -39,7 +37,7 @@ def _check_root(ctx: typer.Context, root: Path | str) -> Path:
     if root.is_dir():
         return root
     if root.exists() or root.is_symlink():
-        what = "a file" if root.exists() else f"a symbolic link to {os.readlink(root)}, which does not exist"
+        what = "a file" if root.exists() else f"a symbolic link to {broken_link_target(root)}, which does not exist"
         raise UsageError(f"--root {root} is {what}; pass the folder that holds the run directories (or one run directory)")
     source = ctx.get_parameter_source("root")  # click's ParameterSource (typer vendors its own click: compare by name)
     if source is not None and source.name != "DEFAULT":
@@ -51,7 +49,9 @@ def _cmd(*words: object) -> str:
     """A command line to copy into a shell: each path quoted where it needs it (spaces, quotes, $), markup-safe."""
     from rich.markup import escape
 
-    return escape(" ".join(shlex.quote(str(w)) for w in words))
+    from gesture_cli.core.errors import shell_word
+
+    return escape(" ".join(shell_word(w) for w in words))
 
 
 @runs_app.callback()
@@ -180,7 +180,8 @@ def export(
 @gx_command
 def import_(
     archive: Annotated[Path, typer.Argument(metavar="FILE", help="An archive written by `gx runs export`.", show_default=False)],
-    into: Annotated[Path, typer.Option("--into", help="Folder to put the run in; the run keeps its name.")] = Path("runs"),
+    # path_type=str: the text as typed, so that `--into ""` is refused (a Path makes it ".", the current folder)
+    into: Annotated[Path, typer.Option("--into", help="Folder to put the run in; the run keeps its name.", path_type=str)] = Path("runs"),
     force: Annotated[bool, typer.Option("--force", help="Replace a run of the same name (only after the archive verified).")] = False,
     verbose=False,
 ) -> None:
@@ -189,9 +190,12 @@ def import_(
     from rich.markup import escape
 
     from gesture_cli.cli.progress import byte_progress
+    from gesture_cli.core.errors import UsageError
     from gesture_cli.core.transfer import import_run
 
-    archive, into = archive.expanduser(), into.expanduser()  # `~` the shell left alone (`--into=~/runs`, quoted values)
+    if not str(into):
+        raise UsageError("--into is empty; pass the folder to put the run in, or leave it out for runs (nothing was imported)")
+    archive, into = archive.expanduser(), Path(into).expanduser()  # `~` the shell left alone (`--into=~/runs`, quoted values)
     with byte_progress(make_console(stderr=True), f"import {archive.name}") as on_progress:
         res = import_run(archive, into, force=force, on_progress=on_progress)
     what = "Replaced" if res.replaced else "Imported"

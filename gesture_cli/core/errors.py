@@ -146,6 +146,18 @@ def file_in_the_way(path: Path) -> Path | None:
     return None
 
 
+def broken_link_target(path: Path) -> str | None:
+    """The target `path` points to when it is a symbolic link to nothing there (a deleted file, a drive that is
+    not mounted), else None ("?" when the link cannot be read). `Path.is_file()` and `exists()` are False for such
+    a link, so a walk that keeps files only would drop it without a word, and mkdir fails on it with 'File exists'."""
+    if not path.is_symlink() or path.exists():
+        return None
+    try:
+        return os.readlink(path)
+    except OSError:
+        return "?"
+
+
 def did_you_mean(name: str, choices: Iterable[str]) -> str:
     """Return " (did you mean 'x'?)" for the closest choice, or "" when nothing is close."""
     close = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.5)

@@ -44,7 +44,15 @@ from filelock import FileLock
 
 from gesture_cli import __version__
 from gesture_cli.core.artifacts import atomic_write_text, follow_umask
-from gesture_cli.core.errors import ArtifactError, GxError, UsageError, file_in_the_way, is_refused, write_error
+from gesture_cli.core.errors import (
+    ArtifactError,
+    GxError,
+    UsageError,
+    broken_link_target,
+    file_in_the_way,
+    is_refused,
+    write_error,
+)
 
 MANIFEST_SCHEMA = 1
 DEFAULT_RUN_DIR = "runs/default"
@@ -203,7 +211,7 @@ def dangling_link(path: Path) -> Path | None:
     for candidate in (path, *path.parents):
         if candidate.exists():
             return None
-        if candidate.is_symlink():
+        if broken_link_target(candidate) is not None:
             return candidate
     return None
 
@@ -282,7 +290,7 @@ class RunDir:
         link = dangling_link(self.root)
         if link is not None:
             where = "" if link == self.root else f" is inside {link}, which"
-            raise UsageError(f"run dir {self.root}{where} is a symbolic link to {os.readlink(link)}, which does not exist; "
+            raise UsageError(f"run dir {self.root}{where} is a symbolic link to {broken_link_target(link)}, which does not exist; "
                              f"create that folder, or remove the link, or pass another folder {how}")
         blocker = file_in_the_way(self.root)
         if blocker is not None:

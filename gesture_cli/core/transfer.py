@@ -41,7 +41,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-from gesture_cli.core.errors import ArtifactError, GxError, UsageError, is_refused, write_error
+from gesture_cli.core.errors import ArtifactError, GxError, UsageError, broken_link_target, is_refused, write_error
 
 SUMS_NAME = "SHA256SUMS"
 MANIFEST = "run.json"
@@ -375,7 +375,7 @@ def _check_replaceable(dest: Path, *, force: bool) -> bool:
     if dest.is_dir():
         what = f"a folder that is not a gx run (no {MANIFEST}, not empty)"
     else:
-        what = "a file" if dest.exists() else "a broken symbolic link"
+        what = "a broken symbolic link" if broken_link_target(dest) is not None else "a file"
     raise UsageError(f"{dest} is {what}; --force replaces only a gx run: move it away or import --into another folder (nothing was imported)")
 
 

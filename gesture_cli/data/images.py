@@ -7,7 +7,6 @@ cv2 is imported inside the functions that need it so that importing this module 
 
 from __future__ import annotations
 
-import os
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -15,7 +14,12 @@ from pathlib import Path
 
 import numpy as np
 
-from gesture_cli.core.errors import DataError, GxWarning, UsageError
+from gesture_cli.core.errors import (
+    DataError,
+    GxWarning,
+    UsageError,
+    broken_link_target,  # noqa: F401  (data/folder.py, hagrid.py, segmentation.py import it from here)
+)
 
 # File suffixes read as images by `folder:` (lower case); anything else is counted as skipped.
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".pgm", ".ppm", ".pbm", ".jp2"})
@@ -185,18 +189,6 @@ def probe_image(path: Path) -> bool | None:
             return im.mode not in _GREY_MODES
     except Exception:  # Pillow raises many types (UnidentifiedImageError, OSError, SyntaxError, DecompressionBomb...)
         return None
-
-
-def broken_link_target(path: Path) -> str | None:
-    """The target `path` points to when it is a symbolic link to nothing there (a deleted file, a drive that is
-    not mounted), else None. `Path.is_file()` is False for such a link, so a walk that keeps files only would
-    drop it without a word."""
-    if not path.is_symlink() or path.exists():
-        return None
-    try:
-        return os.readlink(path)
-    except OSError:
-        return "?"
 
 
 BROKEN_LINK = "broken link (target missing)"  # the `skipped` reason for a link found by `broken_link_target`

@@ -195,12 +195,13 @@ def _is_gx_pose_folder(out: Path) -> bool:
         return False
 
 
-def _foreign_entries(out: Path) -> list[str]:
+def _foreign_entries(out: Path, *, is_gx: bool) -> list[str]:
     """What the existing folder `out` holds that write_pose_folder did not write (relative names), OS metadata files
     aside; [] for a gx pose folder: meta.json of kind pose-dataset, index.jsonl and samples/*.safetensors, nothing
-    else. Without such a meta.json everything in it is foreign (an index.jsonl of the user's own is not gx's)."""
+    else. Without such a meta.json (`is_gx`: _is_gx_pose_folder(out), read once by the caller) everything in it is
+    foreign (an index.jsonl of the user's own is not gx's)."""
     names = sorted(p.name for p in out.iterdir() if not _is_os_metadata(p))
-    if not _is_gx_pose_folder(out):
+    if not is_gx:
         return names
     foreign = [n for n in names if n not in _WRITTEN]
     if (out / "index.jsonl").is_dir():
@@ -215,8 +216,9 @@ def _foreign_entries(out: Path) -> list[str]:
 
 def check_pose_outdir(out_dir: Path | str, *, overwrite: bool = False, inputs: Sequence[Path] = ()) -> None:
     """UsageError unless write_pose_folder may write `out_dir`: it must not be, hold or lie inside an input, and an
-    existing one is replaced only with `overwrite` and only when it is empty or a gx pose folder (`_foreign_entries`;
-    OS metadata files such as .DS_Store aside), so that nothing else in it is ever deleted."""
+    existing one must be empty or a gx pose folder (`_foreign_entries`; OS metadata files such as .DS_Store aside), so
+    that nothing else in it is ever deleted; an empty one is used as it is, a gx pose folder replaced only with
+    `overwrite`."""
     from gesture_cli.core.output_paths import check_apart_from_inputs, check_not_cwd
 
     out = Path(out_dir).expanduser()
@@ -227,15 +229,16 @@ def check_pose_outdir(out_dir: Path | str, *, overwrite: bool = False, inputs: S
         what = "a link" if out.is_symlink() else "a file" if out.is_file() else "not a folder"
         raise UsageError(f"-o {out} is {what}, not a gx pose folder; it will not be replaced: choose another -o")
     check_not_cwd(out)
-    foreign = _foreign_entries(out)
+    is_gx = _is_gx_pose_folder(out)  # reads and parses meta.json: once
+    foreign = _foreign_entries(out, is_gx=is_gx)
     if foreign:
         shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
-        if _is_gx_pose_folder(out):  # gx's own folder plus the user's files: replacing it would delete them
+        if is_gx:  # gx's own folder plus the user's files: replacing it would delete them
             them = "it" if len(foreign) == 1 else "them"
             raise UsageError(f"-o {out} holds a gx pose folder and also {shown}, which replacing it would delete; "
                              f"move {them} out of {out} (or choose another -o), then rerun with --force")
         raise UsageError(f"-o {out} is not a gx pose folder (it holds {shown}); it will not be replaced: choose another -o")
-    if not overwrite and _is_gx_pose_folder(out):
+    if not overwrite and is_gx:
         raise UsageError(f"-o {out} already holds a gx pose folder; pass --force to replace it")
 
 

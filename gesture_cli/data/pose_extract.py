@@ -491,7 +491,7 @@ def _remove_stale_temporaries(out_dir: Path) -> None:
         p.unlink(missing_ok=True)
 
 
-LABEL_COLUMNS = ("path", "text", "gloss", "split", "signer")  # the header of the labels.csv _write_labels writes
+LABEL_COLUMNS = ("path", "text", "gloss", "split", "signer")  # the header of the labels.csv _write_labels writes; path first
 
 
 def check_labels_writable(out_dir: Path, tables: Sequence[Path] = ()) -> None:
@@ -687,7 +687,7 @@ def _write_labels(out_dir: Path, jobs: list[VideoJob], results: dict[str, VideoR
     from gesture_cli.core.artifacts import atomic_write_text
 
     path = out_dir / LABELS
-    cols = ("text", "gloss", "split", "signer")
+    cols = LABEL_COLUMNS[1:]  # after "path"
     rows: dict[str, dict] = {}
     if path.is_file():
         with open(path, newline="", encoding="utf-8") as f:
@@ -702,7 +702,7 @@ def _write_labels(out_dir: Path, jobs: list[VideoJob], results: dict[str, VideoR
         return None
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(("path", *cols))
+    w.writerow(LABEL_COLUMNS)
     for p in sorted(rows):
         w.writerow((p, *(rows[p][c] for c in cols)))
     atomic_write_text(path, buf.getvalue())

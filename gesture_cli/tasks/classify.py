@@ -169,7 +169,7 @@ def check_source(run, source: str, backbone: str | None) -> None:
         where = run.path("lora", backbone_dirname(backbone)) if backbone else run.path("lora")
         if (backbone and not where.is_dir()) or not found:
             raise ArtifactError(  # a missing artifact, like every other task's: exit 1, not a usage error
-                f"no LoRA artifact in {where}: run `gx lora-train --backbone {backbone or 'NAME'} -r {shell_word(run.root)}` first, or use --from probe"
+                f"no LoRA artifact in {where}: run `gx lora-train --backbone {shell_word(backbone) if backbone else 'NAME'} -r {shell_word(run.root)}` first, or use --from probe"
             )
 
 

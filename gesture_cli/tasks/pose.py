@@ -55,7 +55,7 @@ def render_pose_sample(source: str, *, sample_id: str | None, output: Path | Non
     if output is None and png is None:
         output = Path(f"{safe_name(sample.id)}.mp4")
     return ds, render_pose(sample, mp4=output, png=png, video=video, parts=keypoints, size=size, fps=fps, sheet_frames=sheet_frames,
-                           allow_mismatch=allow_mismatch, inputs=ds.source_files)
+                           allow_mismatch=allow_mismatch)
 
 
 def write_pose_view(source: str, *, output: Path | str | None, split: str | None, sample_ids: list[str] | None, max_samples: int,
@@ -63,7 +63,7 @@ def write_pose_view(source: str, *, output: Path | str | None, split: str | None
     """`gx pose-view`: write one self-contained HTML player of samples of `source`; returns what the summary shows
     (dataset, samples, page size in characters, file written)."""
     from gesture_cli.core.artifacts import atomic_write_text
-    from gesture_cli.core.output_paths import check_not_input, html_output
+    from gesture_cli.core.output_paths import html_output
     from gesture_cli.data.pose import make_pose_dataset
     from gesture_cli.data.pose_extract import read_pose_confidence
     from gesture_cli.viz.pose_render import pick_sample, safe_name
@@ -73,10 +73,9 @@ def write_pose_view(source: str, *, output: Path | str | None, split: str | None
         raise UsageError("--max-samples must be at least 1 and --max-frames at least 2")
     name = Path(source.split(":", 1)[-1]).expanduser()
     page_name = f"{safe_name(name.stem if name.suffix else name.name) or 'poses'}.html"
-    # checked before reading (the name), and again with every file read: the page never replaces an input
-    out = html_output(Path(page_name) if output is None else output, default_name=page_name, inputs=[name])
+    # checked before reading; the page is an .html file and no pose source is one, so it never replaces an input
+    out = html_output(Path(page_name) if output is None else output, default_name=page_name)
     ds = make_pose_dataset(input_spec(source), split=split, **({"allow_pickle": True} if allow_pickle else {}))
-    check_not_input(out, ds.source_files)
     samples = [pick_sample(ds, sid) for sid in sample_ids] if sample_ids else ds.samples[:max_samples]
     if not samples:
         raise UsageError(f"{source}: no samples{f' in split {split}' if split else ''}")

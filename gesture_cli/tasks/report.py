@@ -124,9 +124,10 @@ def write_report(run_dir: Path | None, output: Path | str | None = None) -> tupl
         run.recover_dead_steps()  # a killed step is shown as interrupted, not as running forever
     except (OSError, GxError):
         pass  # a run dir this user cannot write is still reported (with -o elsewhere), as it is
-    out = html_output(run.root / "report.html" if output is None else output, default_name="report.html", option="-o", inputs=[run.manifest_path])
+    out = html_output(run.root / "report.html" if output is None else output, default_name="report.html", option="-o")
     page = make_report_page(run)
-    # never onto a file a step wrote (the page shows them): the run would lose that step's result
+    # never onto a file a step wrote (the page shows them): the run would lose that step's result. Only the
+    # steps' .html/.htm files are looked at on disk (check_not_input), so a run of many files costs nothing.
     check_not_input(out, [f for view in page.steps for f in view.files])
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out, render_report(page))

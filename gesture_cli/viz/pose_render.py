@@ -30,7 +30,7 @@ import io
 import math
 import os
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -346,11 +346,20 @@ def safe_name(sample_id: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", sample_id).strip("._") or "pose"
 
 
-def _output_path(path: Path | None, sample_id: str, suffix: str, option: str) -> Path | None:
+def _output_path(path: Path | str | None, sample_id: str, suffix: str, option: str) -> Path | None:
+    """The file to write for `option PATH`: a folder (an existing one, or any PATH ending in /, made by the writer)
+    means `<sample-id><suffix>` inside it; a file must end in `suffix`. `path` is the text as given (a str keeps
+    its trailing /; Path drops it)."""
+    from gesture_cli.core.output_paths import check_not_empty, names_folder
+
     if path is None:
         return None
+    check_not_empty(path, option=option, what=f"a file name ending in {suffix}, or a folder")
+    as_folder = names_folder(path)
     path = Path(path).expanduser()
-    if path.is_dir():
+    if as_folder and path.exists() and not path.is_dir():
+        raise UsageError(f"{option} {path}{os.sep} is not a folder; give a folder or a file name ending in {suffix}")
+    if as_folder or path.is_dir():
         return path / f"{safe_name(sample_id)}{suffix}"
     if path.suffix.lower() != suffix:
         raise UsageError(f"{option} {path}: the file name must end in {suffix}")
@@ -359,17 +368,17 @@ def _output_path(path: Path | None, sample_id: str, suffix: str, option: str) ->
 
 def render_pose(sample, *, mp4: Path | None = None, png: Path | None = None, video: Path | None = None, parts: str | None = None,
                 size: int = DEFAULT_SIZE, fps: float | None = None, sheet_frames: int = DEFAULT_SHEET_FRAMES,
-                allow_mismatch: bool = False, inputs: Sequence[Path] = ()) -> dict:
+                allow_mismatch: bool = False) -> dict:
     """Render one PoseSample to an MP4 and/or a PNG contact sheet (module docstring). Returns what was written.
 
-    An existing MP4/PNG is replaced (a rerun), but never `video` or one of `inputs` (the files the sample was read from)."""
+    An existing MP4/PNG is replaced (a rerun), but never `video`. (A pose source is never an .mp4 or a .png.)"""
     from gesture_cli.core.output_paths import check_not_input
 
     mp4 = _output_path(mp4, sample.id, ".mp4", "--output")
     png = _output_path(png, sample.id, ".png", "--png")
     for path, option in ((mp4, "--output"), (png, "--png")):
-        if path is not None:
-            check_not_input(path, [*([video] if video is not None else []), *inputs], option=option)
+        if path is not None and video is not None:
+            check_not_input(path, [video], option=option)
     if mp4 is None and png is None:
         raise UsageError("nothing to write: pass --output FILE.mp4 and/or --png FILE.png")
     if sheet_frames < 1:
