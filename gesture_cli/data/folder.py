@@ -23,13 +23,12 @@ from pathlib import Path
 
 import numpy as np
 
-from gesture_cli.core.errors import DataError, UsageError
+from gesture_cli.core.errors import DataError, UsageError, broken_link_target
 from gesture_cli.data.images import (
     BROKEN_LINK,
     IMAGE_EXTENSIONS,
     NAMED_SKIPS,
     ImageDataset,
-    broken_link_target,
     decode_image,
     probe_image,
     report_skipped,

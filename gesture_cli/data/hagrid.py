@@ -26,8 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
-from gesture_cli.core.errors import DataError, UsageError
-from gesture_cli.data.images import BROKEN_LINK, IMAGE_EXTENSIONS, ImageDataset, broken_link_target, decode_image
+from gesture_cli.core.errors import DataError, UsageError, broken_link_target
+from gesture_cli.data.images import BROKEN_LINK, IMAGE_EXTENSIONS, ImageDataset, decode_image
 from gesture_cli.data.registry import register_dataset
 
 NO_GESTURE = "no_gesture"

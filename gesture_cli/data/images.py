@@ -14,12 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gesture_cli.core.errors import (
-    DataError,
-    GxWarning,
-    UsageError,
-    broken_link_target,  # noqa: F401  (data/folder.py, hagrid.py, segmentation.py import it from here)
-)
+from gesture_cli.core.errors import DataError, GxWarning, UsageError
 
 # File suffixes read as images by `folder:` (lower case); anything else is counted as skipped.
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".pgm", ".ppm", ".pbm", ".jp2"})

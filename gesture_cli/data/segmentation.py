@@ -33,13 +33,12 @@ from pathlib import Path
 
 import numpy as np
 
-from gesture_cli.core.errors import DataError, UsageError, unknown_split
+from gesture_cli.core.errors import DataError, UsageError, broken_link_target, unknown_split
 from gesture_cli.data.class_map import IGNORE_INDEX, ClassMap, load_class_map
 from gesture_cli.data.images import (
     BROKEN_LINK,
     IMAGE_EXTENSIONS,
     NAMED_SKIPS,
-    broken_link_target,
     decode_image,
     report_skipped,
     resize_image,
