@@ -315,11 +315,11 @@ def test_a_resume_with_another_process_count_is_said_and_recorded(tmp_path):
     assert _ran_text(ran, verb="with", unit=" process(es)") == "steps 1-2 ran with 4 process(es), 3 with 2 process(es)"
 
 
-@pytest.mark.parametrize(("history", "saved", "said"), [
-    ([[0, 1], [3, 2]], 2, None),  # resumed with 2 and stopped before a step: every step ran with 1, as this resume
-    ([[0, 2], [3, 1]], 1, "with 1 process(es), but its steps up to 3 ran with 2"),  # resumed with 1, no step: all ran with 2
+@pytest.mark.parametrize(("history", "saved", "said", "recorded"), [
+    ([[0, 1], [3, 2]], 2, None, [[0, 1]]),  # resumed with 2 and stopped before a step: every step ran with 1, as this resume
+    ([[0, 2], [3, 1]], 1, "with 1 process(es), but its steps up to 3 ran with 2", [[0, 2], [3, 1]]),  # resumed with 1, no step
 ])
-def test_a_resume_names_the_process_count_its_steps_ran_with(tmp_path, history, saved, said):
+def test_a_resume_names_the_process_count_its_steps_ran_with(tmp_path, history, saved, said, recorded):
     """The warning named the count of the latest resume even where that resume ran no step ("ran with 2" of steps
     that all ran with 1), and said nothing where the latest resume's count matched but no step ran with it."""
     import warnings
@@ -347,6 +347,8 @@ def test_a_resume_names_the_process_count_its_steps_ran_with(tmp_path, history, 
         res = run(resume=True)
     told = [str(w.message) for w in caught if issubclass(w.category, GxWarning)]
     assert told == [] if said is None else (len(told) == 1 and said in told[0]), told
+    # the history keeps no entry for a resume that ran no step (it held [[0, 1], [3, 2], [3, 1]])
+    assert res.state.num_processes_history == recorded
     assert res.state.step == 12
 
 

@@ -647,7 +647,7 @@ def _resume(state: FitState, model, optimizer, scheduler, *, names: list[str], c
     saved_world = int(t.get("num_processes", state.num_processes))
     worlds = t.get("num_processes_history") or [[0, saved_world]]
     ran = _step_ranges(worlds, upto=state.step)  # before this resume: which steps ran with how many processes
-    state.num_processes_history, _ = _continue_history(worlds, state.num_processes, step=state.step)
+    state.num_processes_history = _continue_history(worlds, state.num_processes, step=state.step)
     if state.is_main and ran and ran[-1][2] != state.num_processes:  # not going on as its latest steps ran
         said = (_ran_text(ran, verb="with", unit=" process(es)") if len(ran) > 1
                 else f"steps up to {state.step} ran with {ran[-1][2]}")
@@ -661,14 +661,15 @@ def _resume(state: FitState, model, optimizer, scheduler, *, names: list[str], c
     return saved, rng
 
 
-def _continue_history(history: list, value, *, step: int) -> tuple[list, object]:
-    """A checkpoint's [[first step, value], ...] carried on by this run: (the history, with [step, value] added when
-    the value changed, and the value the checkpoint ran with)."""
+def _continue_history(history: list, value, *, step: int) -> list:
+    """A checkpoint's [[first step, value], ...] carried on by this run: [step, value] added when the value changed.
+    An entry that ran no step (a resume stopped before its first step) is replaced, not kept beside this one."""
     carried = [list(h) for h in history]
-    before = carried[-1][1]
-    if before != value:
+    if carried and carried[-1][0] == step and carried[-1][1] != value:
+        carried.pop()
+    if not carried or carried[-1][1] != value:
         carried.append([step, value])
-    return carried, before
+    return carried
 
 
 def _step_ranges(history: list, *, upto: int) -> list[tuple[int, int, object]]:
@@ -699,7 +700,7 @@ def _resume_precision(state: FitState, trainer: dict, found: Path) -> None:
     if not history:  # a checkpoint from before precision was recorded
         return
     ran = _step_ranges(history, upto=state.step)  # before this resume: which steps ran in which precision
-    state.precision_history, _ = _continue_history(history, state.precision, step=state.step)
+    state.precision_history = _continue_history(history, state.precision, step=state.step)
     if not state.is_main or not ran or ran[-1][2] == state.precision:  # going on as its latest steps ran
         return
     last = ran[-1][2]
