@@ -273,14 +273,13 @@ def test_step_ranges_leave_out_a_precision_that_ran_no_step():
     assert _step_ranges([[0, "bf16"]], upto=0) == []
 
 
-def test_a_resume_with_another_process_count_is_said_and_recorded(tmp_path):
-    """A checkpoint written by 2 processes (its state.json says so) resumed by 1: said once, the history kept,
-    and the epochs reported from the place in the epoch order (the steps per epoch doubled)."""
+def _resume_a_checkpoint_rewritten(tmp_path, **trainer):
+    """Train a tiny model in one process and stop it at step 3, write `trainer` into its checkpoint's state.json (as
+    another run would have left it), then resume to step 12: (the fit result, the GxWarnings said)."""
     import warnings
 
     from gesture_cli.core.errors import GxWarning
     from gesture_cli.train.loop import TrainConfig, TrainingInterrupted, fit, make_accelerator
-    from gesture_cli.train.skeleton import fit_summary
 
     def run(*, resume):
         torch.manual_seed(0)
@@ -295,13 +294,22 @@ def test_a_resume_with_another_process_count_is_said_and_recorded(tmp_path):
         run(resume=False)
     state_path = tmp_path / "ckpt" / "last" / "state.json"
     state = json.loads(state_path.read_text())
-    per_epoch = len(_Pairs()) // 16  # micro-batches of one process per epoch
-    state["trainer"].update(num_processes=2, num_processes_history=[[0, 2]], batch_in_epoch=1)  # as 2 processes wrote it
+    state["trainer"].update(trainer)
     state_path.write_text(json.dumps(state))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         res = run(resume=True)
-    said = [str(w.message) for w in caught if issubclass(w.category, GxWarning)]
+    return res, [str(w.message) for w in caught if issubclass(w.category, GxWarning)]
+
+
+def test_a_resume_with_another_process_count_is_said_and_recorded(tmp_path):
+    """A checkpoint written by 2 processes (its state.json says so) resumed by 1: said once, the history kept,
+    and the epochs reported from the place in the epoch order (the steps per epoch doubled)."""
+    from gesture_cli.train.skeleton import fit_summary
+
+    per_epoch = len(_Pairs()) // 16  # micro-batches of one process per epoch
+    # as 2 processes wrote it
+    res, said = _resume_a_checkpoint_rewritten(tmp_path, num_processes=2, num_processes_history=[[0, 2]], batch_in_epoch=1)
     assert len(said) == 1 and "with 1 process(es), but its steps up to 3 ran with 2" in said[0], said
     summary = fit_summary(res)
     assert summary["num_processes"] == 1 and summary["steps"] == 12
@@ -322,30 +330,7 @@ def test_a_resume_with_another_process_count_is_said_and_recorded(tmp_path):
 def test_a_resume_names_the_process_count_its_steps_ran_with(tmp_path, history, saved, said, recorded):
     """The warning named the count of the latest resume even where that resume ran no step ("ran with 2" of steps
     that all ran with 1), and said nothing where the latest resume's count matched but no step ran with it."""
-    import warnings
-
-    from gesture_cli.core.errors import GxWarning
-    from gesture_cli.train.loop import TrainConfig, TrainingInterrupted, fit, make_accelerator
-
-    def run(*, resume):
-        torch.manual_seed(0)
-        model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 1))
-        cfg = TrainConfig(max_steps=12, batch_size=16, lr=3e-2, warmup_steps=0, checkpoint_every=3, log_every=1)
-        stop = {"on_step_end": [lambda st: st.request_stop("test") if st.step == 3 and not resume else None]}
-        return fit(model, train_data=_Pairs(), loss_fn=lambda m, b: nn.functional.mse_loss(m(b[0]), b[1]), cfg=cfg,
-                   checkpoint_dir=tmp_path / "ckpt", accelerator=make_accelerator("cpu"), precision=Precision("fp32", CPU),
-                   resume=resume, callbacks=stop)
-
-    with pytest.raises(TrainingInterrupted):
-        run(resume=False)
-    state_path = tmp_path / "ckpt" / "last" / "state.json"
-    state = json.loads(state_path.read_text())
-    state["trainer"].update(num_processes=saved, num_processes_history=history)
-    state_path.write_text(json.dumps(state))
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        res = run(resume=True)
-    told = [str(w.message) for w in caught if issubclass(w.category, GxWarning)]
+    res, told = _resume_a_checkpoint_rewritten(tmp_path, num_processes=saved, num_processes_history=history)
     assert told == [] if said is None else (len(told) == 1 and said in told[0]), told
     # the history keeps no entry for a resume that ran no step (it held [[0, 1], [3, 2], [3, 1]])
     assert res.state.num_processes_history == recorded
