@@ -103,12 +103,35 @@ def check_resume(last_dir: Path, resolved: dict, keys: Sequence[str], *, command
     diffs = [(k, saved.get(k), resolved[k]) for k in keys if k in saved and k in resolved and differs(k)]
     if not diffs:
         return
+    # a setting that is itself a mapping (the pose encoder's config) is named first, by the fields that differ:
+    # both whole mappings would bury the one that changed
+    diffs.sort(key=lambda d: not _both_mappings(d[1], d[2]))
     key, old, new = diffs[0]
+    if _both_mappings(old, new):
+        names = [*new, *(k for k in old if k not in new)]  # the config's field order
+        changes = ", ".join(f"{k} {_setting_text(old.get(k))} -> {_setting_text(new.get(k))}" for k in names if old.get(k) != new.get(k))
+        others = [k for k, _, _ in diffs[1:]]
+        also = f"; {', '.join(others)} differ{'s' if len(others) == 1 else ''} too" if others else ""
+        raise UsageError(f"cannot resume {found}: it was trained with another {key} ({changes}){also}; "
+                         "use the same settings or --force without --resume")
     if backbone_hint and key == "backbone":
         raise UsageError(f"cannot resume: {found} was trained with backbone '{old}', not '{new}'; use --backbone {old} or another run dir")
     more = f" (and {', '.join(k for k, _, _ in diffs[1:])})" if len(diffs) > 1 else ""
     raise UsageError(f"cannot resume {found}: it was trained with {key}={old!r}, this run has {key}={new!r}{more}; "
                      "use the same settings or --force without --resume")
+
+
+def _both_mappings(old, new) -> bool:
+    return isinstance(old, dict) and isinstance(new, dict)
+
+
+def _setting_text(value) -> str:
+    """A resume setting's value as a message shows it: unset, a,b,c for a list, 0.001 for a float."""
+    if value is None:
+        return "unset"
+    if isinstance(value, list | tuple):
+        return ",".join(str(v) for v in value)
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 def check_resume_loop(last_dir: Path, loop_cfg, *, committed: Callable[[], bool]) -> None:
@@ -142,7 +165,7 @@ def check_resume_loop(last_dir: Path, loop_cfg, *, committed: Callable[[], bool]
     more = f" (and {', '.join('--' + k.replace('_', '-') for k in changed[1:])})" if len(changed) > 1 else ""
 
     def setting(value) -> str:
-        return f"no {option}" if value is None else f"{option} {value:g}" if isinstance(value, float) else f"{option} {value}"
+        return f"no {option}" if value is None else f"{option} {_setting_text(value)}"
 
     fix = f"without {option}" if saved[key] is None else f"with {setting(saved[key])}"
     raise UsageError(f"cannot resume {found}: it was trained with {setting(saved[key])}, this command has {setting(given[key])}{more}, "

@@ -119,42 +119,6 @@ def resolve_encoder_config(file: str | None, opts: tuple[str, ...], keypoints: s
     return enc
 
 
-def _setting_text(value) -> str:
-    if value is None:
-        return "unset"
-    if isinstance(value, list | tuple):
-        return ",".join(str(v) for v in value)
-    return f"{value:g}" if isinstance(value, float) else str(value)
-
-
-def refuse_encoder_change(last_dir: Path, settings: dict, keys: tuple[str, ...], *, command: str | None = None) -> None:
-    """--resume with another pose encoder: a UsageError naming only the encoder settings that differ, each with
-    both values ("d_model 64 -> 32"), where check_resume would print both whole encoder configs; the other resume
-    keys that differ too are listed after them. Nothing to say: returns, and check_resume checks the rest."""
-    from gesture_cli.train.checkpoint import find_checkpoint, read_checkpoint_state
-
-    found = find_checkpoint(last_dir)
-    if found is None or "encoder" not in keys:
-        return
-    old, new = read_checkpoint_state(found).get("meta", {}).get("config", {}).get("encoder"), settings.get("encoder")
-    if not isinstance(old, dict) or not isinstance(new, dict) or old == new:
-        return
-    names = [*new, *(k for k in old if k not in new)]  # the config's field order
-    changes = [f"{k} {_setting_text(old.get(k))} -> {_setting_text(new.get(k))}" for k in names if old.get(k) != new.get(k)]
-
-    def differs(key: str) -> bool:  # check_resume's own comparison, one key at a time
-        try:
-            check_resume(last_dir, settings, (key,), command=command)
-        except UsageError:
-            return True
-        return False
-
-    others = [k for k in keys if k != "encoder" and differs(k)]
-    more = f"; {', '.join(others)} differ{'s' if len(others) == 1 else ''} too" if others else ""
-    raise UsageError(f"cannot resume {found}: it was trained with another encoder ({', '.join(changes)}){more}; "
-                     "use the same settings or --force without --resume")
-
-
 def points_of(enc_cfg) -> np.ndarray:
     """Indices of the points of the layout that the encoder's body parts keep."""
     from gesture_cli.models.skeletons import select_parts
@@ -184,7 +148,6 @@ class PoseTrainer(Trainer):
         return loop_config(self.cfg, lr=self.cfg.lr, monitor=self.monitor)
 
     def check_resume(self, settings: dict) -> None:
-        refuse_encoder_change(self.checkpoint_dir / "last", settings, self.resume_keys, command=self.command)
         check_resume(self.checkpoint_dir / "last", settings, self.resume_keys, command=self.command)
 
     def make_splits(self, context) -> PoseSplits:
